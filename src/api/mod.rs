@@ -1,0 +1,16 @@
+//! The gRPC surface: generated protobuf types and the `CatalogueService`
+//! handlers. The only module that knows prost types; handlers parse the
+//! request into `domain` values, call the store and encode the answer.
+
+mod catalogue;
+
+pub use catalogue::{CatalogueApi, NEXT_PAGE_TOKEN_TRAILER};
+
+/// Code generated from `proto/catalogue/v1/catalogue.proto`.
+pub mod proto {
+    tonic::include_proto!("catalogue.v1");
+
+    /// The encoded descriptors of the catalogue protos, for server reflection.
+    pub const FILE_DESCRIPTOR_SET: &[u8] =
+        tonic::include_file_descriptor_set!("catalogue_descriptor");
+}

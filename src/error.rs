@@ -1,0 +1,58 @@
+//! The one place where errors become gRPC statuses.
+
+use tonic::{Code, Status};
+
+use crate::{
+    domain::{InvalidInput, ProductId},
+    store::StoreError,
+};
+
+/// Everything a request can fail with.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(transparent)]
+    InvalidInput(#[from] InvalidInput),
+    #[error("product {:?} not found", .0.as_str())]
+    NotFound(ProductId),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl From<Error> for Status {
+    fn from(error: Error) -> Self {
+        match error {
+            Error::InvalidInput(invalid) => Status::invalid_argument(invalid.to_string()),
+            error @ Error::NotFound(_) => Status::not_found(error.to_string()),
+            Error::Store(store) => internal(&store),
+        }
+    }
+}
+
+/// An INTERNAL status with a generic message: the cause is logged once here,
+/// inside the request's span (so with its trace id), and never sent to the
+/// client.
+pub fn internal(cause: &dyn std::error::Error) -> Status {
+    tracing::error!(error = %cause, "internal error");
+    Status::new(Code::Internal, "internal error")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn statuses_carry_readable_messages_and_never_internal_causes() {
+        let status = Status::from(Error::from(InvalidInput::MissingProductId));
+        assert_eq!(status.code(), Code::InvalidArgument);
+        assert_eq!(status.message(), "product_id is required");
+
+        let status = Status::from(Error::NotFound(ProductId::parse("prod-x").unwrap()));
+        assert_eq!(status.code(), Code::NotFound);
+        assert_eq!(status.message(), "product \"prod-x\" not found");
+
+        let secret = StoreError::UnsupportedUrl("postgres://user:secret@db".into());
+        let status = Status::from(Error::from(secret));
+        assert_eq!(status.code(), Code::Internal);
+        assert_eq!(status.message(), "internal error");
+    }
+}

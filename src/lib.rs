@@ -1,0 +1,21 @@
+//! catalogue: an observability-first reference gRPC service.
+//!
+//! # Layout
+//! - `config`: flags and environment, read once;
+//! - `app`: `App::build` binds, `App::run_until_stopped` serves and drains;
+//! - `api`: the gRPC handlers and generated protobuf types;
+//! - `domain`: products and validated request values;
+//! - `store`: the `Store` trait with SQLite, PostgreSQL and memory backends;
+//! - `error`: the one mapping from errors to gRPC statuses;
+//! - `admin`: the HTTP admin server;
+//! - `telemetry`: logs (and, later, traces and metrics).
+#![forbid(unsafe_code)]
+
+pub mod admin;
+pub mod api;
+pub mod app;
+pub mod config;
+pub mod domain;
+pub mod error;
+pub mod store;
+pub mod telemetry;
