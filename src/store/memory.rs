@@ -125,7 +125,7 @@ impl Store for MemoryStore {
             .map(|product| (Self::score(product, query_words), product))
             .collect();
         // Candidates are in id order already: a stable sort keeps ties by id.
-        matches.sort_by(|a, b| b.0.cmp(&a.0));
+        matches.sort_by_key(|(score, _)| std::cmp::Reverse(*score));
         Ok(matches
             .into_iter()
             .skip(query.offset.get() as usize)

@@ -1,0 +1,68 @@
+use catalogue::api::proto::GetProductRequest;
+use tonic::Code;
+
+use crate::helpers::{Backend, backend_tests, seed_products, spawn_app};
+
+backend_tests!(
+    returns_the_seeded_product,
+    empty_id_is_invalid_argument,
+    unknown_id_is_not_found_naming_the_id,
+);
+
+async fn returns_the_seeded_product(backend: Backend) {
+    let Some(mut app) = spawn_app(backend).await else {
+        return;
+    };
+    let expected = seed_products()[41].clone();
+
+    let product = app
+        .client
+        .get_product(GetProductRequest {
+            product_id: expected.id.clone(),
+        })
+        .await
+        .expect("seeded product is found")
+        .into_inner();
+
+    assert_eq!(product, expected);
+    assert!(product.price_eur > 0.0);
+    assert!(!product.image_urls.is_empty());
+}
+
+async fn empty_id_is_invalid_argument(backend: Backend) {
+    let Some(mut app) = spawn_app(backend).await else {
+        return;
+    };
+
+    let status = app
+        .client
+        .get_product(GetProductRequest {
+            product_id: String::new(),
+        })
+        .await
+        .expect_err("empty id is refused");
+
+    assert_eq!(status.code(), Code::InvalidArgument);
+    assert_eq!(status.message(), "product_id is required");
+}
+
+async fn unknown_id_is_not_found_naming_the_id(backend: Backend) {
+    let Some(mut app) = spawn_app(backend).await else {
+        return;
+    };
+
+    let status = app
+        .client
+        .get_product(GetProductRequest {
+            product_id: "prod-missing".into(),
+        })
+        .await
+        .expect_err("unknown id is not found");
+
+    assert_eq!(status.code(), Code::NotFound);
+    assert!(
+        status.message().contains("prod-missing"),
+        "{}",
+        status.message()
+    );
+}

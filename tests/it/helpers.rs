@@ -1,0 +1,214 @@
+//! `spawn_app`: every test gets its own app on port 0 and its own database.
+
+use std::{
+    sync::{
+        Arc, Once,
+        atomic::{AtomicU32, Ordering},
+    },
+    time::{SystemTime, UNIX_EPOCH},
+};
+
+use catalogue::{
+    api::proto::catalogue_service_client::CatalogueServiceClient,
+    app::{App, StartupError},
+    config::{Cli, Command, LogFormat, ServeConfig},
+    store::{self, Store},
+    telemetry,
+};
+use clap::Parser;
+use tokio::{sync::oneshot, task::JoinHandle};
+use tonic::transport::Channel;
+
+/// Size of the catalogue each test app is seeded with.
+pub const CATALOGUE_SIZE: u32 = 500;
+
+/// Where a test app keeps its products.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Memory,
+    /// Only when `TEST_DATABASE_URL` is set: each test in its own schema.
+    Postgres,
+}
+
+/// Generates one test per backend from `async fn name(backend: Backend)`.
+macro_rules! backend_tests {
+    ($($name:ident),+ $(,)?) => {
+        mod sqlite {
+            $(#[tokio::test]
+            async fn $name() {
+                super::$name($crate::helpers::Backend::Sqlite).await
+            })+
+        }
+        mod memory {
+            $(#[tokio::test]
+            async fn $name() {
+                super::$name($crate::helpers::Backend::Memory).await
+            })+
+        }
+        mod postgres {
+            $(#[tokio::test]
+            async fn $name() {
+                super::$name($crate::helpers::Backend::Postgres).await
+            })+
+        }
+    };
+}
+pub(crate) use backend_tests;
+
+pub struct TestApp {
+    pub grpc_addr: std::net::SocketAddr,
+    pub admin_addr: std::net::SocketAddr,
+    pub channel: Channel,
+    pub client: CatalogueServiceClient<Channel>,
+    shutdown: Option<oneshot::Sender<()>>,
+    server: JoinHandle<Result<(), StartupError>>,
+    _data_dir: tempfile::TempDir,
+}
+
+impl TestApp {
+    /// Triggers shutdown and waits for `run_until_stopped` to return.
+    pub async fn stop(mut self) -> Result<(), StartupError> {
+        self.begin_shutdown();
+        (&mut self.server).await.expect("server task panicked")
+    }
+
+    pub fn begin_shutdown(&mut self) {
+        if let Some(shutdown) = self.shutdown.take() {
+            let _ = shutdown.send(());
+        }
+    }
+
+    /// Waits for the server task started by `spawn_app`.
+    pub async fn stopped(mut self) -> Result<(), StartupError> {
+        (&mut self.server).await.expect("server task panicked")
+    }
+
+    pub fn admin_url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.admin_addr)
+    }
+}
+
+/// Configuration of a test app: port 0 everywhere, a short grace period.
+pub fn test_config(database_url: &str, extra: &[&str]) -> ServeConfig {
+    let mut args = vec![
+        "catalogue",
+        "serve",
+        "--grpc-addr",
+        "127.0.0.1:0",
+        "--admin-addr",
+        "127.0.0.1:0",
+        "--database-url",
+        database_url,
+        "--shutdown-grace",
+        "5s",
+    ];
+    let size = CATALOGUE_SIZE.to_string();
+    args.extend(["--seed-products", &size]);
+    args.extend(extra);
+    let Command::Serve(config) = Cli::try_parse_from(args)
+        .expect("test configuration parses")
+        .into_command();
+    config
+}
+
+/// Spawns an app on `backend`; `None` (the test is skipped) for PostgreSQL
+/// when `TEST_DATABASE_URL` is not set.
+pub async fn spawn_app(backend: Backend) -> Option<TestApp> {
+    spawn_app_with(backend, &[]).await
+}
+
+pub async fn spawn_app_with(backend: Backend, extra: &[&str]) -> Option<TestApp> {
+    let data_dir = tempfile::tempdir().expect("temporary directory");
+    let database_url = match backend {
+        Backend::Memory => "memory".to_owned(),
+        Backend::Sqlite => format!(
+            "sqlite://{}",
+            data_dir.path().join("catalogue.db").display()
+        ),
+        Backend::Postgres => match std::env::var("TEST_DATABASE_URL") {
+            Ok(url) => postgres_schema(&url).await,
+            Err(_) => {
+                eprintln!("skipped: TEST_DATABASE_URL is not set");
+                return None;
+            }
+        },
+    };
+    let config = test_config(&database_url, extra);
+    let app = App::build(config).await.expect("app builds");
+    Some(start(app, data_dir).await)
+}
+
+/// Spawns an app around a store the test made (to observe or break it).
+pub async fn spawn_app_with_store(store: Arc<dyn Store>) -> TestApp {
+    let data_dir = tempfile::tempdir().expect("temporary directory");
+    let app = App::build_with_store(test_config("memory", &[]), store)
+        .await
+        .expect("app builds");
+    start(app, data_dir).await
+}
+
+async fn start(app: App, data_dir: tempfile::TempDir) -> TestApp {
+    init_test_logs();
+    let grpc_addr = app.grpc_addr();
+    let admin_addr = app.admin_addr();
+    let (shutdown, shutdown_signal) = oneshot::channel::<()>();
+    let server = tokio::spawn(app.run_until_stopped(async {
+        let _ = shutdown_signal.await;
+    }));
+    let channel = Channel::from_shared(format!("http://{grpc_addr}"))
+        .expect("valid uri")
+        .connect()
+        .await
+        .expect("connects to the app");
+    TestApp {
+        grpc_addr,
+        admin_addr,
+        client: CatalogueServiceClient::new(channel.clone()),
+        channel,
+        shutdown: Some(shutdown),
+        server,
+        _data_dir: data_dir,
+    }
+}
+
+/// A fresh schema in the test database, and a url whose connections use it.
+async fn postgres_schema(url: &str) -> String {
+    static COUNTER: AtomicU32 = AtomicU32::new(0);
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .subsec_nanos();
+    let schema = format!(
+        "catalogue_test_{}_{}_{nanos}",
+        std::process::id(),
+        COUNTER.fetch_add(1, Ordering::Relaxed)
+    );
+    let pool = sqlx::PgPool::connect(url)
+        .await
+        .expect("TEST_DATABASE_URL connects");
+    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE SCHEMA {schema}")))
+        .execute(&pool)
+        .await
+        .expect("schema created");
+    pool.close().await;
+    let separator = if url.contains('?') { '&' } else { '?' };
+    format!("{url}{separator}options[search_path]={schema}")
+}
+
+/// Logs are silent unless `TEST_LOG` is set.
+fn init_test_logs() {
+    static INIT: Once = Once::new();
+    INIT.call_once(|| {
+        if std::env::var_os("TEST_LOG").is_some() {
+            telemetry::init(telemetry::subscriber(LogFormat::Text, std::io::stderr));
+        }
+    });
+}
+
+/// The seed catalogue's products, as the API returns them.
+pub fn seed_products() -> Vec<catalogue::api::proto::Product> {
+    store::seed::products(CATALOGUE_SIZE)
+        .map(Into::into)
+        .collect()
+}

@@ -1,0 +1,146 @@
+//! Bad input and broken handlers cost one call, never the server.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use catalogue::{
+    api::proto::{GetProductRequest, Product},
+    domain::{self, ProductId, SearchQuery},
+    store::{ListPage, MemoryStore, Store, StoreError},
+};
+use tonic::{Code, codegen::http::uri::PathAndQuery};
+
+use crate::helpers::{Backend, seed_products, spawn_app, spawn_app_with_store};
+
+/// A store whose `get_product` panics for one id.
+struct PanickingStore(MemoryStore);
+
+#[async_trait]
+impl Store for PanickingStore {
+    fn system(&self) -> &'static str {
+        "panicking"
+    }
+
+    async fn get_product(&self, id: &ProductId) -> Result<Option<domain::Product>, StoreError> {
+        if id.as_str() == "boom" {
+            panic!("the store exploded");
+        }
+        self.0.get_product(id).await
+    }
+
+    async fn list_products(&self, page: ListPage<'_>) -> Result<Vec<domain::Product>, StoreError> {
+        self.0.list_products(page).await
+    }
+
+    async fn search_products(
+        &self,
+        query: &SearchQuery,
+        limit: u32,
+    ) -> Result<Vec<domain::Product>, StoreError> {
+        self.0.search_products(query, limit).await
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn a_panicking_handler_fails_its_call_with_internal_and_the_server_keeps_serving() {
+    let mut app = spawn_app_with_store(Arc::new(PanickingStore(MemoryStore::seeded(10)))).await;
+
+    let status = app
+        .client
+        .get_product(GetProductRequest {
+            product_id: "boom".into(),
+        })
+        .await
+        .expect_err("the call fails");
+    assert_eq!(status.code(), Code::Internal);
+    assert_eq!(
+        status.message(),
+        "internal error",
+        "the panic message is not leaked"
+    );
+
+    let product = app
+        .client
+        .get_product(GetProductRequest {
+            product_id: seed_products()[0].id.clone(),
+        })
+        .await
+        .expect("the next call is served");
+    assert_eq!(product.into_inner().id, seed_products()[0].id);
+}
+
+#[tokio::test]
+async fn an_oversized_message_is_refused_and_the_server_keeps_serving() {
+    let mut app = spawn_app(Backend::Memory).await.expect("memory app");
+    let huge = "x".repeat(5 * 1024 * 1024);
+
+    let status = app
+        .client
+        .get_product(GetProductRequest { product_id: huge })
+        .await
+        .expect_err("oversized request refused");
+    // tonic reports a message over the limit as OUT_OF_RANGE.
+    assert_eq!(status.code(), Code::OutOfRange, "{status:?}");
+
+    app.client
+        .get_product(GetProductRequest {
+            product_id: seed_products()[0].id.clone(),
+        })
+        .await
+        .expect("the next call is served");
+}
+
+/// A message whose field 1 is a varint where `GetProductRequest` has a string.
+#[derive(Clone, PartialEq, prost::Message)]
+struct WrongWireType {
+    #[prost(int64, tag = "1")]
+    product_id: i64,
+}
+
+#[tokio::test]
+async fn malformed_protobuf_is_an_error_and_the_server_keeps_serving() {
+    let mut app = spawn_app(Backend::Memory).await.expect("memory app");
+    let mut grpc = tonic::client::Grpc::new(app.channel.clone());
+    grpc.ready().await.expect("channel ready");
+
+    let status = grpc
+        .unary::<_, Product, _>(
+            tonic::Request::new(WrongWireType { product_id: 7 }),
+            PathAndQuery::from_static("/catalogue.v1.CatalogueService/GetProduct"),
+            tonic_prost::ProstCodec::default(),
+        )
+        .await
+        .expect_err("undecodable request refused");
+    // Decoding failures are INTERNAL, as gRPC's status code guide says.
+    assert_eq!(status.code(), Code::Internal, "{status:?}");
+
+    let status = app
+        .client
+        .get_product(GetProductRequest {
+            product_id: String::new(),
+        })
+        .await
+        .expect_err("still validating");
+    assert_eq!(status.code(), Code::InvalidArgument);
+}
+
+#[tokio::test]
+async fn an_unknown_method_is_unimplemented() {
+    let app = spawn_app(Backend::Memory).await.expect("memory app");
+    let mut grpc = tonic::client::Grpc::new(app.channel.clone());
+    grpc.ready().await.expect("channel ready");
+
+    let status = grpc
+        .unary::<_, Product, _>(
+            tonic::Request::new(GetProductRequest::default()),
+            PathAndQuery::from_static("/catalogue.v1.CatalogueService/DeleteEverything"),
+            tonic_prost::ProstCodec::default(),
+        )
+        .await
+        .expect_err("no such method");
+    assert_eq!(status.code(), Code::Unimplemented);
+}
