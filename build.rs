@@ -1,7 +1,8 @@
 //! Generates the gRPC code from `proto/` with a vendored `protoc`, so a fresh
-//! machine needs no system protobuf compiler.
+//! machine needs no system protobuf compiler, and records build information
+//! for the `catalogue_build_info` metric.
 
-use std::{env, error::Error, path::PathBuf};
+use std::{env, error::Error, path::PathBuf, process::Command};
 
 fn main() -> Result<(), Box<dyn Error>> {
     let out_dir = PathBuf::from(env::var("OUT_DIR")?);
@@ -11,5 +12,25 @@ fn main() -> Result<(), Box<dyn Error>> {
         .file_descriptor_set_path(out_dir.join("catalogue_descriptor.bin"))
         .compile_with_config(config, &["proto/catalogue/v1/catalogue.proto"], &["proto"])?;
     println!("cargo:rerun-if-changed=proto");
+
+    let rustc = env::var("RUSTC").unwrap_or_else(|_| "rustc".into());
+    let rustc_version = command_output(&rustc, &["--version"]);
+    let git_sha = command_output("git", &["rev-parse", "--short=12", "HEAD"]);
+    println!("cargo:rustc-env=CATALOGUE_RUSTC_VERSION={rustc_version}");
+    println!("cargo:rustc-env=CATALOGUE_GIT_SHA={git_sha}");
+    println!("cargo:rerun-if-changed=.git/HEAD");
     Ok(())
+}
+
+/// A command's first output line, or "unknown" where it cannot run (a
+/// source tarball has no git).
+fn command_output(program: &str, args: &[&str]) -> String {
+    Command::new(program)
+        .args(args)
+        .output()
+        .ok()
+        .filter(|output| output.status.success())
+        .and_then(|output| String::from_utf8(output.stdout).ok())
+        .and_then(|text| text.lines().next().map(str::to_owned))
+        .unwrap_or_else(|| "unknown".into())
 }

@@ -1,12 +1,16 @@
 //! Wiring: `App::build` opens the store and binds the listeners (so port 0
 //! works and the real addresses can be read back); `run_until_stopped`
-//! serves gRPC and admin HTTP until the shutdown future resolves, then
-//! drains.
+//! serves gRPC, admin HTTP and tokio-console until the shutdown future
+//! resolves, then drains.
 
 use std::{any::Any, future::Future, net::SocketAddr, sync::Arc};
 
+use metrics_exporter_prometheus::PrometheusHandle;
 use tokio::{net::TcpListener, sync::watch, task::JoinHandle};
-use tonic::{Status, transport::Server, transport::server::TcpIncoming};
+use tonic::{
+    Status,
+    transport::{Server, server::TcpIncoming},
+};
 use tonic_health::{
     ServingStatus,
     pb::health_server::{Health, HealthServer},
@@ -17,7 +21,8 @@ use crate::{
     admin::{self, AdminState},
     api::{CatalogueApi, proto, proto::catalogue_service_server::CatalogueServiceServer},
     config::ServeConfig,
-    store::{self, Store, StoreError},
+    store::{self, InstrumentedStore, Store, StoreError},
+    telemetry::{Telemetry, grpc::GrpcTelemetryLayer, runtime::Sampler},
 };
 
 /// h2's guard against streams reset by protocol errors (the "rapid reset"
@@ -37,8 +42,8 @@ pub enum StartupError {
     Reflection(#[from] tonic_reflection::server::Error),
     #[error("gRPC server failed: {0}")]
     Grpc(#[from] tonic::transport::Error),
-    #[error("admin server failed: {0}")]
-    Admin(std::io::Error),
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
     #[error("server task failed: {0}")]
     Task(#[from] tokio::task::JoinError),
 }
@@ -47,33 +52,58 @@ pub enum StartupError {
 pub struct App {
     config: ServeConfig,
     store: Arc<dyn Store>,
+    prometheus: PrometheusHandle,
     grpc_listener: TcpListener,
     grpc_addr: SocketAddr,
     admin_listener: TcpListener,
     admin_addr: SocketAddr,
+    console: Option<(console_subscriber::Server, std::net::TcpListener)>,
+    console_addr: Option<SocketAddr>,
 }
 
 impl App {
     /// Opens the store the configuration names, then binds.
-    pub async fn build(config: ServeConfig) -> Result<Self, StartupError> {
+    pub async fn build(
+        config: ServeConfig,
+        telemetry: &mut Telemetry,
+    ) -> Result<Self, StartupError> {
         let store = store::open(&config.store_options()).await?;
-        Self::build_with_store(config, store).await
+        Self::build_with_store(config, store, telemetry).await
     }
 
     /// Binds the listeners around a store that is already open.
     pub async fn build_with_store(
         config: ServeConfig,
         store: Arc<dyn Store>,
+        telemetry: &mut Telemetry,
     ) -> Result<Self, StartupError> {
+        let store: Arc<dyn Store> = Arc::new(InstrumentedStore::new(store));
         let (grpc_listener, grpc_addr) = bind(config.grpc_addr).await?;
         let (admin_listener, admin_addr) = bind(config.admin_addr).await?;
+        let console = match telemetry.take_console() {
+            Some(server) => {
+                let addr = config.telemetry.console_addr;
+                let listener = std::net::TcpListener::bind(addr)
+                    .map_err(|source| StartupError::Bind { addr, source })?;
+                listener.set_nonblocking(true)?;
+                Some((server, listener))
+            }
+            None => None,
+        };
+        let console_addr = console
+            .as_ref()
+            .map(|(_, listener)| listener.local_addr())
+            .transpose()?;
         Ok(Self {
             config,
             store,
+            prometheus: telemetry.prometheus(),
             grpc_listener,
             grpc_addr,
             admin_listener,
             admin_addr,
+            console,
+            console_addr,
         })
     }
 
@@ -85,6 +115,11 @@ impl App {
         self.admin_addr
     }
 
+    /// Where tokio-console attaches; `None` with `--no-console`.
+    pub fn console_addr(&self) -> Option<SocketAddr> {
+        self.console_addr
+    }
+
     /// Serves until `shutdown` resolves, then: health turns NOT_SERVING and
     /// readiness fails, listeners stop accepting, in-flight calls and streams
     /// drain for at most the configured grace period.
@@ -92,40 +127,56 @@ impl App {
         self,
         shutdown: impl Future<Output = ()> + Send,
     ) -> Result<(), StartupError> {
+        let Self {
+            config,
+            store,
+            prometheus,
+            grpc_listener,
+            admin_listener,
+            console,
+            ..
+        } = self;
         let (health, health_service) = tonic_health::server::health_reporter();
         health
             .set_serving::<CatalogueServiceServer<CatalogueApi>>()
             .await;
         let (drain, draining) = watch::channel(false);
-        let Self {
-            config,
-            store,
-            grpc_listener,
-            admin_listener,
-            ..
-        } = self;
+
+        if let Some((server, listener)) = console {
+            serve_console(server, listener)?;
+        }
+        let telemetry_layer = GrpcTelemetryLayer::new(config.telemetry.trace_health_checks);
+        let sampler = Sampler::new(
+            tokio::runtime::Handle::current(),
+            prometheus.clone(),
+            store.clone(),
+            telemetry_layer.task_monitors(),
+            !config.telemetry.no_runtime_metrics,
+        );
 
         let grpc_server = grpc_server(
             &config,
             store.clone(),
             grpc_listener,
+            telemetry_layer,
             health_service,
             draining.clone(),
         )?;
-        let mut grpc = tokio::spawn(grpc_server);
+        let mut grpc = spawn_named("grpc-server", grpc_server)?;
         let admin_router = admin::router(AdminState {
             store,
+            metrics: Arc::new(sampler),
             draining: draining.clone(),
         });
-        let admin_server = axum::serve(admin_listener, admin_router)
-            .with_graceful_shutdown(drained(draining.clone()));
+        let admin_server =
+            axum::serve(admin_listener, admin_router).with_graceful_shutdown(drained(draining));
         let mut admin: JoinHandle<std::io::Result<()>> =
-            tokio::spawn(async move { admin_server.await });
+            spawn_named("admin-server", async move { admin_server.await })?;
 
         tokio::select! {
             () = shutdown => {}
             result = &mut grpc => return result?.map_err(StartupError::from),
-            result = &mut admin => return result?.map_err(StartupError::Admin),
+            result = &mut admin => return result?.map_err(StartupError::from),
         }
 
         tracing::info!(grace = ?config.shutdown_grace, "shutting down: draining in-flight calls");
@@ -145,7 +196,7 @@ impl App {
         match tokio::time::timeout(config.shutdown_grace, both).await {
             Ok((grpc_result, admin_result)) => {
                 grpc_result??;
-                admin_result?.map_err(StartupError::Admin)?;
+                admin_result??;
                 tracing::info!("drained; bye");
             }
             Err(_) => {
@@ -158,12 +209,22 @@ impl App {
     }
 }
 
-/// The gRPC server future: catalogue, health and reflection, with the HTTP/2
-/// limits set explicitly.
+/// Spawns a task with a name tokio-console and task dumps show.
+fn spawn_named<F>(name: &str, future: F) -> std::io::Result<JoinHandle<F::Output>>
+where
+    F: Future + Send + 'static,
+    F::Output: Send + 'static,
+{
+    tokio::task::Builder::new().name(name).spawn(future)
+}
+
+/// The gRPC server future: catalogue, health and reflection behind the
+/// telemetry layer, with the HTTP/2 limits set explicitly.
 fn grpc_server<H: Health>(
     config: &ServeConfig,
     store: Arc<dyn Store>,
     listener: TcpListener,
+    telemetry: GrpcTelemetryLayer,
     health_service: HealthServer<H>,
     draining: watch::Receiver<bool>,
 ) -> Result<impl Future<Output = Result<(), tonic::transport::Error>> + Send + use<H>, StartupError>
@@ -182,12 +243,47 @@ fn grpc_server<H: Health>(
     Ok(Server::builder()
         .max_concurrent_streams(config.max_concurrent_streams)
         .http2_max_local_error_reset_streams(Some(MAX_LOCAL_ERROR_RESET_STREAMS))
+        // Outermost first: telemetry sees the INTERNAL a caught panic becomes.
+        .layer(telemetry)
         .layer(CatchPanicLayer::custom(panic_response))
         .add_service(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
         .add_service(catalogue)
         .serve_with_incoming_shutdown(incoming, drained(draining)))
+}
+
+/// tokio-console's gRPC server and aggregator, on a thread and runtime of
+/// their own so that attaching a console never competes with the service's
+/// workers (and the console's own tasks do not crowd the service's view).
+fn serve_console(
+    server: console_subscriber::Server,
+    listener: std::net::TcpListener,
+) -> std::io::Result<()> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    std::thread::Builder::new()
+        .name("tokio-console".into())
+        .spawn(move || {
+            runtime.block_on(async move {
+                let parts = server.into_parts();
+                let aggregator = tokio::spawn(parts.aggregator.run());
+                let served = match TcpListener::from_std(listener) {
+                    Ok(listener) => Server::builder()
+                        .add_service(parts.instrument_server)
+                        .serve_with_incoming(TcpIncoming::from(listener))
+                        .await
+                        .map_err(|error| error.to_string()),
+                    Err(error) => Err(error.to_string()),
+                };
+                if let Err(error) = served {
+                    tracing::error!(%error, "tokio-console server failed");
+                }
+                aggregator.abort();
+            });
+        })?;
+    Ok(())
 }
 
 async fn bind(addr: SocketAddr) -> Result<(TcpListener, SocketAddr), StartupError> {

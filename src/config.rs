@@ -65,10 +65,6 @@ pub struct ServeConfig {
           value_parser = clap::value_parser!(u32).range(1..=1000))]
     pub db_pool_size: u32,
 
-    /// Log line format; filter with RUST_LOG (default "info").
-    #[arg(long, env = "CATALOGUE_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
-    pub log_format: LogFormat,
-
     /// How long in-flight calls and streams may drain after SIGTERM/Ctrl-C.
     #[arg(long, env = "CATALOGUE_SHUTDOWN_GRACE", default_value = "10s",
           value_parser = humantime::parse_duration)]
@@ -81,6 +77,47 @@ pub struct ServeConfig {
     /// Concurrent HTTP/2 streams per connection.
     #[arg(long, env = "CATALOGUE_MAX_CONCURRENT_STREAMS", default_value_t = 200)]
     pub max_concurrent_streams: u32,
+
+    #[command(flatten)]
+    pub telemetry: TelemetryConfig,
+}
+
+/// Which signals to produce, and where to send them. Each can be turned off
+/// so that its cost can be measured.
+#[derive(Debug, Clone, Args)]
+pub struct TelemetryConfig {
+    /// Log line format; filter with RUST_LOG (default "info").
+    #[arg(long, env = "CATALOGUE_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+
+    /// OTLP/gRPC collector to export traces to, e.g. http://127.0.0.1:4317.
+    /// Unset: no traces are exported. The other standard OTEL_* variables
+    /// (OTEL_TRACES_SAMPLER, OTEL_TRACES_SAMPLER_ARG, OTEL_RESOURCE_ATTRIBUTES,
+    /// OTEL_EXPORTER_OTLP_TIMEOUT, ...) are read by the OpenTelemetry SDK.
+    #[arg(long, env = "OTEL_EXPORTER_OTLP_ENDPOINT")]
+    pub otlp_endpoint: Option<String>,
+
+    /// `service.name` of exported traces.
+    #[arg(long, env = "OTEL_SERVICE_NAME", default_value = "catalogue")]
+    pub service_name: String,
+
+    /// Trace health checks and reflection calls too (off: they would drown
+    /// real traffic).
+    #[arg(long, env = "CATALOGUE_TRACE_HEALTH_CHECKS")]
+    pub trace_health_checks: bool,
+
+    /// Address tokio-console attaches to.
+    #[arg(long, env = "CATALOGUE_CONSOLE_ADDR", default_value = "127.0.0.1:6669")]
+    pub console_addr: SocketAddr,
+
+    /// Do not serve tokio-console (its instrumentation has a cost under load).
+    #[arg(long, env = "CATALOGUE_NO_CONSOLE")]
+    pub no_console: bool,
+
+    /// Do not export Tokio runtime, task and process metrics (sampled on
+    /// each scrape of /metrics).
+    #[arg(long, env = "CATALOGUE_NO_RUNTIME_METRICS")]
+    pub no_runtime_metrics: bool,
 }
 
 impl ServeConfig {

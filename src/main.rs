@@ -3,20 +3,28 @@ use clap::Parser;
 use catalogue::{
     app::{self, App},
     config::{Cli, Command, ServeConfig},
-    telemetry,
+    telemetry::{Telemetry, runtime::runtime_builder},
 };
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
-    match Cli::parse().into_command() {
-        Command::Serve(config) => serve(config).await,
-    }
+fn main() -> anyhow::Result<()> {
+    let command = Cli::parse().into_command();
+    runtime_builder().build()?.block_on(async {
+        match command {
+            Command::Serve(config) => serve(config).await,
+        }
+    })
 }
 
 async fn serve(config: ServeConfig) -> anyhow::Result<()> {
-    telemetry::init(telemetry::subscriber(config.log_format, std::io::stdout));
-    let app = App::build(config).await?;
-    tracing::info!(grpc = %app.grpc_addr(), admin = %app.admin_addr(), "catalogue is serving");
+    let sink = tracing_subscriber::fmt::writer::BoxMakeWriter::new(std::io::stdout);
+    let mut telemetry = Telemetry::init(&config.telemetry, sink)?;
+    let app = App::build(config, &mut telemetry).await?;
+    tracing::info!(
+        grpc = %app.grpc_addr(),
+        admin = %app.admin_addr(),
+        console = ?app.console_addr(),
+        "catalogue is serving"
+    );
     app.run_until_stopped(app::shutdown_signal()).await?;
     Ok(())
 }

@@ -7,6 +7,7 @@
 //! Stores know nothing about tonic or protobuf: they take validated values
 //! from `domain` and return `Product`s.
 
+mod instrumented;
 mod memory;
 mod postgres;
 pub mod seed;
@@ -19,6 +20,7 @@ use futures::{Stream, stream};
 
 use crate::domain::{CategoryId, ListCursor, ListQuery, Product, ProductId, SearchQuery};
 
+pub use instrumented::InstrumentedStore;
 pub use memory::MemoryStore;
 pub use postgres::PgStore;
 pub use sqlite::SqliteStore;
@@ -62,10 +64,58 @@ pub struct ListPage<'a> {
     pub limit: u32,
 }
 
+/// The store calls, as spans and metrics name them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Operation {
+    GetProduct,
+    ListProducts,
+    SearchProducts,
+}
+
+impl Operation {
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::GetProduct => "get_product",
+            Self::ListProducts => "list_products",
+            Self::SearchProducts => "search_products",
+        }
+    }
+}
+
+/// A snapshot of a connection pool.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PoolStats {
+    /// Open connections, idle or in use.
+    pub size: u32,
+    pub idle: u32,
+    pub max: u32,
+}
+
+impl PoolStats {
+    fn of<DB: sqlx::Database>(pool: &sqlx::Pool<DB>) -> Self {
+        Self {
+            size: pool.size(),
+            idle: u32::try_from(pool.num_idle()).unwrap_or(u32::MAX),
+            max: pool.options().get_max_connections(),
+        }
+    }
+}
+
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
     /// The `db.system` name of the backend.
     fn system(&self) -> &'static str;
+
+    /// The statement an operation runs, for spans: placeholders only, never
+    /// values. `None` for stores that do not speak SQL.
+    fn statement(&self, _operation: Operation) -> Option<&'static str> {
+        None
+    }
+
+    /// The connection pool's state, for stores that have one.
+    fn pool_stats(&self) -> Option<PoolStats> {
+        None
+    }
 
     async fn get_product(&self, id: &ProductId) -> Result<Option<Product>, StoreError>;
 

@@ -9,7 +9,9 @@ use sqlx::{
     postgres::{PgConnectOptions, PgPoolOptions, PgRow},
 };
 
-use super::{ListPage, SEED_BATCH_SIZE, Store, StoreError, StoreOptions, seed};
+use super::{
+    ListPage, Operation, PoolStats, SEED_BATCH_SIZE, Store, StoreError, StoreOptions, seed,
+};
 use crate::domain::{Product, ProductId, SearchQuery};
 
 /// The product columns every read selects, as a literal for `concat!`.
@@ -111,6 +113,18 @@ fn product_from_row(row: &PgRow) -> Result<Product, StoreError> {
 impl Store for PgStore {
     fn system(&self) -> &'static str {
         "postgresql"
+    }
+
+    fn statement(&self, operation: Operation) -> Option<&'static str> {
+        Some(match operation {
+            Operation::GetProduct => GET_PRODUCT,
+            Operation::ListProducts => LIST_PRODUCTS,
+            Operation::SearchProducts => SEARCH_PRODUCTS,
+        })
+    }
+
+    fn pool_stats(&self) -> Option<PoolStats> {
+        Some(PoolStats::of(&self.pool))
     }
 
     async fn get_product(&self, id: &ProductId) -> Result<Option<Product>, StoreError> {

@@ -10,7 +10,9 @@ use sqlx::{
     },
 };
 
-use super::{ListPage, SEED_BATCH_SIZE, Store, StoreError, StoreOptions, seed};
+use super::{
+    ListPage, Operation, PoolStats, SEED_BATCH_SIZE, Store, StoreError, StoreOptions, seed,
+};
 use crate::domain::{Product, ProductId, SearchQuery};
 
 /// The product columns every read selects, as a literal for `concat!`:
@@ -115,6 +117,18 @@ fn product_from_row(row: &SqliteRow) -> Result<Product, StoreError> {
 impl Store for SqliteStore {
     fn system(&self) -> &'static str {
         "sqlite"
+    }
+
+    fn statement(&self, operation: Operation) -> Option<&'static str> {
+        Some(match operation {
+            Operation::GetProduct => GET_PRODUCT,
+            Operation::ListProducts => LIST_PRODUCTS,
+            Operation::SearchProducts => SEARCH_PRODUCTS,
+        })
+    }
+
+    fn pool_stats(&self) -> Option<PoolStats> {
+        Some(PoolStats::of(&self.pool))
     }
 
     async fn get_product(&self, id: &ProductId) -> Result<Option<Product>, StoreError> {

@@ -1,41 +1,184 @@
-//! Telemetry: structured logs through one tracing-subscriber registry.
+//! Telemetry, initialised once: `Telemetry::init` builds the one
+//! tracing-subscriber registry (logs, OpenTelemetry traces, tokio-console)
+//! and installs the Prometheus metrics recorder. The returned guard flushes
+//! the trace exporter when dropped.
+//!
+//! - `grpc`: the tower layer that makes a span, RED metrics and stream
+//!   metrics of every call;
+//! - `runtime`: the sampler of Tokio runtime, task, process and pool metrics;
+//! - `names`: every metric name and help text.
 
-use tracing::Subscriber;
-use tracing_subscriber::{EnvFilter, fmt::MakeWriter, layer::SubscriberExt};
+pub mod grpc;
+pub mod names;
+pub mod runtime;
 
-use crate::config::LogFormat;
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+use opentelemetry::{global, propagation::TextMapCompositePropagator, trace::TracerProvider as _};
+use opentelemetry_otlp::{SpanExporter, WithExportConfig};
+use opentelemetry_sdk::{
+    Resource,
+    propagation::{BaggagePropagator, TraceContextPropagator},
+    trace::SdkTracerProvider,
+};
+use tracing_subscriber::{
+    EnvFilter, Layer, Registry, fmt::writer::BoxMakeWriter, layer::SubscriberExt,
+};
+
+use crate::config::{LogFormat, TelemetryConfig};
 
 /// Filter used when `RUST_LOG` is unset.
 const DEFAULT_FILTER: &str = "info";
+/// Completed tasks tokio-console keeps (its default, an hour, grows without
+/// bound under load).
+const CONSOLE_RETENTION: std::time::Duration = std::time::Duration::from_secs(60);
+/// Events buffered between instrumented tasks and the console aggregator;
+/// beyond it events are dropped, not queued.
+const CONSOLE_EVENT_BUFFER: usize = 16 * 1024;
 
-/// A subscriber writing `format` lines to `sink`, filtered by `RUST_LOG`.
-/// Separate from [`init`] so tests can choose the sink.
-pub fn subscriber<W>(format: LogFormat, sink: W) -> Box<dyn Subscriber + Send + Sync>
-where
-    W: for<'writer> MakeWriter<'writer> + Send + Sync + 'static,
-{
-    let filter =
-        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(DEFAULT_FILTER));
-    let registry = tracing_subscriber::registry().with(filter);
-    match format {
-        LogFormat::Text => {
-            Box::new(registry.with(tracing_subscriber::fmt::layer().with_writer(sink)))
+#[derive(Debug, thiserror::Error)]
+pub enum TelemetryError {
+    #[error("telemetry is already initialised in this process")]
+    AlreadyInitialised,
+    #[error("cannot build the OTLP exporter: {0}")]
+    Exporter(#[from] opentelemetry_otlp::ExporterBuildError),
+    #[error("cannot install the Prometheus recorder: {0}")]
+    Metrics(#[from] metrics_exporter_prometheus::BuildError),
+}
+
+/// The installed telemetry. Dropping it flushes and shuts down the trace
+/// exporter.
+pub struct Telemetry {
+    prometheus: PrometheusHandle,
+    console: Option<console_subscriber::Server>,
+    tracer_provider: Option<SdkTracerProvider>,
+}
+
+impl Telemetry {
+    /// Installs the process-wide subscriber and metrics recorder. Must run
+    /// inside a Tokio runtime (the OTLP exporter's channel lives there).
+    pub fn init(config: &TelemetryConfig, log_sink: BoxMakeWriter) -> Result<Self, TelemetryError> {
+        let prometheus = PrometheusBuilder::new()
+            .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), names::LATENCY_BUCKETS)?
+            .set_buckets_for_metric(
+                Matcher::Full(names::STREAM_MESSAGES.into()),
+                names::MESSAGE_COUNT_BUCKETS,
+            )?
+            .install_recorder()
+            .map_err(|_| TelemetryError::AlreadyInitialised)?;
+        names::describe();
+        metrics::gauge!(
+            names::BUILD_INFO,
+            "version" => env!("CARGO_PKG_VERSION"),
+            "rustc" => env!("CATALOGUE_RUSTC_VERSION"),
+            "git_sha" => env!("CATALOGUE_GIT_SHA"),
+        )
+        .set(1.0);
+
+        global::set_text_map_propagator(TextMapCompositePropagator::new(vec![
+            Box::new(TraceContextPropagator::new()),
+            Box::new(BaggagePropagator::new()),
+        ]));
+        let tracer_provider = config
+            .otlp_endpoint
+            .as_deref()
+            .map(|endpoint| tracer_provider(endpoint, &config.service_name))
+            .transpose()?;
+
+        let mut layers: Vec<Box<dyn Layer<Registry> + Send + Sync>> = Vec::new();
+        let console = (!config.no_console).then(|| {
+            let (layer, server) = console_subscriber::ConsoleLayer::builder()
+                .retention(CONSOLE_RETENTION)
+                .event_buffer_capacity(CONSOLE_EVENT_BUFFER)
+                .build();
+            layers.push(layer.boxed());
+            server
+        });
+        if let Some(provider) = &tracer_provider {
+            let tracer = provider.tracer("catalogue");
+            layers.push(
+                tracing_opentelemetry::layer()
+                    .with_tracer(tracer)
+                    .with_filter(env_filter())
+                    .boxed(),
+            );
         }
-        LogFormat::Json => Box::new(
-            registry.with(
-                tracing_subscriber::fmt::layer()
-                    .json()
-                    .with_current_span(true)
-                    .with_span_list(false)
-                    .with_writer(sink),
-            ),
-        ),
+        layers.push(log_layer(config.log_format, log_sink));
+        tracing::subscriber::set_global_default(Registry::default().with(layers))
+            .map_err(|_| TelemetryError::AlreadyInitialised)?;
+
+        Ok(Self {
+            prometheus,
+            console,
+            tracer_provider,
+        })
+    }
+
+    /// Renders `/metrics`.
+    pub fn prometheus(&self) -> PrometheusHandle {
+        self.prometheus.clone()
+    }
+
+    /// Exports every finished span now, instead of at the next batch.
+    pub fn flush_traces(&self) {
+        if let Some(provider) = &self.tracer_provider
+            && let Err(error) = provider.force_flush()
+        {
+            tracing::warn!(%error, "flushing traces failed");
+        }
+    }
+
+    /// The tokio-console server, to be bound and served by the app; `None`
+    /// when the console is off (or was taken already).
+    pub fn take_console(&mut self) -> Option<console_subscriber::Server> {
+        self.console.take()
     }
 }
 
-/// Installs `subscriber` as the process-wide default. Call once, from main.
-pub fn init(subscriber: Box<dyn Subscriber + Send + Sync>) {
-    if let Err(error) = tracing::subscriber::set_global_default(subscriber) {
-        eprintln!("telemetry was already initialised: {error}");
+impl Drop for Telemetry {
+    fn drop(&mut self) {
+        if let Some(provider) = self.tracer_provider.take()
+            && let Err(error) = provider.shutdown()
+        {
+            eprintln!("flushing traces failed: {error}");
+        }
     }
+}
+
+fn env_filter() -> EnvFilter {
+    EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(DEFAULT_FILTER))
+}
+
+/// Log lines, filtered by `RUST_LOG`. Inside a call they carry the call's
+/// span, whose `trace_id` and `span_id` fields link the line to its trace.
+fn log_layer(format: LogFormat, sink: BoxMakeWriter) -> Box<dyn Layer<Registry> + Send + Sync> {
+    let layer = tracing_subscriber::fmt::layer().with_writer(sink);
+    match format {
+        LogFormat::Text => layer.with_filter(env_filter()).boxed(),
+        LogFormat::Json => layer
+            .json()
+            .with_current_span(true)
+            .with_span_list(true)
+            .with_filter(env_filter())
+            .boxed(),
+    }
+}
+
+/// Batch export over OTLP/gRPC. The batch processor runs on its own thread
+/// with a bounded queue: a slow or absent collector costs dropped spans,
+/// never a blocked request.
+fn tracer_provider(
+    endpoint: &str,
+    service_name: &str,
+) -> Result<SdkTracerProvider, TelemetryError> {
+    let exporter = SpanExporter::builder()
+        .with_tonic()
+        .with_endpoint(endpoint)
+        .build()?;
+    let resource = Resource::builder()
+        .with_service_name(service_name.to_owned())
+        .build();
+    Ok(SdkTracerProvider::builder()
+        .with_batch_exporter(exporter)
+        .with_resource(resource)
+        .build())
 }

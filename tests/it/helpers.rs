@@ -2,7 +2,7 @@
 
 use std::{
     sync::{
-        Arc, Once,
+        Arc,
         atomic::{AtomicU32, Ordering},
     },
     time::{SystemTime, UNIX_EPOCH},
@@ -11,13 +11,14 @@ use std::{
 use catalogue::{
     api::proto::catalogue_service_client::CatalogueServiceClient,
     app::{App, StartupError},
-    config::{Cli, Command, LogFormat, ServeConfig},
+    config::{Cli, Command, ServeConfig},
     store::{self, Store},
-    telemetry,
+    telemetry::Telemetry,
 };
 use clap::Parser;
 use tokio::{sync::oneshot, task::JoinHandle};
 use tonic::transport::Channel;
+use tracing_subscriber::fmt::writer::BoxMakeWriter;
 
 /// Size of the catalogue each test app is seeded with.
 pub const CATALOGUE_SIZE: u32 = 500;
@@ -59,10 +60,13 @@ pub(crate) use backend_tests;
 pub struct TestApp {
     pub grpc_addr: std::net::SocketAddr,
     pub admin_addr: std::net::SocketAddr,
+    pub console_addr: Option<std::net::SocketAddr>,
     pub channel: Channel,
     pub client: CatalogueServiceClient<Channel>,
     shutdown: Option<oneshot::Sender<()>>,
     server: JoinHandle<Result<(), StartupError>>,
+    /// Dropped last: flushes exported spans.
+    telemetry: Telemetry,
     _data_dir: tempfile::TempDir,
 }
 
@@ -84,6 +88,28 @@ impl TestApp {
         (&mut self.server).await.expect("server task panicked")
     }
 
+    /// The SQLite database file of a `Backend::Sqlite` app.
+    pub fn sqlite_path(&self) -> std::path::PathBuf {
+        self._data_dir.path().join("catalogue.db")
+    }
+
+    /// Exports the spans finished so far.
+    pub fn flush_traces(&self) {
+        self.telemetry.flush_traces();
+    }
+
+    /// Scrapes `/metrics` and parses it as Prometheus text.
+    pub async fn scrape(&self) -> prometheus_parse::Scrape {
+        let body = reqwest::get(self.admin_url("/metrics"))
+            .await
+            .expect("admin answers")
+            .text()
+            .await
+            .expect("metrics body");
+        prometheus_parse::Scrape::parse(body.lines().map(|line| Ok(line.to_owned())))
+            .expect("valid Prometheus text")
+    }
+
     pub fn admin_url(&self, path: &str) -> String {
         format!("http://{}{path}", self.admin_addr)
     }
@@ -102,6 +128,8 @@ pub fn test_config(database_url: &str, extra: &[&str]) -> ServeConfig {
         database_url,
         "--shutdown-grace",
         "5s",
+        "--console-addr",
+        "127.0.0.1:0",
     ];
     let size = CATALOGUE_SIZE.to_string();
     args.extend(["--seed-products", &size]);
@@ -119,6 +147,15 @@ pub async fn spawn_app(backend: Backend) -> Option<TestApp> {
 }
 
 pub async fn spawn_app_with(backend: Backend, extra: &[&str]) -> Option<TestApp> {
+    spawn_app_logging_to(backend, extra, test_log_sink()).await
+}
+
+/// Spawns an app whose log lines go to `sink`.
+pub async fn spawn_app_logging_to(
+    backend: Backend,
+    extra: &[&str],
+    sink: BoxMakeWriter,
+) -> Option<TestApp> {
     let data_dir = tempfile::tempdir().expect("temporary directory");
     let database_url = match backend {
         Backend::Memory => "memory".to_owned(),
@@ -135,23 +172,28 @@ pub async fn spawn_app_with(backend: Backend, extra: &[&str]) -> Option<TestApp>
         },
     };
     let config = test_config(&database_url, extra);
-    let app = App::build(config).await.expect("app builds");
-    Some(start(app, data_dir).await)
+    let mut telemetry = Telemetry::init(&config.telemetry, sink).expect(TELEMETRY_ONCE);
+    let app = App::build(config, &mut telemetry)
+        .await
+        .expect("app builds");
+    Some(start(app, telemetry, data_dir).await)
 }
 
 /// Spawns an app around a store the test made (to observe or break it).
 pub async fn spawn_app_with_store(store: Arc<dyn Store>) -> TestApp {
     let data_dir = tempfile::tempdir().expect("temporary directory");
-    let app = App::build_with_store(test_config("memory", &[]), store)
+    let config = test_config("memory", &[]);
+    let mut telemetry = Telemetry::init(&config.telemetry, test_log_sink()).expect(TELEMETRY_ONCE);
+    let app = App::build_with_store(config, store, &mut telemetry)
         .await
         .expect("app builds");
-    start(app, data_dir).await
+    start(app, telemetry, data_dir).await
 }
 
-async fn start(app: App, data_dir: tempfile::TempDir) -> TestApp {
-    init_test_logs();
+async fn start(app: App, telemetry: Telemetry, data_dir: tempfile::TempDir) -> TestApp {
     let grpc_addr = app.grpc_addr();
     let admin_addr = app.admin_addr();
+    let console_addr = app.console_addr();
     let (shutdown, shutdown_signal) = oneshot::channel::<()>();
     let server = tokio::spawn(app.run_until_stopped(async {
         let _ = shutdown_signal.await;
@@ -166,8 +208,10 @@ async fn start(app: App, data_dir: tempfile::TempDir) -> TestApp {
         admin_addr,
         client: CatalogueServiceClient::new(channel.clone()),
         channel,
+        console_addr,
         shutdown: Some(shutdown),
         server,
+        telemetry,
         _data_dir: data_dir,
     }
 }
@@ -196,14 +240,16 @@ async fn postgres_schema(url: &str) -> String {
     format!("{url}{separator}options[search_path]={schema}")
 }
 
+const TELEMETRY_ONCE: &str =
+    "telemetry initialises once per test process (run the tests with cargo nextest)";
+
 /// Logs are silent unless `TEST_LOG` is set.
-fn init_test_logs() {
-    static INIT: Once = Once::new();
-    INIT.call_once(|| {
-        if std::env::var_os("TEST_LOG").is_some() {
-            telemetry::init(telemetry::subscriber(LogFormat::Text, std::io::stderr));
-        }
-    });
+fn test_log_sink() -> BoxMakeWriter {
+    if std::env::var_os("TEST_LOG").is_some() {
+        BoxMakeWriter::new(std::io::stderr)
+    } else {
+        BoxMakeWriter::new(std::io::sink)
+    }
 }
 
 /// The seed catalogue's products, as the API returns them.

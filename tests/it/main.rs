@@ -1,7 +1,10 @@
+mod console;
 mod get_product;
 mod health;
 mod helpers;
 mod list_products;
+mod metrics;
 mod robustness;
 mod search_products;
 mod shutdown;
+mod tracing;

@@ -1,0 +1,336 @@
+//! `/metrics` after real traffic, parsed as Prometheus text.
+
+use std::collections::HashMap;
+
+use catalogue::api::proto::catalogue_service_client::CatalogueServiceClient;
+use catalogue::{
+    api::proto::{GetProductRequest, ListProductsRequest, SearchRequest},
+    telemetry::runtime::runtime_builder,
+};
+use prometheus_parse::{Sample, Scrape, Value};
+use tonic::transport::Channel;
+
+use crate::helpers::{Backend, seed_products, spawn_app};
+
+/// The value of the one sample of `name` whose labels include `labels`.
+fn value(scrape: &Scrape, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    let matching: Vec<&Sample> = scrape
+        .samples
+        .iter()
+        .filter(|sample| sample.metric == name)
+        .filter(|sample| {
+            labels
+                .iter()
+                .all(|(key, value)| sample.labels.get(key) == Some(*value))
+        })
+        .collect();
+    assert!(
+        matching.len() <= 1,
+        "{name} {labels:?} matches {} samples",
+        matching.len()
+    );
+    matching.first().map(|sample| match &sample.value {
+        Value::Counter(v) | Value::Gauge(v) | Value::Untyped(v) => *v,
+        Value::Histogram(buckets) => buckets.last().map_or(0.0, |bucket| bucket.count),
+        Value::Summary(_) => panic!("{name} is a summary"),
+    })
+}
+
+fn catalogue(method: &str) -> Vec<(&'static str, String)> {
+    vec![
+        ("grpc_service", "catalogue.v1.CatalogueService".into()),
+        ("grpc_method", method.into()),
+    ]
+}
+
+fn labels<'a>(
+    base: &'a [(&'static str, String)],
+    extra: &[(&'static str, &'a str)],
+) -> Vec<(&'a str, &'a str)> {
+    base.iter()
+        .map(|(k, v)| (*k, v.as_str()))
+        .chain(extra.iter().copied())
+        .collect()
+}
+
+#[test]
+fn handled_counts_and_histograms_match_the_calls_made() {
+    runtime_builder()
+        .worker_threads(2)
+        .build()
+        .unwrap()
+        .block_on(async {
+            let mut app = spawn_app(Backend::Memory).await.expect("memory app");
+            let products = seed_products();
+            for product in &products[..7] {
+                app.client
+                    .get_product(GetProductRequest {
+                        product_id: product.id.clone(),
+                    })
+                    .await
+                    .unwrap();
+            }
+            for _ in 0..3 {
+                app.client
+                    .get_product(GetProductRequest {
+                        product_id: "prod-missing".into(),
+                    })
+                    .await
+                    .unwrap_err();
+            }
+            let mut stream = app
+                .client
+                .list_products(ListProductsRequest {
+                    page_size: 25,
+                    ..Default::default()
+                })
+                .await
+                .unwrap()
+                .into_inner();
+            let mut streamed = 0;
+            while stream.message().await.unwrap().is_some() {
+                streamed += 1;
+            }
+            app.client
+                .search_products(SearchRequest {
+                    query: "oak".into(),
+                    ..Default::default()
+                })
+                .await
+                .unwrap();
+
+            let scrape = app.scrape().await;
+
+            let get = catalogue("GetProduct");
+            let handled = |method: &[(&'static str, String)], code: &str| {
+                value(
+                    &scrape,
+                    "grpc_server_handled_total",
+                    &labels(method, &[("grpc_code", code)]),
+                )
+            };
+            assert_eq!(handled(&get, "OK"), Some(7.0));
+            assert_eq!(handled(&get, "NotFound"), Some(3.0));
+            assert_eq!(
+                value(&scrape, "grpc_server_started_total", &labels(&get, &[])),
+                Some(10.0)
+            );
+            assert_eq!(
+                value(
+                    &scrape,
+                    "grpc_server_msg_received_total",
+                    &labels(&get, &[])
+                ),
+                Some(10.0)
+            );
+            assert_eq!(
+                value(&scrape, "grpc_server_msg_sent_total", &labels(&get, &[])),
+                Some(7.0)
+            );
+            assert_eq!(
+                value(
+                    &scrape,
+                    "grpc_server_handling_seconds",
+                    &labels(&get, &[("grpc_code", "OK")])
+                ),
+                Some(7.0),
+                "histogram count"
+            );
+            assert_eq!(
+                value(
+                    &scrape,
+                    "rpc_server_call_duration_seconds",
+                    &[("rpc_method", "GetProduct"), ("rpc_grpc_status_code", "5")]
+                ),
+                Some(3.0)
+            );
+            assert_eq!(
+                value(
+                    &scrape,
+                    "grpc_server_in_flight_requests",
+                    &labels(&get, &[])
+                ),
+                Some(0.0)
+            );
+
+            let list = catalogue("ListProducts");
+            assert_eq!(streamed, 25);
+            assert_eq!(handled(&list, "OK"), Some(1.0));
+            assert_eq!(
+                value(&scrape, "grpc_server_msg_sent_total", &labels(&list, &[])),
+                Some(25.0)
+            );
+            assert_eq!(
+                value(&scrape, "grpc_server_stream_messages", &labels(&list, &[])),
+                Some(1.0)
+            );
+            assert_eq!(
+                value(&scrape, "grpc_server_streams_active", &labels(&list, &[])),
+                Some(0.0)
+            );
+            assert_eq!(handled(&catalogue("SearchProducts"), "OK"), Some(1.0));
+
+            let store_calls = |operation: &str| {
+                value(
+                    &scrape,
+                    "catalogue_store_query_duration_seconds",
+                    &[("operation", operation), ("outcome", "ok")],
+                )
+            };
+            assert_eq!(store_calls("get_product"), Some(10.0));
+            assert_eq!(store_calls("search_products"), Some(1.0));
+
+            assert_eq!(value(&scrape, "tokio_workers", &[]), Some(2.0));
+            assert!(value(&scrape, "tokio_worker_polls_total", &[("worker", "0")]).unwrap() > 0.0);
+            assert!(value(&scrape, "tokio_poll_time_seconds_bucket", &[("le", "+Inf")]).is_some());
+            assert!(
+                value(&scrape, "tokio_task_instrumented_total", &labels(&get, &[])).unwrap()
+                    >= 10.0
+            );
+            assert!(value(&scrape, "process_resident_memory_bytes", &[]).unwrap() > 0.0);
+            assert!(value(&scrape, "process_open_fds", &[]).unwrap() > 0.0);
+            assert_eq!(
+                value(
+                    &scrape,
+                    "catalogue_build_info",
+                    &[("version", env!("CARGO_PKG_VERSION"))]
+                ),
+                Some(1.0)
+            );
+        });
+}
+
+#[tokio::test]
+async fn every_metric_has_help_text_and_pool_metrics_appear_for_sql_stores() {
+    let app = spawn_app(Backend::Sqlite).await.expect("sqlite app");
+
+    let scrape = app.scrape().await;
+
+    let names: HashMap<_, _> = scrape
+        .samples
+        .iter()
+        .map(|s| (s.metric.clone(), ()))
+        .collect();
+    for name in names.keys() {
+        let family = ["_bucket", "_sum", "_count"]
+            .iter()
+            .find_map(|suffix| {
+                name.strip_suffix(suffix)
+                    .filter(|base| scrape.docs.contains_key(*base))
+            })
+            .unwrap_or(name);
+        assert!(scrape.docs.contains_key(family), "{name} has no HELP");
+    }
+    assert_eq!(
+        value(
+            &scrape,
+            "catalogue_store_pool_max_connections",
+            &[("db_system", "sqlite")]
+        ),
+        Some(8.0)
+    );
+}
+
+/// A client whose HTTP/2 window holds about 16 KiB: the server can run at
+/// most that far ahead of what the client has read.
+async fn small_window_client(app: &crate::helpers::TestApp) -> CatalogueServiceClient<Channel> {
+    let channel = Channel::from_shared(format!("http://{}", app.grpc_addr))
+        .unwrap()
+        .initial_stream_window_size(Some(16 * 1024))
+        .connect()
+        .await
+        .unwrap();
+    CatalogueServiceClient::new(channel)
+}
+
+#[tokio::test]
+async fn a_cancelled_stream_is_counted() {
+    let app = spawn_app(Backend::Memory).await.expect("memory app");
+    let mut client = small_window_client(&app).await;
+    let mut stream = client
+        .list_products(ListProductsRequest {
+            page_size: 500,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    stream.message().await.unwrap().expect("a first product");
+    drop(stream);
+
+    let list = catalogue("ListProducts");
+    for _ in 0..1000 {
+        let scrape = app.scrape().await;
+        if value(
+            &scrape,
+            "grpc_server_stream_cancelled_total",
+            &labels(&list, &[]),
+        ) == Some(1.0)
+        {
+            assert_eq!(
+                value(&scrape, "grpc_server_streams_active", &labels(&list, &[])),
+                Some(0.0)
+            );
+            assert_eq!(
+                value(
+                    &scrape,
+                    "grpc_server_handled_total",
+                    &labels(&list, &[("grpc_code", "Canceled")])
+                ),
+                Some(1.0)
+            );
+            let sent = value(&scrape, "grpc_server_msg_sent_total", &labels(&list, &[])).unwrap();
+            assert!(sent < 500.0, "the server stopped early: {sent} of 500 sent");
+            return;
+        }
+        tokio::task::yield_now().await;
+    }
+    panic!("the cancellation was never counted");
+}
+
+#[tokio::test]
+async fn a_slow_reader_shows_as_time_blocked() {
+    let app = spawn_app(Backend::Memory).await.expect("memory app");
+    let mut client = small_window_client(&app).await;
+    let mut stream = client
+        .list_products(ListProductsRequest {
+            page_size: 500,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let mut received = 0;
+    while stream.message().await.unwrap().is_some() {
+        received += 1;
+        if received % 50 == 0 {
+            // A slow reader: the server waits on flow control meanwhile.
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    }
+
+    let scrape = app.scrape().await;
+    let list = catalogue("ListProducts");
+    let blocked = scrape
+        .samples
+        .iter()
+        .find(|s| {
+            s.metric == "grpc_server_stream_blocked_seconds_sum"
+                && s.labels.get("grpc_method") == Some("ListProducts")
+        })
+        .map(|s| match s.value {
+            Value::Untyped(v) | Value::Gauge(v) | Value::Counter(v) => v,
+            _ => 0.0,
+        });
+    assert_eq!(received, 500);
+    assert_eq!(
+        value(&scrape, "grpc_server_stream_messages", &labels(&list, &[])),
+        Some(1.0)
+    );
+    // The reader slept 9 times for 20 ms with the window full: the server
+    // waited at least one of those sleeps.
+    assert!(
+        blocked.unwrap_or(0.0) >= 0.02,
+        "blocked time recorded: {blocked:?}"
+    );
+}

@@ -1,0 +1,316 @@
+//! Spans exported over real OTLP/gRPC to a receiver inside the test.
+
+use std::{
+    io::Write,
+    sync::{Arc, Mutex},
+};
+
+use catalogue::api::proto::{GetProductRequest, ListProductsRequest};
+use opentelemetry_proto::tonic::{
+    collector::trace::v1::{
+        ExportTraceServiceRequest, ExportTraceServiceResponse,
+        trace_service_server::{TraceService, TraceServiceServer},
+    },
+    common::v1::{AnyValue, any_value::Value},
+    trace::v1::{Span, span::SpanKind, status::StatusCode},
+};
+use tokio_stream::wrappers::TcpListenerStream;
+use tonic::{Request, Response, Status, metadata::MetadataValue};
+use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
+use tracing_subscriber::fmt::writer::BoxMakeWriter;
+
+use crate::helpers::{Backend, TestApp, seed_products, spawn_app_logging_to};
+
+/// An OTLP trace receiver that keeps every span it is sent.
+#[derive(Clone, Default)]
+struct Receiver {
+    spans: Arc<Mutex<Vec<Span>>>,
+}
+
+#[tonic::async_trait]
+impl TraceService for Receiver {
+    async fn export(
+        &self,
+        request: Request<ExportTraceServiceRequest>,
+    ) -> Result<Response<ExportTraceServiceResponse>, Status> {
+        let spans = request
+            .into_inner()
+            .resource_spans
+            .into_iter()
+            .flat_map(|resource| resource.scope_spans)
+            .flat_map(|scope| scope.spans);
+        self.spans.lock().unwrap().extend(spans);
+        Ok(Response::new(ExportTraceServiceResponse::default()))
+    }
+}
+
+impl Receiver {
+    /// Starts the receiver; returns its endpoint url.
+    async fn start(&self) -> String {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let service = TraceServiceServer::new(self.clone());
+        tokio::spawn(
+            tonic::transport::Server::builder()
+                .add_service(service)
+                .serve_with_incoming(TcpListenerStream::new(listener)),
+        );
+        format!("http://{addr}")
+    }
+
+    fn spans(&self) -> Vec<Span> {
+        self.spans.lock().unwrap().clone()
+    }
+}
+
+/// Log lines written by the app, kept for the test to read.
+#[derive(Clone, Default)]
+struct Logs(Arc<Mutex<Vec<u8>>>);
+
+impl Write for Logs {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().write(buf)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+fn attribute<'a>(span: &'a Span, key: &str) -> Option<&'a Value> {
+    span.attributes
+        .iter()
+        .find(|kv| kv.key == key)
+        .and_then(|kv| kv.value.as_ref())
+        .and_then(|AnyValue { value }| value.as_ref())
+}
+
+fn string(value: &str) -> Value {
+    Value::StringValue(value.into())
+}
+
+async fn traced_app(logs: &Logs) -> (TestApp, Receiver) {
+    let receiver = Receiver::default();
+    let endpoint = receiver.start().await;
+    let logs = logs.clone();
+    let app = spawn_app_logging_to(
+        Backend::Sqlite,
+        &[
+            "--otlp-endpoint",
+            &endpoint,
+            "--log-format",
+            "json",
+            "--no-console",
+        ],
+        BoxMakeWriter::new(move || logs.clone()),
+    )
+    .await
+    .expect("sqlite app");
+    (app, receiver)
+}
+
+const TRACE_ID: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
+const PARENT_ID: &str = "00f067aa0ba902b7";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_continues_the_callers_trace_with_store_spans_as_children() {
+    let logs = Logs::default();
+    let (mut app, receiver) = traced_app(&logs).await;
+    let mut request = Request::new(GetProductRequest {
+        product_id: seed_products()[0].id.clone(),
+    });
+    let traceparent = format!("00-{TRACE_ID}-{PARENT_ID}-01");
+    request.metadata_mut().insert(
+        "traceparent",
+        MetadataValue::try_from(&traceparent).unwrap(),
+    );
+
+    app.client.get_product(request).await.expect("found");
+    app.flush_traces();
+
+    let spans = receiver.spans();
+    let rpc = spans
+        .iter()
+        .find(|span| span.name == "catalogue.v1.CatalogueService/GetProduct")
+        .unwrap_or_else(|| {
+            panic!(
+                "no RPC span among {:?}",
+                spans.iter().map(|s| &s.name).collect::<Vec<_>>()
+            )
+        });
+    assert_eq!(hex(&rpc.trace_id), TRACE_ID, "the caller's trace continues");
+    assert_eq!(hex(&rpc.parent_span_id), PARENT_ID);
+    assert_eq!(rpc.kind, SpanKind::Server as i32);
+    assert_eq!(attribute(rpc, "rpc.system"), Some(&string("grpc")));
+    assert_eq!(attribute(rpc, "rpc.system.name"), Some(&string("grpc")));
+    assert_eq!(
+        attribute(rpc, "rpc.service"),
+        Some(&string("catalogue.v1.CatalogueService"))
+    );
+    assert_eq!(attribute(rpc, "rpc.method"), Some(&string("GetProduct")));
+    assert_eq!(
+        attribute(rpc, "rpc.grpc.status_code"),
+        Some(&Value::IntValue(0))
+    );
+    assert_eq!(
+        attribute(rpc, "rpc.response.status_code"),
+        Some(&string("OK"))
+    );
+    assert_eq!(
+        attribute(rpc, "network.peer.address"),
+        Some(&string("127.0.0.1"))
+    );
+    assert_ne!(
+        rpc.status.as_ref().map(|s| s.code),
+        Some(StatusCode::Error as i32)
+    );
+
+    let store = spans
+        .iter()
+        .find(|span| span.parent_span_id == rpc.span_id)
+        .expect("a store span under the RPC span");
+    assert_eq!(store.kind, SpanKind::Client as i32);
+    assert_eq!(attribute(store, "db.system"), Some(&string("sqlite")));
+    assert_eq!(
+        attribute(store, "db.operation"),
+        Some(&string("get_product"))
+    );
+    let Some(Value::StringValue(statement)) = attribute(store, "db.statement") else {
+        panic!("no db.statement");
+    };
+    assert!(
+        statement.contains("?1") && !statement.contains(&seed_products()[0].id),
+        "{statement}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn error_codes_mark_the_span_as_error_and_health_checks_are_not_traced() {
+    let logs = Logs::default();
+    let (mut app, receiver) = traced_app(&logs).await;
+
+    app.client
+        .get_product(GetProductRequest {
+            product_id: "prod-missing".into(),
+        })
+        .await
+        .expect_err("not found");
+    HealthClient::new(app.channel.clone())
+        .check(HealthCheckRequest::default())
+        .await
+        .expect("health answers");
+    app.flush_traces();
+
+    let spans = receiver.spans();
+    let rpc = spans
+        .iter()
+        .find(|span| span.name == "catalogue.v1.CatalogueService/GetProduct")
+        .expect("the RPC span");
+    assert_eq!(
+        rpc.status.as_ref().map(|s| s.code),
+        Some(StatusCode::Error as i32)
+    );
+    assert_eq!(
+        attribute(rpc, "rpc.grpc.status_code"),
+        Some(&Value::IntValue(5))
+    );
+    assert_eq!(
+        attribute(rpc, "rpc.response.status_code"),
+        Some(&string("NOT_FOUND"))
+    );
+    assert!(
+        spans
+            .iter()
+            .all(|span| !span.name.starts_with("grpc.health")),
+        "health checks are not traced"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_span_records_its_messages_and_log_lines_carry_the_trace_id() {
+    let logs = Logs::default();
+    let (mut app, receiver) = traced_app(&logs).await;
+
+    let mut stream = app
+        .client
+        .list_products(ListProductsRequest {
+            page_size: 30,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    while stream.message().await.unwrap().is_some() {}
+    // A corrupt row: reading it is an internal error, logged inside the call.
+    let database = sqlx::SqlitePool::connect(&format!("sqlite://{}", app.sqlite_path().display()))
+        .await
+        .unwrap();
+    sqlx::query(
+        "INSERT INTO products (id, name, description, price_cents, stock_qty, image_urls, created_at, category_id) \
+         VALUES ('prod-corrupt', 'n', 'd', 1, 1, 'not json', 0, 'home')",
+    )
+    .execute(&database)
+    .await
+    .unwrap();
+    let status = app
+        .client
+        .get_product(GetProductRequest {
+            product_id: "prod-corrupt".into(),
+        })
+        .await
+        .expect_err("corrupt row");
+    assert_eq!(status.code(), tonic::Code::Internal);
+    assert_eq!(status.message(), "internal error", "the cause is not sent");
+    app.flush_traces();
+
+    let spans = receiver.spans();
+    let stream_span = spans
+        .iter()
+        .find(|span| span.name == "catalogue.v1.CatalogueService/ListProducts")
+        .expect("the stream's span");
+    assert_eq!(
+        attribute(stream_span, "rpc.server.messages_sent"),
+        Some(&Value::IntValue(30))
+    );
+    assert_eq!(
+        attribute(stream_span, "rpc.server.cancelled"),
+        Some(&Value::BoolValue(false))
+    );
+    let store_spans = spans
+        .iter()
+        .filter(|span| span.parent_span_id == stream_span.span_id)
+        .count();
+    assert!(
+        store_spans >= 1,
+        "the stream's store reads are its children"
+    );
+
+    let failed = spans
+        .iter()
+        .rev()
+        .find(|span| span.name == "catalogue.v1.CatalogueService/GetProduct")
+        .expect("the failed call's span");
+    let text = String::from_utf8(logs.0.lock().unwrap().clone()).unwrap();
+    let lines: Vec<serde_json::Value> = text
+        .lines()
+        .map(|line| serde_json::from_str(line).expect("every log line is JSON"))
+        .collect();
+    let error_line = lines
+        .iter()
+        .find(|line| line["fields"]["message"] == "internal error")
+        .unwrap_or_else(|| panic!("no internal error logged in {text}"));
+    assert!(
+        error_line["fields"]["error"]
+            .as_str()
+            .unwrap()
+            .contains("prod-corrupt"),
+        "the cause is logged"
+    );
+    let call_span = &error_line["spans"][0];
+    assert_eq!(call_span["trace_id"], hex(&failed.trace_id));
+    assert_eq!(call_span["span_id"], hex(&failed.span_id));
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
