@@ -21,6 +21,7 @@ use crate::{
     admin::{self, AdminState},
     api::{CatalogueApi, proto, proto::catalogue_service_server::CatalogueServiceServer},
     config::ServeConfig,
+    faults::{FaultError, FaultInjector},
     store::{self, InstrumentedStore, Store, StoreError},
     telemetry::{Telemetry, grpc::GrpcTelemetryLayer, runtime::Sampler},
 };
@@ -46,12 +47,15 @@ pub enum StartupError {
     Io(#[from] std::io::Error),
     #[error("server task failed: {0}")]
     Task(#[from] tokio::task::JoinError),
+    #[error("invalid --fault-* flag: {0}")]
+    Faults(#[from] FaultError),
 }
 
 /// A built, bound and not yet serving instance of the service.
 pub struct App {
     config: ServeConfig,
     store: Arc<dyn Store>,
+    faults: Arc<FaultInjector>,
     prometheus: PrometheusHandle,
     grpc_listener: TcpListener,
     grpc_addr: SocketAddr,
@@ -78,6 +82,7 @@ impl App {
         telemetry: &mut Telemetry,
     ) -> Result<Self, StartupError> {
         let store: Arc<dyn Store> = Arc::new(InstrumentedStore::new(store));
+        let faults = Arc::new(FaultInjector::from_config(&config.faults)?);
         let (grpc_listener, grpc_addr) = bind(config.grpc_addr).await?;
         let (admin_listener, admin_addr) = bind(config.admin_addr).await?;
         let console = match telemetry.take_console() {
@@ -97,6 +102,7 @@ impl App {
         Ok(Self {
             config,
             store,
+            faults,
             prometheus: telemetry.prometheus(),
             grpc_listener,
             grpc_addr,
@@ -130,6 +136,7 @@ impl App {
         let Self {
             config,
             store,
+            faults,
             prometheus,
             grpc_listener,
             admin_listener,
@@ -156,7 +163,7 @@ impl App {
 
         let grpc_server = grpc_server(
             &config,
-            store.clone(),
+            CatalogueApi::new(store.clone(), faults.clone()),
             grpc_listener,
             telemetry_layer,
             health_service,
@@ -166,6 +173,7 @@ impl App {
         let admin_router = admin::router(AdminState {
             store,
             metrics: Arc::new(sampler),
+            faults,
             draining: draining.clone(),
         });
         let admin_server =
@@ -222,7 +230,7 @@ where
 /// telemetry layer, with the HTTP/2 limits set explicitly.
 fn grpc_server<H: Health>(
     config: &ServeConfig,
-    store: Arc<dyn Store>,
+    api: CatalogueApi,
     listener: TcpListener,
     telemetry: GrpcTelemetryLayer,
     health_service: HealthServer<H>,
@@ -236,7 +244,7 @@ fn grpc_server<H: Health>(
     };
     let reflection_v1 = reflection().build_v1()?;
     let reflection_v1alpha = reflection().build_v1alpha()?;
-    let catalogue = CatalogueServiceServer::new(CatalogueApi::new(store))
+    let catalogue = CatalogueServiceServer::new(api)
         .max_decoding_message_size(config.max_message_bytes)
         .max_encoding_message_size(config.max_message_bytes);
     let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));

@@ -19,9 +19,15 @@ pub struct Cli {
 }
 
 #[derive(Debug, Subcommand)]
+#[expect(
+    clippy::large_enum_variant,
+    reason = "parsed once at start; boxing buys nothing"
+)]
 pub enum Command {
     /// Serve the catalogue over gRPC (the default).
     Serve(ServeConfig),
+    /// Drive a running catalogue with a weighted mix of calls.
+    Load(LoadConfig),
 }
 
 impl Cli {
@@ -80,6 +86,86 @@ pub struct ServeConfig {
 
     #[command(flatten)]
     pub telemetry: TelemetryConfig,
+
+    #[command(flatten)]
+    pub faults: FaultsConfig,
+}
+
+/// Faults switched on at start; `PUT /faults` on the admin port changes them
+/// at run time. All off by default.
+#[derive(Debug, Clone, Default, Args)]
+pub struct FaultsConfig {
+    /// Added delay per call, in milliseconds.
+    #[arg(long, env = "CATALOGUE_FAULT_LATENCY_MS")]
+    pub fault_latency_ms: Option<u64>,
+    /// Fraction of calls (0..1) failed with --fault-error-code.
+    #[arg(long, env = "CATALOGUE_FAULT_ERROR_RATE")]
+    pub fault_error_rate: Option<f64>,
+    /// gRPC code name of injected errors (default UNAVAILABLE).
+    #[arg(long, env = "CATALOGUE_FAULT_ERROR_CODE")]
+    pub fault_error_code: Option<String>,
+    /// Synchronous sleep inside the async handler, in milliseconds: the
+    /// classic Tokio mistake.
+    #[arg(long, env = "CATALOGUE_FAULT_BLOCKING_MS")]
+    pub fault_blocking_ms: Option<u64>,
+    /// Busy loop per call, in milliseconds.
+    #[arg(long, env = "CATALOGUE_FAULT_CPU_BURN_MS")]
+    pub fault_cpu_burn_ms: Option<u64>,
+    /// Bytes retained per call until the faults are reset.
+    #[arg(long, env = "CATALOGUE_FAULT_LEAK_BYTES_PER_CALL")]
+    pub fault_leak_bytes_per_call: Option<u64>,
+    /// Pause between streamed messages, in milliseconds.
+    #[arg(long, env = "CATALOGUE_FAULT_SLOW_STREAM_MS")]
+    pub fault_slow_stream_ms: Option<u64>,
+    /// Limit the faults to these methods (comma separated, e.g. GetProduct).
+    #[arg(long, env = "CATALOGUE_FAULT_METHODS", value_delimiter = ',')]
+    pub fault_methods: Option<Vec<String>>,
+}
+
+/// `catalogue load`: open loop with --rps, closed loop with --concurrency.
+#[derive(Debug, Clone, Args)]
+pub struct LoadConfig {
+    /// The catalogue to drive.
+    #[arg(
+        long,
+        env = "CATALOGUE_LOAD_TARGET",
+        default_value = "http://127.0.0.1:50051"
+    )]
+    pub target: String,
+
+    /// HTTP/2 connections to spread calls over.
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..=1024))]
+    pub connections: u32,
+
+    /// Weighted mix of calls, e.g. get=80,list=10,search=10.
+    #[arg(long, default_value = "get=80,list=10,search=10")]
+    pub mix: crate::load::Mix,
+
+    /// Open loop: calls per second, sent on schedule whatever the latency
+    /// (latency counts from the intended send time).
+    #[arg(long, conflicts_with = "concurrency")]
+    pub rps: Option<f64>,
+
+    /// Closed loop: calls in flight at once (the default, 16).
+    #[arg(long)]
+    pub concurrency: Option<u32>,
+
+    /// How long to run.
+    #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
+    pub duration: Duration,
+
+    /// Deadline of each call (sent as grpc-timeout).
+    #[arg(long, default_value = "1s", value_parser = humantime::parse_duration)]
+    pub deadline: Duration,
+
+    /// Most calls in flight in open-loop mode; beyond it sends are skipped
+    /// and counted, so a stalled server cannot make the client unbounded.
+    #[arg(long, default_value_t = 10_000)]
+    pub max_in_flight: usize,
+
+    /// Print the summary as one JSON object.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// Which signals to produce, and where to send them. Each can be turned off
@@ -144,7 +230,9 @@ mod tests {
     #[test]
     fn no_subcommand_means_serve_with_top_level_flags() {
         let cli = Cli::try_parse_from(["catalogue", "--database-url", "memory"]).unwrap();
-        let Command::Serve(config) = cli.into_command();
+        let Command::Serve(config) = cli.into_command() else {
+            panic!("not serve");
+        };
         assert_eq!(config.database_url, "memory");
     }
 

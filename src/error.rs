@@ -16,6 +16,9 @@ pub enum Error {
     NotFound(ProductId),
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// A fault injected on purpose (`PUT /faults`).
+    #[error("injected fault")]
+    Injected(Code),
 }
 
 impl From<Error> for Status {
@@ -24,6 +27,7 @@ impl From<Error> for Status {
             Error::InvalidInput(invalid) => Status::invalid_argument(invalid.to_string()),
             error @ Error::NotFound(_) => Status::not_found(error.to_string()),
             Error::Store(store) => internal(&store),
+            Error::Injected(code) => Status::new(code, "injected fault"),
         }
     }
 }

@@ -7,7 +7,9 @@
 //! - `domain`: products and validated request values;
 //! - `store`: the `Store` trait with SQLite, PostgreSQL and memory backends;
 //! - `error`: the one mapping from errors to gRPC statuses;
-//! - `admin`: the HTTP admin server;
+//! - `admin`: the HTTP admin server (metrics, health, faults);
+//! - `faults`: runtime fault injection;
+//! - `load`: the load generator (`catalogue load`);
 //! - `telemetry`: logs (and, later, traces and metrics).
 #![forbid(unsafe_code)]
 
@@ -17,5 +19,7 @@ pub mod app;
 pub mod config;
 pub mod domain;
 pub mod error;
+pub mod faults;
+pub mod load;
 pub mod store;
 pub mod telemetry;

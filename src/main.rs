@@ -2,7 +2,8 @@ use clap::Parser;
 
 use catalogue::{
     app::{self, App},
-    config::{Cli, Command, ServeConfig},
+    config::{Cli, Command, LoadConfig, ServeConfig},
+    load,
     telemetry::{Telemetry, runtime::runtime_builder},
 };
 
@@ -11,6 +12,7 @@ fn main() -> anyhow::Result<()> {
     runtime_builder().build()?.block_on(async {
         match command {
             Command::Serve(config) => serve(config).await,
+            Command::Load(config) => drive(config).await,
         }
     })
 }
@@ -26,5 +28,15 @@ async fn serve(config: ServeConfig) -> anyhow::Result<()> {
         "catalogue is serving"
     );
     app.run_until_stopped(app::shutdown_signal()).await?;
+    Ok(())
+}
+
+async fn drive(config: LoadConfig) -> anyhow::Result<()> {
+    let summary = load::run(&config).await?;
+    if config.json {
+        println!("{}", serde_json::to_string(&summary)?);
+    } else {
+        print!("{summary}");
+    }
     Ok(())
 }

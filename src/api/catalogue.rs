@@ -13,6 +13,7 @@ use crate::{
         SearchQuery, SearchText,
     },
     error::Error,
+    faults::{FaultInjector, Verdict},
     store::{self, Listed, Store},
 };
 
@@ -24,14 +25,24 @@ pub const NEXT_PAGE_TOKEN_TRAILER: &str = "x-next-page-token";
 #[derive(Clone)]
 pub struct CatalogueApi {
     store: Arc<dyn Store>,
+    faults: Arc<FaultInjector>,
 }
 
 impl CatalogueApi {
-    pub fn new(store: Arc<dyn Store>) -> Self {
-        Self { store }
+    pub fn new(store: Arc<dyn Store>, faults: Arc<FaultInjector>) -> Self {
+        Self { store, faults }
+    }
+
+    /// Runs the injected faults of `method`, if any.
+    async fn faults(&self, method: &str) -> Result<(), Error> {
+        match self.faults.before_call(method).await {
+            Verdict::Proceed => Ok(()),
+            Verdict::Fail(code) => Err(Error::Injected(code)),
+        }
     }
 
     async fn product(&self, request: &proto::GetProductRequest) -> Result<proto::Product, Error> {
+        self.faults("GetProduct").await?;
         let id = ProductId::parse(&request.product_id)?;
         match self.store.get_product(&id).await? {
             Some(product) => Ok(product.into()),
@@ -131,11 +142,21 @@ impl CatalogueService for CatalogueApi {
         &self,
         request: Request<proto::ListProductsRequest>,
     ) -> Result<Response<Self::ListProductsStream>, Status> {
+        self.faults("ListProducts").await?;
         let query = list_query(request.get_ref())?;
-        let products = store::list_stream(self.store.clone(), query).map(|item| match item {
-            Ok(Listed::Product(product)) => Ok(product.into()),
-            Ok(Listed::NextPage(cursor)) => Err(next_page_trailer(&cursor)),
-            Err(error) => Err(Error::from(error).into()),
+        let faults = self.faults.clone();
+        let products = store::list_stream(self.store.clone(), query).then(move |item| {
+            let delay = faults.stream_delay("ListProducts");
+            async move {
+                if let Some(delay) = delay {
+                    tokio::time::sleep(delay).await;
+                }
+                match item {
+                    Ok(Listed::Product(product)) => Ok(product.into()),
+                    Ok(Listed::NextPage(cursor)) => Err(next_page_trailer(&cursor)),
+                    Err(error) => Err(Error::from(error).into()),
+                }
+            }
         });
         Ok(Response::new(Box::pin(products)))
     }

@@ -143,6 +143,12 @@ const OTEL_CODE_NAMES: [&str; 17] = [
     "UNAUTHENTICATED",
 ];
 
+/// A status code's name as the OpenTelemetry conventions write it
+/// (`NOT_FOUND`).
+pub fn code_name(code: Code) -> &'static str {
+    OTEL_CODE_NAMES[(code as usize).min(16)]
+}
+
 /// Everything recorded about one method, made once.
 struct Method {
     service: &'static str,

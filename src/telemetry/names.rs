@@ -70,6 +70,10 @@ pub const STORE_POOL_CONNECTIONS: &str = "catalogue_store_pool_connections";
 pub const STORE_POOL_MAX: &str = "catalogue_store_pool_max_connections";
 
 pub const BUILD_INFO: &str = "catalogue_build_info";
+/// 1 while a fault is injected (label: fault).
+pub const FAULT_ACTIVE: &str = "catalogue_fault_active";
+/// Bytes the `leak_bytes_per_call` fault holds.
+pub const FAULT_LEAKED_BYTES: &str = "catalogue_fault_leaked_bytes";
 
 /// Handling-time buckets, in seconds: from 50 µs (a GetProduct from the
 /// memory store is well under 100 µs) to 10 s (a call waiting on a slow
@@ -254,4 +258,13 @@ pub fn describe() {
     describe_gauge!(STORE_POOL_MAX, "database pool size limit");
 
     describe_gauge!(BUILD_INFO, "build information: always 1");
+    describe_gauge!(
+        FAULT_ACTIVE,
+        "1 while the fault is injected (PUT /faults on the admin port)"
+    );
+    describe_gauge!(
+        FAULT_LEAKED_BYTES,
+        Unit::Bytes,
+        "bytes retained by the leak fault until DELETE /faults"
+    );
 }

@@ -134,10 +134,13 @@ pub fn test_config(database_url: &str, extra: &[&str]) -> ServeConfig {
     let size = CATALOGUE_SIZE.to_string();
     args.extend(["--seed-products", &size]);
     args.extend(extra);
-    let Command::Serve(config) = Cli::try_parse_from(args)
+    match Cli::try_parse_from(args)
         .expect("test configuration parses")
-        .into_command();
-    config
+        .into_command()
+    {
+        Command::Serve(config) => config,
+        other => unreachable!("not a serve command: {other:?}"),
+    }
 }
 
 /// Spawns an app on `backend`; `None` (the test is skipped) for PostgreSQL
@@ -257,4 +260,76 @@ pub fn seed_products() -> Vec<catalogue::api::proto::Product> {
     store::seed::products(CATALOGUE_SIZE)
         .map(Into::into)
         .collect()
+}
+
+/// The value of the one sample of `name` whose labels include `labels`.
+pub fn value(
+    scrape: &prometheus_parse::Scrape,
+    name: &str,
+    labels: &[(&str, &str)],
+) -> Option<f64> {
+    let matching: Vec<&prometheus_parse::Sample> = scrape
+        .samples
+        .iter()
+        .filter(|sample| sample.metric == name)
+        .filter(|sample| {
+            labels
+                .iter()
+                .all(|(key, value)| sample.labels.get(key) == Some(*value))
+        })
+        .collect();
+    assert!(
+        matching.len() <= 1,
+        "{name} {labels:?} matches {} samples",
+        matching.len()
+    );
+    matching.first().map(|sample| match &sample.value {
+        prometheus_parse::Value::Counter(v)
+        | prometheus_parse::Value::Gauge(v)
+        | prometheus_parse::Value::Untyped(v) => *v,
+        prometheus_parse::Value::Histogram(buckets) => {
+            buckets.last().map_or(0.0, |bucket| bucket.count)
+        }
+        prometheus_parse::Value::Summary(_) => panic!("{name} is a summary"),
+    })
+}
+
+/// The cumulative count of the histogram bucket `le` of the one series of
+/// `name` whose labels include `labels`.
+pub fn bucket(
+    scrape: &prometheus_parse::Scrape,
+    name: &str,
+    labels: &[(&str, &str)],
+    le: f64,
+) -> f64 {
+    let sample = scrape
+        .samples
+        .iter()
+        .find(|sample| {
+            sample.metric == name
+                && labels
+                    .iter()
+                    .all(|(key, value)| sample.labels.get(key) == Some(*value))
+        })
+        .unwrap_or_else(|| panic!("no {name} {labels:?}"));
+    let prometheus_parse::Value::Histogram(buckets) = &sample.value else {
+        panic!("{name} is not a histogram");
+    };
+    buckets
+        .iter()
+        .find(|bucket| (bucket.less_than - le).abs() < 1e-12)
+        .map(|bucket| bucket.count)
+        .unwrap_or_else(|| panic!("{name} has no bucket {le}"))
+}
+
+/// Sets faults through the admin API; returns the HTTP status and body.
+pub async fn put_faults(app: &TestApp, body: &str) -> (u16, String) {
+    let response = reqwest::Client::new()
+        .put(app.admin_url("/faults"))
+        .body(body.to_owned())
+        .send()
+        .await
+        .expect("admin answers");
+    let status = response.status().as_u16();
+    (status, response.text().await.expect("body"))
 }

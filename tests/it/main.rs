@@ -1,8 +1,10 @@
 mod console;
+mod faults;
 mod get_product;
 mod health;
 mod helpers;
 mod list_products;
+mod load;
 mod metrics;
 mod robustness;
 mod search_products;

@@ -7,34 +7,10 @@ use catalogue::{
     api::proto::{GetProductRequest, ListProductsRequest, SearchRequest},
     telemetry::runtime::runtime_builder,
 };
-use prometheus_parse::{Sample, Scrape, Value};
+use prometheus_parse::Value;
 use tonic::transport::Channel;
 
-use crate::helpers::{Backend, seed_products, spawn_app};
-
-/// The value of the one sample of `name` whose labels include `labels`.
-fn value(scrape: &Scrape, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
-    let matching: Vec<&Sample> = scrape
-        .samples
-        .iter()
-        .filter(|sample| sample.metric == name)
-        .filter(|sample| {
-            labels
-                .iter()
-                .all(|(key, value)| sample.labels.get(key) == Some(*value))
-        })
-        .collect();
-    assert!(
-        matching.len() <= 1,
-        "{name} {labels:?} matches {} samples",
-        matching.len()
-    );
-    matching.first().map(|sample| match &sample.value {
-        Value::Counter(v) | Value::Gauge(v) | Value::Untyped(v) => *v,
-        Value::Histogram(buckets) => buckets.last().map_or(0.0, |bucket| bucket.count),
-        Value::Summary(_) => panic!("{name} is a summary"),
-    })
-}
+use crate::helpers::{Backend, seed_products, spawn_app, value};
 
 fn catalogue(method: &str) -> Vec<(&'static str, String)> {
     vec![

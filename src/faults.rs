@@ -1,0 +1,435 @@
+//! Runtime fault injection: make the service misbehave on purpose and watch
+//! each tool catch it. Every fault is off by default; `PUT /faults` merges a
+//! JSON object, `DELETE /faults` resets everything (and frees what `leak`
+//! retained). Each change is logged and exported as
+//! `catalogue_fault_active{fault}`.
+
+use std::{
+    sync::{
+        Mutex, RwLock,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::{Duration, Instant},
+};
+
+use metrics::{Gauge, gauge};
+use serde::{Deserialize, Serialize};
+use tonic::Code;
+
+use crate::{config::FaultsConfig, telemetry::names};
+
+/// The methods faults can be limited to.
+const METHODS: &[&str] = &["GetProduct", "ListProducts", "SearchProducts"];
+/// Upper bounds that keep a fault an experiment rather than an outage.
+const MAX_DELAY_MS: u64 = 60_000;
+const MAX_LEAK_BYTES_PER_CALL: u64 = 16 * 1024 * 1024;
+
+/// The active faults, as `GET /faults` shows them.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Faults {
+    pub latency_ms: u64,
+    pub error_rate: f64,
+    pub error_code: String,
+    pub blocking_ms: u64,
+    pub cpu_burn_ms: u64,
+    pub leak_bytes_per_call: u64,
+    pub slow_stream_ms: u64,
+    /// `None`: every method.
+    pub methods: Option<Vec<String>>,
+}
+
+impl Default for Faults {
+    fn default() -> Self {
+        Self {
+            latency_ms: 0,
+            error_rate: 0.0,
+            error_code: "UNAVAILABLE".into(),
+            blocking_ms: 0,
+            cpu_burn_ms: 0,
+            leak_bytes_per_call: 0,
+            slow_stream_ms: 0,
+            methods: None,
+        }
+    }
+}
+
+/// A `PUT /faults` body: the fields to change. Unknown fields are refused.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FaultPatch {
+    pub latency_ms: Option<u64>,
+    pub error_rate: Option<f64>,
+    pub error_code: Option<String>,
+    pub blocking_ms: Option<u64>,
+    pub cpu_burn_ms: Option<u64>,
+    pub leak_bytes_per_call: Option<u64>,
+    pub slow_stream_ms: Option<u64>,
+    /// An empty list means every method again.
+    pub methods: Option<Vec<String>>,
+}
+
+impl From<&FaultsConfig> for FaultPatch {
+    fn from(config: &FaultsConfig) -> Self {
+        Self {
+            latency_ms: config.fault_latency_ms,
+            error_rate: config.fault_error_rate,
+            error_code: config.fault_error_code.clone(),
+            blocking_ms: config.fault_blocking_ms,
+            cpu_burn_ms: config.fault_cpu_burn_ms,
+            leak_bytes_per_call: config.fault_leak_bytes_per_call,
+            slow_stream_ms: config.fault_slow_stream_ms,
+            methods: config.fault_methods.clone(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum FaultError {
+    #[error("{field} must be at most {max}, got {got}")]
+    TooLarge {
+        field: &'static str,
+        max: u64,
+        got: u64,
+    },
+    #[error("error_rate must be between 0 and 1, got {0}")]
+    ErrorRate(f64),
+    #[error("error_code {0:?} is not a gRPC error code name (e.g. UNAVAILABLE, INTERNAL)")]
+    ErrorCode(String),
+    #[error("unknown method {0:?}: expected GetProduct, ListProducts or SearchProducts")]
+    Method(String),
+}
+
+impl Faults {
+    /// `self` with `patch` applied, or why the patch is refused (then
+    /// nothing changes).
+    fn merged(&self, patch: FaultPatch) -> Result<Self, FaultError> {
+        let bounded = |field, value: Option<u64>, max, current| match value {
+            Some(got) if got > max => Err(FaultError::TooLarge { field, max, got }),
+            Some(got) => Ok(got),
+            None => Ok(current),
+        };
+        let error_rate = match patch.error_rate {
+            Some(rate) if !(0.0..=1.0).contains(&rate) => return Err(FaultError::ErrorRate(rate)),
+            Some(rate) => rate,
+            None => self.error_rate,
+        };
+        let error_code = match patch.error_code {
+            Some(name) if code_from_name(&name).is_none_or(|code| code == Code::Ok) => {
+                return Err(FaultError::ErrorCode(name));
+            }
+            Some(name) => name.to_ascii_uppercase(),
+            None => self.error_code.clone(),
+        };
+        let methods = match patch.methods {
+            Some(methods) if methods.is_empty() => None,
+            Some(methods) => {
+                if let Some(unknown) = methods.iter().find(|m| !METHODS.contains(&m.as_str())) {
+                    return Err(FaultError::Method(unknown.clone()));
+                }
+                Some(methods)
+            }
+            None => self.methods.clone(),
+        };
+        Ok(Self {
+            latency_ms: bounded(
+                "latency_ms",
+                patch.latency_ms,
+                MAX_DELAY_MS,
+                self.latency_ms,
+            )?,
+            error_rate,
+            error_code,
+            blocking_ms: bounded(
+                "blocking_ms",
+                patch.blocking_ms,
+                MAX_DELAY_MS,
+                self.blocking_ms,
+            )?,
+            cpu_burn_ms: bounded(
+                "cpu_burn_ms",
+                patch.cpu_burn_ms,
+                MAX_DELAY_MS,
+                self.cpu_burn_ms,
+            )?,
+            leak_bytes_per_call: bounded(
+                "leak_bytes_per_call",
+                patch.leak_bytes_per_call,
+                MAX_LEAK_BYTES_PER_CALL,
+                self.leak_bytes_per_call,
+            )?,
+            slow_stream_ms: bounded(
+                "slow_stream_ms",
+                patch.slow_stream_ms,
+                MAX_DELAY_MS,
+                self.slow_stream_ms,
+            )?,
+            methods,
+        })
+    }
+
+    fn any_active(&self) -> bool {
+        self.latency_ms > 0
+            || self.error_rate > 0.0
+            || self.blocking_ms > 0
+            || self.cpu_burn_ms > 0
+            || self.leak_bytes_per_call > 0
+            || self.slow_stream_ms > 0
+    }
+
+    fn applies_to(&self, method: &str) -> bool {
+        self.methods
+            .as_ref()
+            .is_none_or(|methods| methods.iter().any(|m| m == method))
+    }
+}
+
+/// A gRPC code from its name, as the OpenTelemetry conventions write it
+/// (`NOT_FOUND`), case-insensitively.
+pub fn code_from_name(name: &str) -> Option<Code> {
+    (0..=16)
+        .map(Code::from_i32)
+        .find(|&code| crate::telemetry::grpc::code_name(code).eq_ignore_ascii_case(name))
+}
+
+/// The faults in force, shared by the handlers and the admin API.
+pub struct FaultInjector {
+    faults: RwLock<Faults>,
+    /// Checked first on every call: with no fault active the hot path takes
+    /// no lock.
+    active: AtomicBool,
+    /// What `leak_bytes_per_call` retained, freed by a reset.
+    leaked: Mutex<Vec<Box<[u8]>>>,
+    leaked_bytes: Gauge,
+    gauges: [(&'static str, Gauge); 6],
+}
+
+impl Default for FaultInjector {
+    fn default() -> Self {
+        let gauges = [
+            "latency_ms",
+            "error_rate",
+            "blocking_ms",
+            "cpu_burn_ms",
+            "leak_bytes_per_call",
+            "slow_stream_ms",
+        ]
+        .map(|fault| (fault, gauge!(names::FAULT_ACTIVE, "fault" => fault)));
+        Self {
+            faults: RwLock::new(Faults::default()),
+            active: AtomicBool::new(false),
+            leaked: Mutex::new(Vec::new()),
+            leaked_bytes: gauge!(names::FAULT_LEAKED_BYTES),
+            gauges,
+        }
+    }
+}
+
+/// What a call must do before it runs.
+#[derive(Debug, PartialEq)]
+pub enum Verdict {
+    Proceed,
+    Fail(Code),
+}
+
+impl FaultInjector {
+    /// An injector with the start flags' faults.
+    pub fn from_config(config: &FaultsConfig) -> Result<Self, FaultError> {
+        let injector = Self::default();
+        injector.merge(FaultPatch::from(config))?;
+        Ok(injector)
+    }
+
+    pub fn current(&self) -> Faults {
+        self.read().clone()
+    }
+
+    /// Applies `patch`, or changes nothing and says why.
+    pub fn merge(&self, patch: FaultPatch) -> Result<Faults, FaultError> {
+        let mut faults = self
+            .faults
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let merged = faults.merged(patch)?;
+        if merged != *faults {
+            tracing::warn!(faults = ?merged, "faults changed");
+        }
+        *faults = merged.clone();
+        self.publish(&merged);
+        Ok(merged)
+    }
+
+    /// Turns every fault off and frees what `leak` retained.
+    pub fn reset(&self) -> Faults {
+        let mut faults = self
+            .faults
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        *faults = Faults::default();
+        let freed: usize = {
+            let mut leaked = self
+                .leaked
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner());
+            let bytes = leaked.iter().map(|chunk| chunk.len()).sum();
+            *leaked = Vec::new();
+            bytes
+        };
+        self.leaked_bytes.set(0.0);
+        tracing::warn!(freed_bytes = freed, "faults reset");
+        self.publish(&faults);
+        faults.clone()
+    }
+
+    fn publish(&self, faults: &Faults) {
+        self.active.store(faults.any_active(), Ordering::Release);
+        let values = [
+            faults.latency_ms > 0,
+            faults.error_rate > 0.0,
+            faults.blocking_ms > 0,
+            faults.cpu_burn_ms > 0,
+            faults.leak_bytes_per_call > 0,
+            faults.slow_stream_ms > 0,
+        ];
+        for ((_, gauge), on) in self.gauges.iter().zip(values) {
+            gauge.set(f64::from(u8::from(on)));
+        }
+    }
+
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, Faults> {
+        self.faults
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Runs the faults that act before a call of `method`: leak, CPU burn,
+    /// blocking sleep (all on the worker thread, on purpose), added latency,
+    /// then maybe an injected error.
+    pub async fn before_call(&self, method: &str) -> Verdict {
+        if !self.active.load(Ordering::Acquire) {
+            return Verdict::Proceed;
+        }
+        let faults = self.read().clone();
+        if !faults.applies_to(method) {
+            return Verdict::Proceed;
+        }
+        if faults.leak_bytes_per_call > 0 {
+            let chunk = vec![0xA5_u8; faults.leak_bytes_per_call as usize].into_boxed_slice();
+            self.leaked_bytes.increment(chunk.len() as f64);
+            self.leaked
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner())
+                .push(chunk);
+        }
+        if faults.cpu_burn_ms > 0 {
+            burn_cpu(Duration::from_millis(faults.cpu_burn_ms));
+        }
+        if faults.blocking_ms > 0 {
+            // Deliberately wrong: blocks this worker thread and every task
+            // queued behind it.
+            std::thread::sleep(Duration::from_millis(faults.blocking_ms));
+        }
+        if faults.latency_ms > 0 {
+            tokio::time::sleep(Duration::from_millis(faults.latency_ms)).await;
+        }
+        if faults.error_rate > 0.0 && rand::random::<f64>() < faults.error_rate {
+            let code = code_from_name(&faults.error_code).unwrap_or(Code::Unavailable);
+            return Verdict::Fail(code);
+        }
+        Verdict::Proceed
+    }
+
+    /// The pause before each streamed message of `method`, if any.
+    pub fn stream_delay(&self, method: &str) -> Option<Duration> {
+        if !self.active.load(Ordering::Acquire) {
+            return None;
+        }
+        let faults = self.read();
+        (faults.slow_stream_ms > 0 && faults.applies_to(method))
+            .then(|| Duration::from_millis(faults.slow_stream_ms))
+    }
+}
+
+/// Spins for `duration`: shows up as a wide tower in a CPU flame graph.
+#[inline(never)]
+fn burn_cpu(duration: Duration) {
+    let started = Instant::now();
+    let mut x: u64 = 0x9E37_79B9;
+    while started.elapsed() < duration {
+        for _ in 0..1000 {
+            x = std::hint::black_box(x.rotate_left(5) ^ 0x5DEE_CE66);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_bad_patch_changes_nothing() {
+        let injector = FaultInjector::default();
+        injector
+            .merge(FaultPatch {
+                latency_ms: Some(5),
+                ..Default::default()
+            })
+            .unwrap();
+        let refused = [
+            FaultPatch {
+                error_rate: Some(1.5),
+                latency_ms: Some(9),
+                ..Default::default()
+            },
+            FaultPatch {
+                error_code: Some("OK".into()),
+                ..Default::default()
+            },
+            FaultPatch {
+                error_code: Some("TEAPOT".into()),
+                ..Default::default()
+            },
+            FaultPatch {
+                methods: Some(vec!["Delete".into()]),
+                ..Default::default()
+            },
+            FaultPatch {
+                blocking_ms: Some(MAX_DELAY_MS + 1),
+                ..Default::default()
+            },
+        ];
+        for patch in refused {
+            assert!(injector.merge(patch.clone()).is_err(), "{patch:?}");
+        }
+        assert_eq!(injector.current().latency_ms, 5);
+    }
+
+    #[test]
+    fn error_codes_are_named_case_insensitively() {
+        assert_eq!(code_from_name("not_found"), Some(Code::NotFound));
+        assert_eq!(code_from_name("UNAVAILABLE"), Some(Code::Unavailable));
+        assert_eq!(code_from_name("nope"), None);
+    }
+
+    #[tokio::test]
+    async fn faults_apply_only_to_their_methods_and_reset_restores() {
+        let injector = FaultInjector::default();
+        injector
+            .merge(FaultPatch {
+                error_rate: Some(1.0),
+                error_code: Some("internal".into()),
+                methods: Some(vec!["SearchProducts".into()]),
+                ..Default::default()
+            })
+            .unwrap();
+        assert_eq!(injector.before_call("GetProduct").await, Verdict::Proceed);
+        assert_eq!(
+            injector.before_call("SearchProducts").await,
+            Verdict::Fail(Code::Internal)
+        );
+        injector.reset();
+        assert_eq!(
+            injector.before_call("SearchProducts").await,
+            Verdict::Proceed
+        );
+    }
+}

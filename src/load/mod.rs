@@ -1,0 +1,484 @@
+//! `catalogue load`: drives a running catalogue over gRPC with a weighted mix
+//! of calls, so that dashboards move and faults show.
+//!
+//! - open loop (`--rps`): calls leave on schedule whatever the latency, and
+//!   latency counts from the *intended* send time, so a stall shows as the
+//!   queue of late calls it causes (no coordinated omission);
+//! - closed loop (`--concurrency`): that many calls in flight, each sent when
+//!   the previous one ends.
+//!
+//! Product ids, categories and search words are discovered from the target
+//! through `ListProducts`. Some streams are read slowly and some cancelled
+//! part-way, and a few ids are unknown, so every panel has something to show.
+//! Every call carries a fresh sampled W3C `traceparent`: each is a trace root.
+
+mod report;
+
+use std::{
+    str::FromStr,
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicU64, AtomicUsize, Ordering},
+    },
+    time::{Duration, Instant},
+};
+
+use rand::{Rng, seq::IndexedRandom};
+use tokio::time::sleep_until;
+use tonic::{
+    Code, Request,
+    metadata::MetadataValue,
+    transport::{Channel, Endpoint},
+};
+
+pub use report::{Latency, Recorder, Summary};
+
+use crate::{
+    api::proto::{
+        GetProductRequest, ListProductsRequest, SearchRequest,
+        catalogue_service_client::CatalogueServiceClient,
+    },
+    config::LoadConfig,
+    telemetry::grpc::code_name,
+};
+
+/// Products discovered before the run (the ids GetProduct picks from).
+const DISCOVERY_LIMIT: i32 = 1000;
+/// Share of GetProduct calls asking for an id that does not exist.
+const UNKNOWN_ID_SHARE: f64 = 0.02;
+/// Shares of ListProducts streams read slowly and cancelled part-way.
+const SLOW_READER_SHARE: f64 = 0.1;
+const CANCEL_SHARE: f64 = 0.1;
+/// Pause of a slow reader between messages.
+const SLOW_READ_PAUSE: Duration = Duration::from_millis(2);
+/// Default closed-loop concurrency.
+const DEFAULT_CONCURRENCY: u32 = 16;
+
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    #[error("invalid target {target:?}: {source}")]
+    Target {
+        target: String,
+        source: tonic::transport::Error,
+    },
+    #[error("cannot connect to {target}: {source}")]
+    Connect {
+        target: String,
+        source: tonic::transport::Error,
+    },
+    #[error("discovering the catalogue failed: {0}")]
+    Discovery(#[from] tonic::Status),
+    #[error("the target's catalogue is empty: nothing to ask for")]
+    EmptyCatalogue,
+    #[error("--rps must be a positive number, got {0}")]
+    Rate(f64),
+}
+
+/// Relative weights of the three calls, from `get=80,list=10,search=10`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Mix {
+    pub get: u32,
+    pub list: u32,
+    pub search: u32,
+}
+
+impl FromStr for Mix {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        let mut mix = Mix {
+            get: 0,
+            list: 0,
+            search: 0,
+        };
+        for part in text.split(',').filter(|part| !part.is_empty()) {
+            let (name, weight) = part
+                .split_once('=')
+                .ok_or_else(|| format!("{part:?} is not name=weight"))?;
+            let weight: u32 = weight
+                .trim()
+                .parse()
+                .map_err(|_| format!("weight of {name:?} is not a whole number"))?;
+            match name.trim() {
+                "get" => mix.get = weight,
+                "list" => mix.list = weight,
+                "search" => mix.search = weight,
+                other => {
+                    return Err(format!(
+                        "unknown call {other:?}: expected get, list or search"
+                    ));
+                }
+            }
+        }
+        if mix.get + mix.list + mix.search == 0 {
+            return Err("the mix has no call with a positive weight".into());
+        }
+        Ok(mix)
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Call {
+    Get,
+    List,
+    Search,
+}
+
+impl Mix {
+    fn pick(&self, rng: &mut impl Rng) -> Call {
+        let roll = rng.random_range(0..self.get + self.list + self.search);
+        if roll < self.get {
+            Call::Get
+        } else if roll < self.get + self.list {
+            Call::List
+        } else {
+            Call::Search
+        }
+    }
+}
+
+/// What calls are made of, discovered from the target.
+struct Catalogue {
+    ids: Vec<String>,
+    categories: Vec<String>,
+    words: Vec<String>,
+}
+
+/// Shared by every call of the run.
+struct Run {
+    clients: Vec<CatalogueServiceClient<Channel>>,
+    catalogue: Catalogue,
+    mix: Mix,
+    deadline: Duration,
+    recorder: Mutex<Recorder>,
+    next_client: AtomicUsize,
+    calls: AtomicU64,
+    errors: AtomicU64,
+}
+
+/// Runs the load described by `config` and returns its summary. Shows a
+/// progress line on a terminal unless `--json`.
+pub async fn run(config: &LoadConfig) -> Result<Summary, LoadError> {
+    if let Some(rps) = config.rps
+        && !(rps.is_finite() && rps > 0.0)
+    {
+        return Err(LoadError::Rate(rps));
+    }
+    let endpoint =
+        Endpoint::from_shared(config.target.clone()).map_err(|source| LoadError::Target {
+            target: config.target.clone(),
+            source,
+        })?;
+    let mut clients = Vec::new();
+    for _ in 0..config.connections {
+        let channel = endpoint
+            .connect()
+            .await
+            .map_err(|source| LoadError::Connect {
+                target: config.target.clone(),
+                source,
+            })?;
+        clients.push(CatalogueServiceClient::new(channel));
+    }
+    let catalogue = discover(&mut clients[0]).await?;
+    let run = Arc::new(Run {
+        clients,
+        catalogue,
+        mix: config.mix,
+        deadline: config.deadline,
+        recorder: Mutex::new(Recorder::default()),
+        next_client: AtomicUsize::new(0),
+        calls: AtomicU64::new(0),
+        errors: AtomicU64::new(0),
+    });
+
+    let progress = progress_bar(config.json);
+    let started = Instant::now();
+    let ticker = {
+        let run = run.clone();
+        let progress = progress.clone();
+        tokio::spawn(async move {
+            let mut ticks = tokio::time::interval(Duration::from_millis(250));
+            loop {
+                ticks.tick().await;
+                let calls = run.calls.load(Ordering::Relaxed);
+                let rate = calls as f64 / started.elapsed().as_secs_f64().max(0.001);
+                progress.set_message(format!(
+                    "{calls} calls, {rate:.0}/s, {} errors",
+                    run.errors.load(Ordering::Relaxed)
+                ));
+            }
+        })
+    };
+    match config.rps {
+        Some(rps) => open_loop(&run, rps, config.duration, config.max_in_flight).await,
+        None => {
+            let concurrency = config.concurrency.unwrap_or(DEFAULT_CONCURRENCY).max(1);
+            closed_loop(&run, concurrency, config.duration).await;
+        }
+    }
+    ticker.abort();
+    progress.finish_and_clear();
+    let summary = run
+        .recorder
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+        .summary(started.elapsed());
+    Ok(summary)
+}
+
+fn progress_bar(hidden: bool) -> indicatif::ProgressBar {
+    if hidden {
+        return indicatif::ProgressBar::hidden();
+    }
+    let progress = indicatif::ProgressBar::new_spinner();
+    progress.set_style(
+        indicatif::ProgressStyle::with_template("{spinner} {elapsed} {msg}")
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_spinner()),
+    );
+    progress.enable_steady_tick(Duration::from_millis(250));
+    progress
+}
+
+/// Calls leave at `rps` whatever happens to earlier ones.
+async fn open_loop(run: &Arc<Run>, rps: f64, duration: Duration, max_in_flight: usize) {
+    let interval = Duration::from_secs_f64(1.0 / rps);
+    let started = tokio::time::Instant::now();
+    let end = started + duration;
+    let in_flight = Arc::new(AtomicUsize::new(0));
+    let mut tasks = tokio::task::JoinSet::new();
+    for n in 0u32.. {
+        let intended = started + interval.mul_f64(f64::from(n));
+        if intended >= end {
+            break;
+        }
+        sleep_until(intended).await;
+        // Reap finished calls so the set stays as small as what is in flight.
+        while tasks.try_join_next().is_some() {}
+        if in_flight.load(Ordering::Relaxed) >= max_in_flight {
+            run.recorder
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .skip();
+            continue;
+        }
+        in_flight.fetch_add(1, Ordering::Relaxed);
+        let run = run.clone();
+        let in_flight = in_flight.clone();
+        tasks.spawn(async move {
+            run.one_call(intended.into_std()).await;
+            in_flight.fetch_sub(1, Ordering::Relaxed);
+        });
+    }
+    while tasks.join_next().await.is_some() {}
+}
+
+/// `concurrency` workers, each sending its next call when the last ends.
+async fn closed_loop(run: &Arc<Run>, concurrency: u32, duration: Duration) {
+    let end = Instant::now() + duration;
+    let mut workers = tokio::task::JoinSet::new();
+    for _ in 0..concurrency {
+        let run = run.clone();
+        workers.spawn(async move {
+            while Instant::now() < end {
+                run.one_call(Instant::now()).await;
+            }
+        });
+    }
+    while workers.join_next().await.is_some() {}
+}
+
+impl Run {
+    /// Makes one call of the mix and records it, with latency measured from
+    /// `intended`.
+    async fn one_call(&self, intended: Instant) {
+        let mut client = {
+            let index = self.next_client.fetch_add(1, Ordering::Relaxed) % self.clients.len();
+            self.clients[index].clone()
+        };
+        let call = self.mix.pick(&mut rand::rng());
+        let (method, code, messages) = match call {
+            Call::Get => ("GetProduct", self.get(&mut client).await, 0),
+            Call::List => {
+                let (code, messages) = self.list(&mut client).await;
+                ("ListProducts", code, messages)
+            }
+            Call::Search => ("SearchProducts", self.search(&mut client).await, 0),
+        };
+        self.calls.fetch_add(1, Ordering::Relaxed);
+        if code != Code::Ok {
+            self.errors.fetch_add(1, Ordering::Relaxed);
+        }
+        self.recorder
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .record(method, code_name(code), intended.elapsed(), messages);
+    }
+
+    fn request<T>(&self, message: T) -> Request<T> {
+        let mut request = Request::new(message);
+        request.set_timeout(self.deadline);
+        let mut rng = rand::rng();
+        let traceparent = format!(
+            "00-{:032x}-{:016x}-01",
+            rng.random::<u128>() | 1,
+            rng.random::<u64>() | 1
+        );
+        if let Ok(value) = MetadataValue::try_from(traceparent) {
+            request.metadata_mut().insert("traceparent", value);
+        }
+        request
+    }
+
+    async fn get(&self, client: &mut CatalogueServiceClient<Channel>) -> Code {
+        let product_id = {
+            let mut rng = rand::rng();
+            if rng.random_bool(UNKNOWN_ID_SHARE) {
+                format!("prod-unknown-{}", rng.random::<u32>())
+            } else {
+                self.catalogue
+                    .ids
+                    .choose(&mut rng)
+                    .cloned()
+                    .unwrap_or_default()
+            }
+        };
+        match client
+            .get_product(self.request(GetProductRequest { product_id }))
+            .await
+        {
+            Ok(_) => Code::Ok,
+            Err(status) => status.code(),
+        }
+    }
+
+    /// A stream of random size and category; some read slowly, some
+    /// cancelled half-way. Returns the code and the messages read.
+    async fn list(&self, client: &mut CatalogueServiceClient<Channel>) -> (Code, u64) {
+        let (request, slow, cancel_after) = {
+            let mut rng = rand::rng();
+            let page_size = rng.random_range(10..=200);
+            let category_id = if rng.random_bool(0.5) {
+                self.catalogue
+                    .categories
+                    .choose(&mut rng)
+                    .cloned()
+                    .unwrap_or_default()
+            } else {
+                String::new()
+            };
+            let slow = rng.random_bool(SLOW_READER_SHARE);
+            let cancel_after = rng
+                .random_bool(CANCEL_SHARE)
+                .then_some(page_size as u64 / 2);
+            (
+                ListProductsRequest {
+                    page_size,
+                    category_id,
+                    ..Default::default()
+                },
+                slow,
+                cancel_after,
+            )
+        };
+        let mut stream = match client.list_products(self.request(request)).await {
+            Ok(response) => response.into_inner(),
+            Err(status) => return (status.code(), 0),
+        };
+        let mut messages = 0;
+        loop {
+            match stream.message().await {
+                Ok(Some(_)) => {
+                    messages += 1;
+                    if cancel_after == Some(messages) {
+                        return (Code::Cancelled, messages);
+                    }
+                    if slow {
+                        tokio::time::sleep(SLOW_READ_PAUSE).await;
+                    }
+                }
+                Ok(None) => return (Code::Ok, messages),
+                Err(status) => return (status.code(), messages),
+            }
+        }
+    }
+
+    async fn search(&self, client: &mut CatalogueServiceClient<Channel>) -> Code {
+        let query = {
+            let mut rng = rand::rng();
+            let count = rng.random_range(1..=2);
+            let words: Vec<&str> = self
+                .catalogue
+                .words
+                .choose_multiple(&mut rng, count)
+                .map(String::as_str)
+                .collect();
+            words.join(" ")
+        };
+        let request = SearchRequest {
+            query,
+            page_size: 20,
+            ..Default::default()
+        };
+        match client.search_products(self.request(request)).await {
+            Ok(_) => Code::Ok,
+            Err(status) => status.code(),
+        }
+    }
+}
+
+/// Reads the first products of the target to learn ids, categories and
+/// words.
+async fn discover(client: &mut CatalogueServiceClient<Channel>) -> Result<Catalogue, LoadError> {
+    let mut stream = client
+        .list_products(ListProductsRequest {
+            page_size: DISCOVERY_LIMIT,
+            ..Default::default()
+        })
+        .await?
+        .into_inner();
+    let mut ids = Vec::new();
+    let mut categories = std::collections::BTreeSet::new();
+    let mut words = std::collections::BTreeSet::new();
+    while let Some(product) = stream.message().await? {
+        categories.insert(product.category_id.clone());
+        words.extend(crate::domain::words(&product.name));
+        ids.push(product.id);
+    }
+    if ids.is_empty() {
+        return Err(LoadError::EmptyCatalogue);
+    }
+    Ok(Catalogue {
+        ids,
+        categories: categories.into_iter().collect(),
+        words: words.into_iter().collect(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mixes_parse_and_bad_ones_are_refused() {
+        assert_eq!(
+            "get=80,list=10,search=10".parse::<Mix>(),
+            Ok(Mix {
+                get: 80,
+                list: 10,
+                search: 10
+            })
+        );
+        assert_eq!("list=1".parse::<Mix>().map(|m| m.get), Ok(0));
+        for bad in ["get=-1", "get=x", "fetch=1", "get", "get=0,list=0"] {
+            assert!(bad.parse::<Mix>().is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn picks_follow_the_weights() {
+        let mix: Mix = "get=1,list=0,search=0".parse().unwrap();
+        let mut rng = rand::rng();
+        assert!((0..100).all(|_| matches!(mix.pick(&mut rng), Call::Get)));
+    }
+}

@@ -1,0 +1,212 @@
+//! Each fault changes the signal it claims to, measured through the
+//! service's own metrics, and a reset restores it.
+
+use catalogue::api::proto::{GetProductRequest, ListProductsRequest};
+use tonic::Code;
+
+use crate::helpers::{Backend, TestApp, bucket, put_faults, seed_products, spawn_app, value};
+
+const GET: &[(&str, &str)] = &[("grpc_method", "GetProduct")];
+
+async fn get_product(app: &mut TestApp) -> Result<(), tonic::Status> {
+    let product_id = seed_products()[0].id.clone();
+    app.client
+        .get_product(GetProductRequest { product_id })
+        .await
+        .map(drop)
+}
+
+async fn reset(app: &TestApp) -> serde_json::Value {
+    let response = reqwest::Client::new()
+        .delete(app.admin_url("/faults"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    serde_json::from_str(&response.text().await.unwrap()).unwrap()
+}
+
+#[tokio::test]
+async fn latency_shows_in_the_handling_time_histogram_until_reset() {
+    let mut app = spawn_app(Backend::Memory).await.expect("memory app");
+    let (status, body) = put_faults(&app, r#"{"latency_ms": 60}"#).await;
+    assert_eq!(status, 200, "{body}");
+
+    get_product(&mut app).await.unwrap();
+    let ok = [GET, &[("grpc_code", "OK")]].concat();
+    let scrape = app.scrape().await;
+    assert_eq!(
+        bucket(&scrape, "grpc_server_handling_seconds", &ok, 0.05),
+        0.0,
+        "slower than 50 ms"
+    );
+    assert_eq!(
+        value(
+            &scrape,
+            "catalogue_fault_active",
+            &[("fault", "latency_ms")]
+        ),
+        Some(1.0)
+    );
+
+    reset(&app).await;
+    get_product(&mut app).await.unwrap();
+    let scrape = app.scrape().await;
+    assert_eq!(
+        bucket(&scrape, "grpc_server_handling_seconds", &ok, 0.05),
+        1.0,
+        "fast again"
+    );
+    assert_eq!(
+        value(
+            &scrape,
+            "catalogue_fault_active",
+            &[("fault", "latency_ms")]
+        ),
+        Some(0.0)
+    );
+}
+
+#[tokio::test]
+async fn injected_errors_carry_the_chosen_code_only_on_chosen_methods() {
+    let mut app = spawn_app(Backend::Memory).await.expect("memory app");
+    let (status, body) = put_faults(
+        &app,
+        r#"{"error_rate": 1.0, "error_code": "RESOURCE_EXHAUSTED", "methods": ["GetProduct"]}"#,
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+
+    let failed = get_product(&mut app).await.expect_err("injected");
+    assert_eq!(failed.code(), Code::ResourceExhausted);
+    let listed = app
+        .client
+        .list_products(ListProductsRequest {
+            page_size: 1,
+            ..Default::default()
+        })
+        .await;
+    assert!(listed.is_ok(), "ListProducts is not in `methods`");
+
+    reset(&app).await;
+    get_product(&mut app).await.expect("healthy again");
+    let scrape = app.scrape().await;
+    let handled = |code| {
+        value(
+            &scrape,
+            "grpc_server_handled_total",
+            &[GET, &[("grpc_code", code)]].concat(),
+        )
+    };
+    assert_eq!(handled("ResourceExhausted"), Some(1.0));
+    assert_eq!(handled("OK"), Some(1.0));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn blocking_and_cpu_burn_show_as_long_polls_of_the_rpc_task() {
+    let mut app = spawn_app(Backend::Memory).await.expect("memory app");
+    let poll_micros = |scrape: &prometheus_parse::Scrape| {
+        value(scrape, "tokio_task_poll_microseconds_total", GET).unwrap()
+    };
+    let before = poll_micros(&app.scrape().await);
+
+    put_faults(&app, r#"{"blocking_ms": 30}"#).await;
+    get_product(&mut app).await.unwrap();
+    put_faults(&app, r#"{"blocking_ms": 0, "cpu_burn_ms": 30}"#).await;
+    get_product(&mut app).await.unwrap();
+    let scrape = app.scrape().await;
+
+    // Both faults run inside a poll of the call's future: 60 ms at least.
+    assert!(
+        poll_micros(&scrape) - before >= 60_000.0,
+        "{} µs",
+        poll_micros(&scrape) - before
+    );
+    assert!(value(&scrape, "tokio_task_slow_polls_total", GET).unwrap() >= 2.0);
+    reset(&app).await;
+}
+
+#[tokio::test]
+async fn a_leak_is_retained_until_reset() {
+    let mut app = spawn_app(Backend::Memory).await.expect("memory app");
+    put_faults(&app, r#"{"leak_bytes_per_call": 1048576}"#).await;
+    for _ in 0..4 {
+        get_product(&mut app).await.unwrap();
+    }
+    let scrape = app.scrape().await;
+    assert_eq!(
+        value(&scrape, "catalogue_fault_leaked_bytes", &[]),
+        Some(4.0 * 1048576.0)
+    );
+
+    reset(&app).await;
+    let scrape = app.scrape().await;
+    assert_eq!(
+        value(&scrape, "catalogue_fault_leaked_bytes", &[]),
+        Some(0.0)
+    );
+}
+
+#[tokio::test]
+async fn slow_streams_show_in_stream_duration() {
+    let mut app = spawn_app(Backend::Memory).await.expect("memory app");
+    put_faults(&app, r#"{"slow_stream_ms": 15}"#).await;
+
+    let mut stream = app
+        .client
+        .list_products(ListProductsRequest {
+            page_size: 10,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    while stream.message().await.unwrap().is_some() {}
+
+    let scrape = app.scrape().await;
+    let list = [("grpc_method", "ListProducts")];
+    assert_eq!(
+        bucket(&scrape, "grpc_server_stream_duration_seconds", &list, 0.1),
+        0.0,
+        "10 × 15 ms > 100 ms"
+    );
+    assert_eq!(
+        value(&scrape, "grpc_server_stream_duration_seconds", &list),
+        Some(1.0)
+    );
+    reset(&app).await;
+}
+
+#[tokio::test]
+async fn bad_payloads_are_refused_and_change_nothing() {
+    let app = spawn_app(Backend::Memory).await.expect("memory app");
+    put_faults(&app, r#"{"latency_ms": 1}"#).await;
+
+    for body in [
+        r#"{"latncy_ms": 5}"#,
+        r#"{"latency_ms": "five"}"#,
+        r#"{"latency_ms": -5}"#,
+        r#"{"error_rate": 2}"#,
+        r#"{"error_code": "TEAPOT"}"#,
+        r#"{"methods": ["DropTables"]}"#,
+        r#"{"latency_ms": 5, "blocking_ms": 999999}"#,
+        "not json",
+    ] {
+        let (status, message) = put_faults(&app, body).await;
+        assert_eq!(status, 400, "{body}");
+        assert!(message.starts_with("invalid faults: "), "{message}");
+    }
+
+    let faults: serde_json::Value = serde_json::from_str(
+        &reqwest::get(app.admin_url("/faults"))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(faults["latency_ms"], 1, "unchanged: {faults}");
+    let after_reset = reset(&app).await;
+    assert_eq!(after_reset["latency_ms"], 0);
+}
