@@ -10,7 +10,14 @@ fn main() -> Result<(), Box<dyn Error>> {
     config.protoc_executable(protoc_bin_vendored::protoc_bin_path()?);
     tonic_prost_build::configure()
         .file_descriptor_set_path(out_dir.join("catalogue_descriptor.bin"))
-        .compile_with_config(config, &["proto/catalogue/v1/catalogue.proto"], &["proto"])?;
+        .compile_with_config(
+            config,
+            &[
+                "proto/catalogue/v1/catalogue.proto",
+                "proto/inventory/v1/inventory.proto",
+            ],
+            &["proto"],
+        )?;
     println!("cargo:rerun-if-changed=proto");
 
     let rustc = env::var("RUSTC").unwrap_or_else(|_| "rustc".into());

@@ -22,13 +22,23 @@ use crate::{
     api::{CatalogueApi, proto, proto::catalogue_service_server::CatalogueServiceServer},
     config::ServeConfig,
     faults::{FaultError, FaultInjector},
+    protection::{ShedLayer, limit_connections},
     store::{self, InstrumentedStore, Store, StoreError},
     telemetry::{Telemetry, grpc::GrpcTelemetryLayer, runtime::Sampler},
+    upstream::Upstream,
 };
 
 /// h2's guard against streams reset by protocol errors (the "rapid reset"
 /// family): tonic passes `None` to hyper by default, which turns it off.
 const MAX_LOCAL_ERROR_RESET_STREAMS: usize = 1024;
+/// Streams a client may open and reset before the server accepts them.
+const MAX_PENDING_ACCEPT_RESET_STREAMS: usize = 64;
+/// Request headers per call (grpc-go's default is 16 KiB as well).
+const MAX_HEADER_LIST_BYTES: u32 = 16 * 1024;
+/// Server pings find dead connections; one unanswered for the timeout closes
+/// the connection.
+const KEEPALIVE_INTERVAL: std::time::Duration = std::time::Duration::from_secs(60);
+const KEEPALIVE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(20);
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartupError {
@@ -49,6 +59,8 @@ pub enum StartupError {
     Task(#[from] tokio::task::JoinError),
     #[error("invalid --fault-* flag: {0}")]
     Faults(#[from] FaultError),
+    #[error("invalid --upstream-url: {0}")]
+    UpstreamUrl(http::uri::InvalidUri),
 }
 
 /// A built, bound and not yet serving instance of the service.
@@ -56,6 +68,7 @@ pub struct App {
     config: ServeConfig,
     store: Arc<dyn Store>,
     faults: Arc<FaultInjector>,
+    upstream: Option<Arc<Upstream>>,
     prometheus: PrometheusHandle,
     grpc_listener: TcpListener,
     grpc_addr: SocketAddr,
@@ -83,6 +96,14 @@ impl App {
     ) -> Result<Self, StartupError> {
         let store: Arc<dyn Store> = Arc::new(InstrumentedStore::new(store));
         let faults = Arc::new(FaultInjector::from_config(&config.faults)?);
+        let protected = !config.protection.no_protection;
+        let upstream = config
+            .upstream
+            .upstream_url
+            .as_deref()
+            .map(|url| Upstream::new(url, &config.upstream, protected).map(Arc::new))
+            .transpose()
+            .map_err(StartupError::UpstreamUrl)?;
         let (grpc_listener, grpc_addr) = bind(config.grpc_addr).await?;
         let (admin_listener, admin_addr) = bind(config.admin_addr).await?;
         let console = match telemetry.take_console() {
@@ -103,6 +124,7 @@ impl App {
             config,
             store,
             faults,
+            upstream,
             prometheus: telemetry.prometheus(),
             grpc_listener,
             grpc_addr,
@@ -137,6 +159,7 @@ impl App {
             config,
             store,
             faults,
+            upstream,
             prometheus,
             grpc_listener,
             admin_listener,
@@ -163,7 +186,7 @@ impl App {
 
         let grpc_server = grpc_server(
             &config,
-            CatalogueApi::new(store.clone(), faults.clone()),
+            CatalogueApi::new(store.clone(), faults.clone(), upstream),
             grpc_listener,
             telemetry_layer,
             health_service,
@@ -247,12 +270,40 @@ fn grpc_server<H: Health>(
     let catalogue = CatalogueServiceServer::new(api)
         .max_decoding_message_size(config.max_message_bytes)
         .max_encoding_message_size(config.max_message_bytes);
-    let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
-    Ok(Server::builder()
+    let protection = &config.protection;
+    let unlimited = protection.no_protection;
+    let incoming = limit_connections(
+        TcpIncoming::from(listener).with_nodelay(Some(true)),
+        if unlimited {
+            usize::MAX
+        } else {
+            protection.max_connections
+        },
+    );
+    let mut server = Server::builder()
         .max_concurrent_streams(config.max_concurrent_streams)
         .http2_max_local_error_reset_streams(Some(MAX_LOCAL_ERROR_RESET_STREAMS))
-        // Outermost first: telemetry sees the INTERNAL a caught panic becomes.
+        .http2_max_pending_accept_reset_streams(Some(MAX_PENDING_ACCEPT_RESET_STREAMS))
+        .http2_max_header_list_size(MAX_HEADER_LIST_BYTES)
+        .http2_keepalive_interval(Some(KEEPALIVE_INTERVAL))
+        .http2_keepalive_timeout(Some(KEEPALIVE_TIMEOUT));
+    if !unlimited {
+        // Honours a shorter grpc-timeout from the client.
+        server = server.timeout(protection.request_timeout);
+    }
+    let shed = ShedLayer::new(
+        if unlimited {
+            usize::MAX
+        } else {
+            protection.max_concurrent_calls
+        },
+        protection.retry_pushback,
+    );
+    Ok(server
+        // Outermost first: telemetry sees the INTERNAL a caught panic becomes
+        // and the UNAVAILABLE of a shed call.
         .layer(telemetry)
+        .layer(shed)
         .layer(CatchPanicLayer::custom(panic_response))
         .add_service(health_service)
         .add_service(reflection_v1)

@@ -28,6 +28,8 @@ pub enum Command {
     Serve(ServeConfig),
     /// Drive a running catalogue with a weighted mix of calls.
     Load(LoadConfig),
+    /// Run a simulator of the inventory upstream.
+    Upstream(UpstreamSimulatorConfig),
 }
 
 impl Cli {
@@ -89,6 +91,116 @@ pub struct ServeConfig {
 
     #[command(flatten)]
     pub faults: FaultsConfig,
+
+    #[command(flatten)]
+    pub upstream: UpstreamConfig,
+
+    #[command(flatten)]
+    pub protection: ProtectionConfig,
+}
+
+/// The inventory upstream GetProduct enriches products with, and how far it
+/// is trusted.
+#[derive(Debug, Clone, Args)]
+pub struct UpstreamConfig {
+    /// Inventory upstream (gRPC), e.g. http://127.0.0.1:50052. Unset: stock
+    /// comes from the store.
+    #[arg(long, env = "CATALOGUE_UPSTREAM_URL")]
+    pub upstream_url: Option<String>,
+
+    /// Timeout of an upstream call when the caller set no deadline.
+    #[arg(long, env = "CATALOGUE_UPSTREAM_TIMEOUT", default_value = "1s",
+          value_parser = humantime::parse_duration)]
+    pub upstream_timeout: Duration,
+
+    /// Kept from the caller's deadline to answer with stale stock in time.
+    #[arg(long, env = "CATALOGUE_UPSTREAM_DEADLINE_MARGIN", default_value = "20ms",
+          value_parser = humantime::parse_duration)]
+    pub upstream_deadline_margin: Duration,
+
+    /// Bulkhead: upstream calls in flight at once.
+    #[arg(long, env = "CATALOGUE_UPSTREAM_MAX_CONCURRENCY", default_value_t = 64)]
+    pub upstream_max_concurrency: usize,
+
+    /// How long a call waits for a bulkhead slot before degrading.
+    #[arg(long, env = "CATALOGUE_UPSTREAM_BULKHEAD_WAIT", default_value = "10ms",
+          value_parser = humantime::parse_duration)]
+    pub upstream_bulkhead_wait: Duration,
+
+    /// Failure ratio (0..1) over a window that opens the circuit breaker.
+    #[arg(long, env = "CATALOGUE_BREAKER_FAILURE_RATIO", default_value_t = 0.5)]
+    pub breaker_failure_ratio: f64,
+
+    /// Calls a window needs before its failure ratio counts.
+    #[arg(long, env = "CATALOGUE_BREAKER_MIN_REQUESTS", default_value_t = 20)]
+    pub breaker_min_requests: u32,
+
+    /// Length of the breaker's counting window while closed.
+    #[arg(long, env = "CATALOGUE_BREAKER_INTERVAL", default_value = "10s",
+          value_parser = humantime::parse_duration)]
+    pub breaker_interval: Duration,
+
+    /// How long the breaker stays open before probing.
+    #[arg(long, env = "CATALOGUE_BREAKER_OPEN_TIMEOUT", default_value = "5s",
+          value_parser = humantime::parse_duration)]
+    pub breaker_open_timeout: Duration,
+
+    /// Probe calls admitted while half-open; that many successes close it.
+    #[arg(long, env = "CATALOGUE_BREAKER_PROBES", default_value_t = 3)]
+    pub breaker_probes: u32,
+}
+
+/// Server-side overload protection. The defaults are safe for a 2-core
+/// machine.
+#[derive(Debug, Clone, Args)]
+pub struct ProtectionConfig {
+    /// Calls handled at once across all connections; calls beyond it are
+    /// refused at once with UNAVAILABLE (health checks are never refused).
+    #[arg(long, env = "CATALOGUE_MAX_CONCURRENT_CALLS", default_value_t = 1024)]
+    pub max_concurrent_calls: usize,
+
+    /// `grpc-retry-pushback-ms` sent with a refused call.
+    #[arg(long, env = "CATALOGUE_RETRY_PUSHBACK", default_value = "100ms",
+          value_parser = humantime::parse_duration)]
+    pub retry_pushback: Duration,
+
+    /// Longest a call may take when the client sets no shorter grpc-timeout.
+    #[arg(long, env = "CATALOGUE_REQUEST_TIMEOUT", default_value = "10s",
+          value_parser = humantime::parse_duration)]
+    pub request_timeout: Duration,
+
+    /// Open client connections; connections beyond it are closed at once.
+    #[arg(long, env = "CATALOGUE_MAX_CONNECTIONS", default_value_t = 4096)]
+    pub max_connections: usize,
+
+    /// Turn every protection off (concurrency limit, request timeout,
+    /// connection limit, bulkhead, breaker): the Go-style failure mode, for
+    /// the overload experiment only.
+    #[arg(long, env = "CATALOGUE_NO_PROTECTION")]
+    pub no_protection: bool,
+}
+
+/// `catalogue upstream`: the inventory simulator.
+#[derive(Debug, Clone, Args)]
+pub struct UpstreamSimulatorConfig {
+    /// gRPC address of the simulator.
+    #[arg(long, default_value = "127.0.0.1:50052")]
+    pub addr: SocketAddr,
+    /// Admin address (`GET`/`PUT`/`DELETE /faults`).
+    #[arg(long, default_value = "127.0.0.1:6061")]
+    pub admin_addr: SocketAddr,
+    /// Latency of every answer, in milliseconds.
+    #[arg(long, default_value_t = 0)]
+    pub latency_ms: u64,
+    /// Extra random latency, up to this many milliseconds.
+    #[arg(long, default_value_t = 0)]
+    pub jitter_ms: u64,
+    /// Fraction (0..1) of calls answered UNAVAILABLE.
+    #[arg(long, default_value_t = 0.0)]
+    pub error_rate: f64,
+    /// Fraction (0..1) of calls never answered.
+    #[arg(long, default_value_t = 0.0)]
+    pub hang_rate: f64,
 }
 
 /// Faults switched on at start; `PUT /faults` on the admin port changes them

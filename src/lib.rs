@@ -10,6 +10,9 @@
 //! - `admin`: the HTTP admin server (metrics, health, faults);
 //! - `faults`: runtime fault injection;
 //! - `load`: the load generator (`catalogue load`);
+//! - `upstream`: the inventory client (deadline, bulkhead, circuit breaker)
+//!   and its simulator (`catalogue upstream`);
+//! - `protection`: server-side load shedding and connection limits;
 //! - `telemetry`: logs (and, later, traces and metrics).
 #![forbid(unsafe_code)]
 
@@ -21,5 +24,7 @@ pub mod domain;
 pub mod error;
 pub mod faults;
 pub mod load;
+pub mod protection;
 pub mod store;
 pub mod telemetry;
+pub mod upstream;

@@ -2,9 +2,10 @@ use clap::Parser;
 
 use catalogue::{
     app::{self, App},
-    config::{Cli, Command, LoadConfig, ServeConfig},
+    config::{Cli, Command, LoadConfig, ServeConfig, UpstreamSimulatorConfig},
     load,
     telemetry::{Telemetry, runtime::runtime_builder},
+    upstream::simulator::UpstreamSimulator,
 };
 
 fn main() -> anyhow::Result<()> {
@@ -13,6 +14,7 @@ fn main() -> anyhow::Result<()> {
         match command {
             Command::Serve(config) => serve(config).await,
             Command::Load(config) => drive(config).await,
+            Command::Upstream(config) => simulate(config).await,
         }
     })
 }
@@ -38,5 +40,25 @@ async fn drive(config: LoadConfig) -> anyhow::Result<()> {
     } else {
         print!("{summary}");
     }
+    Ok(())
+}
+
+async fn simulate(config: UpstreamSimulatorConfig) -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .init();
+    let simulator = UpstreamSimulator::bind(&config).await?;
+    tracing::info!(
+        grpc = %simulator.grpc_addr()?,
+        admin = %simulator.admin_addr()?,
+        latency_ms = config.latency_ms,
+        error_rate = config.error_rate,
+        hang_rate = config.hang_rate,
+        "inventory upstream simulator is serving"
+    );
+    simulator.run(app::shutdown_signal()).await?;
     Ok(())
 }

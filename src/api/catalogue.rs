@@ -1,9 +1,12 @@
 //! `catalogue.v1.CatalogueService`.
 
-use std::{pin::Pin, sync::Arc};
+use std::{pin::Pin, sync::Arc, time::Instant};
 
 use futures::{Stream, StreamExt};
-use tonic::{Code, Request, Response, Status, metadata::MetadataMap};
+use tonic::{
+    Code, Request, Response, Status,
+    metadata::{MetadataMap, MetadataValue},
+};
 
 use super::proto::{self, catalogue_service_server::CatalogueService};
 use crate::{
@@ -15,7 +18,13 @@ use crate::{
     error::Error,
     faults::{FaultInjector, Verdict},
     store::{self, Listed, Store},
+    upstream::{Upstream, caller_deadline},
 };
+
+/// Response header of `GetProduct` when an inventory upstream is configured:
+/// `live` (stock from the upstream) or `stale` (the stored stock, because the
+/// upstream could not answer in time).
+pub const STOCK_SOURCE_HEADER: &str = "x-stock-source";
 
 /// Trailer of a `ListProducts` stream whose page is followed by more
 /// products: the opaque token of the next page.
@@ -26,11 +35,21 @@ pub const NEXT_PAGE_TOKEN_TRAILER: &str = "x-next-page-token";
 pub struct CatalogueApi {
     store: Arc<dyn Store>,
     faults: Arc<FaultInjector>,
+    /// Live stock; `None` serves the stored stock.
+    upstream: Option<Arc<Upstream>>,
 }
 
 impl CatalogueApi {
-    pub fn new(store: Arc<dyn Store>, faults: Arc<FaultInjector>) -> Self {
-        Self { store, faults }
+    pub fn new(
+        store: Arc<dyn Store>,
+        faults: Arc<FaultInjector>,
+        upstream: Option<Arc<Upstream>>,
+    ) -> Self {
+        Self {
+            store,
+            faults,
+            upstream,
+        }
     }
 
     /// Runs the injected faults of `method`, if any.
@@ -132,8 +151,24 @@ impl CatalogueService for CatalogueApi {
         &self,
         request: Request<proto::GetProductRequest>,
     ) -> Result<Response<proto::Product>, Status> {
-        let product = self.product(request.get_ref()).await?;
-        Ok(Response::new(product))
+        let deadline = caller_deadline(request.metadata(), Instant::now());
+        let mut product = self.product(request.get_ref()).await?;
+        let Some(upstream) = &self.upstream else {
+            return Ok(Response::new(product));
+        };
+        // Degrade rather than fail: the stored stock is a useful answer.
+        let source = match upstream.stock(&product.id, deadline).await {
+            Ok(stock) => {
+                product.stock_qty = stock;
+                "live"
+            }
+            Err(_) => "stale",
+        };
+        let mut response = Response::new(product);
+        response
+            .metadata_mut()
+            .insert(STOCK_SOURCE_HEADER, MetadataValue::from_static(source));
+        Ok(response)
     }
 
     type ListProductsStream = ProductStream;

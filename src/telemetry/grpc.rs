@@ -469,6 +469,8 @@ impl Call {
             self.span
                 .record("otel.status_message", OTEL_CODE_NAMES[index]);
         }
+        // The span ends with the call, before the client can see the end.
+        self.span = Span::none();
     }
 }
 
@@ -577,17 +579,22 @@ where
         let entered = this.span.enter();
         let frame = ready!(this.inner.poll_frame(cx));
         drop(entered);
-        match &frame {
-            Some(Ok(frame)) => {
-                if let Some(data) = frame.data_ref() {
+        let code = match &frame {
+            Some(Ok(frame)) => match (frame.data_ref(), frame.trailers_ref()) {
+                (Some(data), _) => {
                     call.on_data(data);
                     *this.last_sent_at = Some(Instant::now());
-                } else if let Some(trailers) = frame.trailers_ref() {
-                    call.finish(grpc_status(trailers).unwrap_or(Code::Unknown));
+                    None
                 }
-            }
-            Some(Err(_)) => call.finish(Code::Internal),
-            None => call.finish(Code::Unknown),
+                (None, Some(trailers)) => Some(grpc_status(trailers).unwrap_or(Code::Unknown)),
+                (None, None) => None,
+            },
+            Some(Err(_)) => Some(Code::Internal),
+            None => Some(Code::Unknown),
+        };
+        if let Some(code) = code {
+            call.finish(code);
+            *this.span = Span::none();
         }
         Poll::Ready(frame)
     }

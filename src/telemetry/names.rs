@@ -69,6 +69,21 @@ pub const STORE_QUERY_SECONDS: &str = "catalogue_store_query_duration_seconds";
 pub const STORE_POOL_CONNECTIONS: &str = "catalogue_store_pool_connections";
 pub const STORE_POOL_MAX: &str = "catalogue_store_pool_max_connections";
 
+// Inventory upstream and overload protection.
+/// Upstream stock lookups by outcome (ok, or the reason it degraded:
+/// breaker_open, bulkhead_full, no_time_left, timeout, error).
+pub const UPSTREAM_CALLS: &str = "catalogue_upstream_requests_total";
+/// Upstream call latency (label: outcome ok/failed).
+pub const UPSTREAM_SECONDS: &str = "catalogue_upstream_request_duration_seconds";
+pub const UPSTREAM_IN_FLIGHT: &str = "catalogue_upstream_in_flight_requests";
+/// 0 closed, 1 half-open, 2 open.
+pub const UPSTREAM_CIRCUIT_STATE: &str = "catalogue_upstream_circuit_state";
+/// Calls refused at once by the server (label: reason).
+pub const SHED: &str = "catalogue_shed_total";
+/// Connections closed at once because too many were open.
+pub const CONNECTIONS_REFUSED: &str = "catalogue_connections_refused_total";
+pub const CONNECTIONS_OPEN: &str = "catalogue_connections_open";
+
 pub const BUILD_INFO: &str = "catalogue_build_info";
 /// 1 while a fault is injected (label: fault).
 pub const FAULT_ACTIVE: &str = "catalogue_fault_active";
@@ -256,6 +271,33 @@ pub fn describe() {
         "database pool connections by state (idle, in_use)"
     );
     describe_gauge!(STORE_POOL_MAX, "database pool size limit");
+
+    describe_counter!(
+        UPSTREAM_CALLS,
+        "inventory upstream lookups by outcome: ok or why stock was served stale"
+    );
+    describe_histogram!(
+        UPSTREAM_SECONDS,
+        Unit::Seconds,
+        "inventory upstream call duration"
+    );
+    describe_gauge!(
+        UPSTREAM_IN_FLIGHT,
+        "inventory upstream calls in flight (bounded by the bulkhead)"
+    );
+    describe_gauge!(
+        UPSTREAM_CIRCUIT_STATE,
+        "upstream circuit breaker state: 0 closed, 1 half-open, 2 open"
+    );
+    describe_counter!(
+        SHED,
+        "calls refused at once with UNAVAILABLE because the server was at its limit"
+    );
+    describe_counter!(
+        CONNECTIONS_REFUSED,
+        "connections closed at once because --max-connections were open"
+    );
+    describe_gauge!(CONNECTIONS_OPEN, "client connections open now");
 
     describe_gauge!(BUILD_INFO, "build information: always 1");
     describe_gauge!(

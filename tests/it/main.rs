@@ -6,6 +6,7 @@ mod helpers;
 mod list_products;
 mod load;
 mod metrics;
+mod resilience;
 mod robustness;
 mod search_products;
 mod shutdown;

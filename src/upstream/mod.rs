@@ -1,0 +1,306 @@
+//! The inventory upstream: the client GetProduct asks for live stock, and a
+//! simulator of the upstream (`catalogue upstream`) that can be made slow,
+//! failing or hanging on purpose.
+//!
+//! The client never lets the upstream take the service down: one shared
+//! HTTP/2 channel, the caller's deadline propagated (minus a margin), a
+//! bulkhead bounding concurrent calls, and a circuit breaker. When the
+//! upstream cannot answer in time, GetProduct degrades to the stored stock
+//! instead of failing.
+
+pub mod breaker;
+pub mod simulator;
+
+use std::{
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use metrics::{Counter, Gauge, Histogram, counter, gauge, histogram};
+use opentelemetry::propagation::Injector;
+use tokio::sync::Semaphore;
+use tonic::{Code, Request, metadata::MetadataMap, transport::Channel};
+use tracing::{Instrument, Span};
+use tracing_opentelemetry::OpenTelemetrySpanExt;
+
+use self::breaker::{CircuitBreaker, Settings, State, Transition};
+use crate::{
+    api::inventory::{GetStockRequest, inventory_service_client::InventoryServiceClient},
+    config::UpstreamConfig,
+    telemetry::names,
+};
+
+/// Why live stock could not be had; GetProduct then serves the stored stock.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Degraded {
+    BreakerOpen,
+    BulkheadFull,
+    /// The caller's deadline leaves no time for the upstream.
+    NoTimeLeft,
+    Timeout,
+    Error,
+}
+
+impl Degraded {
+    pub fn reason(self) -> &'static str {
+        match self {
+            Self::BreakerOpen => "breaker_open",
+            Self::BulkheadFull => "bulkhead_full",
+            Self::NoTimeLeft => "no_time_left",
+            Self::Timeout => "timeout",
+            Self::Error => "error",
+        }
+    }
+
+    const ALL: [Degraded; 5] = [
+        Self::BreakerOpen,
+        Self::BulkheadFull,
+        Self::NoTimeLeft,
+        Self::Timeout,
+        Self::Error,
+    ];
+}
+
+/// The inventory client; one per process, shared by every call.
+pub struct Upstream {
+    client: InventoryServiceClient<Channel>,
+    bulkhead: Arc<Semaphore>,
+    bulkhead_wait: Duration,
+    default_timeout: Duration,
+    deadline_margin: Duration,
+    breaker: CircuitBreaker,
+    metrics: UpstreamMetrics,
+}
+
+struct UpstreamMetrics {
+    ok: Counter,
+    ok_seconds: Histogram,
+    failed_seconds: Histogram,
+    /// Per `Degraded` variant, in `Degraded::ALL` order.
+    degraded: [Counter; 5],
+    in_flight: Gauge,
+    circuit_state: Gauge,
+}
+
+impl Upstream {
+    /// A client of `config.upstream_url`; connects lazily, so the service
+    /// starts (degraded) even while the upstream is down.
+    /// With `protected` false the bulkhead and breaker never refuse (the
+    /// overload experiment's unprotected run).
+    pub fn new(
+        url: &str,
+        config: &UpstreamConfig,
+        protected: bool,
+    ) -> Result<Self, http::uri::InvalidUri> {
+        let channel = Channel::from_shared(url.to_owned())?
+            .connect_timeout(Duration::from_secs(1))
+            .tcp_nodelay(true)
+            .connect_lazy();
+        let metrics = UpstreamMetrics {
+            ok: counter!(names::UPSTREAM_CALLS, "outcome" => "ok"),
+            ok_seconds: histogram!(names::UPSTREAM_SECONDS, "outcome" => "ok"),
+            failed_seconds: histogram!(names::UPSTREAM_SECONDS, "outcome" => "failed"),
+            degraded: Degraded::ALL
+                .map(|degraded| counter!(names::UPSTREAM_CALLS, "outcome" => degraded.reason())),
+            in_flight: gauge!(names::UPSTREAM_IN_FLIGHT),
+            circuit_state: gauge!(names::UPSTREAM_CIRCUIT_STATE),
+        };
+        metrics.circuit_state.set(State::Closed as u8 as f64);
+        Ok(Self {
+            client: InventoryServiceClient::new(channel),
+            bulkhead: Arc::new(Semaphore::new(if protected {
+                config.upstream_max_concurrency
+            } else {
+                Semaphore::MAX_PERMITS
+            })),
+            bulkhead_wait: if protected {
+                config.upstream_bulkhead_wait
+            } else {
+                Duration::MAX
+            },
+            default_timeout: config.upstream_timeout,
+            deadline_margin: config.upstream_deadline_margin,
+            breaker: CircuitBreaker::new(
+                Settings {
+                    max_probes: config.breaker_probes,
+                    interval: config.breaker_interval,
+                    open_timeout: config.breaker_open_timeout,
+                    min_requests: if protected {
+                        config.breaker_min_requests
+                    } else {
+                        u32::MAX
+                    },
+                    failure_ratio: config.breaker_failure_ratio,
+                },
+                Instant::now(),
+            ),
+            metrics,
+        })
+    }
+
+    /// Live stock of `product_id`, answered before `deadline` (the caller's,
+    /// if it set one).
+    pub async fn stock(
+        &self,
+        product_id: &str,
+        deadline: Option<Instant>,
+    ) -> Result<i32, Degraded> {
+        let result = self.call(product_id, deadline).await;
+        if let Err(degraded) = result {
+            self.metrics.degraded[Degraded::ALL
+                .iter()
+                .position(|d| *d == degraded)
+                .unwrap_or(0)]
+            .increment(1);
+        }
+        result
+    }
+
+    async fn call(&self, product_id: &str, deadline: Option<Instant>) -> Result<i32, Degraded> {
+        let timeout = match deadline {
+            Some(deadline) => deadline
+                .checked_duration_since(Instant::now())
+                .and_then(|left| left.checked_sub(self.deadline_margin))
+                .filter(|left| !left.is_zero())
+                .ok_or(Degraded::NoTimeLeft)?,
+            None => self.default_timeout,
+        };
+        // The bulkhead first: a call refused here never reaches the breaker,
+        // whose counts are about the upstream's answers only.
+        let Ok(Ok(_permit)) =
+            tokio::time::timeout(self.bulkhead_wait.min(timeout), self.bulkhead.acquire()).await
+        else {
+            return Err(Degraded::BulkheadFull);
+        };
+        let (ticket, transition) = self.breaker.admit(Instant::now());
+        self.observe(transition);
+        let ticket = ticket.ok_or(Degraded::BreakerOpen)?;
+
+        let span = tracing::info_span!(
+            "inventory.GetStock",
+            otel.name = "inventory.v1.InventoryService/GetStock",
+            otel.kind = "client",
+            otel.status_code = tracing::field::Empty,
+            rpc.system = "grpc",
+            rpc.system.name = "grpc",
+            rpc.service = "inventory.v1.InventoryService",
+            rpc.method = "GetStock",
+        );
+        let mut request = Request::new(GetStockRequest {
+            product_id: product_id.to_owned(),
+        });
+        request.set_timeout(timeout);
+        inject_trace_context(&span, request.metadata_mut());
+
+        self.metrics.in_flight.increment(1.0);
+        let started = Instant::now();
+        let mut client = self.client.clone();
+        let answer = tokio::time::timeout(timeout, client.get_stock(request))
+            .instrument(span.clone())
+            .await;
+        self.metrics.in_flight.decrement(1.0);
+        let elapsed = started.elapsed().as_secs_f64();
+        match answer {
+            Ok(Ok(response)) => {
+                self.metrics.ok.increment(1);
+                self.metrics.ok_seconds.record(elapsed);
+                self.observe(self.breaker.success(ticket, Instant::now()));
+                Ok(response.into_inner().stock_qty)
+            }
+            Ok(Err(status)) => {
+                self.metrics.failed_seconds.record(elapsed);
+                span.record("otel.status_code", "ERROR");
+                self.observe(self.breaker.failure(ticket, Instant::now()));
+                Err(if status.code() == Code::DeadlineExceeded {
+                    Degraded::Timeout
+                } else {
+                    Degraded::Error
+                })
+            }
+            Err(_elapsed) => {
+                self.metrics.failed_seconds.record(elapsed);
+                span.record("otel.status_code", "ERROR");
+                self.observe(self.breaker.failure(ticket, Instant::now()));
+                Err(Degraded::Timeout)
+            }
+        }
+    }
+
+    /// The breaker's state now (turning open into half-open when due).
+    pub fn circuit_state(&self) -> State {
+        let (state, transition) = self.breaker.state(Instant::now());
+        self.observe(transition);
+        state
+    }
+
+    fn observe(&self, transition: Option<Transition>) {
+        if let Some(Transition { from, to }) = transition {
+            tracing::warn!(
+                from = from.name(),
+                to = to.name(),
+                "upstream circuit breaker changed state"
+            );
+            self.metrics.circuit_state.set(to as u8 as f64);
+        }
+    }
+}
+
+/// Puts the current trace context into the outgoing call's metadata (W3C
+/// `traceparent`, `tracestate`, `baggage`).
+fn inject_trace_context(span: &Span, metadata: &mut MetadataMap) {
+    struct MetadataInjector<'a>(&'a mut MetadataMap);
+    impl Injector for MetadataInjector<'_> {
+        fn set(&mut self, key: &str, value: String) {
+            if let (Ok(key), Ok(value)) = (
+                tonic::metadata::MetadataKey::from_bytes(key.as_bytes()),
+                tonic::metadata::MetadataValue::try_from(value),
+            ) {
+                self.0.insert(key, value);
+            }
+        }
+    }
+    let context = span.context();
+    opentelemetry::global::get_text_map_propagator(|propagator| {
+        propagator.inject_context(&context, &mut MetadataInjector(metadata));
+    });
+}
+
+/// The caller's deadline, from its `grpc-timeout` header: digits and a unit
+/// (H, M, S, m, u, n).
+pub fn caller_deadline(metadata: &MetadataMap, now: Instant) -> Option<Instant> {
+    let value = metadata.get("grpc-timeout")?.to_str().ok()?;
+    let (digits, unit) = value.split_at(value.len().checked_sub(1)?);
+    let amount: u64 = digits.parse().ok()?;
+    let timeout = match unit {
+        "H" => Duration::from_secs(amount.checked_mul(3600)?),
+        "M" => Duration::from_secs(amount.checked_mul(60)?),
+        "S" => Duration::from_secs(amount),
+        "m" => Duration::from_millis(amount),
+        "u" => Duration::from_micros(amount),
+        "n" => Duration::from_nanos(amount),
+        _ => return None,
+    };
+    now.checked_add(timeout)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn grpc_timeouts_parse_in_every_unit() {
+        let now = Instant::now();
+        let deadline = |value: &str| {
+            let mut metadata = MetadataMap::new();
+            metadata.insert("grpc-timeout", value.parse().unwrap());
+            caller_deadline(&metadata, now).map(|deadline| deadline - now)
+        };
+        assert_eq!(deadline("2S"), Some(Duration::from_secs(2)));
+        assert_eq!(deadline("150m"), Some(Duration::from_millis(150)));
+        assert_eq!(deadline("7u"), Some(Duration::from_micros(7)));
+        assert_eq!(deadline("1H"), Some(Duration::from_secs(3600)));
+        assert_eq!(deadline("12"), None);
+        assert_eq!(deadline("xS"), None);
+        assert_eq!(caller_deadline(&MetadataMap::new(), now), None);
+    }
+}

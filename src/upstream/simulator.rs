@@ -1,0 +1,251 @@
+//! `catalogue upstream`: a simulator of the inventory upstream, slow,
+//! failing or hanging on demand. Its behaviour is set by flags at start and
+//! changed at run time with `PUT /faults` on its own admin port (`GET` shows
+//! it, `DELETE` restores the start flags).
+
+use std::{
+    future::Future,
+    net::SocketAddr,
+    sync::{Arc, RwLock},
+    time::Duration,
+};
+
+use axum::{
+    Json, Router, body::Bytes, extract::State, http::StatusCode, response::IntoResponse,
+    routing::get,
+};
+use rand::Rng;
+use serde::{Deserialize, Serialize};
+use tokio::net::TcpListener;
+use tonic::{Request, Response, Status, transport::Server, transport::server::TcpIncoming};
+
+use crate::{
+    api::inventory::{
+        GetStockRequest, GetStockResponse,
+        inventory_service_server::{InventoryService, InventoryServiceServer},
+    },
+    config::UpstreamSimulatorConfig,
+};
+
+/// How the simulated upstream behaves.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Behaviour {
+    pub latency_ms: u64,
+    pub jitter_ms: u64,
+    pub error_rate: f64,
+    pub hang_rate: f64,
+}
+
+/// A `PUT /faults` body for the simulator.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct BehaviourPatch {
+    latency_ms: Option<u64>,
+    jitter_ms: Option<u64>,
+    error_rate: Option<f64>,
+    hang_rate: Option<f64>,
+}
+
+impl Behaviour {
+    fn merged(&self, patch: BehaviourPatch) -> Result<Self, String> {
+        let rate = |name: &str, value: Option<f64>, current: f64| match value {
+            Some(rate) if !(0.0..=1.0).contains(&rate) => {
+                Err(format!("{name} must be between 0 and 1, got {rate}"))
+            }
+            Some(rate) => Ok(rate),
+            None => Ok(current),
+        };
+        Ok(Self {
+            latency_ms: patch.latency_ms.unwrap_or(self.latency_ms),
+            jitter_ms: patch.jitter_ms.unwrap_or(self.jitter_ms),
+            error_rate: rate("error_rate", patch.error_rate, self.error_rate)?,
+            hang_rate: rate("hang_rate", patch.hang_rate, self.hang_rate)?,
+        })
+    }
+}
+
+impl From<&UpstreamSimulatorConfig> for Behaviour {
+    fn from(config: &UpstreamSimulatorConfig) -> Self {
+        Self {
+            latency_ms: config.latency_ms,
+            jitter_ms: config.jitter_ms,
+            error_rate: config.error_rate,
+            hang_rate: config.hang_rate,
+        }
+    }
+}
+
+#[derive(Clone)]
+struct Simulator {
+    behaviour: Arc<RwLock<Behaviour>>,
+    initial: Behaviour,
+}
+
+impl Simulator {
+    fn current(&self) -> Behaviour {
+        self.behaviour
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+}
+
+#[tonic::async_trait]
+impl InventoryService for Simulator {
+    async fn get_stock(
+        &self,
+        request: Request<GetStockRequest>,
+    ) -> Result<Response<GetStockResponse>, Status> {
+        let behaviour = self.current();
+        let (delay, hang, fail) = {
+            let mut rng = rand::rng();
+            let jitter = if behaviour.jitter_ms > 0 {
+                rng.random_range(0..=behaviour.jitter_ms)
+            } else {
+                0
+            };
+            (
+                Duration::from_millis(behaviour.latency_ms + jitter),
+                rng.random_bool(behaviour.hang_rate),
+                rng.random_bool(behaviour.error_rate),
+            )
+        };
+        if hang {
+            // Never answers: only the caller's deadline ends the call.
+            std::future::pending::<()>().await;
+        }
+        tokio::time::sleep(delay).await;
+        if fail {
+            return Err(Status::unavailable("simulated upstream failure"));
+        }
+        Ok(Response::new(GetStockResponse {
+            stock_qty: stock_of(&request.get_ref().product_id),
+        }))
+    }
+}
+
+/// A stock level derived from the id, so answers are stable.
+fn stock_of(product_id: &str) -> i32 {
+    let hash = product_id
+        .bytes()
+        .fold(0xcbf2_9ce4_8422_2325_u64, |hash, byte| {
+            (hash ^ u64::from(byte)).wrapping_mul(0x0100_0000_01b3)
+        });
+    (hash % 1000) as i32
+}
+
+/// The bound listeners of a simulator, ready to serve.
+pub struct UpstreamSimulator {
+    grpc: TcpListener,
+    admin: TcpListener,
+    simulator: Simulator,
+}
+
+impl UpstreamSimulator {
+    pub async fn bind(config: &UpstreamSimulatorConfig) -> std::io::Result<Self> {
+        let behaviour = Behaviour::from(config);
+        Ok(Self {
+            grpc: TcpListener::bind(config.addr).await?,
+            admin: TcpListener::bind(config.admin_addr).await?,
+            simulator: Simulator {
+                behaviour: Arc::new(RwLock::new(behaviour.clone())),
+                initial: behaviour,
+            },
+        })
+    }
+
+    pub fn grpc_addr(&self) -> std::io::Result<SocketAddr> {
+        self.grpc.local_addr()
+    }
+
+    pub fn admin_addr(&self) -> std::io::Result<SocketAddr> {
+        self.admin.local_addr()
+    }
+
+    /// Serves until `shutdown` resolves.
+    pub async fn run(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> std::io::Result<()> {
+        let admin = Router::new()
+            .route(
+                "/faults",
+                get(get_behaviour)
+                    .put(put_behaviour)
+                    .delete(reset_behaviour),
+            )
+            .with_state(self.simulator.clone());
+        let admin = tokio::spawn(async move { axum::serve(self.admin, admin).await });
+        let served = Server::builder()
+            .add_service(InventoryServiceServer::new(self.simulator))
+            .serve_with_incoming_shutdown(
+                TcpIncoming::from(self.grpc).with_nodelay(Some(true)),
+                shutdown,
+            )
+            .await;
+        admin.abort();
+        served.map_err(std::io::Error::other)
+    }
+}
+
+async fn get_behaviour(State(simulator): State<Simulator>) -> Json<Behaviour> {
+    Json(simulator.current())
+}
+
+async fn put_behaviour(
+    State(simulator): State<Simulator>,
+    body: Bytes,
+) -> axum::response::Response {
+    let merged = serde_json::from_slice::<BehaviourPatch>(&body)
+        .map_err(|error| error.to_string())
+        .and_then(|patch| simulator.current().merged(patch));
+    match merged {
+        Ok(behaviour) => {
+            tracing::warn!(?behaviour, "upstream behaviour changed");
+            *simulator
+                .behaviour
+                .write()
+                .unwrap_or_else(|p| p.into_inner()) = behaviour.clone();
+            Json(behaviour).into_response()
+        }
+        Err(error) => (
+            StatusCode::BAD_REQUEST,
+            format!("invalid behaviour: {error}\n"),
+        )
+            .into_response(),
+    }
+}
+
+async fn reset_behaviour(State(simulator): State<Simulator>) -> Json<Behaviour> {
+    *simulator
+        .behaviour
+        .write()
+        .unwrap_or_else(|p| p.into_inner()) = simulator.initial.clone();
+    Json(simulator.initial.clone())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stock_is_stable_and_in_range() {
+        assert_eq!(stock_of("prod-0000001"), stock_of("prod-0000001"));
+        assert!((0..1000).contains(&stock_of("prod-0000002")));
+    }
+
+    #[test]
+    fn rates_outside_zero_to_one_are_refused() {
+        let behaviour = Behaviour {
+            latency_ms: 0,
+            jitter_ms: 0,
+            error_rate: 0.0,
+            hang_rate: 0.0,
+        };
+        let patch = BehaviourPatch {
+            hang_rate: Some(1.5),
+            ..Default::default()
+        };
+        assert!(behaviour.merged(patch).is_err());
+    }
+}

@@ -1,0 +1,262 @@
+//! The inventory upstream behind deadline propagation, a bulkhead and a
+//! circuit breaker, and the server's own overload protection.
+
+use std::time::Duration;
+
+use catalogue::{
+    api::{STOCK_SOURCE_HEADER, proto::GetProductRequest},
+    config::UpstreamSimulatorConfig,
+    upstream::simulator::UpstreamSimulator,
+};
+use tonic::{Code, Request};
+use tonic_health::pb::{
+    HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
+};
+
+use crate::helpers::{Backend, TestApp, seed_products, spawn_app_with, value};
+
+/// Starts an upstream simulator on loopback; returns its url.
+async fn upstream(latency_ms: u64, error_rate: f64) -> String {
+    let config = UpstreamSimulatorConfig {
+        addr: "127.0.0.1:0".parse().unwrap(),
+        admin_addr: "127.0.0.1:0".parse().unwrap(),
+        latency_ms,
+        jitter_ms: 0,
+        error_rate,
+        hang_rate: 0.0,
+    };
+    let simulator = UpstreamSimulator::bind(&config)
+        .await
+        .expect("simulator binds");
+    let url = format!("http://{}", simulator.grpc_addr().unwrap());
+    tokio::spawn(simulator.run(std::future::pending()));
+    url
+}
+
+fn get_request(deadline: Option<Duration>) -> Request<GetProductRequest> {
+    let mut request = Request::new(GetProductRequest {
+        product_id: seed_products()[0].id.clone(),
+    });
+    if let Some(deadline) = deadline {
+        request.set_timeout(deadline);
+    }
+    request
+}
+
+fn stock_source(response: &tonic::Response<catalogue::api::proto::Product>) -> &str {
+    response
+        .metadata()
+        .get(STOCK_SOURCE_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+}
+
+#[tokio::test]
+async fn a_healthy_upstream_supplies_live_stock() {
+    let url = upstream(0, 0.0).await;
+    let mut app = spawn_app_with(Backend::Memory, &["--upstream-url", &url])
+        .await
+        .unwrap();
+
+    let response = app
+        .client
+        .get_product(get_request(None))
+        .await
+        .expect("served");
+
+    assert_eq!(stock_source(&response), "live");
+    let scrape = app.scrape().await;
+    assert_eq!(
+        value(
+            &scrape,
+            "catalogue_upstream_requests_total",
+            &[("outcome", "ok")]
+        ),
+        Some(1.0)
+    );
+}
+
+#[tokio::test]
+async fn a_ten_second_upstream_degrades_to_stored_stock_within_the_callers_deadline() {
+    let url = upstream(10_000, 0.0).await;
+    let mut app = spawn_app_with(Backend::Memory, &["--upstream-url", &url])
+        .await
+        .unwrap();
+
+    let response = app
+        .client
+        .get_product(get_request(Some(Duration::from_millis(300))))
+        .await
+        .expect("answered, not DEADLINE_EXCEEDED");
+
+    assert_eq!(stock_source(&response), "stale");
+    assert_eq!(
+        response.get_ref().stock_qty,
+        seed_products()[0].stock_qty,
+        "the stored stock"
+    );
+    let scrape = app.scrape().await;
+    assert_eq!(
+        value(
+            &scrape,
+            "catalogue_upstream_requests_total",
+            &[("outcome", "timeout")]
+        ),
+        Some(1.0)
+    );
+}
+
+#[tokio::test]
+async fn a_failing_upstream_opens_the_breaker_and_calls_stop_reaching_it() {
+    let url = upstream(0, 1.0).await;
+    let mut app = spawn_app_with(
+        Backend::Memory,
+        &[
+            "--upstream-url",
+            &url,
+            "--breaker-min-requests",
+            "5",
+            "--breaker-open-timeout",
+            "60s",
+        ],
+    )
+    .await
+    .unwrap();
+
+    for _ in 0..10 {
+        let response = app
+            .client
+            .get_product(get_request(None))
+            .await
+            .expect("degraded, not failed");
+        assert_eq!(stock_source(&response), "stale");
+    }
+
+    let scrape = app.scrape().await;
+    assert_eq!(
+        value(&scrape, "catalogue_upstream_circuit_state", &[]),
+        Some(2.0),
+        "open"
+    );
+    assert_eq!(
+        value(
+            &scrape,
+            "catalogue_upstream_requests_total",
+            &[("outcome", "error")]
+        ),
+        Some(5.0)
+    );
+    assert_eq!(
+        value(
+            &scrape,
+            "catalogue_upstream_requests_total",
+            &[("outcome", "breaker_open")]
+        ),
+        Some(5.0)
+    );
+}
+
+/// Waits until `in_flight` GetProduct calls are being handled.
+async fn wait_for_in_flight(app: &TestApp, in_flight: f64) {
+    for _ in 0..1000 {
+        let scrape = app.scrape().await;
+        if value(
+            &scrape,
+            "grpc_server_in_flight_requests",
+            &[("grpc_method", "GetProduct")],
+        ) == Some(in_flight)
+        {
+            return;
+        }
+        tokio::task::yield_now().await;
+    }
+    panic!("never reached {in_flight} calls in flight");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn calls_beyond_the_limit_are_shed_at_once_but_health_checks_are_not() {
+    let url = upstream(10_000, 0.0).await;
+    let app = spawn_app_with(
+        Backend::Memory,
+        &[
+            "--upstream-url",
+            &url,
+            "--max-concurrent-calls",
+            "2",
+            "--upstream-timeout",
+            "5s",
+        ],
+    )
+    .await
+    .unwrap();
+    let slow: Vec<_> = (0..2)
+        .map(|_| {
+            let mut client = app.client.clone();
+            tokio::spawn(async move { client.get_product(get_request(None)).await })
+        })
+        .collect();
+    wait_for_in_flight(&app, 2.0).await;
+
+    let shed = app
+        .client
+        .clone()
+        .get_product(get_request(None))
+        .await
+        .expect_err("shed");
+    let health = HealthClient::new(app.channel.clone())
+        .check(HealthCheckRequest::default())
+        .await
+        .expect("health is never shed");
+
+    assert_eq!(shed.code(), Code::Unavailable);
+    assert_eq!(
+        shed.metadata()
+            .get("grpc-retry-pushback-ms")
+            .map(|v| v.to_str().unwrap()),
+        Some("100")
+    );
+    assert_eq!(health.into_inner().status(), ServingStatus::Serving);
+    let scrape = app.scrape().await;
+    assert_eq!(
+        value(
+            &scrape,
+            "catalogue_shed_total",
+            &[("reason", "concurrency_limit")]
+        ),
+        Some(1.0)
+    );
+    for call in slow {
+        call.abort();
+    }
+}
+
+#[tokio::test]
+async fn connections_beyond_the_limit_are_closed() {
+    let app = spawn_app_with(Backend::Memory, &["--max-connections", "1"])
+        .await
+        .unwrap();
+    // The test app's own channel holds the one slot.
+    app.client
+        .clone()
+        .get_product(get_request(None))
+        .await
+        .expect("first connection served");
+
+    let second = tonic::transport::Channel::from_shared(format!("http://{}", app.grpc_addr))
+        .unwrap()
+        .connect()
+        .await;
+    let refused = match second {
+        Err(_) => true,
+        Ok(channel) => {
+            catalogue::api::proto::catalogue_service_client::CatalogueServiceClient::new(channel)
+                .get_product(get_request(None))
+                .await
+                .is_err()
+        }
+    };
+
+    assert!(refused, "a second connection is not served");
+    let scrape = app.scrape().await;
+    assert!(value(&scrape, "catalogue_connections_refused_total", &[]).unwrap() >= 1.0);
+}
