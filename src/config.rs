@@ -249,7 +249,8 @@ pub struct LoadConfig {
     #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..=1024))]
     pub connections: u32,
 
-    /// Weighted mix of calls, e.g. get=80,list=10,search=10.
+    /// Weighted mix of calls, e.g. get=80,list=10,search=10 (also health:
+    /// the standard health check).
     #[arg(long, default_value = "get=80,list=10,search=10")]
     pub mix: crate::load::Mix,
 

@@ -74,23 +74,21 @@ pub enum LoadError {
     Rate(f64),
 }
 
-/// Relative weights of the three calls, from `get=80,list=10,search=10`.
-#[derive(Debug, Clone, Copy, PartialEq)]
+/// Relative weights of the calls, from `get=80,list=10,search=10` (and
+/// `health`, the standard health check, to watch a server's responsiveness).
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
 pub struct Mix {
     pub get: u32,
     pub list: u32,
     pub search: u32,
+    pub health: u32,
 }
 
 impl FromStr for Mix {
     type Err = String;
 
     fn from_str(text: &str) -> Result<Self, Self::Err> {
-        let mut mix = Mix {
-            get: 0,
-            list: 0,
-            search: 0,
-        };
+        let mut mix = Mix::default();
         for part in text.split(',').filter(|part| !part.is_empty()) {
             let (name, weight) = part
                 .split_once('=')
@@ -110,7 +108,7 @@ impl FromStr for Mix {
                 }
             }
         }
-        if mix.get + mix.list + mix.search == 0 {
+        if mix.get + mix.list + mix.search + mix.health == 0 {
             return Err("the mix has no call with a positive weight".into());
         }
         Ok(mix)
@@ -122,17 +120,20 @@ enum Call {
     Get,
     List,
     Search,
+    Health,
 }
 
 impl Mix {
     fn pick(&self, rng: &mut impl Rng) -> Call {
-        let roll = rng.random_range(0..self.get + self.list + self.search);
+        let roll = rng.random_range(0..self.get + self.list + self.search + self.health);
         if roll < self.get {
             Call::Get
         } else if roll < self.get + self.list {
             Call::List
-        } else {
+        } else if roll < self.get + self.list + self.search {
             Call::Search
+        } else {
+            Call::Health
         }
     }
 }
@@ -147,6 +148,7 @@ struct Catalogue {
 /// Shared by every call of the run.
 struct Run {
     clients: Vec<CatalogueServiceClient<Channel>>,
+    channels: Vec<Channel>,
     catalogue: Catalogue,
     mix: Mix,
     deadline: Duration,
@@ -169,7 +171,7 @@ pub async fn run(config: &LoadConfig) -> Result<Summary, LoadError> {
             target: config.target.clone(),
             source,
         })?;
-    let mut clients = Vec::new();
+    let mut channels = Vec::new();
     for _ in 0..config.connections {
         let channel = endpoint
             .connect()
@@ -178,11 +180,17 @@ pub async fn run(config: &LoadConfig) -> Result<Summary, LoadError> {
                 target: config.target.clone(),
                 source,
             })?;
-        clients.push(CatalogueServiceClient::new(channel));
+        channels.push(channel);
     }
+    let mut clients: Vec<_> = channels
+        .iter()
+        .cloned()
+        .map(CatalogueServiceClient::new)
+        .collect();
     let catalogue = discover(&mut clients[0]).await?;
     let run = Arc::new(Run {
         clients,
+        channels,
         catalogue,
         mix: config.mix,
         deadline: config.deadline,
@@ -292,10 +300,8 @@ impl Run {
     /// Makes one call of the mix and records it, with latency measured from
     /// `intended`.
     async fn one_call(&self, intended: Instant) {
-        let mut client = {
-            let index = self.next_client.fetch_add(1, Ordering::Relaxed) % self.clients.len();
-            self.clients[index].clone()
-        };
+        let index = self.next_client.fetch_add(1, Ordering::Relaxed) % self.clients.len();
+        let mut client = self.clients[index].clone();
         let call = self.mix.pick(&mut rand::rng());
         let (method, code, messages) = match call {
             Call::Get => ("GetProduct", self.get(&mut client).await, 0),
@@ -304,6 +310,11 @@ impl Run {
                 ("ListProducts", code, messages)
             }
             Call::Search => ("SearchProducts", self.search(&mut client).await, 0),
+            Call::Health => (
+                "Health/Check",
+                self.health(self.channels[index].clone()).await,
+                0,
+            ),
         };
         self.calls.fetch_add(1, Ordering::Relaxed);
         if code != Code::Ok {
@@ -427,6 +438,17 @@ impl Run {
     }
 }
 
+impl Run {
+    async fn health(&self, channel: Channel) -> Code {
+        let mut client = tonic_health::pb::health_client::HealthClient::new(channel);
+        let request = self.request(tonic_health::pb::HealthCheckRequest::default());
+        match client.check(request).await {
+            Ok(_) => Code::Ok,
+            Err(status) => status.code(),
+        }
+    }
+}
+
 /// Reads the first products of the target to learn ids, categories and
 /// words.
 async fn discover(client: &mut CatalogueServiceClient<Channel>) -> Result<Catalogue, LoadError> {
@@ -466,10 +488,12 @@ mod tests {
             Ok(Mix {
                 get: 80,
                 list: 10,
-                search: 10
+                search: 10,
+                health: 0
             })
         );
         assert_eq!("list=1".parse::<Mix>().map(|m| m.get), Ok(0));
+        assert_eq!("health=3".parse::<Mix>().map(|m| m.health), Ok(3));
         for bad in ["get=-1", "get=x", "fetch=1", "get", "get=0,list=0"] {
             assert!(bad.parse::<Mix>().is_err(), "{bad}");
         }
