@@ -318,7 +318,10 @@ fn hex(bytes: &[u8]) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unreachable_collector_does_not_fail_calls() {
     // A port that was just free: nothing listens there.
-    let unused = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    let unused = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
     let endpoint = format!("http://{unused}");
     let mut app = crate::helpers::spawn_app_with(Backend::Memory, &["--otlp-endpoint", &endpoint])
         .await
@@ -326,7 +329,9 @@ async fn an_unreachable_collector_does_not_fail_calls() {
 
     for product in &seed_products()[..50] {
         app.client
-            .get_product(GetProductRequest { product_id: product.id.clone() })
+            .get_product(GetProductRequest {
+                product_id: product.id.clone(),
+            })
             .await
             .expect("served while the collector is down");
     }
