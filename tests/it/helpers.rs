@@ -258,3 +258,15 @@ pub fn seed_products() -> Vec<catalogue::api::proto::Product> {
         .map(Into::into)
         .collect()
 }
+
+/// A path in the repository.
+pub fn repo_path(path: &str) -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(path)
+}
+
+/// A YAML file of the repository (compose, collector, Prometheus, rules).
+pub fn read_yaml(path: &std::path::Path) -> serde_norway::Value {
+    let text =
+        std::fs::read_to_string(path).unwrap_or_else(|error| panic!("{}: {error}", path.display()));
+    serde_norway::from_str(&text).unwrap_or_else(|error| panic!("{}: {error}", path.display()))
+}

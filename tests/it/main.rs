@@ -1,4 +1,5 @@
 mod console;
+mod dashboards;
 mod get_product;
 mod health;
 mod helpers;
