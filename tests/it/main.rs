@@ -8,4 +8,5 @@ mod metrics;
 mod robustness;
 mod search_products;
 mod shutdown;
+mod stack;
 mod tracing;
