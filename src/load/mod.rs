@@ -101,9 +101,10 @@ impl FromStr for Mix {
                 "get" => mix.get = weight,
                 "list" => mix.list = weight,
                 "search" => mix.search = weight,
+                "health" => mix.health = weight,
                 other => {
                     return Err(format!(
-                        "unknown call {other:?}: expected get, list or search"
+                        "unknown call {other:?}: expected get, list, search or health"
                     ));
                 }
             }

@@ -1,4 +1,5 @@
 mod console;
+mod dashboards;
 mod faults;
 mod get_product;
 mod health;
@@ -10,4 +11,5 @@ mod resilience;
 mod robustness;
 mod search_products;
 mod shutdown;
+mod stack;
 mod tracing;

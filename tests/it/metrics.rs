@@ -7,10 +7,10 @@ use catalogue::{
     api::proto::{GetProductRequest, ListProductsRequest, SearchRequest},
     telemetry::runtime::runtime_builder,
 };
-use prometheus_parse::Value;
+use prometheus_parse::{Scrape, Value};
 use tonic::transport::Channel;
 
-use crate::helpers::{Backend, seed_products, spawn_app, value};
+use crate::helpers::{Backend, TestApp, seed_products, spawn_app, value};
 
 fn catalogue(method: &str) -> Vec<(&'static str, String)> {
     vec![
@@ -29,6 +29,50 @@ fn labels<'a>(
         .collect()
 }
 
+/// Seven GetProduct calls that find their product and three NotFound, a
+/// whole ListProducts stream of 25 and a SearchProducts. Returns the number
+/// of products streamed.
+pub(crate) async fn call_each_rpc(app: &mut TestApp) -> usize {
+    let products = seed_products();
+    for product in &products[..7] {
+        app.client
+            .get_product(GetProductRequest {
+                product_id: product.id.clone(),
+            })
+            .await
+            .unwrap();
+    }
+    for _ in 0..3 {
+        app.client
+            .get_product(GetProductRequest {
+                product_id: "prod-missing".into(),
+            })
+            .await
+            .unwrap_err();
+    }
+    let mut stream = app
+        .client
+        .list_products(ListProductsRequest {
+            page_size: 25,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let mut streamed = 0;
+    while stream.message().await.unwrap().is_some() {
+        streamed += 1;
+    }
+    app.client
+        .search_products(SearchRequest {
+            query: "oak".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    streamed
+}
+
 #[test]
 fn handled_counts_and_histograms_match_the_calls_made() {
     runtime_builder()
@@ -37,43 +81,7 @@ fn handled_counts_and_histograms_match_the_calls_made() {
         .unwrap()
         .block_on(async {
             let mut app = spawn_app(Backend::Memory).await.expect("memory app");
-            let products = seed_products();
-            for product in &products[..7] {
-                app.client
-                    .get_product(GetProductRequest {
-                        product_id: product.id.clone(),
-                    })
-                    .await
-                    .unwrap();
-            }
-            for _ in 0..3 {
-                app.client
-                    .get_product(GetProductRequest {
-                        product_id: "prod-missing".into(),
-                    })
-                    .await
-                    .unwrap_err();
-            }
-            let mut stream = app
-                .client
-                .list_products(ListProductsRequest {
-                    page_size: 25,
-                    ..Default::default()
-                })
-                .await
-                .unwrap()
-                .into_inner();
-            let mut streamed = 0;
-            while stream.message().await.unwrap().is_some() {
-                streamed += 1;
-            }
-            app.client
-                .search_products(SearchRequest {
-                    query: "oak".into(),
-                    ..Default::default()
-                })
-                .await
-                .unwrap();
+            let streamed = call_each_rpc(&mut app).await;
 
             let scrape = app.scrape().await;
 
@@ -209,7 +217,7 @@ async fn every_metric_has_help_text_and_pool_metrics_appear_for_sql_stores() {
 
 /// A client whose HTTP/2 window holds about 16 KiB: the server can run at
 /// most that far ahead of what the client has read.
-async fn small_window_client(app: &crate::helpers::TestApp) -> CatalogueServiceClient<Channel> {
+async fn small_window_client(app: &TestApp) -> CatalogueServiceClient<Channel> {
     let channel = Channel::from_shared(format!("http://{}", app.grpc_addr))
         .unwrap()
         .initial_stream_window_size(Some(16 * 1024))
@@ -219,10 +227,11 @@ async fn small_window_client(app: &crate::helpers::TestApp) -> CatalogueServiceC
     CatalogueServiceClient::new(channel)
 }
 
-#[tokio::test]
-async fn a_cancelled_stream_is_counted() {
-    let app = spawn_app(Backend::Memory).await.expect("memory app");
-    let mut client = small_window_client(&app).await;
+/// Starts a ListProducts stream of 500 on a small-window client, reads one
+/// product and drops the stream; returns the first scrape in which the
+/// server has counted the cancellation.
+pub(crate) async fn cancel_a_stream(app: &TestApp) -> Scrape {
+    let mut client = small_window_client(app).await;
     let mut stream = client
         .list_products(ListProductsRequest {
             page_size: 500,
@@ -243,25 +252,34 @@ async fn a_cancelled_stream_is_counted() {
             &labels(&list, &[]),
         ) == Some(1.0)
         {
-            assert_eq!(
-                value(&scrape, "grpc_server_streams_active", &labels(&list, &[])),
-                Some(0.0)
-            );
-            assert_eq!(
-                value(
-                    &scrape,
-                    "grpc_server_handled_total",
-                    &labels(&list, &[("grpc_code", "Canceled")])
-                ),
-                Some(1.0)
-            );
-            let sent = value(&scrape, "grpc_server_msg_sent_total", &labels(&list, &[])).unwrap();
-            assert!(sent < 500.0, "the server stopped early: {sent} of 500 sent");
-            return;
+            return scrape;
         }
         tokio::task::yield_now().await;
     }
     panic!("the cancellation was never counted");
+}
+
+#[tokio::test]
+async fn a_cancelled_stream_is_counted() {
+    let app = spawn_app(Backend::Memory).await.expect("memory app");
+
+    let scrape = cancel_a_stream(&app).await;
+
+    let list = catalogue("ListProducts");
+    assert_eq!(
+        value(&scrape, "grpc_server_streams_active", &labels(&list, &[])),
+        Some(0.0)
+    );
+    assert_eq!(
+        value(
+            &scrape,
+            "grpc_server_handled_total",
+            &labels(&list, &[("grpc_code", "Canceled")])
+        ),
+        Some(1.0)
+    );
+    let sent = value(&scrape, "grpc_server_msg_sent_total", &labels(&list, &[])).unwrap();
+    assert!(sent < 500.0, "the server stopped early: {sent} of 500 sent");
 }
 
 #[tokio::test]

@@ -1,0 +1,75 @@
+#!/usr/bin/env bash
+# The dashboards and rules against a live service and a real Prometheus, no
+# Docker: promtool checks otel/prometheus.yml and the rules (and runs the
+# alert unit tests), then the service and a Prometheus scraping it every
+# second run natively on loopback while traffic flows; every panel query
+# and recording rule is evaluated through Prometheus' HTTP API, and the
+# script fails if any returns no data. Installs Debian's prometheus package
+# when promtool or prometheus is missing (its service is not started).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+source scripts/lib.sh
+
+LOAD_SECONDS=${LOAD_SECONDS:-30}
+
+if ! command -v promtool >/dev/null || ! command -v prometheus >/dev/null; then
+  # policy-rc.d answering 101 keeps the package from starting its service.
+  policy=/usr/sbin/policy-rc.d
+  added_policy=""
+  if [ ! -e "$policy" ]; then
+    printf '#!/bin/sh\nexit 101\n' >"$policy" && chmod +x "$policy" && added_policy=1
+  fi
+  if ! apt-cache show prometheus >/dev/null 2>&1; then apt-get update -qq; fi
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null
+  if [ -n "$added_policy" ]; then rm -f "$policy"; fi
+fi
+
+promtool check config otel/prometheus.yml
+promtool check rules otel/rules/*.yml
+promtool test rules otel/tests/*.yml
+
+python_client
+cargo build --quiet --bin catalogue
+
+work=$(mktemp -d)
+pids=()
+cleanup() {
+  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+  rm -rf "$work"
+}
+trap cleanup EXIT
+
+start_catalogue "$work/catalogue.log" --database-url "sqlite://$work/catalogue.db" \
+  --seed-products 2000 --no-console
+pids+=("$server")
+
+# The job name is otel/prometheus.yml's, so the dashboards' $job matches.
+prometheus_port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+cat >"$work/prometheus.yml" <<CONFIG
+global:
+  scrape_interval: 1s
+  evaluation_interval: 1s
+rule_files:
+  - $PWD/otel/rules/*.yml
+scrape_configs:
+  - job_name: catalogue
+    static_configs:
+      - targets: ["$admin_addr"]
+CONFIG
+prometheus --config.file="$work/prometheus.yml" --storage.tsdb.path="$work/tsdb" \
+  --web.listen-address="127.0.0.1:$prometheus_port" >"$work/prometheus.log" 2>&1 &
+pids+=($!)
+prometheus_url="http://127.0.0.1:$prometheus_port"
+for _ in $(seq 100); do
+  curl -fsS "$prometheus_url/-/ready" >/dev/null 2>&1 && break
+  sleep 0.2
+done
+
+# The load: once `catalogue load` exists, this line becomes
+#   target/debug/catalogue load --target "http://$grpc_addr" --rps 100 --duration "${LOAD_SECONDS}s"
+"$venv/bin/python" scripts/traffic.py "$grpc_addr" "$generated" "$LOAD_SECONDS" 100
+
+# Two more scrapes and a rule evaluation after the last call.
+sleep 3
+"$venv/bin/python" scripts/panel-series.py "$prometheus_url"
