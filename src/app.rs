@@ -180,6 +180,7 @@ impl App {
             tokio::runtime::Handle::current(),
             prometheus.clone(),
             store.clone(),
+            upstream.clone(),
             telemetry_layer.task_monitors(),
             !config.telemetry.no_runtime_metrics,
         );

@@ -276,6 +276,12 @@ pub struct LoadConfig {
     #[arg(long, default_value_t = 10_000)]
     pub max_in_flight: usize,
 
+    /// Page size of every ListProducts call; 0 picks one at random (10–200),
+    /// with some streams read slowly and some cancelled. A fixed size reads
+    /// every stream to its end at full speed (for benchmarks).
+    #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(i32).range(0..=1000))]
+    pub list_page_size: i32,
+
     /// Print the summary as one JSON object.
     #[arg(long)]
     pub json: bool,

@@ -152,6 +152,8 @@ struct Run {
     channels: Vec<Channel>,
     catalogue: Catalogue,
     mix: Mix,
+    /// 0: random pages with slow readers and cancellations.
+    list_page_size: i32,
     deadline: Duration,
     recorder: Mutex<Recorder>,
     next_client: AtomicUsize,
@@ -194,6 +196,7 @@ pub async fn run(config: &LoadConfig) -> Result<Summary, LoadError> {
         channels,
         catalogue,
         mix: config.mix,
+        list_page_size: config.list_page_size,
         deadline: config.deadline,
         recorder: Mutex::new(Recorder::default()),
         next_client: AtomicUsize::new(0),
@@ -369,29 +372,34 @@ impl Run {
     async fn list(&self, client: &mut CatalogueServiceClient<Channel>) -> (Code, u64) {
         let (request, slow, cancel_after) = {
             let mut rng = rand::rng();
-            let page_size = rng.random_range(10..=200);
-            let category_id = if rng.random_bool(0.5) {
-                self.catalogue
-                    .categories
-                    .choose(&mut rng)
-                    .cloned()
-                    .unwrap_or_default()
+            if self.list_page_size > 0 {
+                let request = ListProductsRequest {
+                    page_size: self.list_page_size,
+                    ..Default::default()
+                };
+                (request, false, None)
             } else {
-                String::new()
-            };
-            let slow = rng.random_bool(SLOW_READER_SHARE);
-            let cancel_after = rng
-                .random_bool(CANCEL_SHARE)
-                .then_some(page_size as u64 / 2);
-            (
-                ListProductsRequest {
+                let page_size = rng.random_range(10..=200);
+                let category_id = if rng.random_bool(0.5) {
+                    self.catalogue
+                        .categories
+                        .choose(&mut rng)
+                        .cloned()
+                        .unwrap_or_default()
+                } else {
+                    String::new()
+                };
+                let slow = rng.random_bool(SLOW_READER_SHARE);
+                let cancel_after = rng
+                    .random_bool(CANCEL_SHARE)
+                    .then_some(page_size as u64 / 2);
+                let request = ListProductsRequest {
                     page_size,
                     category_id,
                     ..Default::default()
-                },
-                slow,
-                cancel_after,
-            )
+                };
+                (request, slow, cancel_after)
+            }
         };
         let mut stream = match client.list_products(self.request(request)).await {
             Ok(response) => response.into_inner(),

@@ -16,7 +16,7 @@ use tokio::runtime::{Handle, HistogramConfiguration, LogHistogram};
 use tokio_metrics::TaskMonitor;
 
 use super::names;
-use crate::store::Store;
+use crate::{store::Store, upstream::Upstream};
 
 /// A multi-threaded runtime that records how long each poll takes, in a
 /// log-scaled histogram from 10 µs to 1 s (±25 %).
@@ -39,6 +39,9 @@ pub struct Sampler {
     runtime: Handle,
     prometheus: PrometheusHandle,
     store: Arc<dyn Store>,
+    /// Its breaker turns half-open by the clock: a scrape moves it on, so the
+    /// state gauge is never staler than the scrape.
+    upstream: Option<Arc<Upstream>>,
     task_monitors: Vec<TaskHandles>,
     runtime_handles: Option<RuntimeHandles>,
     process: metrics_process::Collector,
@@ -58,6 +61,7 @@ impl Sampler {
         runtime: Handle,
         prometheus: PrometheusHandle,
         store: Arc<dyn Store>,
+        upstream: Option<Arc<Upstream>>,
         task_monitors: Vec<(&'static str, &'static str, TaskMonitor)>,
         runtime_metrics: bool,
     ) -> Self {
@@ -80,6 +84,7 @@ impl Sampler {
                 max: gauge!(names::STORE_POOL_MAX, "db_system" => system),
             }),
             store,
+            upstream,
         }
     }
 
@@ -98,6 +103,9 @@ impl Sampler {
                 .in_use
                 .set(f64::from(pool.size.saturating_sub(pool.idle)));
             handles.max.set(f64::from(pool.max));
+        }
+        if let Some(upstream) = &self.upstream {
+            upstream.circuit_state();
         }
         self.prometheus.run_upkeep();
     }

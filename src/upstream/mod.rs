@@ -23,7 +23,7 @@ use tonic::{Code, Request, metadata::MetadataMap, transport::Channel};
 use tracing::{Instrument, Span};
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 
-use self::breaker::{CircuitBreaker, Settings, State, Transition};
+use self::breaker::{CircuitBreaker, Settings, State, Ticket, Transition};
 use crate::{
     api::inventory::{GetStockRequest, inventory_service_client::InventoryServiceClient},
     config::UpstreamConfig,
@@ -192,35 +192,34 @@ impl Upstream {
         request.set_timeout(timeout);
         inject_trace_context(&span, request.metadata_mut());
 
-        self.metrics.in_flight.increment(1.0);
+        let mut call = InFlight::start(self, ticket);
         let started = Instant::now();
         let mut client = self.client.clone();
         let answer = tokio::time::timeout(timeout, client.get_stock(request))
             .instrument(span.clone())
             .await;
-        self.metrics.in_flight.decrement(1.0);
         let elapsed = started.elapsed().as_secs_f64();
         match answer {
             Ok(Ok(response)) => {
+                call.settle(true);
                 self.metrics.ok.increment(1);
                 self.metrics.ok_seconds.record(elapsed);
-                self.observe(self.breaker.success(ticket, Instant::now()));
                 Ok(response.into_inner().stock_qty)
             }
             Ok(Err(status)) => {
+                call.settle(false);
                 self.metrics.failed_seconds.record(elapsed);
                 span.record("otel.status_code", "ERROR");
-                self.observe(self.breaker.failure(ticket, Instant::now()));
-                Err(if status.code() == Code::DeadlineExceeded {
-                    Degraded::Timeout
-                } else {
-                    Degraded::Error
+                // tonic reports its own client-side timeout as CANCELLED.
+                Err(match status.code() {
+                    Code::DeadlineExceeded | Code::Cancelled => Degraded::Timeout,
+                    _ => Degraded::Error,
                 })
             }
             Err(_elapsed) => {
+                call.settle(false);
                 self.metrics.failed_seconds.record(elapsed);
                 span.record("otel.status_code", "ERROR");
-                self.observe(self.breaker.failure(ticket, Instant::now()));
                 Err(Degraded::Timeout)
             }
         }
@@ -242,6 +241,46 @@ impl Upstream {
             );
             self.metrics.circuit_state.set(to as u8 as f64);
         }
+    }
+}
+
+/// An upstream call in progress. Its breaker ticket and its place in the
+/// in-flight gauge are settled exactly once, also when the caller abandons
+/// the call (a cancelled GetProduct drops this future mid-flight): an
+/// abandoned call counts as a failure, so a half-open breaker is never left
+/// waiting for probes that will not report.
+struct InFlight<'a> {
+    upstream: &'a Upstream,
+    ticket: Option<Ticket>,
+}
+
+impl<'a> InFlight<'a> {
+    fn start(upstream: &'a Upstream, ticket: Ticket) -> Self {
+        upstream.metrics.in_flight.increment(1.0);
+        Self {
+            upstream,
+            ticket: Some(ticket),
+        }
+    }
+
+    fn settle(&mut self, success: bool) {
+        let Some(ticket) = self.ticket.take() else {
+            return;
+        };
+        let breaker = &self.upstream.breaker;
+        let transition = if success {
+            breaker.success(ticket, Instant::now())
+        } else {
+            breaker.failure(ticket, Instant::now())
+        };
+        self.upstream.observe(transition);
+        self.upstream.metrics.in_flight.decrement(1.0);
+    }
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.settle(false);
     }
 }
 

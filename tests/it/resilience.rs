@@ -17,20 +17,26 @@ use crate::helpers::{Backend, TestApp, seed_products, spawn_app_with, value};
 
 /// Starts an upstream simulator on loopback; returns its url.
 async fn upstream(latency_ms: u64, error_rate: f64) -> String {
+    simulator(latency_ms, error_rate, 0.0).await.0
+}
+
+/// Starts an upstream simulator; returns its url and its admin url.
+async fn simulator(latency_ms: u64, error_rate: f64, hang_rate: f64) -> (String, String) {
     let config = UpstreamSimulatorConfig {
         addr: "127.0.0.1:0".parse().unwrap(),
         admin_addr: "127.0.0.1:0".parse().unwrap(),
         latency_ms,
         jitter_ms: 0,
         error_rate,
-        hang_rate: 0.0,
+        hang_rate,
     };
     let simulator = UpstreamSimulator::bind(&config)
         .await
         .expect("simulator binds");
     let url = format!("http://{}", simulator.grpc_addr().unwrap());
+    let admin = format!("http://{}", simulator.admin_addr().unwrap());
     tokio::spawn(simulator.run(std::future::pending()));
-    url
+    (url, admin)
 }
 
 fn get_request(deadline: Option<Duration>) -> Request<GetProductRequest> {
@@ -259,4 +265,81 @@ async fn connections_beyond_the_limit_are_closed() {
     assert!(refused, "a second connection is not served");
     let scrape = app.scrape().await;
     assert!(value(&scrape, "catalogue_connections_refused_total", &[]).unwrap() >= 1.0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_abandoned_probe_does_not_leave_the_breaker_half_open_forever() {
+    let (url, admin) = simulator(0, 1.0, 0.0).await;
+    let app = spawn_app_with(
+        Backend::Memory,
+        &[
+            "--upstream-url",
+            &url,
+            "--upstream-timeout",
+            "30s",
+            "--breaker-min-requests",
+            "2",
+            "--breaker-open-timeout",
+            "1ms",
+            "--breaker-probes",
+            "1",
+        ],
+    )
+    .await
+    .unwrap();
+    let mut client = app.client.clone();
+    for _ in 0..2 {
+        client
+            .get_product(get_request(None))
+            .await
+            .expect("degraded");
+    }
+    // The upstream now hangs: the next call is the half-open probe, and its
+    // caller gives up while the probe is in flight.
+    let change = |body: &'static str| {
+        let admin = admin.clone();
+        async move {
+            let response = reqwest::Client::new()
+                .put(format!("{admin}/faults"))
+                .body(body)
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(response.status(), 200);
+        }
+    };
+    change(r#"{"error_rate": 0.0, "hang_rate": 1.0}"#).await;
+    let probe = {
+        let mut client = app.client.clone();
+        tokio::spawn(async move { client.get_product(get_request(None)).await })
+    };
+    for _ in 0..1000 {
+        let scrape = app.scrape().await;
+        if value(&scrape, "catalogue_upstream_in_flight_requests", &[]) == Some(1.0) {
+            break;
+        }
+        tokio::task::yield_now().await;
+    }
+    probe.abort();
+    let _ = probe.await;
+
+    // Healed: the abandoned probe counted as a failure, so the breaker opens,
+    // turns half-open again and a new probe closes it.
+    change(r#"{"hang_rate": 0.0}"#).await;
+    for _ in 0..1000 {
+        let response = client
+            .get_product(get_request(Some(Duration::from_secs(5))))
+            .await
+            .expect("served");
+        if stock_source(&response) == "live" {
+            let scrape = app.scrape().await;
+            assert_eq!(
+                value(&scrape, "catalogue_upstream_in_flight_requests", &[]),
+                Some(0.0)
+            );
+            return;
+        }
+        tokio::task::yield_now().await;
+    }
+    panic!("the breaker never let a call through again");
 }
