@@ -18,14 +18,22 @@ use tower::{Layer, ServiceExt, service_fn};
 
 fn validation(c: &mut Criterion) {
     let token = ListCursor(ProductId::parse("prod-0004242").unwrap()).encode();
-    c.bench_function("ProductId::parse", |b| b.iter(|| ProductId::parse(black_box("prod-0004242"))));
-    c.bench_function("PageSize::parse", |b| b.iter(|| PageSize::parse(black_box(200), 50, 1000)));
-    c.bench_function("ListCursor::decode", |b| b.iter(|| ListCursor::decode(black_box(&token))));
+    c.bench_function("ProductId::parse", |b| {
+        b.iter(|| ProductId::parse(black_box("prod-0004242")))
+    });
+    c.bench_function("PageSize::parse", |b| {
+        b.iter(|| PageSize::parse(black_box(200), 50, 1000))
+    });
+    c.bench_function("ListCursor::decode", |b| {
+        b.iter(|| ListCursor::decode(black_box(&token)))
+    });
     c.bench_function("ListCursor::encode", |b| {
         let cursor = ListCursor(ProductId::parse("prod-0004242").unwrap());
         b.iter(|| black_box(&cursor).encode())
     });
-    c.bench_function("SearchText::parse", |b| b.iter(|| SearchText::parse(black_box("Rustic Oak, lamp"))));
+    c.bench_function("SearchText::parse", |b| {
+        b.iter(|| SearchText::parse(black_box("Rustic Oak, lamp")))
+    });
 }
 
 fn encoding(c: &mut Criterion) {
@@ -36,16 +44,21 @@ fn encoding(c: &mut Criterion) {
 }
 
 fn telemetry_layer(c: &mut Criterion) {
-    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
     let layer = GrpcTelemetryLayer::new(false);
     let ok = || {
         let mut response = http::Response::new(tonic::body::Body::empty());
-        response.headers_mut().insert("grpc-status", http::HeaderValue::from_static("0"));
+        response
+            .headers_mut()
+            .insert("grpc-status", http::HeaderValue::from_static("0"));
         response
     };
-    let service = layer.layer(service_fn(move |_request: http::Request<tonic::body::Body>| async move {
-        Ok::<_, Infallible>(ok())
-    }));
+    let service = layer.layer(service_fn(
+        move |_request: http::Request<tonic::body::Body>| async move { Ok::<_, Infallible>(ok()) },
+    ));
     c.bench_function("telemetry layer: one unary call", |b| {
         b.iter(|| {
             runtime.block_on(async {
@@ -55,7 +68,9 @@ fn telemetry_layer(c: &mut Criterion) {
                     .unwrap();
                 let response = service.clone().oneshot(request).await.unwrap();
                 let mut body = std::pin::pin!(response.into_body());
-                while let Some(frame) = std::future::poll_fn(|cx| body.as_mut().poll_frame(cx)).await {
+                while let Some(frame) =
+                    std::future::poll_fn(|cx| body.as_mut().poll_frame(cx)).await
+                {
                     black_box(frame.ok());
                 }
             })

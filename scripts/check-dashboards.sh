@@ -1,16 +1,20 @@
 #!/usr/bin/env bash
 # The dashboards and rules against a live service and a real Prometheus, no
 # Docker: promtool checks otel/prometheus.yml and the rules (and runs the
-# alert unit tests), then the service and a Prometheus scraping it every
-# second run natively on loopback while traffic flows; every panel query
-# and recording rule is evaluated through Prometheus' HTTP API, and the
-# script fails if any returns no data. Installs Debian's prometheus package
-# when promtool or prometheus is missing (its service is not started).
+# alert unit tests), then the inventory simulator, the service in front of
+# it and a Prometheus scraping it every second run natively on loopback
+# while `catalogue load` drives it (a fault switched on and off, a burst
+# over the concurrency limit); every panel query and recording rule is
+# evaluated through Prometheus' HTTP API, and the script fails if any
+# returns no data. Installs Debian's prometheus package when promtool or
+# prometheus is missing (its service is not started).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/lib.sh
 
 LOAD_SECONDS=${LOAD_SECONDS:-30}
+# Low, so that the burst below is partly shed.
+MAX_CONCURRENT_CALLS=8
 
 if ! command -v promtool >/dev/null || ! command -v prometheus >/dev/null; then
   # policy-rc.d answering 101 keeps the package from starting its service.
@@ -28,7 +32,6 @@ promtool check config otel/prometheus.yml
 promtool check rules otel/rules/*.yml
 promtool test rules otel/tests/*.yml
 
-python_client
 cargo build --quiet --bin catalogue
 
 work=$(mktemp -d)
@@ -40,8 +43,14 @@ cleanup() {
 }
 trap cleanup EXIT
 
+# An upstream slow and failing enough that GetProduct degrades and, with
+# the service's low breaker thresholds, the circuit breaker opens and closes.
+start_upstream "$work/upstream.log" --latency-ms 5 --error-rate 0.3
+pids+=("$upstream")
 start_catalogue "$work/catalogue.log" --database-url "sqlite://$work/catalogue.db" \
-  --seed-products 2000 --no-console
+  --seed-products 2000 --no-console --upstream-url "http://$upstream_addr" \
+  --breaker-min-requests 5 --breaker-interval 2s --breaker-open-timeout 1s \
+  --max-concurrent-calls "$MAX_CONCURRENT_CALLS"
 pids+=("$server")
 
 # The job name is otel/prometheus.yml's, so the dashboards' $job matches.
@@ -66,10 +75,21 @@ for _ in $(seq 100); do
   sleep 0.2
 done
 
-# The load: once `catalogue load` exists, this line becomes
-#   target/debug/catalogue load --target "http://$grpc_addr" --rps 100 --duration "${LOAD_SECONDS}s"
-"$venv/bin/python" scripts/traffic.py "$grpc_addr" "$generated" "$LOAD_SECONDS" 100
+# Steady load (NotFound calls and cancelled streams included); meanwhile a
+# fault for a while, and a burst of calls over the concurrency limit.
+load() { target/debug/catalogue load --target "http://$grpc_addr" "$@"; }
+load --rps 100 --duration "${LOAD_SECONDS}s" >"$work/steady.txt" &
+steady=$!
+pids+=("$steady")
+sleep 5
+curl -fsS -X PUT "http://$admin_addr/faults" -d '{"latency_ms": 1}' >/dev/null
+load --concurrency $((MAX_CONCURRENT_CALLS * 4)) --duration 5s >"$work/burst.txt"
+curl -fsS -X DELETE "http://$admin_addr/faults" >/dev/null
+wait "$steady"
+echo "steady load:" && cat "$work/steady.txt"
+echo "burst over --max-concurrent-calls $MAX_CONCURRENT_CALLS:" && cat "$work/burst.txt"
+echo "circuit breaker changes: $(grep -c 'circuit breaker changed state' "$work/catalogue.log" || true)"
 
 # Two more scrapes and a rule evaluation after the last call.
 sleep 3
-"$venv/bin/python" scripts/panel-series.py "$prometheus_url"
+python3 scripts/panel-series.py "$prometheus_url"

@@ -23,16 +23,41 @@ start_catalogue() {
   target/debug/catalogue --grpc-addr 127.0.0.1:0 --admin-addr 127.0.0.1:0 \
     --log-format json "$@" >"$log" 2>&1 &
   server=$!
-  grpc_addr=""
-  admin_addr=""
+  await_address "$server" "$log"
+  grpc_addr=$(logged_address "$log" grpc)
+  admin_addr=$(logged_address "$log" admin)
+}
+
+# start_upstream LOG [FLAG...]: starts the inventory simulator
+# (`catalogue upstream`) on loopback ports chosen by the system, logs to LOG,
+# and waits until it serves. Sets $upstream (its pid), $upstream_addr and
+# $upstream_admin_addr.
+start_upstream() {
+  local log=$1
+  shift
+  NO_COLOR=1 target/debug/catalogue upstream --addr 127.0.0.1:0 \
+    --admin-addr 127.0.0.1:0 "$@" >"$log" 2>&1 &
+  upstream=$!
+  await_address "$upstream" "$log"
+  upstream_addr=$(logged_address "$log" grpc)
+  upstream_admin_addr=$(logged_address "$log" admin)
+}
+
+# logged_address LOG KEY: the address LOG names as "KEY":"host:port" (JSON
+# logs) or KEY=host:port (text logs); empty until it does.
+logged_address() {
+  { grep -oE "(\"$2\":\"|$2=)[0-9.:]+" "$1" || true; } | head -1 | sed -E "s/^(\"$2\":\"|$2=)//"
+}
+
+# await_address PID LOG: waits until the process PID logs its gRPC address;
+# if it never does, prints LOG, stops the process and fails.
+await_address() {
   for _ in $(seq 100); do
-    grpc_addr=$(grep -o '"grpc":"[^"]*"' "$log" | head -1 | cut -d'"' -f4 || true)
-    admin_addr=$(grep -o '"admin":"[^"]*"' "$log" | head -1 | cut -d'"' -f4 || true)
-    [ -n "$grpc_addr" ] && return 0
+    [ -n "$(logged_address "$2" grpc)" ] && return 0
     sleep 0.1
   done
-  echo "the service did not start:"
-  cat "$log"
-  kill "$server" 2>/dev/null || true
+  echo "$(basename "$2") names no address: the process did not start:"
+  cat "$2"
+  kill "$1" 2>/dev/null || true
   return 1
 }

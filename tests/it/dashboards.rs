@@ -9,16 +9,19 @@
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 
-use catalogue::telemetry::runtime::runtime_builder;
+use catalogue::{api::proto::GetProductRequest, telemetry::runtime::runtime_builder};
 use prometheus_parse::{Scrape, Value};
 use promql_parser::{
     label::{METRIC_NAME, MatchOp, Matcher},
     parser::{self, Expr, LabelModifier, VectorMatchCardinality, VectorSelector, value::ValueType},
 };
 use serde_json::Value as Json;
+use tonic::Code;
 
 use crate::{
-    helpers::{Backend, read_yaml, repo_path, spawn_app},
+    helpers::{
+        Backend, TestApp, put_faults, read_yaml, repo_path, seed_products, spawn_app_with, upstream,
+    },
     metrics::{call_each_rpc, cancel_a_stream},
 };
 
@@ -65,10 +68,28 @@ fn every_dashboard_and_rule_query_selects_exported_metrics_and_labels() {
         .build()
         .unwrap()
         .block_on(async {
-            // Arrange: one of every kind of call, so every series exists.
-            let mut app = spawn_app(Backend::Sqlite).await.expect("sqlite app");
+            // Arrange: one of every kind of call, so every series exists;
+            // an upstream that fails every call, so the breaker opens after
+            // five (call_each_rpc makes seven GetProduct calls); a fault on
+            // and one call shed.
+            let upstream_url = upstream(0, 1.0).await;
+            let max_calls = MAX_CONCURRENT_CALLS.to_string();
+            let mut app = spawn_app_with(
+                Backend::Sqlite,
+                &[
+                    "--upstream-url",
+                    &upstream_url,
+                    "--breaker-min-requests",
+                    "5",
+                    "--max-concurrent-calls",
+                    &max_calls,
+                ],
+            )
+            .await
+            .expect("sqlite app");
             call_each_rpc(&mut app).await;
             cancel_a_stream(&app).await;
+            shed_a_call(&app).await;
 
             // Act
             let scrape = app.scrape().await;
@@ -90,6 +111,33 @@ fn every_dashboard_and_rule_query_selects_exported_metrics_and_labels() {
                 "only {dashboard_queries} dashboard queries found"
             );
         });
+}
+
+/// The test app's `--max-concurrent-calls`: low, so that one call is shed.
+const MAX_CONCURRENT_CALLS: usize = 4;
+
+/// Holds every call slot with GetProduct calls slowed by a latency fault,
+/// so that one call more is shed; leaves the fault on.
+async fn shed_a_call(app: &TestApp) {
+    let (status, body) =
+        put_faults(app, r#"{"latency_ms": 60000, "methods": ["GetProduct"]}"#).await;
+    assert_eq!(status, 200, "{body}");
+    let product_id = seed_products()[0].id.clone();
+    // One call more than the limit: one of them is refused at once while
+    // the others wait out the fault.
+    let calls = (0..=MAX_CONCURRENT_CALLS).map(|_| {
+        let mut client = app.client.clone();
+        let request = GetProductRequest {
+            product_id: product_id.clone(),
+        };
+        tokio::spawn(async move { client.get_product(request).await })
+    });
+    let (first, _, slow) = futures::future::select_all(calls).await;
+    let shed = first.expect("call task").expect_err("shed");
+    assert_eq!(shed.code(), Code::Unavailable);
+    for call in slow {
+        call.abort();
+    }
 }
 
 /// Checks every recording and alerting rule; records what each recording

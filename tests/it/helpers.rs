@@ -11,9 +11,10 @@ use std::{
 use catalogue::{
     api::proto::catalogue_service_client::CatalogueServiceClient,
     app::{App, StartupError},
-    config::{Cli, Command, ServeConfig},
+    config::{Cli, Command, ServeConfig, UpstreamSimulatorConfig},
     store::{self, Store},
     telemetry::Telemetry,
+    upstream::simulator::UpstreamSimulator,
 };
 use clap::Parser;
 use tokio::{sync::oneshot, task::JoinHandle};
@@ -332,6 +333,47 @@ pub async fn put_faults(app: &TestApp, body: &str) -> (u16, String) {
         .expect("admin answers");
     let status = response.status().as_u16();
     (status, response.text().await.expect("body"))
+}
+
+/// Starts an upstream simulator on loopback; returns its url.
+pub async fn upstream(latency_ms: u64, error_rate: f64) -> String {
+    simulator(latency_ms, error_rate, 0.0).await.0
+}
+
+/// Starts an upstream simulator; returns its url and its admin url.
+pub async fn simulator(latency_ms: u64, error_rate: f64, hang_rate: f64) -> (String, String) {
+    let config = UpstreamSimulatorConfig {
+        addr: "127.0.0.1:0".parse().unwrap(),
+        admin_addr: "127.0.0.1:0".parse().unwrap(),
+        latency_ms,
+        jitter_ms: 0,
+        error_rate,
+        hang_rate,
+    };
+    let simulator = UpstreamSimulator::bind(&config)
+        .await
+        .expect("simulator binds");
+    let url = format!("http://{}", simulator.grpc_addr().unwrap());
+    let admin = format!("http://{}", simulator.admin_addr().unwrap());
+    tokio::spawn(simulator.run(std::future::pending()));
+    (url, admin)
+}
+
+/// Waits until `in_flight` GetProduct calls are being handled.
+pub async fn wait_for_in_flight(app: &TestApp, in_flight: f64) {
+    for _ in 0..1000 {
+        let scrape = app.scrape().await;
+        if value(
+            &scrape,
+            "grpc_server_in_flight_requests",
+            &[("grpc_method", "GetProduct")],
+        ) == Some(in_flight)
+        {
+            return;
+        }
+        tokio::task::yield_now().await;
+    }
+    panic!("never reached {in_flight} calls in flight");
 }
 
 /// A path in the repository.

@@ -3,41 +3,15 @@
 
 use std::time::Duration;
 
-use catalogue::{
-    api::{STOCK_SOURCE_HEADER, proto::GetProductRequest},
-    config::UpstreamSimulatorConfig,
-    upstream::simulator::UpstreamSimulator,
-};
+use catalogue::api::{STOCK_SOURCE_HEADER, proto::GetProductRequest};
 use tonic::{Code, Request};
 use tonic_health::pb::{
     HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
 };
 
-use crate::helpers::{Backend, TestApp, seed_products, spawn_app_with, value};
-
-/// Starts an upstream simulator on loopback; returns its url.
-async fn upstream(latency_ms: u64, error_rate: f64) -> String {
-    simulator(latency_ms, error_rate, 0.0).await.0
-}
-
-/// Starts an upstream simulator; returns its url and its admin url.
-async fn simulator(latency_ms: u64, error_rate: f64, hang_rate: f64) -> (String, String) {
-    let config = UpstreamSimulatorConfig {
-        addr: "127.0.0.1:0".parse().unwrap(),
-        admin_addr: "127.0.0.1:0".parse().unwrap(),
-        latency_ms,
-        jitter_ms: 0,
-        error_rate,
-        hang_rate,
-    };
-    let simulator = UpstreamSimulator::bind(&config)
-        .await
-        .expect("simulator binds");
-    let url = format!("http://{}", simulator.grpc_addr().unwrap());
-    let admin = format!("http://{}", simulator.admin_addr().unwrap());
-    tokio::spawn(simulator.run(std::future::pending()));
-    (url, admin)
-}
+use crate::helpers::{
+    Backend, seed_products, simulator, spawn_app_with, upstream, value, wait_for_in_flight,
+};
 
 fn get_request(deadline: Option<Duration>) -> Request<GetProductRequest> {
     let mut request = Request::new(GetProductRequest {
@@ -160,23 +134,6 @@ async fn a_failing_upstream_opens_the_breaker_and_calls_stop_reaching_it() {
         ),
         Some(5.0)
     );
-}
-
-/// Waits until `in_flight` GetProduct calls are being handled.
-async fn wait_for_in_flight(app: &TestApp, in_flight: f64) {
-    for _ in 0..1000 {
-        let scrape = app.scrape().await;
-        if value(
-            &scrape,
-            "grpc_server_in_flight_requests",
-            &[("grpc_method", "GetProduct")],
-        ) == Some(in_flight)
-        {
-            return;
-        }
-        tokio::task::yield_now().await;
-    }
-    panic!("never reached {in_flight} calls in flight");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1,6 +1,7 @@
 //! The docker-compose stack's files, checked without Docker: every service
 //! can start (an image or a build, a health check, its bind-mounted files
-//! present), and the ports and paths each file names agree with the others.
+//! present) and publishes ports on the host's loopback only, and the ports
+//! and paths each file names agree with the others.
 
 use std::path::Path;
 
@@ -96,6 +97,12 @@ fn every_service_has_an_image_a_health_check_and_its_files() {
             service["image"].is_string() || !service["build"].is_null(),
             "{name} has neither an image nor a build"
         );
+        for mapping in strings(&service["ports"]) {
+            assert!(
+                mapping.starts_with("127.0.0.1:"),
+                "{name} publishes {mapping} beyond the host's loopback"
+            );
+        }
         let check = strings(&service["healthcheck"]["test"]);
         assert!(
             matches!(check.first(), Some(&"CMD") | Some(&"CMD-SHELL")) && check.len() > 1,
@@ -158,6 +165,32 @@ fn the_catalogue_ports_agree_everywhere() {
     assert!(container_ports(console).contains(&console_port));
     assert_eq!(port(flag(&command, "--admin-addr").unwrap()), admin);
     assert_eq!(port(flag(&command, "--grpc-addr").unwrap()), grpc);
+}
+
+#[test]
+fn the_catalogue_reaches_the_inventory_upstream_on_the_port_it_serves() {
+    let compose = compose();
+    let services = &compose["services"];
+    let command = strings(&services["catalogue"]["command"]);
+    let upstream_url = flag(&command, "--upstream-url").expect("--upstream-url");
+    assert!(
+        upstream_url.starts_with("http://inventory:"),
+        "{upstream_url}"
+    );
+
+    let inventory = &services["inventory"];
+    let command = strings(&inventory["command"]);
+    assert_eq!(command.first(), Some(&"upstream"), "{command:?}");
+    let grpc = port(flag(&command, "--addr").expect("--addr"));
+    let admin = port(flag(&command, "--admin-addr").expect("--admin-addr"));
+    assert_eq!(port(upstream_url), grpc);
+    let check = health_check(inventory);
+    assert!(
+        check.contains(&format!(":{admin}/faults")),
+        "health check {check:?} is not on the admin port {admin}"
+    );
+    // Published, so that the upstream can be made slow from the host.
+    assert!(container_ports(inventory).contains(&admin));
 }
 
 #[test]
