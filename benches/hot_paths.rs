@@ -44,6 +44,10 @@ fn encoding(c: &mut Criterion) {
 }
 
 fn telemetry_layer(c: &mut Criterion) {
+    // The real recording path: a Prometheus recorder behind the handles.
+    let _prometheus = metrics_exporter_prometheus::PrometheusBuilder::new()
+        .install_recorder()
+        .expect("the only recorder of this process");
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
