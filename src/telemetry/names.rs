@@ -64,7 +64,7 @@ pub const RT_WORKER_MEAN_POLL_SECONDS: &str = "tokio_worker_mean_poll_seconds";
 /// runtime's own histogram, exposed bucket by bucket for a heatmap.
 pub const RT_POLL_TIME_BUCKET: &str = "tokio_poll_time_seconds_bucket";
 
-// Store (labels: db_system, db_operation; pool: state).
+// Store (labels: db_system, operation, outcome; pool: db_system, state).
 pub const STORE_QUERY_SECONDS: &str = "catalogue_store_query_duration_seconds";
 pub const STORE_POOL_CONNECTIONS: &str = "catalogue_store_pool_connections";
 pub const STORE_POOL_MAX: &str = "catalogue_store_pool_max_connections";
