@@ -85,29 +85,27 @@ def continuation_flood(addr):
     return f"{frames} CONTINUATION frames ({frames * 4} KiB of headers) sent before the server stopped reading"
 
 
-def ping_flood(addr):
+def frame_flood(addr, frames, what):
+    """Sends `frames` (100 frames) again and again for at most 5 s or 200,000
+    frames, never reading the server's answers."""
     sock = connect(addr)
-    pings = 0
+    sent = 0
     deadline = time.monotonic() + 5
-    while time.monotonic() < deadline and pings < 200_000:
-        if not send_quietly(sock, frame(PING, 0, 0, b"12345678") * 100):
+    while time.monotonic() < deadline and sent < 200_000:
+        if not send_quietly(sock, frames):
             break
-        pings += 100
+        sent += 100
     sock.close()
-    return f"{pings} PINGs sent without reading a PONG"
+    return f"{sent} {what} sent without reading an answer"
+
+
+def ping_flood(addr):
+    return frame_flood(addr, frame(PING, 0, 0, b"12345678") * 100, "PINGs")
 
 
 def settings_flood(addr):
-    sock = connect(addr)
-    settings = 0
-    deadline = time.monotonic() + 5
-    while time.monotonic() < deadline and settings < 200_000:
-        payload = struct.pack(">HI", 0x3, 100)  # MAX_CONCURRENT_STREAMS
-        if not send_quietly(sock, frame(SETTINGS, 0, 0, payload) * 100):
-            break
-        settings += 100
-    sock.close()
-    return f"{settings} SETTINGS frames sent without reading an ACK"
+    max_concurrent_streams = struct.pack(">HI", 0x3, 100)
+    return frame_flood(addr, frame(SETTINGS, 0, 0, max_concurrent_streams) * 100, "SETTINGS frames")
 
 
 def idle_connections(addr):

@@ -2,6 +2,7 @@
 # Starts the service and runs the HTTP/2 abuse suite against it (loopback).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+source scripts/lib.sh
 
 venv=target/python-client/venv
 [ -x "$venv/bin/python" ] || python3 -m venv "$venv"
@@ -9,18 +10,8 @@ venv=target/python-client/venv
 
 cargo build --quiet --bin catalogue
 log=$(mktemp)
-target/debug/catalogue --database-url memory --seed-products 100 --no-console \
-  --grpc-addr 127.0.0.1:0 --admin-addr 127.0.0.1:0 --log-format json >"$log" 2>&1 &
-server=$!
+start_catalogue "$log" --database-url memory --seed-products 100 --no-console
 trap 'kill $server 2>/dev/null || true; rm -f "$log"' EXIT
 
-addr=""
-for _ in $(seq 100); do
-  addr=$(grep -o '"grpc":"[^"]*"' "$log" | head -1 | cut -d'"' -f4 || true)
-  [ -n "$addr" ] && break
-  sleep 0.1
-done
-[ -n "$addr" ] || { echo "the service did not start:"; cat "$log"; exit 1; }
-
-"$venv/bin/python" scripts/h2-abuse.py "$addr" "$server"
+"$venv/bin/python" scripts/h2-abuse.py "$grpc_addr" "$server"
 kill -0 "$server" || { echo "the server died"; exit 1; }

@@ -82,6 +82,23 @@ impl Operation {
     }
 }
 
+/// A SQL store's statements, one per operation (`db.statement` of its spans).
+struct Statements {
+    get_product: &'static str,
+    list_products: &'static str,
+    search_products: &'static str,
+}
+
+impl Statements {
+    fn of(&self, operation: Operation) -> &'static str {
+        match operation {
+            Operation::GetProduct => self.get_product,
+            Operation::ListProducts => self.list_products,
+            Operation::SearchProducts => self.search_products,
+        }
+    }
+}
+
 /// A snapshot of a connection pool.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PoolStats {

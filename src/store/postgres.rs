@@ -10,7 +10,8 @@ use sqlx::{
 };
 
 use super::{
-    ListPage, Operation, PoolStats, SEED_BATCH_SIZE, Store, StoreError, StoreOptions, seed,
+    ListPage, Operation, PoolStats, SEED_BATCH_SIZE, Statements, Store, StoreError, StoreOptions,
+    seed,
 };
 use crate::domain::{Product, ProductId, SearchQuery};
 
@@ -35,6 +36,11 @@ const SEARCH_PRODUCTS: &str = concat!(
     " WHERE search @@ query AND ($2::text IS NULL OR category_id = $2)",
     " ORDER BY ts_rank(search, query) DESC, id LIMIT $3 OFFSET $4"
 );
+const STATEMENTS: Statements = Statements {
+    get_product: GET_PRODUCT,
+    list_products: LIST_PRODUCTS,
+    search_products: SEARCH_PRODUCTS,
+};
 /// Any constant serves: it only has to be the same for every replica.
 const SEED_LOCK_KEY: i64 = 0x6361_7461_6c6f_6775; // "catalogu"
 
@@ -116,11 +122,7 @@ impl Store for PgStore {
     }
 
     fn statement(&self, operation: Operation) -> Option<&'static str> {
-        Some(match operation {
-            Operation::GetProduct => GET_PRODUCT,
-            Operation::ListProducts => LIST_PRODUCTS,
-            Operation::SearchProducts => SEARCH_PRODUCTS,
-        })
+        Some(STATEMENTS.of(operation))
     }
 
     fn pool_stats(&self) -> Option<PoolStats> {

@@ -11,7 +11,8 @@ use sqlx::{
 };
 
 use super::{
-    ListPage, Operation, PoolStats, SEED_BATCH_SIZE, Store, StoreError, StoreOptions, seed,
+    ListPage, Operation, PoolStats, SEED_BATCH_SIZE, Statements, Store, StoreError, StoreOptions,
+    seed,
 };
 use crate::domain::{Product, ProductId, SearchQuery};
 
@@ -36,6 +37,11 @@ const SEARCH_PRODUCTS: &str = concat!(
     " WHERE products_fts MATCH ?1 AND (?2 IS NULL OR p.category_id = ?2)",
     " ORDER BY bm25(products_fts, 10.0, 1.0), p.id LIMIT ?3 OFFSET ?4"
 );
+const STATEMENTS: Statements = Statements {
+    get_product: GET_PRODUCT,
+    list_products: LIST_PRODUCTS,
+    search_products: SEARCH_PRODUCTS,
+};
 
 pub struct SqliteStore {
     pool: SqlitePool,
@@ -120,11 +126,7 @@ impl Store for SqliteStore {
     }
 
     fn statement(&self, operation: Operation) -> Option<&'static str> {
-        Some(match operation {
-            Operation::GetProduct => GET_PRODUCT,
-            Operation::ListProducts => LIST_PRODUCTS,
-            Operation::SearchProducts => SEARCH_PRODUCTS,
-        })
+        Some(STATEMENTS.of(operation))
     }
 
     fn pool_stats(&self) -> Option<PoolStats> {
