@@ -28,6 +28,8 @@ use crate::config::{LogFormat, TelemetryConfig};
 
 /// Filter used when `RUST_LOG` is unset.
 const DEFAULT_FILTER: &str = "info";
+/// What tokio-console needs: the runtime's task and resource spans.
+const CONSOLE_FILTER: &str = "tokio=trace,runtime=trace";
 /// Completed tasks tokio-console keeps (its default, an hour, grows without
 /// bound under load).
 const CONSOLE_RETENTION: std::time::Duration = std::time::Duration::from_secs(60);
@@ -90,7 +92,10 @@ impl Telemetry {
                 .retention(CONSOLE_RETENTION)
                 .event_buffer_capacity(CONSOLE_EVENT_BUFFER)
                 .build();
-            layers.push(layer.boxed());
+            // Every layer has its own filter: mixing filtered and unfiltered
+            // layers in one registry trips tracing-subscriber's per-layer
+            // filter bookkeeping ("Span not found") under concurrent load.
+            layers.push(layer.with_filter(EnvFilter::new(CONSOLE_FILTER)).boxed());
             server
         });
         if let Some(provider) = &tracer_provider {
