@@ -65,7 +65,7 @@ async fn a_ten_second_upstream_degrades_to_stored_stock_within_the_callers_deadl
 
     let response = app
         .client
-        .get_product(get_request(Some(Duration::from_millis(300))))
+        .get_product(get_request(Some(Duration::from_secs(1))))
         .await
         .expect("answered, not DEADLINE_EXCEEDED");
 
