@@ -14,7 +14,7 @@ use tonic_health::{
 use tower_http::catch_panic::CatchPanicLayer;
 
 use crate::{
-    admin::{self, AdminState},
+    admin::{self, AdminState, TaskNames},
     api::{CatalogueApi, proto, proto::catalogue_service_server::CatalogueServiceServer},
     config::ServeConfig,
     store::{self, Store, StoreError},
@@ -41,6 +41,8 @@ pub enum StartupError {
     Admin(std::io::Error),
     #[error("server task failed: {0}")]
     Task(#[from] tokio::task::JoinError),
+    #[error("could not spawn a server task: {0}")]
+    Spawn(std::io::Error),
 }
 
 /// A built, bound and not yet serving instance of the service.
@@ -112,15 +114,22 @@ impl App {
             health_service,
             draining.clone(),
         )?;
-        let mut grpc = tokio::spawn(grpc_server);
+        // Named, so task dumps (and tokio-console) say which task is which.
+        let task_names = TaskNames::default();
+        let mut grpc = task_names
+            .spawn("grpc-server", grpc_server)
+            .map_err(StartupError::Spawn)?;
         let admin_router = admin::router(AdminState {
             store,
             draining: draining.clone(),
+            admin_token: config.admin_token.clone(),
+            task_names: task_names.clone(),
         });
         let admin_server = axum::serve(admin_listener, admin_router)
             .with_graceful_shutdown(drained(draining.clone()));
-        let mut admin: JoinHandle<std::io::Result<()>> =
-            tokio::spawn(async move { admin_server.await });
+        let mut admin: JoinHandle<std::io::Result<()>> = task_names
+            .spawn("admin-server", async move { admin_server.await })
+            .map_err(StartupError::Spawn)?;
 
         tokio::select! {
             () = shutdown => {}

@@ -7,7 +7,7 @@
 //! - `domain`: products and validated request values;
 //! - `store`: the `Store` trait with SQLite, PostgreSQL and memory backends;
 //! - `error`: the one mapping from errors to gRPC statuses;
-//! - `admin`: the HTTP admin server;
+//! - `admin`: the HTTP admin server: health, profiles and task dumps;
 //! - `telemetry`: logs (and, later, traces and metrics).
 #![forbid(unsafe_code)]
 

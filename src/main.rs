@@ -6,6 +6,9 @@ use catalogue::{
     telemetry,
 };
 
+// jemalloc with heap profiling on, for /debug/pprof/heap.
+catalogue::jemalloc_global_allocator!();
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     match Cli::parse().into_command() {
