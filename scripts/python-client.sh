@@ -15,18 +15,9 @@ rm -rf "$generated" && mkdir -p "$generated"
   --grpc_python_out="$generated" proto/catalogue/v1/catalogue.proto
 
 cargo build --quiet --bin catalogue
-log=$(mktemp)
-target/debug/catalogue --database-url memory --seed-products 100 \
-  --grpc-addr 127.0.0.1:0 --admin-addr 127.0.0.1:0 --log-format json >"$log" 2>&1 &
-server=$!
-trap 'kill $server 2>/dev/null || true; rm -f "$log"' EXIT
-
-addr=""
-for _ in $(seq 100); do
-  addr=$(grep -o '"grpc":"[^"]*"' "$log" | head -1 | cut -d'"' -f4 || true)
-  [ -n "$addr" ] && break
-  sleep 0.1
-done
-[ -n "$addr" ] || { echo "the service did not start:"; cat "$log"; exit 1; }
+. scripts/service.sh
+log=target/python-client/service.log
+start_service "$log" --seed-products 100
+addr=$grpc_addr
 
 "$venv/bin/python" scripts/python-client.py "$addr" "$generated"

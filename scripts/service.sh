@@ -1,0 +1,28 @@
+# Sourced by the scripts here: `start_service LOG [FLAG…]` starts the debug
+# binary on the memory store with ports 0 and sets `grpc_addr`, `admin_addr`
+# and `service_pid` from its JSON log; an EXIT trap stops it.
+
+start_service() {
+  local log=$1
+  shift
+  : >"$log"
+  target/debug/catalogue --database-url memory --grpc-addr 127.0.0.1:0 \
+    --admin-addr 127.0.0.1:0 --log-format json "$@" >"$log" 2>&1 &
+  service_pid=$!
+  trap 'kill "$service_pid" 2>/dev/null || true' EXIT
+  grpc_addr="" admin_addr=""
+  for _ in $(seq 100); do
+    grpc_addr=$(grep -o '"grpc":"[^"]*"' "$log" | head -1 | cut -d'"' -f4 || true)
+    admin_addr=$(grep -o '"admin":"[^"]*"' "$log" | head -1 | cut -d'"' -f4 || true)
+    [ -n "$grpc_addr" ] && [ -n "$admin_addr" ] && return 0
+    sleep 0.1
+  done
+  echo "the service did not start:"
+  cat "$log"
+  return 1
+}
+
+stop_service() {
+  kill "$service_pid" 2>/dev/null || true
+  wait "$service_pid" 2>/dev/null || true
+}
