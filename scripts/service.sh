@@ -1,12 +1,13 @@
-# Sourced by the scripts here: `start_service LOG [FLAG…]` starts the debug
-# binary on the memory store with ports 0 and sets `grpc_addr`, `admin_addr`
-# and `service_pid` from its JSON log; an EXIT trap stops it.
+# Sourced by the scripts here: `start_service LOG [FLAG…]` starts the service
+# (`$CATALOGUE_BIN`, the debug binary by default) on the memory store with
+# ports 0 and sets `grpc_addr`, `admin_addr` and `service_pid` from its JSON
+# log; an EXIT trap stops it.
 
 start_service() {
   local log=$1
   shift
   : >"$log"
-  target/debug/catalogue --database-url memory --grpc-addr 127.0.0.1:0 \
+  "${CATALOGUE_BIN:-target/debug/catalogue}" --database-url memory --grpc-addr 127.0.0.1:0 \
     --admin-addr 127.0.0.1:0 --log-format json "$@" >"$log" 2>&1 &
   service_pid=$!
   trap 'kill "$service_pid" 2>/dev/null || true' EXIT

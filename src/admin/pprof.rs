@@ -262,7 +262,7 @@ async fn cpu_profile(Query(query): Query<ProfileQuery>) -> Result<Response, Ppro
     // SIGPROF samples whichever thread is on the CPU; this task only waits.
     // If the client goes away the future is dropped and sampling stops.
     tokio::time::sleep(request.duration).await;
-    let body = tokio::task::spawn_blocking(move || {
+    let body = symbolise(move || {
         // Both live until the report is built: no second sampler meanwhile.
         let _permit = permit;
         let report = profiler.report().build()?;
@@ -286,6 +286,24 @@ async fn cpu_profile(Query(query): Query<ProfileQuery>) -> Result<Response, Ppro
     })
     .await??;
     Ok(request.format.respond("profile", body))
+}
+
+/// Runs `work`, which resolves symbols, on the blocking pool: parsing debug
+/// info is CPU-heavy and must not hold up a runtime worker. Then drops the
+/// parsed debug info the `backtrace` crate caches process-wide: well over a
+/// hundred MB for this binary, worth keeping for no profile taken minutes
+/// later.
+async fn symbolise<T, W>(work: W) -> Result<T, JoinError>
+where
+    W: FnOnce() -> T + Send + 'static,
+    T: Send + 'static,
+{
+    tokio::task::spawn_blocking(move || {
+        let result = work();
+        backtrace::clear_symbol_cache();
+        result
+    })
+    .await
 }
 
 /// An SVG that says why there is no flame graph: inferno refuses to draw an
@@ -319,7 +337,7 @@ async fn heap_profile(Query(query): Query<ProfileQuery>) -> Result<Response, Ppr
     if !control.activated() {
         return Err(PprofError::Unsupported(HEAP_PROFILING_OFF));
     }
-    let body = tokio::task::spawn_blocking(move || match format {
+    let body = symbolise(move || match format {
         ProfileFormat::Pprof => control.dump_pprof(),
         ProfileFormat::Flamegraph => {
             let profile = control.dump_profile()?;
@@ -380,8 +398,8 @@ async fn task_dump(State(state): State<AdminState>) -> Result<String, PprofError
     let dump = tokio::time::timeout(TASK_DUMP_TIMEOUT, handle.dump())
         .await
         .map_err(|_| PprofError::TaskDumpTimedOut(TASK_DUMP_TIMEOUT))?;
-    // Formatting resolves every frame's symbol: CPU work, off the workers.
-    let text = tokio::task::spawn_blocking(move || {
+    // Formatting the traces resolves every frame's symbol.
+    let text = symbolise(move || {
         use std::fmt::Write as _;
         let tasks: Vec<_> = dump.tasks().iter().collect();
         let mut text = format!("{} tasks\n", tasks.len());
