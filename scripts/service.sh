@@ -1,7 +1,10 @@
 # Sourced by the scripts here: `start_service LOG [FLAG…]` starts the service
 # (`$CATALOGUE_BIN`, the debug binary by default) on the memory store with
 # ports 0 and sets `grpc_addr`, `admin_addr` and `service_pid` from its JSON
-# log; an EXIT trap stops it.
+# log; an EXIT trap stops every service started so.
+
+service_pids=()
+trap 'kill "${service_pids[@]}" 2>/dev/null || true' EXIT
 
 start_service() {
   local log=$1
@@ -10,7 +13,7 @@ start_service() {
   "${CATALOGUE_BIN:-target/debug/catalogue}" --database-url memory --grpc-addr 127.0.0.1:0 \
     --admin-addr 127.0.0.1:0 --log-format json "$@" >"$log" 2>&1 &
   service_pid=$!
-  trap 'kill "$service_pid" 2>/dev/null || true' EXIT
+  service_pids+=("$service_pid")
   grpc_addr="" admin_addr=""
   for _ in $(seq 100); do
     grpc_addr=$(grep -o '"grpc":"[^"]*"' "$log" | head -1 | cut -d'"' -f4 || true)
