@@ -14,7 +14,7 @@
 //! Only one CPU profile runs at a time (the sampler is process-wide); a second
 //! request gets 409. Sampling only awaits a timer, and symbolisation, which is
 //! CPU-heavy, runs on the blocking pool, so profiling never stalls the
-//! runtime's workers.
+//! runtime's workers; the parsed debug info is dropped after each profile.
 
 use std::{
     collections::HashMap,
@@ -44,8 +44,9 @@ use super::AdminState;
 
 /// jemalloc's options when it is the global allocator: profiling on and
 /// active from the start, one sample per 2^19 bytes (512 KiB) allocated on
-/// average, which keeps the cost negligible. `MALLOC_CONF` overrides it at
-/// run time (`MALLOC_CONF=prof:false` turns heap profiles off).
+/// average, which keeps the cost within measurement noise (README). The
+/// `MALLOC_CONF` variable overrides them at run time (`prof:false` turns
+/// heap profiles off).
 pub const MALLOC_CONF: &[u8] = b"prof:true,prof_active:true,lg_prof_sample:19\0";
 
 #[doc(hidden)]
@@ -80,8 +81,10 @@ const FREQUENCY: Bounded = Bounded {
 };
 /// `Handle::dump` never finishes while a worker is blocked; give up then.
 const TASK_DUMP_TIMEOUT: Duration = Duration::from_secs(5);
-/// Shared objects whose frames are left out of CPU samples: unwinding
-/// through them (signal trampolines, the vDSO) is unreliable.
+/// A CPU sample that interrupts code in these shared objects is dropped:
+/// unwinding from a signal handler through them (libc's syscall wrappers and
+/// locks, signal trampolines, the vDSO) is unreliable. So profiles leave out
+/// system-call time.
 const CPU_BLOCKLIST: [&str; 4] = ["libc", "libgcc", "pthread", "vdso"];
 
 /// The CPU sampler (SIGPROF and one global collector) exists once per
@@ -290,9 +293,9 @@ async fn cpu_profile(Query(query): Query<ProfileQuery>) -> Result<Response, Ppro
 
 /// Runs `work`, which resolves symbols, on the blocking pool: parsing debug
 /// info is CPU-heavy and must not hold up a runtime worker. Then drops the
-/// parsed debug info the `backtrace` crate caches process-wide: well over a
-/// hundred MB for this binary, worth keeping for no profile taken minutes
-/// later.
+/// parsed debug info the `backtrace` crate caches process-wide: about a
+/// hundred MB for the release binary, not worth holding between profiles
+/// taken minutes apart.
 async fn symbolise<T, W>(work: W) -> Result<T, JoinError>
 where
     W: FnOnce() -> T + Send + 'static,
@@ -358,7 +361,8 @@ async fn heap_profile(Query(query): Query<ProfileQuery>) -> Result<Response, Ppr
 }
 
 /// Names of tasks spawned through [`TaskNames::spawn`], by task id: a task
-/// dump knows only ids, so this is how it can say which task is which.
+/// dump knows only ids, so this is how it can say which task is which. For a
+/// few long-lived tasks: names are never forgotten.
 #[derive(Debug, Clone, Default)]
 pub struct TaskNames(Arc<Mutex<HashMap<tokio::task::Id, &'static str>>>);
 
