@@ -14,13 +14,14 @@ python_client() {
     --grpc_python_out="$generated" proto/catalogue/v1/catalogue.proto
 }
 
-# start_catalogue LOG [FLAG...]: starts target/debug/catalogue on loopback
+# start_catalogue LOG [FLAG...]: starts $CATALOGUE_BIN (target/debug/catalogue
+# by default) on loopback
 # ports chosen by the system, JSON logs to LOG, and waits until it serves.
 # Sets $server (its pid), $grpc_addr and $admin_addr.
 start_catalogue() {
   local log=$1
   shift
-  target/debug/catalogue --grpc-addr 127.0.0.1:0 --admin-addr 127.0.0.1:0 \
+  "${CATALOGUE_BIN:-target/debug/catalogue}" --grpc-addr 127.0.0.1:0 --admin-addr 127.0.0.1:0 \
     --log-format json "$@" >"$log" 2>&1 &
   server=$!
   await_address "$server" "$log"

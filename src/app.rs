@@ -18,7 +18,7 @@ use tonic_health::{
 use tower_http::catch_panic::CatchPanicLayer;
 
 use crate::{
-    admin::{self, AdminState},
+    admin::{self, AdminState, TaskNames},
     api::{CatalogueApi, proto, proto::catalogue_service_server::CatalogueServiceServer},
     config::ServeConfig,
     faults::{FaultError, FaultInjector},
@@ -61,6 +61,8 @@ pub enum StartupError {
     Faults(#[from] FaultError),
     #[error("invalid --upstream-url: {0}")]
     UpstreamUrl(http::uri::InvalidUri),
+    #[error("could not spawn a server task: {0}")]
+    Spawn(std::io::Error),
 }
 
 /// A built, bound and not yet serving instance of the service.
@@ -193,17 +195,24 @@ impl App {
             health_service,
             draining.clone(),
         )?;
-        let mut grpc = spawn_named("grpc-server", grpc_server)?;
+        // Named, so task dumps (and tokio-console) say which task is which.
+        let task_names = TaskNames::default();
+        let mut grpc = task_names
+            .spawn("grpc-server", grpc_server)
+            .map_err(StartupError::Spawn)?;
         let admin_router = admin::router(AdminState {
             store,
             metrics: Arc::new(sampler),
             faults,
             draining: draining.clone(),
+            admin_token: config.admin_token.clone(),
+            task_names: task_names.clone(),
         });
         let admin_server =
             axum::serve(admin_listener, admin_router).with_graceful_shutdown(drained(draining));
-        let mut admin: JoinHandle<std::io::Result<()>> =
-            spawn_named("admin-server", async move { admin_server.await })?;
+        let mut admin: JoinHandle<std::io::Result<()>> = task_names
+            .spawn("admin-server", async move { admin_server.await })
+            .map_err(StartupError::Spawn)?;
 
         tokio::select! {
             () = shutdown => {}
@@ -239,15 +248,6 @@ impl App {
         }
         Ok(())
     }
-}
-
-/// Spawns a task with a name tokio-console and task dumps show.
-fn spawn_named<F>(name: &str, future: F) -> std::io::Result<JoinHandle<F::Output>>
-where
-    F: Future + Send + 'static,
-    F::Output: Send + 'static,
-{
-    tokio::task::Builder::new().name(name).spawn(future)
 }
 
 /// The gRPC server future: catalogue, health and reflection behind the

@@ -5,7 +5,7 @@ use std::{net::SocketAddr, time::Duration};
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
-use crate::store::StoreOptions;
+use crate::{admin::AdminToken, store::StoreOptions};
 
 /// An observability-first reference gRPC catalogue service.
 #[derive(Debug, Parser)]
@@ -53,8 +53,8 @@ pub struct ServeConfig {
     #[arg(long, env = "CATALOGUE_GRPC_ADDR", default_value = "127.0.0.1:50051")]
     pub grpc_addr: SocketAddr,
 
-    /// Address of the HTTP admin server (/healthz, /readyz). Loopback by
-    /// default: later it serves profiles, which reveal internals.
+    /// Address of the HTTP admin server (/healthz, /readyz, /debug/pprof/).
+    /// Loopback by default: profiles reveal internals.
     #[arg(long, env = "CATALOGUE_ADMIN_ADDR", default_value = "127.0.0.1:6060")]
     pub admin_addr: SocketAddr,
 
@@ -86,6 +86,11 @@ pub struct ServeConfig {
     #[arg(long, env = "CATALOGUE_MAX_CONCURRENT_STREAMS", default_value_t = 200)]
     pub max_concurrent_streams: u32,
 
+    /// Bearer token the admin server's /debug/* routes require
+    /// (`Authorization: Bearer TOKEN`); /healthz and /readyz stay open.
+    #[arg(long, env = "CATALOGUE_ADMIN_TOKEN", hide_env_values = true,
+          value_parser = AdminToken::parse)]
+    pub admin_token: Option<AdminToken>,
     #[command(flatten)]
     pub telemetry: TelemetryConfig,
 
@@ -359,5 +364,6 @@ mod tests {
     fn bad_values_are_refused() {
         assert!(Cli::try_parse_from(["catalogue", "--seed-products", "-1"]).is_err());
         assert!(Cli::try_parse_from(["catalogue", "serve", "--shutdown-grace", "soon"]).is_err());
+        assert!(Cli::try_parse_from(["catalogue", "--admin-token", ""]).is_err());
     }
 }

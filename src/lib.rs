@@ -7,13 +7,14 @@
 //! - `domain`: products and validated request values;
 //! - `store`: the `Store` trait with SQLite, PostgreSQL and memory backends;
 //! - `error`: the one mapping from errors to gRPC statuses;
-//! - `admin`: the HTTP admin server (metrics, health, faults);
+//! - `admin`: the HTTP admin server (metrics, health, faults, profiles and
+//!   task dumps);
 //! - `faults`: runtime fault injection;
 //! - `load`: the load generator (`catalogue load`);
 //! - `upstream`: the inventory client (deadline, bulkhead, circuit breaker)
 //!   and its simulator (`catalogue upstream`);
 //! - `protection`: server-side load shedding and connection limits;
-//! - `telemetry`: logs (and, later, traces and metrics).
+//! - `telemetry`: logs, traces, metrics and tokio-console.
 #![forbid(unsafe_code)]
 
 pub mod admin;

@@ -8,6 +8,9 @@ use catalogue::{
     upstream::simulator::UpstreamSimulator,
 };
 
+// jemalloc with heap profiling on, for /debug/pprof/heap.
+catalogue::jemalloc_global_allocator!();
+
 fn main() -> anyhow::Result<()> {
     let command = Cli::parse().into_command();
     runtime_builder().build()?.block_on(async {

@@ -6,15 +6,20 @@
 //!   (reset): fault injection, see `crate::faults`;
 //! - `GET /healthz`: liveness: 200 while the process serves HTTP at all;
 //! - `GET /readyz`: readiness: 200 when the store answers and the service is
-//!   not draining, 503 with the reason otherwise.
+//!   not draining, 503 with the reason otherwise;
+//! - `GET /debug/pprof/…`: CPU and heap profiles and task dumps (see
+//!   [`pprof`]), behind `--admin-token` when one is set.
 
-use std::sync::Arc;
+pub mod pprof;
+
+use std::{fmt, sync::Arc};
 
 use axum::{
     Json, Router,
     body::Bytes,
-    extract::State,
-    http::{StatusCode, header},
+    extract::{Request, State},
+    http::{HeaderMap, StatusCode, header},
+    middleware::{self, Next},
     response::{IntoResponse, Response},
     routing::get,
 };
@@ -26,6 +31,8 @@ use crate::{
     telemetry::runtime::Sampler,
 };
 
+pub use pprof::TaskNames;
+
 /// What the admin routes look at.
 #[derive(Clone)]
 pub struct AdminState {
@@ -36,9 +43,19 @@ pub struct AdminState {
     /// Turns true when shutdown begins: from then on the instance is not
     /// ready, so load balancers stop sending it new calls.
     pub draining: watch::Receiver<bool>,
+    /// When set, `/debug/*` answers only requests bearing it: profiles and
+    /// task dumps reveal internals and cost CPU. Health stays open so probes
+    /// need no secret.
+    pub admin_token: Option<AdminToken>,
+    /// Names of the tasks the app spawned, for the task dump.
+    pub task_names: TaskNames,
 }
 
 pub fn router(state: AdminState) -> Router {
+    let debug = pprof::routes().route_layer(middleware::from_fn_with_state(
+        state.admin_token.clone(),
+        require_token,
+    ));
     Router::new()
         .route("/metrics", get(metrics))
         .route(
@@ -47,6 +64,7 @@ pub fn router(state: AdminState) -> Router {
         )
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(ready))
+        .merge(debug)
         .with_state(state)
 }
 
@@ -104,5 +122,95 @@ async fn ready(State(state): State<AdminState>) -> (StatusCode, String) {
                 "store unavailable\n".into(),
             )
         }
+    }
+}
+
+/// The secret `/debug/*` requests must bear as `Authorization: Bearer …`.
+/// Its `Debug` output is redacted, so logging the configuration is safe.
+#[derive(Clone, PartialEq, Eq)]
+pub struct AdminToken(String);
+
+impl AdminToken {
+    /// Refuses an empty token, which would protect nothing.
+    pub fn parse(token: &str) -> Result<Self, String> {
+        if token.is_empty() {
+            return Err("the admin token must not be empty".into());
+        }
+        Ok(Self(token.to_owned()))
+    }
+
+    /// Compares in time independent of where the first difference is, so
+    /// response times do not reveal the token a prefix at a time.
+    fn matches(&self, presented: &str) -> bool {
+        let (expected, presented) = (self.0.as_bytes(), presented.as_bytes());
+        expected.len() == presented.len()
+            && expected
+                .iter()
+                .zip(presented)
+                .fold(0u8, |difference, (a, b)| difference | (a ^ b))
+                == 0
+    }
+}
+
+impl fmt::Debug for AdminToken {
+    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+        formatter.write_str("AdminToken(<redacted>)")
+    }
+}
+
+/// Lets a request through when no token is configured or it bears the token.
+async fn require_token(
+    State(token): State<Option<AdminToken>>,
+    request: Request,
+    next: Next,
+) -> Response {
+    match token {
+        Some(token)
+            if !bearer(request.headers()).is_some_and(|presented| token.matches(presented)) =>
+        {
+            (
+                StatusCode::UNAUTHORIZED,
+                [(header::WWW_AUTHENTICATE, "Bearer")],
+                "missing or wrong bearer token: send Authorization: Bearer <--admin-token>\n",
+            )
+                .into_response()
+        }
+        _ => next.run(request).await,
+    }
+}
+
+/// The credentials of an `Authorization: Bearer …` header (the scheme is
+/// case-insensitive, RFC 9110).
+fn bearer(headers: &HeaderMap) -> Option<&str> {
+    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, credentials) = value.split_once(' ')?;
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then(|| credentials.trim())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn token_matches_only_itself() {
+        let token = AdminToken::parse("secret").unwrap();
+        assert!(token.matches("secret"));
+        assert!(!token.matches("secreT"));
+        assert!(!token.matches("secret2"));
+        assert!(!token.matches(""));
+        assert!(AdminToken::parse("").is_err());
+        assert_eq!(format!("{token:?}"), "AdminToken(<redacted>)");
+    }
+
+    #[test]
+    fn bearer_credentials_are_read_case_insensitively() {
+        let mut headers = HeaderMap::new();
+        assert_eq!(bearer(&headers), None);
+        headers.insert(header::AUTHORIZATION, "bearer abc".parse().unwrap());
+        assert_eq!(bearer(&headers), Some("abc"));
+        headers.insert(header::AUTHORIZATION, "Basic abc".parse().unwrap());
+        assert_eq!(bearer(&headers), None);
     }
 }

@@ -7,9 +7,13 @@ mod helpers;
 mod list_products;
 mod load;
 mod metrics;
+mod pprof;
 mod resilience;
 mod robustness;
 mod search_products;
 mod shutdown;
 mod stack;
 mod tracing;
+
+// The service's allocator, so heap profiles work here as in the binary.
+catalogue::jemalloc_global_allocator!();

@@ -1,0 +1,485 @@
+//! Profiles on demand, after Go's `net/http/pprof`.
+//!
+//! Routes (behind `--admin-token` when one is set):
+//! - `GET /debug/pprof/`: an index of what follows;
+//! - `GET /debug/pprof/profile?seconds=30&frequency=99`: a CPU profile
+//!   sampled for `seconds` (1–300) at `frequency` Hz (1–1000), as gzipped
+//!   pprof protobuf; `&format=flamegraph` answers an SVG flame graph;
+//! - `GET /debug/pprof/heap`: live allocations sampled by jemalloc, as gzipped
+//!   pprof protobuf or (`&format=flamegraph`) SVG; 501 when jemalloc
+//!   profiling is off;
+//! - `GET /debug/pprof/tasks`: every Tokio task of the runtime with the
+//!   backtrace of where it waits, as text (Go's `goroutine?debug=2`).
+//!
+//! Only one CPU profile runs at a time (the sampler is process-wide); a second
+//! request gets 409. Sampling only awaits a timer, and symbolisation, which is
+//! CPU-heavy, runs on the blocking pool, so profiling never stalls the
+//! runtime's workers; the parsed debug info is dropped after each profile.
+
+use std::{
+    collections::HashMap,
+    future::Future,
+    io::Write,
+    ops::RangeInclusive,
+    sync::{Arc, Mutex, PoisonError},
+    time::Duration,
+};
+
+use axum::{
+    Router,
+    extract::{Query, State},
+    http::{StatusCode, header},
+    response::{Html, IntoResponse, Redirect, Response},
+    routing::get,
+};
+use flate2::{Compression, write::GzEncoder};
+use pprof::protos::Message;
+use serde::Deserialize;
+use tokio::{
+    sync::Semaphore,
+    task::{JoinError, JoinHandle},
+};
+
+use super::AdminState;
+
+/// jemalloc's options when it is the global allocator: profiling on and
+/// active from the start, one sample per 2^19 bytes (512 KiB) allocated on
+/// average, which keeps the cost within measurement noise (README). The
+/// `MALLOC_CONF` variable overrides them at run time (`prof:false` turns
+/// heap profiles off).
+pub const MALLOC_CONF: &[u8] = b"prof:true,prof_active:true,lg_prof_sample:19\0";
+
+#[doc(hidden)]
+pub use tikv_jemallocator::Jemalloc;
+
+/// Makes jemalloc the global allocator, with heap profiling on
+/// ([`MALLOC_CONF`]). Invoke once, at the root of a binary (the service's
+/// `main.rs`, the integration tests' `main.rs`): the library itself forbids
+/// `unsafe`, and exporting the `malloc_conf` symbol jemalloc reads at start
+/// is an unsafe attribute.
+#[macro_export]
+macro_rules! jemalloc_global_allocator {
+    () => {
+        #[global_allocator]
+        static GLOBAL: $crate::admin::pprof::Jemalloc = $crate::admin::pprof::Jemalloc;
+
+        /// Read by jemalloc when it initialises, before `main`.
+        #[unsafe(export_name = "malloc_conf")]
+        pub static MALLOC_CONF: &[u8] = $crate::admin::pprof::MALLOC_CONF;
+    };
+}
+
+const SECONDS: Bounded = Bounded {
+    name: "seconds",
+    default: 30,
+    range: 1..=300,
+};
+const FREQUENCY: Bounded = Bounded {
+    name: "frequency",
+    default: 99,
+    range: 1..=1000,
+};
+/// `Handle::dump` never finishes while a worker is blocked; give up then.
+const TASK_DUMP_TIMEOUT: Duration = Duration::from_secs(5);
+/// A CPU sample that interrupts code in these shared objects is dropped:
+/// unwinding from a signal handler through them (libc's syscall wrappers and
+/// locks, signal trampolines, the vDSO) is unreliable. So profiles leave out
+/// system-call time.
+const CPU_BLOCKLIST: [&str; 4] = ["libc", "libgcc", "pthread", "vdso"];
+
+/// The CPU sampler (SIGPROF and one global collector) exists once per
+/// process, so the gate is process-wide too, not per `App`.
+static CPU_PROFILER: Semaphore = Semaphore::const_new(1);
+
+/// The `/debug/pprof` routes.
+pub fn routes() -> Router<AdminState> {
+    Router::new()
+        .route(
+            "/debug/pprof",
+            get(|| async { Redirect::permanent("/debug/pprof/") }),
+        )
+        .route("/debug/pprof/", get(|| async { Html(INDEX) }))
+        .route("/debug/pprof/profile", get(cpu_profile))
+        .route("/debug/pprof/heap", get(heap_profile))
+        .route("/debug/pprof/tasks", get(task_dump))
+}
+
+const INDEX: &str = r#"<!DOCTYPE html>
+<html><head><title>/debug/pprof/</title></head><body>
+<h1>/debug/pprof/</h1>
+<table>
+<tr><td><a href="profile?seconds=30">profile</a></td><td>CPU profile: <code>?seconds=</code> (1&ndash;300, default 30), <code>&amp;frequency=</code> Hz (1&ndash;1000, default 99), <code>&amp;format=flamegraph</code> for SVG. One at a time.</td></tr>
+<tr><td><a href="profile?seconds=10&amp;format=flamegraph">profile flame graph</a></td><td>10 s of CPU as an SVG flame graph.</td></tr>
+<tr><td><a href="heap">heap</a></td><td>live allocations sampled by jemalloc (<code>&amp;format=flamegraph</code> for SVG).</td></tr>
+<tr><td><a href="heap?format=flamegraph">heap flame graph</a></td><td>the same as an SVG flame graph.</td></tr>
+<tr><td><a href="tasks">tasks</a></td><td>every Tokio task with the backtrace where it waits, as text.</td></tr>
+</table>
+<p>Profiles are gzipped pprof protobuf: <code>go tool pprof -http=: URL</code>.</p>
+</body></html>
+"#;
+
+/// Why a profile was not served; each maps to one status.
+#[derive(Debug, thiserror::Error)]
+pub enum PprofError {
+    #[error("{0}")]
+    BadRequest(String),
+    #[error("a CPU profile is already being taken; try again when it finishes")]
+    Busy,
+    #[error("{0}")]
+    Unsupported(&'static str),
+    #[error(
+        "the task dump did not finish within {0:?}: a runtime worker may be blocked or the runtime shutting down"
+    )]
+    TaskDumpTimedOut(Duration),
+    #[error("cpu profiler failed: {0}")]
+    Cpu(#[from] pprof::Error),
+    #[error("heap profile failed: {0}")]
+    Heap(anyhow::Error),
+    #[error("could not encode the profile: {0}")]
+    Encode(String),
+    #[error("profiling task failed: {0}")]
+    Task(#[from] JoinError),
+}
+
+impl IntoResponse for PprofError {
+    fn into_response(self) -> Response {
+        let status = match &self {
+            Self::BadRequest(_) => StatusCode::BAD_REQUEST,
+            Self::Busy => StatusCode::CONFLICT,
+            Self::Unsupported(_) => StatusCode::NOT_IMPLEMENTED,
+            Self::TaskDumpTimedOut(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Cpu(_) | Self::Heap(_) | Self::Encode(_) | Self::Task(_) => {
+                tracing::error!(error = %self, "profile failed");
+                return (
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "could not take the profile; the cause is in the service log\n",
+                )
+                    .into_response();
+            }
+        };
+        (status, format!("{self}\n")).into_response()
+    }
+}
+
+/// The query string of the profile routes, before parsing.
+#[derive(Debug, Default, Deserialize)]
+pub struct ProfileQuery {
+    seconds: Option<String>,
+    frequency: Option<String>,
+    format: Option<String>,
+}
+
+/// How a profile is encoded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProfileFormat {
+    /// Gzipped pprof protobuf, for `go tool pprof`.
+    Pprof,
+    /// An SVG flame graph, for a browser.
+    Flamegraph,
+}
+
+impl ProfileFormat {
+    fn parse(format: Option<&str>) -> Result<Self, PprofError> {
+        match format {
+            None | Some("pprof" | "proto") => Ok(Self::Pprof),
+            Some("flamegraph" | "svg") => Ok(Self::Flamegraph),
+            Some(other) => Err(PprofError::BadRequest(format!(
+                "format must be pprof or flamegraph, got {other:?}"
+            ))),
+        }
+    }
+
+    /// The response: an attachment named `{name}.pb.gz`, or an SVG.
+    fn respond(self, name: &str, body: Vec<u8>) -> Response {
+        match self {
+            Self::Pprof => (
+                [
+                    (header::CONTENT_TYPE, "application/octet-stream".to_owned()),
+                    (
+                        header::CONTENT_DISPOSITION,
+                        format!("attachment; filename=\"{name}.pb.gz\""),
+                    ),
+                ],
+                body,
+            )
+                .into_response(),
+            Self::Flamegraph => ([(header::CONTENT_TYPE, "image/svg+xml")], body).into_response(),
+        }
+    }
+}
+
+/// A whole-number query parameter with a default and inclusive bounds.
+struct Bounded {
+    name: &'static str,
+    default: u32,
+    range: RangeInclusive<u32>,
+}
+
+impl Bounded {
+    fn parse(&self, value: Option<&str>) -> Result<u32, PprofError> {
+        let Some(value) = value else {
+            return Ok(self.default);
+        };
+        value
+            .parse()
+            .ok()
+            .filter(|number| self.range.contains(number))
+            .ok_or_else(|| {
+                PprofError::BadRequest(format!(
+                    "{} must be a whole number from {} to {}, got {value:?}",
+                    self.name,
+                    self.range.start(),
+                    self.range.end()
+                ))
+            })
+    }
+}
+
+/// A validated CPU profile request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct CpuProfileRequest {
+    duration: Duration,
+    frequency: i32,
+    format: ProfileFormat,
+}
+
+impl CpuProfileRequest {
+    fn parse(query: &ProfileQuery) -> Result<Self, PprofError> {
+        let seconds = SECONDS.parse(query.seconds.as_deref())?;
+        let frequency = FREQUENCY.parse(query.frequency.as_deref())?;
+        Ok(Self {
+            duration: Duration::from_secs(seconds.into()),
+            frequency: i32::try_from(frequency).expect("bounded by FREQUENCY"),
+            format: ProfileFormat::parse(query.format.as_deref())?,
+        })
+    }
+}
+
+async fn cpu_profile(Query(query): Query<ProfileQuery>) -> Result<Response, PprofError> {
+    let request = CpuProfileRequest::parse(&query)?;
+    let permit = CPU_PROFILER.try_acquire().map_err(|_| PprofError::Busy)?;
+    let profiler = pprof::ProfilerGuardBuilder::default()
+        .frequency(request.frequency)
+        .blocklist(&CPU_BLOCKLIST)
+        .build()?;
+    // SIGPROF samples whichever thread is on the CPU; this task only waits.
+    // If the client goes away the future is dropped and sampling stops.
+    tokio::time::sleep(request.duration).await;
+    let body = symbolise(move || {
+        // Both live until the report is built: no second sampler meanwhile.
+        let _permit = permit;
+        let report = profiler.report().build()?;
+        match request.format {
+            ProfileFormat::Pprof => {
+                let profile = report
+                    .pprof()?
+                    .write_to_bytes()
+                    .map_err(|error| PprofError::Encode(error.to_string()))?;
+                gzip(&profile)
+            }
+            ProfileFormat::Flamegraph if report.data.is_empty() => Ok(nothing_sampled(
+                "no CPU samples: the process was idle for the whole profile",
+            )),
+            ProfileFormat::Flamegraph => {
+                let mut svg = Vec::new();
+                report.flamegraph(&mut svg)?;
+                Ok(svg)
+            }
+        }
+    })
+    .await??;
+    Ok(request.format.respond("profile", body))
+}
+
+/// Runs `work`, which resolves symbols, on the blocking pool: parsing debug
+/// info is CPU-heavy and must not hold up a runtime worker. Then drops the
+/// parsed debug info the `backtrace` crate caches process-wide: about a
+/// hundred MB for the release binary, not worth holding between profiles
+/// taken minutes apart.
+async fn symbolise<T, W>(work: W) -> Result<T, JoinError>
+where
+    W: FnOnce() -> T + Send + 'static,
+    T: Send + 'static,
+{
+    tokio::task::spawn_blocking(move || {
+        let result = work();
+        backtrace::clear_symbol_cache();
+        result
+    })
+    .await
+}
+
+/// An SVG that says why there is no flame graph: inferno refuses to draw an
+/// empty profile, and an idle process is no server error.
+fn nothing_sampled(reason: &str) -> Vec<u8> {
+    format!(
+        "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"800\" height=\"60\">\
+         <text x=\"10\" y=\"35\" font-family=\"Verdana\" font-size=\"14\">{reason}</text></svg>\n"
+    )
+    .into_bytes()
+}
+
+fn gzip(bytes: &[u8]) -> Result<Vec<u8>, PprofError> {
+    let mut encoder = GzEncoder::new(Vec::new(), Compression::default());
+    encoder
+        .write_all(bytes)
+        .and_then(|()| encoder.finish())
+        .map_err(|error| PprofError::Encode(error.to_string()))
+}
+
+const HEAP_PROFILING_OFF: &str = "heap profiling is off: jemalloc must be the global allocator with \
+     prof:true,prof_active:true (the catalogue binary's default; check MALLOC_CONF)";
+
+async fn heap_profile(Query(query): Query<ProfileQuery>) -> Result<Response, PprofError> {
+    let format = ProfileFormat::parse(query.format.as_deref())?;
+    let control = jemalloc_pprof::PROF_CTL
+        .as_ref()
+        .ok_or(PprofError::Unsupported(HEAP_PROFILING_OFF))?;
+    let mut control = Arc::clone(control).lock_owned().await;
+    // Dumping while inactive "succeeds" with an empty profile: refuse instead.
+    if !control.activated() {
+        return Err(PprofError::Unsupported(HEAP_PROFILING_OFF));
+    }
+    let body = symbolise(move || match format {
+        ProfileFormat::Pprof => control.dump_pprof(),
+        ProfileFormat::Flamegraph => {
+            let profile = control.dump_profile()?;
+            if profile.stacks.is_empty() {
+                return Ok(nothing_sampled(
+                    "no live allocation sampled (jemalloc samples one per 512 KiB allocated, on average)",
+                ));
+            }
+            let mut options = jemalloc_pprof::FlamegraphOptions::default();
+            options.title = "inuse_space".into();
+            options.count_name = "bytes".into();
+            profile.to_flamegraph(&mut options)
+        }
+    })
+    .await?
+    .map_err(PprofError::Heap)?;
+    Ok(format.respond("heap", body))
+}
+
+/// Names of tasks spawned through [`TaskNames::spawn`], by task id: a task
+/// dump knows only ids, so this is how it can say which task is which. For a
+/// few long-lived tasks: names are never forgotten.
+#[derive(Debug, Clone, Default)]
+pub struct TaskNames(Arc<Mutex<HashMap<tokio::task::Id, &'static str>>>);
+
+impl TaskNames {
+    /// Spawns `future` as a task called `name` (shown by tokio-console and
+    /// the tracing spans too) and remembers the name for task dumps.
+    pub fn spawn<F>(&self, name: &'static str, future: F) -> std::io::Result<JoinHandle<F::Output>>
+    where
+        F: Future + Send + 'static,
+        F::Output: Send + 'static,
+    {
+        #[cfg(tokio_unstable)]
+        let handle = tokio::task::Builder::new().name(name).spawn(future)?;
+        #[cfg(not(tokio_unstable))]
+        let handle = tokio::spawn(future);
+        self.0
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(handle.id(), name);
+        Ok(handle)
+    }
+
+    #[cfg(task_dumps)]
+    fn get(&self, id: tokio::task::Id) -> Option<&'static str> {
+        self.0
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(&id)
+            .copied()
+    }
+}
+
+#[cfg(task_dumps)]
+async fn task_dump(State(state): State<AdminState>) -> Result<String, PprofError> {
+    let names = state.task_names;
+    let handle = tokio::runtime::Handle::current();
+    let dump = tokio::time::timeout(TASK_DUMP_TIMEOUT, handle.dump())
+        .await
+        .map_err(|_| PprofError::TaskDumpTimedOut(TASK_DUMP_TIMEOUT))?;
+    // Formatting the traces resolves every frame's symbol.
+    let text = symbolise(move || {
+        use std::fmt::Write as _;
+        let tasks: Vec<_> = dump.tasks().iter().collect();
+        let mut text = format!("{} tasks\n", tasks.len());
+        for task in tasks {
+            let id = task.id();
+            let name = names
+                .get(id)
+                .map(|name| format!(" {name:?}"))
+                .unwrap_or_default();
+            let _ = write!(text, "\ntask {id}{name}:\n{}\n", task.trace());
+        }
+        text
+    })
+    .await?;
+    Ok(text)
+}
+
+#[cfg(not(task_dumps))]
+async fn task_dump() -> Result<String, PprofError> {
+    Err(PprofError::Unsupported(
+        "task dumps need tokio built with --cfg tokio_unstable and the taskdump feature, on Linux x86, x86_64, aarch64 or s390x",
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn query(seconds: Option<&str>, frequency: Option<&str>, format: Option<&str>) -> ProfileQuery {
+        ProfileQuery {
+            seconds: seconds.map(Into::into),
+            frequency: frequency.map(Into::into),
+            format: format.map(Into::into),
+        }
+    }
+
+    #[test]
+    fn cpu_profile_defaults_to_30_seconds_at_99_hz_in_pprof() {
+        let request = CpuProfileRequest::parse(&ProfileQuery::default()).unwrap();
+        assert_eq!(
+            request,
+            CpuProfileRequest {
+                duration: Duration::from_secs(30),
+                frequency: 99,
+                format: ProfileFormat::Pprof,
+            }
+        );
+    }
+
+    #[test]
+    fn cpu_profile_parameters_are_bounded() {
+        for (seconds, frequency) in [
+            (Some("0"), None),
+            (Some("301"), None),
+            (Some("abc"), None),
+            (Some("-1"), None),
+            (None, Some("0")),
+            (None, Some("1001")),
+        ] {
+            let error = CpuProfileRequest::parse(&query(seconds, frequency, None)).unwrap_err();
+            assert!(matches!(error, PprofError::BadRequest(_)), "{error}");
+        }
+        let request =
+            CpuProfileRequest::parse(&query(Some("300"), Some("1000"), Some("flamegraph")))
+                .unwrap();
+        assert_eq!(request.duration, Duration::from_secs(300));
+        assert_eq!(request.frequency, 1000);
+        assert_eq!(request.format, ProfileFormat::Flamegraph);
+    }
+
+    #[test]
+    fn unknown_format_is_refused_by_name() {
+        let error = ProfileFormat::parse(Some("pdf")).unwrap_err();
+        assert_eq!(
+            error.to_string(),
+            "format must be pprof or flamegraph, got \"pdf\""
+        );
+    }
+}

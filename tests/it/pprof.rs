@@ -1,0 +1,246 @@
+//! `/debug/pprof/*`: profiles decode as pprof and name this crate's code;
+//! bad requests, concurrent CPU profiles and missing tokens are refused.
+
+use std::io::Read;
+
+use catalogue::api::proto::{GetProductRequest, SearchRequest};
+use flate2::read::GzDecoder;
+use pprof::protos::{Message, Profile};
+
+use crate::helpers::{Backend, TestApp, seed_products, spawn_app, spawn_app_with};
+
+async fn memory_app() -> TestApp {
+    spawn_app(Backend::Memory).await.expect("memory app")
+}
+
+/// Calls GetProduct and SearchProducts in a loop until aborted.
+fn drive_traffic(app: &TestApp) -> tokio::task::JoinHandle<()> {
+    let mut client = app.client.clone();
+    let ids: Vec<String> = seed_products()
+        .into_iter()
+        .map(|product| product.id)
+        .collect();
+    tokio::spawn(async move {
+        for id in ids.iter().cycle() {
+            client
+                .get_product(GetProductRequest {
+                    product_id: id.clone(),
+                })
+                .await
+                .expect("GetProduct answers");
+            client
+                .search_products(SearchRequest {
+                    query: "oak".into(),
+                    page_size: 20,
+                    ..Default::default()
+                })
+                .await
+                .expect("SearchProducts answers");
+        }
+    })
+}
+
+async fn get(url: String) -> reqwest::Response {
+    reqwest::get(url).await.expect("admin answers")
+}
+
+/// Fetches `path` while the app serves GetProduct and SearchProducts, and
+/// checks the answer is a 200 of `content_type`.
+async fn get_under_traffic(app: &TestApp, path: &str, content_type: &str) -> reqwest::Response {
+    let traffic = drive_traffic(app);
+    let response = get(app.admin_url(path)).await;
+    traffic.abort();
+    assert_eq!(response.status(), 200, "{path}");
+    assert_eq!(response.headers()["content-type"], content_type, "{path}");
+    response
+}
+
+/// 32 MiB kept live while a heap profile is taken: jemalloc samples one
+/// allocation per 512 KiB on average, so this one is all but certain to be
+/// in the profile, under this function's name.
+#[inline(never)]
+fn heap_ballast() -> Vec<u8> {
+    std::hint::black_box(vec![1_u8; 32 << 20])
+}
+
+/// Checks `response` is the attachment `{name}.pb.gz`, then gunzips and
+/// decodes it as pprof protobuf.
+async fn pprof_attachment(response: reqwest::Response, name: &str) -> Profile {
+    assert_eq!(
+        response.headers()["content-disposition"],
+        format!("attachment; filename=\"{name}.pb.gz\"")
+    );
+    let gzipped = response.bytes().await.expect("profile body");
+    let mut bytes = Vec::new();
+    GzDecoder::new(&gzipped[..])
+        .read_to_end(&mut bytes)
+        .expect("the profile is gzipped");
+    Profile::parse_from_bytes(&bytes).expect("the profile is pprof protobuf")
+}
+
+fn function_names(profile: &Profile) -> Vec<&str> {
+    profile
+        .function
+        .iter()
+        .map(|function| profile.string_table[function.name as usize].as_str())
+        .collect()
+}
+
+#[tokio::test]
+async fn cpu_profile_of_a_busy_service_names_this_crates_functions() {
+    let app = memory_app().await;
+
+    let response = get_under_traffic(
+        &app,
+        "/debug/pprof/profile?seconds=2&frequency=500",
+        "application/octet-stream",
+    )
+    .await;
+
+    let profile = pprof_attachment(response, "profile").await;
+    assert!(!profile.sample.is_empty(), "no samples");
+    let names = function_names(&profile);
+    assert!(
+        names.iter().any(|name| name.contains("catalogue")),
+        "no catalogue function in {names:?}"
+    );
+}
+
+#[tokio::test]
+async fn cpu_profile_as_flamegraph_is_svg() {
+    let app = memory_app().await;
+
+    let response = get_under_traffic(
+        &app,
+        "/debug/pprof/profile?seconds=1&format=flamegraph",
+        "image/svg+xml",
+    )
+    .await;
+
+    let svg = response.text().await.unwrap();
+    assert!(svg.contains("<svg"), "{svg}");
+}
+
+#[tokio::test]
+async fn a_second_concurrent_cpu_profile_is_refused_with_409() {
+    let app = memory_app().await;
+    let url = app.admin_url("/debug/pprof/profile?seconds=60");
+
+    // Whichever request gets the profiler runs for a minute; the other must
+    // be refused at once, so it is the first to finish.
+    let refused = tokio::select! {
+        response = get(url.clone()) => response,
+        response = get(url) => response,
+    };
+
+    assert_eq!(refused.status(), 409);
+    let message = refused.text().await.unwrap();
+    assert!(message.contains("already"), "{message}");
+}
+
+#[tokio::test]
+async fn out_of_range_or_malformed_parameters_are_400_with_a_message() {
+    let app = memory_app().await;
+
+    for (query, parameter) in [
+        ("seconds=0", "seconds"),
+        ("seconds=abc", "seconds"),
+        ("seconds=301", "seconds"),
+        ("seconds=1&frequency=0", "frequency"),
+        ("seconds=1&format=pdf", "format"),
+    ] {
+        let response = get(app.admin_url(&format!("/debug/pprof/profile?{query}"))).await;
+        assert_eq!(response.status(), 400, "{query}");
+        let message = response.text().await.unwrap();
+        assert!(message.starts_with(parameter), "{query}: {message}");
+    }
+}
+
+#[tokio::test]
+async fn heap_profile_decodes_and_holds_allocation_samples() {
+    let app = memory_app().await;
+    let ballast = heap_ballast();
+
+    let response = get_under_traffic(&app, "/debug/pprof/heap", "application/octet-stream").await;
+
+    let profile = pprof_attachment(response, "heap").await;
+    assert!(!profile.sample.is_empty(), "no allocation samples");
+    let names = function_names(&profile);
+    assert!(
+        names.iter().any(|name| name.contains("heap_ballast")),
+        "the ballast's allocation site is missing from {names:?}"
+    );
+    drop(ballast);
+}
+
+#[tokio::test]
+async fn heap_profile_as_flamegraph_is_svg() {
+    let app = memory_app().await;
+    let ballast = heap_ballast();
+
+    let response =
+        get_under_traffic(&app, "/debug/pprof/heap?format=flamegraph", "image/svg+xml").await;
+
+    let svg = response.text().await.unwrap();
+    assert!(svg.contains("inuse_space"), "{svg}");
+    assert!(svg.contains("heap_ballast"), "{svg}");
+    drop(ballast);
+}
+
+#[tokio::test]
+async fn cpu_flamegraph_of_an_idle_service_is_still_svg() {
+    let app = memory_app().await;
+
+    let response = get(app.admin_url("/debug/pprof/profile?seconds=1&format=flamegraph")).await;
+
+    assert_eq!(response.status(), 200);
+    assert!(response.text().await.unwrap().contains("<svg"));
+}
+
+#[tokio::test]
+async fn task_dump_lists_the_named_server_tasks() {
+    let app = memory_app().await;
+
+    let response = get(app.admin_url("/debug/pprof/tasks")).await;
+
+    assert_eq!(response.status(), 200);
+    let dump = response.text().await.unwrap();
+    assert!(dump.contains("\"grpc-server\""), "{dump}");
+    assert!(dump.contains("\"admin-server\""), "{dump}");
+}
+
+#[tokio::test]
+async fn index_links_every_profile() {
+    let app = memory_app().await;
+
+    let response = get(app.admin_url("/debug/pprof/")).await;
+
+    assert_eq!(response.status(), 200);
+    let index = response.text().await.unwrap();
+    for link in ["href=\"profile?", "href=\"heap\"", "href=\"tasks\""] {
+        assert!(index.contains(link), "{link} missing from {index}");
+    }
+}
+
+#[tokio::test]
+async fn admin_token_guards_debug_routes_but_not_health() {
+    let app = spawn_app_with(Backend::Memory, &["--admin-token", "secret"])
+        .await
+        .expect("memory app");
+    let client = reqwest::Client::new();
+    let heap = app.admin_url("/debug/pprof/heap");
+    let send = |request: reqwest::RequestBuilder| async move {
+        request.send().await.expect("admin answers").status()
+    };
+
+    assert_eq!(send(client.get(&heap)).await, 401);
+    assert_eq!(send(client.get(&heap).bearer_auth("wrong")).await, 401);
+    assert_eq!(send(client.get(&heap).bearer_auth("secret")).await, 200);
+    assert_eq!(
+        send(client.get(app.admin_url("/debug/pprof/tasks"))).await,
+        401
+    );
+    for path in ["/healthz", "/readyz"] {
+        assert_eq!(send(client.get(app.admin_url(path))).await, 200, "{path}");
+    }
+}
