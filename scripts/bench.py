@@ -144,7 +144,7 @@ def load(binary, server, *flags):
 
 
 def store_suite(binary, store, seconds, body_path):
-    flags = ["--database-url", store, "--no-console"]
+    flags = ["--database-url", store]
     if store.startswith("sqlite"):
         flags += ["--seed-products", "10000"]
     server = Server(binary, flags)
@@ -185,13 +185,13 @@ def observability_suite(binary, seconds, rounds, body_path, sink):
     ratio_10 = {"OTEL_TRACES_SAMPLER": "traceidratio", "OTEL_TRACES_SAMPLER_ARG": "0.1"}
     otlp = ["--otlp-endpoint", sink.endpoint]
     configurations = {
-        "all off": (["--no-console", "--no-runtime-metrics"], {}),
-        "metrics only (RED + runtime)": (["--no-console"], {}),
-        "traces 100% only": (["--no-console", "--no-runtime-metrics", *otlp], {}),
-        "default: metrics + traces 10%": (["--no-console", *otlp], ratio_10),
-        "metrics + traces 100%": (["--no-console", *otlp], {}),
-        "console only": (["--no-runtime-metrics"], {}),
-        "everything (+ console, 100%)": (otlp, {}),
+        "all off": (["--no-runtime-metrics"], {}),
+        "metrics only (RED + runtime)": ([], {}),
+        "traces 100% only": (["--no-runtime-metrics", *otlp], {}),
+        "default: metrics + traces 10%": (otlp, ratio_10),
+        "metrics + traces 100%": (otlp, {}),
+        "console only": (["--console", "--no-runtime-metrics"], {}),
+        "everything (+ console, 100%)": (["--console", *otlp], {}),
     }
     results = {name: [] for name in configurations}
     for _ in range(rounds):

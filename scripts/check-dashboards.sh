@@ -48,7 +48,7 @@ trap cleanup EXIT
 start_upstream "$work/upstream.log" --latency-ms 5 --error-rate 0.3
 pids+=("$upstream")
 start_catalogue "$work/catalogue.log" --database-url "sqlite://$work/catalogue.db" \
-  --seed-products 2000 --no-console --upstream-url "http://$upstream_addr" \
+  --seed-products 2000 --upstream-url "http://$upstream_addr" \
   --breaker-min-requests 5 --breaker-interval 2s --breaker-open-timeout 1s \
   --max-concurrent-calls "$MAX_CONCURRENT_CALLS"
 pids+=("$server")

@@ -127,7 +127,7 @@ def main():
 
         server_log = f"{logs}/server.log"
         command = [
-            args.binary, "serve", "--database-url", "memory", "--no-console", "--log-format", "json",
+            args.binary, "serve", "--database-url", "memory", "--log-format", "json",
             "--grpc-addr", "127.0.0.1:0", "--admin-addr", "127.0.0.1:0",
             "--upstream-url", f"http://{upstream_grpc}",
         ]

@@ -10,7 +10,7 @@ venv=target/python-client/venv
 
 cargo build --quiet --bin catalogue
 log=$(mktemp)
-start_catalogue "$log" --database-url memory --seed-products 100 --no-console
+start_catalogue "$log" --database-url memory --seed-products 100
 trap 'kill $server 2>/dev/null || true; rm -f "$log"' EXIT
 
 "$venv/bin/python" scripts/h2-abuse.py "$grpc_addr" "$server"

@@ -145,7 +145,7 @@ impl App {
         self.admin_addr
     }
 
-    /// Where tokio-console attaches; `None` with `--no-console`.
+    /// Where tokio-console attaches; `None` without `--console`.
     pub fn console_addr(&self) -> Option<SocketAddr> {
         self.console_addr
     }

@@ -320,9 +320,12 @@ pub struct TelemetryConfig {
     #[arg(long, env = "CATALOGUE_CONSOLE_ADDR", default_value = "127.0.0.1:6669")]
     pub console_addr: SocketAddr,
 
-    /// Do not serve tokio-console (its instrumentation has a cost under load).
-    #[arg(long, env = "CATALOGUE_NO_CONSOLE")]
-    pub no_console: bool,
+    /// Serve tokio-console. Off by default: its instrumentation halves
+    /// throughput under load, and with it on, tracing-subscriber can panic
+    /// creating a span whose parent one layer filtered out
+    /// (tokio-rs/tracing#3406).
+    #[arg(long, env = "CATALOGUE_CONSOLE")]
+    pub console: bool,
 
     /// Do not export Tokio runtime, task and process metrics (sampled on
     /// each scrape of /metrics).

@@ -87,7 +87,7 @@ impl Telemetry {
             .transpose()?;
 
         let mut layers: Vec<Box<dyn Layer<Registry> + Send + Sync>> = Vec::new();
-        let console = (!config.no_console).then(|| {
+        let console = config.console.then(|| {
             let (layer, server) = console_subscriber::ConsoleLayer::builder()
                 .retention(CONSOLE_RETENTION)
                 .event_buffer_capacity(CONSOLE_EVENT_BUFFER)

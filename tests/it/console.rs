@@ -5,12 +5,14 @@ use console_api::{
     instrument::{InstrumentRequest, instrument_client::InstrumentClient},
 };
 
-use crate::helpers::{Backend, spawn_app};
+use crate::helpers::{Backend, spawn_app_with};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_console_reports_the_servers_named_tasks() {
-    let app = spawn_app(Backend::Memory).await.expect("memory app");
-    let console_addr = app.console_addr.expect("console is on by default");
+    let app = spawn_app_with(Backend::Memory, &["--console"])
+        .await
+        .expect("memory app");
+    let console_addr = app.console_addr.expect("--console serves the console");
     let mut console = InstrumentClient::connect(format!("http://{console_addr}"))
         .await
         .expect("console attaches");

@@ -127,7 +127,7 @@ fn the_catalogue_ports_agree_everywhere() {
     let command = strings(&catalogue["command"]);
     let grpc = port(flag(&command, "--grpc-addr").expect("--grpc-addr"));
     let admin = port(flag(&command, "--admin-addr").expect("--admin-addr"));
-    assert!(command.contains(&"--no-console"), "console is opt-in");
+    assert!(!command.contains(&"--console"), "console is opt-in");
 
     let published = container_ports(catalogue);
     assert!(published.contains(&grpc), "{published:?} lacks {grpc}");
@@ -160,7 +160,7 @@ fn the_catalogue_ports_agree_everywhere() {
     let console = read_yaml(&repo_path("docker-compose.console.yml"));
     let console = &console["services"]["catalogue"];
     let command = strings(&console["command"]);
-    assert!(!command.contains(&"--no-console"));
+    assert!(command.contains(&"--console"));
     let console_port = port(flag(&command, "--console-addr").expect("--console-addr"));
     assert!(container_ports(console).contains(&console_port));
     assert_eq!(port(flag(&command, "--admin-addr").unwrap()), admin);

@@ -95,13 +95,7 @@ async fn traced_app(logs: &Logs) -> (TestApp, Receiver) {
     let logs = logs.clone();
     let app = spawn_app_logging_to(
         Backend::Sqlite,
-        &[
-            "--otlp-endpoint",
-            &endpoint,
-            "--log-format",
-            "json",
-            "--no-console",
-        ],
+        &["--otlp-endpoint", &endpoint, "--log-format", "json"],
         BoxMakeWriter::new(move || logs.clone()),
     )
     .await
