@@ -23,7 +23,7 @@ if ! command -v promtool >/dev/null || ! command -v prometheus >/dev/null; then
   if [ ! -e "$policy" ]; then
     printf '#!/bin/sh\nexit 101\n' >"$policy" && chmod +x "$policy" && added_policy=1
   fi
-  if ! apt-cache show prometheus >/dev/null 2>&1; then apt-get update -qq; fi
+  apt-get update -qq
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null
   if [ -n "$added_policy" ]; then rm -f "$policy"; fi
 fi
