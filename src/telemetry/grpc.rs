@@ -631,10 +631,8 @@ where
     ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
         let this = self.project();
         let frame = ready!(this.inner.poll_frame(cx));
-        if let Some(Ok(data)) = frame
-            .as_ref()
-            .map(|frame| frame.as_ref().map(Frame::data_ref))
-            && let Some(data) = data
+        if let Some(Ok(frame)) = &frame
+            && let Some(data) = frame.data_ref()
         {
             let messages = this.frames.count(data);
             this.received.increment(messages);
