@@ -254,9 +254,11 @@ def check_references(resources: list[dict], examples: list[dict], config_rs: str
     # SIGKILL must not cut the drain short.
     grace = pod["spec"].get("terminationGracePeriodSeconds", 30)
     pre_stop = ((container.get("lifecycle") or {}).get("preStop") or {}).get("sleep", {}).get("seconds", 0)
-    drain = seconds(environment.get("CATALOGUE_SHUTDOWN_GRACE") or "10s")
+    drain = seconds(environment.get("CATALOGUE_DRAIN_DELAY") or "1s") + seconds(
+        environment.get("CATALOGUE_SHUTDOWN_GRACE") or "10s"
+    )
     if grace <= pre_stop + drain:
-        errors.append(f"Deployment/catalogue: terminationGracePeriodSeconds {grace} <= preStop {pre_stop} s + drain {drain} s")
+        errors.append(f"Deployment/catalogue: terminationGracePeriodSeconds {grace} <= preStop {pre_stop} s + drain delay and grace {drain} s")
 
 
 if __name__ == "__main__":

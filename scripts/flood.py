@@ -143,7 +143,7 @@ def main():
         admin = addresses["admin"]
         idle = process_sample(server.pid)
         flood = subprocess.Popen(
-            [args.binary, "load", "--target", target, "--mix", "get=1", "--concurrency", str(args.concurrency),
+            [args.binary, "load", "--target", target, "--retries", "0", "--mix", "get=1", "--concurrency", str(args.concurrency),
              "--connections", str(args.connections), "--duration", f"{args.duration}s", "--deadline", "2s", "--json"],
             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
         )

@@ -19,7 +19,10 @@ use tower_http::catch_panic::CatchPanicLayer;
 
 use crate::{
     admin::{self, AdminState, TaskNames},
-    api::{CatalogueApi, proto, proto::catalogue_service_server::CatalogueServiceServer},
+    api::{
+        CatalogueApi, proto,
+        proto::catalogue_service_server::{CatalogueServiceServer, SERVICE_NAME},
+    },
     config::ServeConfig,
     faults::{FaultError, FaultInjector},
     protection::{ShedLayer, limit_connections},
@@ -168,10 +171,13 @@ impl App {
             console,
             ..
         } = self;
-        let (health, health_service) = tonic_health::server::health_reporter();
+        let (mut health, health_service) = tonic_health::server::health_reporter();
         health
             .set_serving::<CatalogueServiceServer<CatalogueApi>>()
             .await;
+        // `stopping`: health and readiness fail; `draining`, `drain_delay`
+        // later: the listeners close and in-flight calls finish.
+        let (stop, stopping) = watch::channel(false);
         let (drain, draining) = watch::channel(false);
 
         if let Some((server, listener)) = console {
@@ -204,7 +210,7 @@ impl App {
             store,
             metrics: Arc::new(sampler),
             faults,
-            draining: draining.clone(),
+            stopping,
             admin_token: config.admin_token.clone(),
             task_names: task_names.clone(),
         });
@@ -227,6 +233,13 @@ impl App {
         health
             .set_service_status("", ServingStatus::NotServing)
             .await;
+        stop.send_replace(true);
+        tokio::time::sleep(config.drain_delay).await;
+        // Health Watch streams never end by themselves, and the drain would
+        // wait for them: clearing the statuses ends them (later checks get
+        // NOT_FOUND), so watchers' connections go.
+        health.clear_service_status(SERVICE_NAME).await;
+        health.clear_service_status("").await;
         drain.send_replace(true);
 
         let both = async {
@@ -299,6 +312,7 @@ fn grpc_server<H: Health>(
             protection.max_concurrent_calls
         },
         protection.retry_pushback,
+        (!unlimited).then_some(protection.stream_idle_timeout),
     );
     Ok(server
         // Outermost first: telemetry sees the INTERNAL a caught panic becomes

@@ -73,6 +73,13 @@ pub struct ServeConfig {
           value_parser = clap::value_parser!(u32).range(1..=1000))]
     pub db_pool_size: u32,
 
+    /// How long the server keeps serving after SIGTERM/Ctrl-C with health
+    /// NOT_SERVING and /readyz failing, before it stops accepting calls:
+    /// time for balancers watching its health to stop sending new ones.
+    #[arg(long, env = "CATALOGUE_DRAIN_DELAY", default_value = "1s",
+          value_parser = humantime::parse_duration)]
+    pub drain_delay: Duration,
+
     /// How long in-flight calls and streams may drain after SIGTERM/Ctrl-C.
     #[arg(long, env = "CATALOGUE_SHUTDOWN_GRACE", default_value = "10s",
           value_parser = humantime::parse_duration)]
@@ -174,12 +181,19 @@ pub struct ProtectionConfig {
           value_parser = humantime::parse_duration)]
     pub request_timeout: Duration,
 
+    /// A call whose client reads nothing for this long (its flow-control
+    /// window stays shut) gives back its slot and ends with
+    /// DEADLINE_EXCEEDED. Time the server spends producing does not count.
+    #[arg(long, env = "CATALOGUE_STREAM_IDLE_TIMEOUT", default_value = "30s",
+          value_parser = humantime::parse_duration)]
+    pub stream_idle_timeout: Duration,
+
     /// Open client connections; connections beyond it are closed at once.
     #[arg(long, env = "CATALOGUE_MAX_CONNECTIONS", default_value_t = 4096)]
     pub max_connections: usize,
 
-    /// Turn every protection off (concurrency limit, request timeout,
-    /// connection limit, bulkhead, breaker): the Go-style failure mode, for
+    /// Turn every protection off (concurrency limit, request timeout, idle
+    /// timeout, connection limit, bulkhead, breaker): the Go-style failure mode, for
     /// the overload experiment only.
     #[arg(long, env = "CATALOGUE_NO_PROTECTION")]
     pub no_protection: bool,
@@ -242,7 +256,9 @@ pub struct FaultsConfig {
 /// `catalogue load`: open loop with --rps, closed loop with --concurrency.
 #[derive(Debug, Clone, Args)]
 pub struct LoadConfig {
-    /// The catalogue to drive.
+    /// The catalogue to drive: a URL, several (comma separated), or
+    /// dns:///HOST:PORT for every address a name resolves to. Calls are
+    /// balanced over the replicas whose health check says SERVING.
     #[arg(
         long,
         env = "CATALOGUE_LOAD_TARGET",
@@ -250,7 +266,13 @@ pub struct LoadConfig {
     )]
     pub target: String,
 
-    /// HTTP/2 connections to spread calls over.
+    /// Attempts after the first for a call refused with UNAVAILABLE or cut
+    /// off by a broken connection (every
+    /// call is a read, safe to repeat); 0 turns retries off.
+    #[arg(long, default_value_t = 2)]
+    pub retries: u32,
+
+    /// HTTP/2 connections to each replica.
     #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..=1024))]
     pub connections: u32,
 
@@ -307,6 +329,12 @@ pub struct TelemetryConfig {
     #[arg(long, env = "OTEL_EXPORTER_OTLP_ENDPOINT")]
     pub otlp_endpoint: Option<String>,
 
+    /// This replica's name: the `instance_id` label of
+    /// `catalogue_build_info` and the traces' `service.instance.id`.
+    /// Default: HOSTNAME/PID.
+    #[arg(long, env = "CATALOGUE_INSTANCE_ID")]
+    pub instance_id: Option<String>,
+
     /// `service.name` of exported traces.
     #[arg(long, env = "OTEL_SERVICE_NAME", default_value = "catalogue")]
     pub service_name: String,
@@ -331,6 +359,20 @@ pub struct TelemetryConfig {
     /// each scrape of /metrics).
     #[arg(long, env = "CATALOGUE_NO_RUNTIME_METRICS")]
     pub no_runtime_metrics: bool,
+}
+
+impl TelemetryConfig {
+    /// `--instance-id`, or HOSTNAME/PID: unique among the replicas on one
+    /// host, and among pods (whose host name is the pod's name).
+    pub fn instance_id(&self) -> String {
+        self.instance_id.clone().unwrap_or_else(|| {
+            let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+                .map(|name| name.trim().to_owned())
+                .or_else(|_| std::env::var("HOSTNAME"))
+                .unwrap_or_else(|_| "localhost".to_owned());
+            format!("{host}/{}", std::process::id())
+        })
+    }
 }
 
 impl ServeConfig {

@@ -11,6 +11,8 @@
 //!   task dumps);
 //! - `faults`: runtime fault injection;
 //! - `load`: the load generator (`catalogue load`);
+//! - `discovery`: where a service's replicas are, and a client balanced over
+//!   the healthy ones;
 //! - `upstream`: the inventory client (deadline, bulkhead, circuit breaker)
 //!   and its simulator (`catalogue upstream`);
 //! - `protection`: server-side load shedding and connection limits;
@@ -21,6 +23,7 @@ pub mod admin;
 pub mod api;
 pub mod app;
 pub mod config;
+pub mod discovery;
 pub mod domain;
 pub mod error;
 pub mod faults;

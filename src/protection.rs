@@ -6,14 +6,22 @@
 //!   `grpc-retry-pushback-ms` hint, and counted; it never waits in a queue.
 //!   Health checks are never refused: an overloaded server must still tell
 //!   its load balancer how it is.
+//! - Idle calls: an admitted call whose client has read nothing for
+//!   `--stream-idle-timeout` gives its slot back and ends with
+//!   DEADLINE_EXCEEDED. hyper stops polling a response body while the
+//!   client's flow-control window is shut, so no code in the body runs then;
+//!   the timer's own waker (`Lease`) returns the slot instead.
 //! - `limit_connections`: a bound on open client connections; one over the
 //!   bound is closed as soon as it is accepted.
 
 use std::{
     io,
     pin::Pin,
-    sync::Arc,
-    task::{Context, Poll},
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicBool, Ordering},
+    },
+    task::{Context, Poll, Wake, Waker, ready},
     time::Duration,
 };
 
@@ -27,6 +35,7 @@ use tokio::{
     io::{AsyncRead, AsyncWrite, ReadBuf},
     net::TcpStream,
     sync::{OwnedSemaphorePermit, Semaphore},
+    time::{Instant, Sleep},
 };
 use tonic::{
     Status,
@@ -46,16 +55,25 @@ pub struct ShedLayer {
     permits: Arc<Semaphore>,
     pushback_ms: String,
     shed: Counter,
+    /// `None`: a call keeps its slot however long its client stalls.
+    idle_timeout: Option<Duration>,
+    idle_expired: Counter,
 }
 
 impl ShedLayer {
-    pub fn new(max_concurrent_calls: usize, pushback: Duration) -> Self {
+    pub fn new(
+        max_concurrent_calls: usize,
+        pushback: Duration,
+        idle_timeout: Option<Duration>,
+    ) -> Self {
         Self {
             permits: Arc::new(Semaphore::new(
                 max_concurrent_calls.min(Semaphore::MAX_PERMITS),
             )),
             pushback_ms: pushback.as_millis().to_string(),
             shed: counter!(names::SHED, "reason" => "concurrency_limit"),
+            idle_timeout,
+            idle_expired: counter!(names::IDLE_CALLS_EXPIRED),
         }
     }
 
@@ -117,6 +135,7 @@ where
         ShedFuture::Admitted {
             inner: self.inner.call(request),
             permit,
+            layer: self.layer.clone(),
         }
     }
 }
@@ -124,7 +143,11 @@ where
 pin_project! {
     #[project = ShedFutureProjection]
     pub enum ShedFuture<F> {
-        Admitted { #[pin] inner: F, permit: Option<OwnedSemaphorePermit> },
+        Admitted {
+            #[pin] inner: F,
+            permit: Option<OwnedSemaphorePermit>,
+            layer: ShedLayer,
+        },
         Refused { response: Option<Response<tonic::body::Body>> },
     }
 }
@@ -137,14 +160,25 @@ where
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         match self.project() {
-            ShedFutureProjection::Admitted { inner, permit } => inner.poll(cx).map(|result| {
+            ShedFutureProjection::Admitted {
+                inner,
+                permit,
+                layer,
+            } => inner.poll(cx).map(|result| {
                 result.map(|response| {
-                    // The permit is held until the response's last byte: a
-                    // stream counts against the limit for its whole life.
-                    let permit = permit.take();
+                    // The permit is held until the response's last byte (a
+                    // stream counts against the limit for its whole life), or
+                    // until the client stalls for the idle timeout.
+                    let idle = match (permit.take(), layer.idle_timeout) {
+                        (Some(permit), Some(timeout)) => {
+                            Some(IdleWatch::new(permit, timeout, layer.idle_expired.clone()))
+                        }
+                        (permit, _) => permit.map(IdleWatch::unwatched),
+                    };
                     response.map(|inner| ShedBody::Admitted {
                         inner,
-                        _permit: permit,
+                        idle,
+                        ended: false,
                     })
                 })
             }),
@@ -159,9 +193,128 @@ where
 pin_project! {
     #[project = ShedBodyProjection]
     pub enum ShedBody<B> {
-        Admitted { #[pin] inner: B, _permit: Option<OwnedSemaphorePermit> },
+        Admitted {
+            #[pin] inner: B,
+            // `None` for calls that are never shed.
+            idle: Option<IdleWatch>,
+            // Set once the idle call's DEADLINE_EXCEEDED trailers went out.
+            ended: bool,
+        },
         Refused { #[pin] inner: tonic::body::Body },
     }
+}
+
+/// A call's concurrency slot and the timer that takes it back from a client
+/// that stopped reading.
+///
+/// The timer counts only while hyper holds a frame the body gave it and has
+/// not asked for the next: that is, while the client's flow-control window
+/// is shut. Time the body itself spends waiting (on the store, on a fault's
+/// delay) never counts.
+pub struct IdleWatch {
+    lease: Arc<Lease>,
+    /// `None` when the call has no idle timeout.
+    timer: Option<(Pin<Box<Sleep>>, Duration)>,
+}
+
+/// What the timer's waker reaches: it runs on the timer driver, not on the
+/// call's task, which is not being polled.
+struct Lease {
+    permit: Mutex<Option<OwnedSemaphorePermit>>,
+    /// True between handing hyper a frame and hyper asking for the next.
+    waiting_on_client: AtomicBool,
+    expired: AtomicBool,
+    expired_total: Counter,
+}
+
+impl Wake for Lease {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        if self.waiting_on_client.load(Ordering::Acquire)
+            && !self.expired.swap(true, Ordering::AcqRel)
+        {
+            let permit = self
+                .permit
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .take();
+            drop(permit);
+            self.expired_total.increment(1);
+        }
+    }
+}
+
+impl IdleWatch {
+    fn new(permit: OwnedSemaphorePermit, timeout: Duration, expired_total: Counter) -> Self {
+        let mut watch = Self {
+            lease: Arc::new(Lease {
+                permit: Mutex::new(Some(permit)),
+                waiting_on_client: AtomicBool::new(false),
+                expired: AtomicBool::new(false),
+                expired_total,
+            }),
+            timer: Some((Box::pin(tokio::time::sleep(timeout)), timeout)),
+        };
+        // Armed from the start: a client that opens with a zero window is
+        // never polled for a first frame.
+        watch.wait_on_client();
+        watch
+    }
+
+    fn unwatched(permit: OwnedSemaphorePermit) -> Self {
+        Self {
+            lease: Arc::new(Lease {
+                permit: Mutex::new(Some(permit)),
+                waiting_on_client: AtomicBool::new(false),
+                expired: AtomicBool::new(false),
+                expired_total: Counter::noop(),
+            }),
+            timer: None,
+        }
+    }
+
+    /// hyper asked for a frame: the client is reading.
+    fn client_read(&self) {
+        self.lease.waiting_on_client.store(false, Ordering::Release);
+    }
+
+    /// A frame went to hyper: from now on only the client can move the call.
+    fn wait_on_client(&mut self) {
+        let Some((sleep, timeout)) = &mut self.timer else {
+            return;
+        };
+        sleep.as_mut().reset(Instant::now() + *timeout);
+        self.lease.waiting_on_client.store(true, Ordering::Release);
+        // Registers the lease as the timer's waker. Unconstrained: a call out
+        // of its cooperative budget would otherwise be woken at once, through
+        // the lease, and expire.
+        let waker = Waker::from(self.lease.clone());
+        let mut timer = tokio::task::unconstrained(sleep.as_mut());
+        if Pin::new(&mut timer)
+            .poll(&mut Context::from_waker(&waker))
+            .is_ready()
+        {
+            waker.wake();
+        }
+    }
+
+    fn expired(&self) -> bool {
+        self.lease.expired.load(Ordering::Acquire)
+    }
+}
+
+/// The trailers an idle call ends with.
+fn idle_trailers(timeout: Duration) -> Frame<Bytes> {
+    let status = Status::deadline_exceeded(format!(
+        "call idle for {timeout:?}: the client read nothing"
+    ));
+    let mut trailers = http::HeaderMap::new();
+    // A status made from a plain message always encodes.
+    let _ = status.add_header(&mut trailers);
+    Frame::trailers(trailers)
 }
 
 impl<B> Body for ShedBody<B>
@@ -177,13 +330,32 @@ where
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
         match self.project() {
-            ShedBodyProjection::Admitted { inner, .. } => inner.poll_frame(cx).map_err(Into::into),
+            ShedBodyProjection::Admitted { inner, idle, ended } => {
+                let Some(idle) = idle else {
+                    return inner.poll_frame(cx).map_err(Into::into);
+                };
+                if *ended {
+                    return Poll::Ready(None);
+                }
+                idle.client_read();
+                if idle.expired() {
+                    *ended = true;
+                    let timeout = idle.timer.as_ref().map_or(Duration::ZERO, |(_, t)| *t);
+                    return Poll::Ready(Some(Ok(idle_trailers(timeout))));
+                }
+                let frame = ready!(inner.poll_frame(cx));
+                if matches!(&frame, Some(Ok(frame)) if frame.is_data()) {
+                    idle.wait_on_client();
+                }
+                Poll::Ready(frame.map(|frame| frame.map_err(Into::into)))
+            }
             ShedBodyProjection::Refused { inner } => inner.poll_frame(cx).map_err(Into::into),
         }
     }
 
     fn is_end_stream(&self) -> bool {
         match self {
+            Self::Admitted { ended: true, .. } => true,
             Self::Admitted { inner, .. } => inner.is_end_stream(),
             Self::Refused { inner } => inner.is_end_stream(),
         }

@@ -42,7 +42,7 @@ pub struct AdminState {
     pub faults: Arc<FaultInjector>,
     /// Turns true when shutdown begins: from then on the instance is not
     /// ready, so load balancers stop sending it new calls.
-    pub draining: watch::Receiver<bool>,
+    pub stopping: watch::Receiver<bool>,
     /// When set, `/debug/*` answers only requests bearing it: profiles and
     /// task dumps reveal internals and cost CPU. Health stays open so probes
     /// need no secret.
@@ -110,7 +110,7 @@ async fn delete_faults(State(state): State<AdminState>) -> Response {
 }
 
 async fn ready(State(state): State<AdminState>) -> (StatusCode, String) {
-    if *state.draining.borrow() {
+    if *state.stopping.borrow() {
         return (StatusCode::SERVICE_UNAVAILABLE, "draining\n".into());
     }
     match state.store.ping().await {

@@ -11,10 +11,17 @@
 //! through `ListProducts`. Some streams are read slowly and some cancelled
 //! part-way, and a few ids are unknown, so every panel has something to show.
 //! Every call carries a fresh sampled W3C `traceparent`: each is a trace root.
+//!
+//! `--target` may name several replicas (or a DNS name that resolves to
+//! several): calls are balanced over those whose health says SERVING (see
+//! `discovery`), a call refused with UNAVAILABLE or cut off by a broken
+//! connection is tried again (every call
+//! here is a read, safe to repeat), and the summary counts calls per replica.
 
 mod report;
 
 use std::{
+    future::Future,
     str::FromStr,
     sync::{
         Arc, Mutex,
@@ -25,11 +32,8 @@ use std::{
 
 use rand::{Rng, seq::IndexedRandom};
 use tokio::time::sleep_until;
-use tonic::{
-    Code, Request,
-    metadata::MetadataValue,
-    transport::{Channel, Endpoint},
-};
+use tonic::{Code, Request, Status, metadata::MetadataValue};
+use tonic_health::pb::health_client::HealthClient;
 
 pub use report::{Latency, Recorder, Summary};
 
@@ -39,6 +43,7 @@ use crate::{
         catalogue_service_client::CatalogueServiceClient,
     },
     config::LoadConfig,
+    discovery::{Balanced, BalancedService, Target, TargetError},
     telemetry::grpc::code_name,
 };
 
@@ -53,19 +58,20 @@ const CANCEL_SHARE: f64 = 0.1;
 const SLOW_READ_PAUSE: Duration = Duration::from_millis(2);
 /// Default closed-loop concurrency.
 const DEFAULT_CONCURRENCY: u32 = 16;
+/// Pause before trying a refused call again, when the server sent no
+/// `grpc-retry-pushback-ms`; doubled on each attempt.
+const RETRY_BACKOFF: Duration = Duration::from_millis(10);
+/// How long the run waits for a first healthy replica.
+const FIRST_REPLICA_WAIT: Duration = Duration::from_secs(5);
+
+type Client = CatalogueServiceClient<BalancedService>;
 
 #[derive(Debug, thiserror::Error)]
 pub enum LoadError {
-    #[error("invalid target {target:?}: {source}")]
-    Target {
-        target: String,
-        source: tonic::transport::Error,
-    },
-    #[error("cannot connect to {target}: {source}")]
-    Connect {
-        target: String,
-        source: tonic::transport::Error,
-    },
+    #[error(transparent)]
+    Target(#[from] TargetError),
+    #[error("no replica of {0} answered SERVING within 5 s")]
+    NoReplica(String),
     #[error("discovering the catalogue failed: {0}")]
     Discovery(#[from] tonic::Status),
     #[error("the target's catalogue is empty: nothing to ask for")]
@@ -148,15 +154,18 @@ struct Catalogue {
 
 /// Shared by every call of the run.
 struct Run {
-    clients: Vec<CatalogueServiceClient<Channel>>,
-    channels: Vec<Channel>,
+    client: Client,
+    health: HealthClient<BalancedService>,
+    /// Keeps discovery running; counts calls per replica.
+    balanced: Balanced,
     catalogue: Catalogue,
     mix: Mix,
     /// 0: random pages with slow readers and cancellations.
     list_page_size: i32,
     deadline: Duration,
+    /// Attempts after the first for a call refused with UNAVAILABLE.
+    retries: u32,
     recorder: Mutex<Recorder>,
-    next_client: AtomicUsize,
     calls: AtomicU64,
     errors: AtomicU64,
 }
@@ -169,37 +178,22 @@ pub async fn run(config: &LoadConfig) -> Result<Summary, LoadError> {
     {
         return Err(LoadError::Rate(rps));
     }
-    let endpoint =
-        Endpoint::from_shared(config.target.clone()).map_err(|source| LoadError::Target {
-            target: config.target.clone(),
-            source,
-        })?;
-    let mut channels = Vec::new();
-    for _ in 0..config.connections {
-        let channel = endpoint
-            .connect()
-            .await
-            .map_err(|source| LoadError::Connect {
-                target: config.target.clone(),
-                source,
-            })?;
-        channels.push(channel);
-    }
-    let mut clients: Vec<_> = channels
-        .iter()
-        .cloned()
-        .map(CatalogueServiceClient::new)
-        .collect();
-    let catalogue = discover(&mut clients[0]).await?;
+    let target: Target = config.target.parse()?;
+    let balanced = Balanced::connect(target, config.connections);
+    let mut client = CatalogueServiceClient::new(balanced.service.clone());
+    let catalogue = tokio::time::timeout(FIRST_REPLICA_WAIT, discover(&mut client))
+        .await
+        .map_err(|_| LoadError::NoReplica(config.target.clone()))??;
     let run = Arc::new(Run {
-        clients,
-        channels,
+        client,
+        health: HealthClient::new(balanced.service.clone()),
+        balanced,
         catalogue,
         mix: config.mix,
         list_page_size: config.list_page_size,
         deadline: config.deadline,
+        retries: config.retries,
         recorder: Mutex::new(Recorder::default()),
-        next_client: AtomicUsize::new(0),
         calls: AtomicU64::new(0),
         errors: AtomicU64::new(0),
     });
@@ -235,7 +229,7 @@ pub async fn run(config: &LoadConfig) -> Result<Summary, LoadError> {
         .recorder
         .lock()
         .unwrap_or_else(|poisoned| poisoned.into_inner())
-        .summary(started.elapsed());
+        .summary(started.elapsed(), run.balanced.replicas.calls());
     Ok(summary)
 }
 
@@ -304,21 +298,15 @@ impl Run {
     /// Makes one call of the mix and records it, with latency measured from
     /// `intended`.
     async fn one_call(&self, intended: Instant) {
-        let index = self.next_client.fetch_add(1, Ordering::Relaxed) % self.clients.len();
-        let mut client = self.clients[index].clone();
         let call = self.mix.pick(&mut rand::rng());
         let (method, code, messages) = match call {
-            Call::Get => ("GetProduct", self.get(&mut client).await, 0),
+            Call::Get => ("GetProduct", self.get().await, 0),
             Call::List => {
-                let (code, messages) = self.list(&mut client).await;
+                let (code, messages) = self.list().await;
                 ("ListProducts", code, messages)
             }
-            Call::Search => ("SearchProducts", self.search(&mut client).await, 0),
-            Call::Health => (
-                "Health/Check",
-                self.health(self.channels[index].clone()).await,
-                0,
-            ),
+            Call::Search => ("SearchProducts", self.search().await, 0),
+            Call::Health => ("Health/Check", self.health().await, 0),
         };
         self.calls.fetch_add(1, Ordering::Relaxed);
         if code != Code::Ok {
@@ -328,6 +316,40 @@ impl Run {
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
             .record(method, code_name(code), intended.elapsed(), messages);
+    }
+
+    /// Makes a call, and again (at most `retries` times) while it is refused
+    /// with UNAVAILABLE: after the server's `grpc-retry-pushback-ms`, or a
+    /// doubling backoff; a negative pushback means do not retry. Each attempt
+    /// gets the deadline.
+    async fn with_retries<T, F, Fut>(&self, mut call: F) -> Result<T, Status>
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Result<T, Status>>,
+    {
+        let mut attempt = 0;
+        loop {
+            let result = tokio::time::timeout(self.deadline, call())
+                .await
+                .unwrap_or_else(|_| Err(Status::deadline_exceeded("client deadline passed")));
+            let status = match result {
+                Err(status) if retryable(&status) && attempt < self.retries => status,
+                other => return other,
+            };
+            let pause = match status.metadata().get("grpc-retry-pushback-ms") {
+                Some(pushback) => match pushback.to_str().ok().and_then(|ms| ms.parse().ok()) {
+                    Some(ms) => Duration::from_millis(ms),
+                    None => return Err(status),
+                },
+                None => RETRY_BACKOFF * 2u32.pow(attempt),
+            };
+            attempt += 1;
+            self.recorder
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .retry();
+            tokio::time::sleep(pause).await;
+        }
     }
 
     fn request<T>(&self, message: T) -> Request<T> {
@@ -345,7 +367,7 @@ impl Run {
         request
     }
 
-    async fn get(&self, client: &mut CatalogueServiceClient<Channel>) -> Code {
+    async fn get(&self) -> Code {
         let product_id = {
             let mut rng = rand::rng();
             if rng.random_bool(UNKNOWN_ID_SHARE) {
@@ -358,18 +380,21 @@ impl Run {
                     .unwrap_or_default()
             }
         };
-        match client
-            .get_product(self.request(GetProductRequest { product_id }))
-            .await
-        {
-            Ok(_) => Code::Ok,
-            Err(status) => status.code(),
-        }
+        let result = self
+            .with_retries(|| {
+                let mut client = self.client.clone();
+                let request = self.request(GetProductRequest {
+                    product_id: product_id.clone(),
+                });
+                async move { client.get_product(request).await }
+            })
+            .await;
+        code_of(result)
     }
 
     /// A stream of random size and category; some read slowly, some
     /// cancelled half-way. Returns the code and the messages read.
-    async fn list(&self, client: &mut CatalogueServiceClient<Channel>) -> (Code, u64) {
+    async fn list(&self) -> (Code, u64) {
         let (request, slow, cancel_after) = {
             let mut rng = rand::rng();
             if self.list_page_size > 0 {
@@ -401,7 +426,16 @@ impl Run {
                 (request, slow, cancel_after)
             }
         };
-        let mut stream = match client.list_products(self.request(request)).await {
+        // Only opening the stream is tried again: products already read
+        // would be read twice.
+        let opened = self
+            .with_retries(|| {
+                let mut client = self.client.clone();
+                let request = self.request(request.clone());
+                async move { client.list_products(request).await }
+            })
+            .await;
+        let mut stream = match opened {
             Ok(response) => response.into_inner(),
             Err(status) => return (status.code(), 0),
         };
@@ -423,7 +457,7 @@ impl Run {
         }
     }
 
-    async fn search(&self, client: &mut CatalogueServiceClient<Channel>) -> Code {
+    async fn search(&self) -> Code {
         let query = {
             let mut rng = rand::rng();
             let count = rng.random_range(1..=2);
@@ -440,27 +474,49 @@ impl Run {
             page_size: 20,
             ..Default::default()
         };
-        match client.search_products(self.request(request)).await {
-            Ok(_) => Code::Ok,
-            Err(status) => status.code(),
-        }
+        let result = self
+            .with_retries(|| {
+                let mut client = self.client.clone();
+                let request = self.request(request.clone());
+                async move { client.search_products(request).await }
+            })
+            .await;
+        code_of(result)
+    }
+
+    async fn health(&self) -> Code {
+        let result = self
+            .with_retries(|| {
+                let mut client = self.health.clone();
+                let request = self.request(tonic_health::pb::HealthCheckRequest::default());
+                async move { client.check(request).await }
+            })
+            .await;
+        code_of(result)
     }
 }
 
-impl Run {
-    async fn health(&self, channel: Channel) -> Code {
-        let mut client = tonic_health::pb::health_client::HealthClient::new(channel);
-        let request = self.request(tonic_health::pb::HealthCheckRequest::default());
-        match client.check(request).await {
-            Ok(_) => Code::Ok,
-            Err(status) => status.code(),
-        }
+/// UNAVAILABLE, or the connection broke under the call (tonic reports that
+/// as UNKNOWN with the transport error as its source; an UNKNOWN the server
+/// sent has none). Either way the call may be repeated because it is a read.
+fn retryable(status: &Status) -> bool {
+    match status.code() {
+        Code::Unavailable => true,
+        Code::Unknown => std::error::Error::source(status).is_some(),
+        _ => false,
+    }
+}
+
+fn code_of<T>(result: Result<T, Status>) -> Code {
+    match result {
+        Ok(_) => Code::Ok,
+        Err(status) => status.code(),
     }
 }
 
 /// Reads the first products of the target to learn ids, categories and
 /// words.
-async fn discover(client: &mut CatalogueServiceClient<Channel>) -> Result<Catalogue, LoadError> {
+async fn discover(client: &mut Client) -> Result<Catalogue, LoadError> {
     let mut stream = client
         .list_products(ListProductsRequest {
             page_size: DISCOVERY_LIMIT,

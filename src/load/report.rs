@@ -14,6 +14,8 @@ pub struct Recorder {
     stream_messages: u64,
     /// Open-loop sends skipped because `--max-in-flight` calls were pending.
     skipped: u64,
+    /// Attempts after a call's first (it was refused with UNAVAILABLE).
+    retries: u64,
 }
 
 impl Default for Recorder {
@@ -24,6 +26,7 @@ impl Default for Recorder {
             calls: BTreeMap::new(),
             stream_messages: 0,
             skipped: 0,
+            retries: 0,
         }
     }
 }
@@ -53,7 +56,12 @@ impl Recorder {
         self.skipped += 1;
     }
 
-    pub fn summary(&self, elapsed: Duration) -> Summary {
+    pub fn retry(&mut self) {
+        self.retries += 1;
+    }
+
+    /// `replicas`: calls (attempts) handed to each replica.
+    pub fn summary(&self, elapsed: Duration, replicas: BTreeMap<String, u64>) -> Summary {
         let seconds = elapsed.as_secs_f64().max(f64::EPSILON);
         let total: u64 = self.calls.values().flat_map(|codes| codes.values()).sum();
         let millis = |quantile: f64| self.latency.value_at_quantile(quantile) as f64 / 1000.0;
@@ -80,6 +88,8 @@ impl Recorder {
             },
             stream_messages_per_s: self.stream_messages as f64 / seconds,
             skipped: self.skipped,
+            retries: self.retries,
+            replicas,
         }
     }
 }
@@ -95,6 +105,12 @@ pub struct Summary {
     pub stream_messages_per_s: f64,
     /// Open-loop sends skipped at the in-flight bound (a stalled server).
     pub skipped: u64,
+    /// Attempts after a call's first, for calls refused with UNAVAILABLE.
+    #[serde(default)]
+    pub retries: u64,
+    /// Replica address → calls (attempts) sent to it.
+    #[serde(default)]
+    pub replicas: BTreeMap<String, u64>,
 }
 
 #[derive(Debug, Clone, Serialize, serde::Deserialize, PartialEq)]
@@ -120,6 +136,9 @@ impl fmt::Display for Summary {
         writeln!(f, "duration        {:.1} s", self.duration_s)?;
         writeln!(f, "achieved rate   {:.1} calls/s", self.achieved_rps)?;
         writeln!(f, "stream messages {:.1} /s", self.stream_messages_per_s)?;
+        if self.retries > 0 {
+            writeln!(f, "retried calls   {}", self.retries)?;
+        }
         if self.skipped > 0 {
             writeln!(
                 f,
@@ -140,6 +159,12 @@ impl fmt::Display for Summary {
                 .map(|(code, n)| format!("{code} {n}"))
                 .collect();
             writeln!(f, "  {method:<16} {}", codes.join(", "))?;
+        }
+        if self.replicas.len() > 1 {
+            writeln!(f, "replicas")?;
+            for (replica, calls) in &self.replicas {
+                writeln!(f, "  {replica:<28} {calls}")?;
+            }
         }
         Ok(())
     }

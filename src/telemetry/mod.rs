@@ -13,7 +13,9 @@ pub mod names;
 pub mod runtime;
 
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
-use opentelemetry::{global, propagation::TextMapCompositePropagator, trace::TracerProvider as _};
+use opentelemetry::{
+    KeyValue, global, propagation::TextMapCompositePropagator, trace::TracerProvider as _,
+};
 use opentelemetry_otlp::{SpanExporter, WithExportConfig};
 use opentelemetry_sdk::{
     Resource,
@@ -73,6 +75,7 @@ impl Telemetry {
             "version" => env!("CARGO_PKG_VERSION"),
             "rustc" => env!("CATALOGUE_RUSTC_VERSION"),
             "git_sha" => env!("CATALOGUE_GIT_SHA"),
+            "instance_id" => config.instance_id(),
         )
         .set(1.0);
 
@@ -83,7 +86,7 @@ impl Telemetry {
         let tracer_provider = config
             .otlp_endpoint
             .as_deref()
-            .map(|endpoint| tracer_provider(endpoint, &config.service_name))
+            .map(|endpoint| tracer_provider(endpoint, config))
             .transpose()?;
 
         let mut layers: Vec<Box<dyn Layer<Registry> + Send + Sync>> = Vec::new();
@@ -173,14 +176,18 @@ fn log_layer(format: LogFormat, sink: BoxMakeWriter) -> Box<dyn Layer<Registry> 
 /// never a blocked request.
 fn tracer_provider(
     endpoint: &str,
-    service_name: &str,
+    config: &TelemetryConfig,
 ) -> Result<SdkTracerProvider, TelemetryError> {
     let exporter = SpanExporter::builder()
         .with_tonic()
         .with_endpoint(endpoint)
         .build()?;
     let resource = Resource::builder()
-        .with_service_name(service_name.to_owned())
+        .with_service_name(config.service_name.clone())
+        .with_attribute(KeyValue::new(
+            opentelemetry_semantic_conventions::resource::SERVICE_INSTANCE_ID,
+            config.instance_id(),
+        ))
         .build();
     Ok(SdkTracerProvider::builder()
         .with_batch_exporter(exporter)

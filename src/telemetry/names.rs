@@ -80,6 +80,9 @@ pub const UPSTREAM_IN_FLIGHT: &str = "catalogue_upstream_in_flight_requests";
 pub const UPSTREAM_CIRCUIT_STATE: &str = "catalogue_upstream_circuit_state";
 /// Calls refused at once by the server (label: reason).
 pub const SHED: &str = "catalogue_shed_total";
+/// Calls whose client read nothing for `--stream-idle-timeout`: their slot
+/// was given back and they ended with DEADLINE_EXCEEDED.
+pub const IDLE_CALLS_EXPIRED: &str = "catalogue_idle_calls_expired_total";
 /// Connections closed at once because too many were open.
 pub const CONNECTIONS_REFUSED: &str = "catalogue_connections_refused_total";
 pub const CONNECTIONS_OPEN: &str = "catalogue_connections_open";
@@ -292,6 +295,10 @@ pub fn describe() {
     describe_counter!(
         SHED,
         "calls refused at once with UNAVAILABLE because the server was at its limit"
+    );
+    describe_counter!(
+        IDLE_CALLS_EXPIRED,
+        "calls ended with DEADLINE_EXCEEDED because the client read nothing for the idle timeout"
     );
     describe_counter!(
         CONNECTIONS_REFUSED,

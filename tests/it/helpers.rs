@@ -129,6 +129,8 @@ pub fn test_config(database_url: &str, extra: &[&str]) -> ServeConfig {
         database_url,
         "--shutdown-grace",
         "5s",
+        "--drain-delay",
+        "0s",
         "--console-addr",
         "127.0.0.1:0",
     ];
@@ -221,7 +223,7 @@ async fn start(app: App, telemetry: Telemetry, data_dir: tempfile::TempDir) -> T
 }
 
 /// A fresh schema in the test database, and a url whose connections use it.
-async fn postgres_schema(url: &str) -> String {
+pub async fn postgres_schema(url: &str) -> String {
     static COUNTER: AtomicU32 = AtomicU32::new(0);
     let nanos = SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -374,6 +376,20 @@ pub async fn wait_for_in_flight(app: &TestApp, in_flight: f64) {
         tokio::task::yield_now().await;
     }
     panic!("never reached {in_flight} calls in flight");
+}
+
+/// Waits (scraping every 20 ms, at most 30 s) until the one sample of
+/// `name` with `labels` equals `expected`.
+pub async fn wait_for_value(app: &TestApp, name: &str, labels: &[(&str, &str)], expected: f64) {
+    let mut last = None;
+    for _ in 0..1500 {
+        last = value(&app.scrape().await, name, labels);
+        if last == Some(expected) {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    panic!("{name} {labels:?} stayed {last:?}, never {expected}");
 }
 
 /// A path in the repository.

@@ -8,6 +8,7 @@ mod list_products;
 mod load;
 mod metrics;
 mod pprof;
+mod replicas;
 mod resilience;
 mod robustness;
 mod search_products;

@@ -3,14 +3,20 @@
 
 use std::time::Duration;
 
-use catalogue::api::{STOCK_SOURCE_HEADER, proto::GetProductRequest};
-use tonic::{Code, Request};
+use catalogue::api::{
+    STOCK_SOURCE_HEADER,
+    proto::{
+        GetProductRequest, ListProductsRequest, catalogue_service_client::CatalogueServiceClient,
+    },
+};
+use tonic::{Code, Request, transport::Endpoint};
 use tonic_health::pb::{
     HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
 };
 
 use crate::helpers::{
     Backend, seed_products, simulator, spawn_app_with, upstream, value, wait_for_in_flight,
+    wait_for_value,
 };
 
 fn get_request(deadline: Option<Duration>) -> Request<GetProductRequest> {
@@ -299,4 +305,90 @@ async fn an_abandoned_probe_does_not_leave_the_breaker_half_open_forever() {
         tokio::task::yield_now().await;
     }
     panic!("the breaker never let a call through again");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_stops_reading_gives_its_slot_back_after_the_idle_timeout() {
+    let app = spawn_app_with(
+        Backend::Memory,
+        &["--max-concurrent-calls", "1", "--stream-idle-timeout", "2s"],
+    )
+    .await
+    .unwrap();
+    // A window far smaller than a page: the server stalls after 1 KiB.
+    let stalled_channel = Endpoint::from_shared(format!("http://{}", app.grpc_addr))
+        .unwrap()
+        .initial_stream_window_size(1024)
+        .connect()
+        .await
+        .unwrap();
+    let mut stalled = CatalogueServiceClient::new(stalled_channel)
+        .list_products(ListProductsRequest {
+            page_size: 200,
+            ..Default::default()
+        })
+        .await
+        .expect("the stream opens")
+        .into_inner();
+
+    let while_stalled = app
+        .client
+        .clone()
+        .get_product(get_request(None))
+        .await
+        .expect_err("the stalled stream holds the only slot");
+    wait_for_value(&app, "catalogue_idle_calls_expired_total", &[], 1.0).await;
+    let after = app.client.clone().get_product(get_request(None)).await;
+    let mut received = 0;
+    let ended = loop {
+        match stalled.message().await {
+            Ok(Some(_)) => received += 1,
+            Ok(None) => panic!("the idle stream ended OK after {received} products"),
+            Err(status) => break status,
+        }
+    };
+
+    assert_eq!(while_stalled.code(), Code::Unavailable);
+    assert!(after.is_ok(), "slot not given back: {after:?}");
+    // What h2 had buffered still arrives; then the status says why it ended.
+    assert_eq!(ended.code(), Code::DeadlineExceeded, "{ended:?}");
+}
+
+#[tokio::test]
+async fn a_stream_the_server_is_slow_to_produce_is_not_idle() {
+    let app = spawn_app_with(
+        Backend::Memory,
+        &[
+            "--stream-idle-timeout",
+            "300ms",
+            "--fault-slow-stream-ms",
+            "100",
+            "--fault-methods",
+            "ListProducts",
+        ],
+    )
+    .await
+    .unwrap();
+
+    let mut stream = app
+        .client
+        .clone()
+        .list_products(ListProductsRequest {
+            page_size: 6,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let mut received = 0;
+    while stream.message().await.expect("no idle timeout").is_some() {
+        received += 1;
+    }
+
+    assert_eq!(received, 6);
+    let scrape = app.scrape().await;
+    assert_eq!(
+        value(&scrape, "catalogue_idle_calls_expired_total", &[]),
+        Some(0.0)
+    );
 }
