@@ -140,7 +140,7 @@ fn the_catalogue_ports_agree_everywhere() {
 
     let load = strings(&services["load-generator"]["command"]);
     let target = flag(&load, "--target").expect("--target");
-    assert_eq!(target, format!("http://catalogue:{grpc}"));
+    assert_eq!(target, format!("dns:///catalogue:{grpc}"));
 
     let database = flag(&command, "--database-url").expect("--database-url");
     assert!(database.contains("@postgres:5432/"), "{database}");
@@ -153,8 +153,10 @@ fn the_catalogue_ports_agree_everywhere() {
         .iter()
         .find(|job| job["job_name"] == "catalogue")
         .expect("a catalogue scrape job");
-    let targets = strings(&job["static_configs"][0]["targets"]);
-    assert_eq!(targets, [format!("catalogue:{admin}")]);
+    // Every replica is a target of its own: found by DNS, not one address.
+    let discovery = &job["dns_sd_configs"][0];
+    assert_eq!(strings(&discovery["names"]), ["catalogue"]);
+    assert_eq!(discovery["port"].as_u64(), Some(u64::from(admin)));
 
     // tokio-console, opt-in: the override publishes the port it listens on.
     let console = read_yaml(&repo_path("docker-compose.console.yml"));
