@@ -5,7 +5,11 @@ use std::{net::SocketAddr, time::Duration};
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
-use crate::{admin::AdminToken, store::StoreOptions};
+use crate::{
+    admin::AdminToken,
+    discovery::consul::{AdvertiseAddr, ConsulAddr},
+    store::StoreOptions,
+};
 
 /// An observability-first reference gRPC catalogue service.
 #[derive(Debug, Parser)]
@@ -109,6 +113,9 @@ pub struct ServeConfig {
 
     #[command(flatten)]
     pub protection: ProtectionConfig,
+
+    #[command(flatten)]
+    pub consul: ConsulConfig,
 }
 
 /// The inventory upstream GetProduct enriches products with, and how far it
@@ -160,6 +167,39 @@ pub struct UpstreamConfig {
     /// Probe calls admitted while half-open; that many successes close it.
     #[arg(long, env = "CATALOGUE_BREAKER_PROBES", default_value_t = 3)]
     pub breaker_probes: u32,
+}
+
+/// Registration with a Consul agent; off unless `--consul-addr` is set.
+#[derive(Debug, Clone, Args)]
+pub struct ConsulConfig {
+    /// Consul agent to register with, e.g. http://127.0.0.1:8500 (or
+    /// 127.0.0.1:8500, as Consul's CLI takes it). Unset: no registration.
+    #[arg(long, env = "CONSUL_HTTP_ADDR", value_parser = ConsulAddr::parse)]
+    pub consul_addr: Option<ConsulAddr>,
+
+    /// Service name to register under: the name clients resolve.
+    #[arg(
+        long,
+        env = "CATALOGUE_CONSUL_SERVICE_NAME",
+        default_value = "catalogue"
+    )]
+    pub consul_service_name: String,
+
+    /// Address other hosts reach the gRPC listener at, HOST or HOST:PORT
+    /// (default: --grpc-addr, which then must not be 0.0.0.0 or [::]).
+    #[arg(long, env = "CATALOGUE_CONSUL_ADVERTISE_ADDR", value_parser = AdvertiseAddr::parse)]
+    pub consul_advertise_addr: Option<AdvertiseAddr>,
+
+    /// How often the agent calls the gRPC health check.
+    #[arg(long, env = "CATALOGUE_CONSUL_CHECK_INTERVAL", default_value = "10s",
+          value_parser = humantime::parse_duration)]
+    pub consul_check_interval: Duration,
+
+    /// How long the check may stay critical before the agent removes the
+    /// instance, should it die without deregistering (Consul's minimum: 1m).
+    #[arg(long, env = "CATALOGUE_CONSUL_DEREGISTER_CRITICAL_SERVICE_AFTER", default_value = "1m",
+          value_parser = humantime::parse_duration)]
+    pub consul_deregister_critical_service_after: Duration,
 }
 
 /// Server-side overload protection. The defaults are safe for a 2-core
@@ -410,5 +450,29 @@ mod tests {
         assert!(Cli::try_parse_from(["catalogue", "--seed-products", "-1"]).is_err());
         assert!(Cli::try_parse_from(["catalogue", "serve", "--shutdown-grace", "soon"]).is_err());
         assert!(Cli::try_parse_from(["catalogue", "--admin-token", ""]).is_err());
+        assert!(
+            Cli::try_parse_from(["catalogue", "--consul-addr", "https://consul:8501"]).is_err()
+        );
+        assert!(Cli::try_parse_from(["catalogue", "--consul-advertise-addr", "0.0.0.0"]).is_err());
+    }
+
+    #[test]
+    fn consul_registration_has_defaults_beside_the_agent_address() {
+        let cli = Cli::try_parse_from(["catalogue", "--consul-addr", "127.0.0.1:8500"]).unwrap();
+        let Command::Serve(config) = cli.into_command() else {
+            panic!("not serve");
+        };
+        let consul = config.consul;
+        assert_eq!(
+            consul.consul_addr.map(|addr| addr.to_string()).as_deref(),
+            Some("http://127.0.0.1:8500")
+        );
+        assert_eq!(consul.consul_service_name, "catalogue");
+        assert_eq!(consul.consul_advertise_addr, None);
+        assert_eq!(consul.consul_check_interval, Duration::from_secs(10));
+        assert_eq!(
+            consul.consul_deregister_critical_service_after,
+            Duration::from_secs(60)
+        );
     }
 }

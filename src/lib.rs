@@ -12,7 +12,7 @@
 //! - `faults`: runtime fault injection;
 //! - `load`: the load generator (`catalogue load`);
 //! - `discovery`: where a service's replicas are, and a client balanced over
-//!   the healthy ones;
+//!   the healthy ones; Consul registration and resolution;
 //! - `upstream`: the inventory client (deadline, bulkhead, circuit breaker)
 //!   and its simulator (`catalogue upstream`);
 //! - `protection`: server-side load shedding and connection limits;

@@ -8,6 +8,11 @@
 //! whose `grpc.health.v1` Watch says SERVING: a replica that drains
 //! (NOT_SERVING) or goes away stops getting calls as soon as its Watch says
 //! so, and gets them again when it is back.
+//!
+//! [`consul`] registers an instance with a Consul agent and reads the
+//! healthy instances of a service from it.
+
+pub mod consul;
 
 use std::{
     collections::{BTreeMap, BTreeSet, HashMap},
