@@ -24,6 +24,7 @@ use crate::{
         proto::catalogue_service_server::{CatalogueServiceServer, SERVICE_NAME},
     },
     config::ServeConfig,
+    discovery::consul::{ConsulError, Registrar},
     faults::{FaultError, FaultInjector},
     protection::{ShedLayer, limit_connections},
     store::{self, InstrumentedStore, Store, StoreError},
@@ -66,6 +67,8 @@ pub enum StartupError {
     UpstreamUrl(http::uri::InvalidUri),
     #[error("could not spawn a server task: {0}")]
     Spawn(std::io::Error),
+    #[error("consul registration: {0}")]
+    Consul(#[from] ConsulError),
 }
 
 /// A built, bound and not yet serving instance of the service.
@@ -81,6 +84,7 @@ pub struct App {
     admin_addr: SocketAddr,
     console: Option<(console_subscriber::Server, std::net::TcpListener)>,
     console_addr: Option<SocketAddr>,
+    consul: Option<Registrar>,
 }
 
 impl App {
@@ -111,6 +115,7 @@ impl App {
             .map_err(StartupError::UpstreamUrl)?;
         let (grpc_listener, grpc_addr) = bind(config.grpc_addr).await?;
         let (admin_listener, admin_addr) = bind(config.admin_addr).await?;
+        let consul = Registrar::from_config(&config.consul, grpc_addr, SERVICE_NAME)?;
         let console = match telemetry.take_console() {
             Some(server) => {
                 let addr = config.telemetry.console_addr;
@@ -137,6 +142,7 @@ impl App {
             admin_addr,
             console,
             console_addr,
+            consul,
         })
     }
 
@@ -153,9 +159,10 @@ impl App {
         self.console_addr
     }
 
-    /// Serves until `shutdown` resolves, then: health turns NOT_SERVING and
-    /// readiness fails, listeners stop accepting, in-flight calls and streams
-    /// drain for at most the configured grace period.
+    /// Serves (registered with Consul, if configured) until `shutdown`
+    /// resolves, then: the Consul registration goes, health turns NOT_SERVING
+    /// and readiness fails, listeners stop accepting, in-flight calls and
+    /// streams drain for at most the configured grace period.
     pub async fn run_until_stopped(
         self,
         shutdown: impl Future<Output = ()> + Send,
@@ -169,6 +176,7 @@ impl App {
             grpc_listener,
             admin_listener,
             console,
+            consul,
             ..
         } = self;
         let (mut health, health_service) = tonic_health::server::health_reporter();
@@ -220,12 +228,27 @@ impl App {
             .spawn("admin-server", async move { admin_server.await })
             .map_err(StartupError::Spawn)?;
 
+        if let Some(consul) = &consul
+            && let Err(error) = consul.register().await
+        {
+            grpc.abort();
+            admin.abort();
+            return Err(error.into());
+        }
+
         tokio::select! {
             () = shutdown => {}
             result = &mut grpc => return result?.map_err(StartupError::from),
             result = &mut admin => return result?.map_err(StartupError::from),
         }
 
+        // First, so that clients resolving through Consul stop picking this
+        // instance while it still answers.
+        if let Some(consul) = &consul
+            && let Err(error) = consul.deregister().await
+        {
+            tracing::warn!(%error, "could not deregister from consul: its health check fails from now on");
+        }
         tracing::info!(grace = ?config.shutdown_grace, "shutting down: draining in-flight calls");
         health
             .set_not_serving::<CatalogueServiceServer<CatalogueApi>>()
