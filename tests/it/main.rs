@@ -1,4 +1,5 @@
 mod console;
+mod consul;
 mod dashboards;
 mod faults;
 mod get_product;
