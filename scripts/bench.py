@@ -1,9 +1,11 @@
 """Benchmarks of the release build: throughput, latency, memory, start-up and
 the cost of each observability signal, all on loopback.
 
-Usage: python scripts/bench.py BINARY [--quick] [--json FILE]
+Usage: python scripts/bench.py BINARY [--quick] [--json FILE] [--only SECTION]...
+                                [--go-peer PATH]
 Needs h2load (Debian nghttp2-client) and grpcio (for the OTLP sink and the
-start-up probe); scripts/bench.sh installs both.
+start-up probe); scripts/bench.sh installs both and builds the grpc-go peer
+of the side-by-side section (scripts/go-peer/build.sh).
 
 Timings on a shared 2-core machine are noisy: configurations are run in
 alternating rounds and the median is reported, with ratios taken within the
@@ -24,6 +26,9 @@ from concurrent import futures
 import grpc
 
 PRODUCT_ID = b"prod-0000042"
+SEED_PRODUCTS = 10000
+LIST_PAGE_SIZE = 1000
+SECTIONS = ("memory", "sqlite", "observability", "go-peer")
 
 
 def grpc_frame(message: bytes) -> bytes:
@@ -33,6 +38,15 @@ def grpc_frame(message: bytes) -> bytes:
 def get_product_body() -> bytes:
     # GetProductRequest { product_id = 1 }: tag 0x0a, length, bytes.
     return grpc_frame(b"\x0a" + bytes([len(PRODUCT_ID)]) + PRODUCT_ID)
+
+
+def list_products_body() -> bytes:
+    # ListProductsRequest { page_size = 1 }: tag 0x08, the size as a varint.
+    varint, size = b"", LIST_PAGE_SIZE
+    while size >= 0x80:
+        varint += bytes([size & 0x7F | 0x80])
+        size >>= 7
+    return grpc_frame(b"\x08" + varint + bytes([size]))
 
 
 class OtlpSink:
@@ -62,12 +76,16 @@ class OtlpSink:
 
 class Server:
     def __init__(self, binary, flags, env=None):
+        self.start([binary, "serve", "--grpc-addr", "127.0.0.1:0", "--admin-addr", "127.0.0.1:0",
+                    "--console-addr", "127.0.0.1:0", "--log-format", "json", *flags], env)
+
+    def start(self, argv, env=None):
+        """Runs argv and waits for its log to name the "grpc" and "admin"
+        addresses."""
         self.log = tempfile.NamedTemporaryFile(prefix="catalogue-bench-", suffix=".log", delete=False)
         self.started = time.monotonic()
         self.process = subprocess.Popen(
-            [binary, "serve", "--grpc-addr", "127.0.0.1:0", "--admin-addr", "127.0.0.1:0",
-             "--console-addr", "127.0.0.1:0", "--log-format", "json", *flags],
-            stdout=self.log, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})},
+            argv, stdout=self.log, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})},
         )
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
@@ -93,6 +111,16 @@ class Server:
                 except grpc.RpcError:
                     time.sleep(0.001)
 
+    def call(self, method, body):
+        """The raw response message of one unary or server-streaming call of
+        catalogue.v1.CatalogueService with the framed request `body`."""
+        path = f"/catalogue.v1.CatalogueService/{method}"
+        with grpc.insecure_channel(self.grpc) as channel:
+            if method == "ListProducts":
+                stream = channel.unary_stream(path, lambda b: b, lambda b: b)
+                return b"".join(grpc_frame(message) for message in stream(body[5:], timeout=10))
+            return channel.unary_unary(path, lambda b: b, lambda b: b)(body[5:], timeout=10)
+
     def rss_mb(self):
         with open(f"/proc/{self.process.pid}/status") as status:
             for line in status:
@@ -109,12 +137,22 @@ class Server:
         os.unlink(self.log.name)
 
 
-def h2load(server, seconds, body_path, clients=16, streams=32):
-    """Closed-loop GetProduct saturation by h2load; samples RSS meanwhile."""
+class GoPeer(Server):
+    """The grpc-go peer (scripts/go-peer), which logs the same "grpc" and
+    "admin" (its /metrics) address fields."""
+
+    def __init__(self, binary, products=SEED_PRODUCTS):
+        self.start([binary, "-addr", "127.0.0.1:0", "-metrics-addr", "127.0.0.1:0",
+                    "-products", str(products)])
+
+
+def h2load(server, seconds, body_path, clients=16, streams=32, method="GetProduct"):
+    """Closed-loop saturation of one method by h2load (a ListProducts stream
+    is one request); samples RSS meanwhile."""
     process = subprocess.Popen(
         ["h2load", "-c", str(clients), "-m", str(streams), "-D", str(seconds), "--warm-up-time", "1",
          "-d", body_path, "-H", "content-type: application/grpc", "-H", "te: trailers",
-         f"http://{server.grpc}/catalogue.v1.CatalogueService/GetProduct"],
+         f"http://{server.grpc}/catalogue.v1.CatalogueService/{method}"],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )
     peak_rss = 0.0
@@ -209,28 +247,122 @@ def observability_suite(binary, seconds, rounds, body_path, sink):
     }
 
 
+def go_peer_suite(binary, go_binary, seconds, rounds, bodies, sink):
+    """Ours (memory store, default production profile: metrics + traces at
+    10 % exported over OTLP) against the grpc-go peer, both serving the same
+    seed catalogue, driven by h2load with the same frames in alternating
+    rounds (the order swaps each round): GetProduct at saturation (-c 16 -m
+    32) and ListProducts streams of 1,000 products (16 streams at a time, on
+    4 connections)."""
+    sides = {
+        "ours": lambda: Server(binary, ["--database-url", "memory", "--seed-products", str(SEED_PRODUCTS),
+                                        "--otlp-endpoint", sink.endpoint],
+                               {"OTEL_TRACES_SAMPLER": "traceidratio", "OTEL_TRACES_SAMPLER_ARG": "0.1"}),
+        "go": lambda: GoPeer(go_binary),
+    }
+    workloads = {
+        "unary GetProduct (h2load -c16 -m32)": dict(method="GetProduct", body_path=bodies["GetProduct"]),
+        f"ListProducts, {LIST_PAGE_SIZE}-product streams (h2load -c4 -m4)": dict(
+            method="ListProducts", body_path=bodies["ListProducts"], clients=4, streams=4),
+    }
+    runs = {side: {name: [] for name in workloads} for side in sides}
+    rss = {side: {"idle": [], "under_load": []} for side in sides}
+    startup = {side: [] for side in sides}
+    answers = {}
+    for round_ in range(rounds):
+        for side in (list(sides) if round_ % 2 == 0 else list(reversed(sides))):
+            server = sides[side]()
+            try:
+                startup[side].append(server.first_rpc_ms())
+                time.sleep(0.5)
+                rss[side]["idle"].append(server.rss_mb())
+                if side not in answers:
+                    with open(bodies["GetProduct"], "rb") as get, open(bodies["ListProducts"], "rb") as page:
+                        answers[side] = (server.call("GetProduct", get.read()), server.call("ListProducts", page.read()))
+                for name, workload in workloads.items():
+                    result = h2load(server, seconds, **workload)
+                    runs[side][name].append(result)
+                    rss[side]["under_load"].append(result["rss_under_load_mb"])
+            finally:
+                server.stop()
+    results = {
+        "go_peer": "grpc-go (Debian golang-google-grpc-dev) with go-grpc-prometheus handling-time histograms, "
+                   "GOMAXPROCS = all cores",
+        "ours": "memory store, default telemetry, traces at 10 % exported over OTLP",
+        "seed_products": SEED_PRODUCTS,
+        "rounds": rounds,
+        # Byte for byte the same GetProduct answer and ListProducts page to
+        # the frames h2load sends (h2load sees HTTP statuses only, and a gRPC
+        # error is HTTP 200).
+        "same_responses": answers["ours"] == answers["go"],
+    }
+    for name in workloads:
+        medians = {side: statistics.median(r["rps"] for r in runs[side][name]) for side in sides}
+        results[name] = {
+            **{f"{side}_median_per_s": round(medians[side], 1) for side in sides},
+            **{f"{side}_runs": [round(r["rps"], 1) for r in runs[side][name]] for side in sides},
+            "ratio_ours_go": round(medians["ours"] / medians["go"], 3),
+        }
+    for side in sides:
+        results[f"{side}_rss_idle_mb"] = round(statistics.median(rss[side]["idle"]), 1)
+        results[f"{side}_rss_under_load_mb"] = round(max(rss[side]["under_load"]), 1)
+        results[f"{side}_startup_to_first_rpc_ms"] = round(statistics.median(startup[side]), 1)
+    return results
+
+
+def print_side_by_side(results):
+    """The side-by-side section as a table, on stderr (stdout is the JSON)."""
+    rows = [(name, f"{r['ours_median_per_s']:,.0f}/s", f"{r['go_median_per_s']:,.0f}/s", f"{r['ratio_ours_go']:.2f}")
+            for name, r in results.items() if isinstance(r, dict)]
+    rows.append(("RSS idle", f"{results['ours_rss_idle_mb']} MB", f"{results['go_rss_idle_mb']} MB",
+                 f"{results['ours_rss_idle_mb'] / results['go_rss_idle_mb']:.2f}"))
+    rows.append(("RSS under load (peak)", f"{results['ours_rss_under_load_mb']} MB",
+                 f"{results['go_rss_under_load_mb']} MB",
+                 f"{results['ours_rss_under_load_mb'] / results['go_rss_under_load_mb']:.2f}"))
+    header = (f"side by side, median of {results['rounds']} round(s)", "ours", "grpc-go", "ours/go")
+    widths = [max(len(row[i]) for row in [header, *rows]) for i in range(4)]
+    for row in [header, *rows]:
+        print("  ".join(cell.ljust(width) for cell, width in zip(row, widths)), file=sys.stderr)
+    if not results["same_responses"]:
+        print("warning: ours and the Go peer did not give the same responses", file=sys.stderr)
+
+
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("binary")
     parser.add_argument("--quick", action="store_true", help="shorter runs, one round")
     parser.add_argument("--json", help="also write the results to this file")
+    parser.add_argument("--only", action="append", choices=SECTIONS,
+                        help="run only this section (repeatable); all of them by default")
+    parser.add_argument("--go-peer", default="target/go-peer/catalogue-go",
+                        help="the grpc-go peer's binary (scripts/go-peer/build.sh)")
     args = parser.parse_args()
+    sections = args.only or SECTIONS
     seconds = 4 if args.quick else 10
     rounds = 1 if args.quick else 3
-    body = tempfile.NamedTemporaryFile(suffix=".bin", delete=False)
-    body.write(get_product_body())
-    body.close()
+    bodies = {}
+    for method, body in (("GetProduct", get_product_body()), ("ListProducts", list_products_body())):
+        with tempfile.NamedTemporaryFile(suffix=".bin", delete=False) as file:
+            file.write(body)
+        bodies[method] = file.name
     sink = OtlpSink()
-    results = {
-        "machine": f"{os.cpu_count()} cores, {os.uname().release}",
-        "memory store": store_suite(args.binary, "memory", seconds, body.name),
-        "sqlite store": store_suite(args.binary, f"sqlite://{tempfile.mkdtemp()}/bench.db", seconds, body.name),
-        "cost of observability (h2load -c16 -m32, memory store)": observability_suite(
-            args.binary, max(seconds - 2, 4), rounds, body.name, sink),
-        "otlp_exports_received": sink.exports,
-    }
-    os.unlink(body.name)
+    results = {"machine": f"{os.cpu_count()} cores, {os.uname().release}"}
+    if "memory" in sections:
+        results["memory store"] = store_suite(args.binary, "memory", seconds, bodies["GetProduct"])
+    if "sqlite" in sections:
+        results["sqlite store"] = store_suite(args.binary, f"sqlite://{tempfile.mkdtemp()}/bench.db", seconds,
+                                              bodies["GetProduct"])
+    if "observability" in sections:
+        results["cost of observability (h2load -c16 -m32, memory store)"] = observability_suite(
+            args.binary, max(seconds - 2, 4), rounds, bodies["GetProduct"], sink)
+    if "go-peer" in sections:
+        results["side by side with grpc-go"] = go_peer_suite(args.binary, args.go_peer, seconds, rounds, bodies, sink)
+    results["otlp_exports_received"] = sink.exports
+    for path in bodies.values():
+        os.unlink(path)
     print(json.dumps(results, indent=2))
+    if "side by side with grpc-go" in results:
+        print_side_by_side(results["side by side with grpc-go"])
     if args.json:
         with open(args.json, "w") as out:
             json.dump(results, out, indent=2)

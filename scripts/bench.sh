@@ -2,8 +2,12 @@
 # Benchmarks of the release build; prints a JSON table (and writes
 # target/bench.json). Installs what it needs: h2load from Debian's
 # nghttp2-client, grpcio into the scripts' virtualenv.
-#   scripts/bench.sh            full run (~10 min on 2 cores)
+#   scripts/bench.sh            full run (~13 min on 2 cores)
 #   scripts/bench.sh --quick    one short round of everything
+#   scripts/bench.sh --only go-peer   one section alone (memory, sqlite,
+#                                     observability, go-peer; repeatable)
+# The go-peer section runs ours side by side with a grpc-go peer, built from
+# Debian's Go packages by scripts/go-peer/build.sh.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/lib.sh
@@ -13,4 +17,8 @@ if ! command -v h2load >/dev/null; then
 fi
 python_client
 cargo build --release --quiet --bin catalogue
+# The grpc-go peer, unless --only leaves its section out.
+if [[ " $* " != *" --only"* || " $* " == *"go-peer"* ]]; then
+  scripts/go-peer/build.sh
+fi
 "$venv/bin/python" scripts/bench.py target/release/catalogue --json target/bench.json "$@"
