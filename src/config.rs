@@ -174,7 +174,9 @@ pub struct UpstreamConfig {
 pub struct ConsulConfig {
     /// Consul agent to register with, e.g. http://127.0.0.1:8500 (or
     /// 127.0.0.1:8500, as Consul's CLI takes it). Unset: no registration.
-    #[arg(long, env = "CONSUL_HTTP_ADDR", value_parser = ConsulAddr::parse)]
+    /// Not Consul's own CONSUL_HTTP_ADDR: a shell set up for the consul CLI
+    /// should not make every instance register.
+    #[arg(long, env = "CATALOGUE_CONSUL_ADDR", value_parser = ConsulAddr::parse)]
     pub consul_addr: Option<ConsulAddr>,
 
     /// Service name to register under: the name clients resolve.
@@ -296,8 +298,9 @@ pub struct FaultsConfig {
 /// `catalogue load`: open loop with --rps, closed loop with --concurrency.
 #[derive(Debug, Clone, Args)]
 pub struct LoadConfig {
-    /// The catalogue to drive: a URL, several (comma separated), or
-    /// dns:///HOST:PORT for every address a name resolves to. Calls are
+    /// The catalogue to drive: a URL, several (comma separated),
+    /// dns:///HOST:PORT for every address a name resolves to, or
+    /// consul://AGENT:PORT/SERVICE for the instances whose checks pass. Calls are
     /// balanced over the replicas whose health check says SERVING.
     #[arg(
         long,

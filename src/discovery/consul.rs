@@ -79,7 +79,7 @@ pub enum ConsulError {
 }
 
 /// The HTTP address of a Consul agent: `http://HOST:PORT`, or `HOST:PORT` as
-/// Consul's own `CONSUL_HTTP_ADDR` takes it.
+/// Consul's own CLI takes it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConsulAddr(Url);
 

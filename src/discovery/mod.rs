@@ -1,8 +1,10 @@
 //! Where a catalogue's replicas are, and which of them may take calls.
 //!
-//! A [`Target`] names the replicas: one URL, several (comma separated), or
+//! A [`Target`] names the replicas: one URL, several (comma separated),
 //! `dns:///host:port` (every address the name resolves to, resolved again
-//! every few seconds: a Kubernetes headless Service). [`Balanced::connect`]
+//! every few seconds: a Kubernetes headless Service), or
+//! `consul://agent:port/service` (the instances whose Consul checks pass,
+//! followed with blocking queries). [`Balanced::connect`]
 //! turns it into one client that spreads calls with tower's
 //! power-of-two-choices balancer (least pending calls) over the replicas
 //! whose `grpc.health.v1` Watch says SERVING: a replica that drains
@@ -73,6 +75,8 @@ pub enum Target {
     Urls(Vec<Uri>),
     /// `dns:///host:port`: every address `host` resolves to.
     Dns { host: String, port: u16 },
+    /// `consul://agent:port/service`.
+    Consul(consul::ConsulTarget),
 }
 
 impl FromStr for Target {
@@ -83,6 +87,11 @@ impl FromStr for Target {
             target: text.to_owned(),
             reason: reason.to_owned(),
         };
+        if text.starts_with(consul::ConsulTarget::PREFIX) {
+            return consul::ConsulTarget::parse(text)
+                .map(Self::Consul)
+                .map_err(|error| invalid(&error.to_string()));
+        }
         if let Some(name) = text.strip_prefix("dns:///") {
             let (host, port) = name
                 .rsplit_once(':')
@@ -140,6 +149,30 @@ impl Target {
                     })
                     .boxed()
             }
+            Self::Consul(target) => match consul::ConsulClient::new(target.agent) {
+                Ok(client) => client
+                    .watch(&target.service, consul::WatchOptions::default())
+                    // A failed query keeps the replicas we have.
+                    .filter_map(|instances| async move {
+                        match instances {
+                            Ok(instances) => Some(
+                                instances
+                                    .iter()
+                                    .map(|instance| format!("http://{instance}"))
+                                    .collect(),
+                            ),
+                            Err(error) => {
+                                tracing::warn!(%error, "consul lookup failed");
+                                None
+                            }
+                        }
+                    })
+                    .boxed(),
+                Err(error) => {
+                    tracing::warn!(%error, "no consul client");
+                    stream::pending().boxed()
+                }
+            },
         }
     }
 }
@@ -402,6 +435,10 @@ mod tests {
                 port: 50051
             }
         );
+        assert!(matches!(
+            "consul://127.0.0.1:8500/catalogue".parse::<Target>().unwrap(),
+            Target::Consul(target) if target.service == "catalogue"
+        ));
         for bad in [
             "",
             "dns:///nohost",
@@ -410,6 +447,7 @@ mod tests {
             "127.0.0.1:1",
             "https://a:1",
             "http://a:1,",
+            "consul://127.0.0.1:8500",
         ] {
             assert!(bad.parse::<Target>().is_err(), "{bad:?} accepted");
         }

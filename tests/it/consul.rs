@@ -19,10 +19,11 @@ use axum::{
 };
 use catalogue::{
     app::{App, StartupError},
-    config::ServeConfig,
+    config::{Cli, Command, ServeConfig},
     discovery::consul::{ConsulAddr, ConsulClient, ConsulError, Instance, WatchOptions},
     telemetry::Telemetry,
 };
+use clap::Parser;
 use futures::{Stream, StreamExt};
 use serde_json::{Value, json};
 use tokio::sync::{Semaphore, watch};
@@ -202,6 +203,61 @@ async fn healthy_instances_are_read_from_the_documented_health_answer() {
     assert_eq!(request.method, Method::GET);
     assert_eq!(request.path, "/v1/health/service/catalogue");
     assert_eq!(request.query, params(&[("passing", "true")]));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_load_generator_balances_over_the_instances_consul_reports() {
+    let app = spawn_app_with(Backend::Memory, &[]).await.unwrap();
+    let port = app.grpc_addr.port();
+    // The second instance is in Consul's answer but not running: the client
+    // must not send it calls, since its health never says SERVING.
+    let dead_port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let agent = ConsulAgent::start(Script {
+        health: vec![Answer::json(
+            3,
+            health_answer(&[("127.0.0.1", port), ("127.0.0.1", dead_port)]),
+        )],
+        ..Script::default()
+    })
+    .await;
+    let target = format!(
+        "consul://{}/catalogue",
+        agent.url.trim_start_matches("http://")
+    );
+    let Command::Load(config) = Cli::try_parse_from([
+        "catalogue",
+        "load",
+        "--target",
+        &target,
+        "--rps",
+        "50",
+        "--duration",
+        "1s",
+        "--mix",
+        "get=1",
+    ])
+    .unwrap()
+    .into_command() else {
+        unreachable!()
+    };
+
+    let summary = catalogue::load::run(&config).await.expect("load runs");
+
+    let live = format!("http://127.0.0.1:{port}");
+    assert_eq!(summary.total("GetProduct"), 50, "{summary}");
+    assert_eq!(
+        summary.replicas.get(&live).copied(),
+        Some(summary.total("GetProduct") + 1),
+        "every call, and the discovery stream before them, went to {live}: {summary}"
+    );
+    let dead = format!("http://127.0.0.1:{dead_port}");
+    assert_eq!(summary.replicas.get(&dead).copied(), Some(0), "{summary}");
+    let request = agent.requests(1).await.remove(0);
+    assert_eq!(request.path, "/v1/health/service/catalogue");
 }
 
 #[tokio::test]
