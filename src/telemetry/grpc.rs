@@ -25,7 +25,7 @@ use bytes::{Buf, Bytes};
 use http::{HeaderMap, Request, Response};
 use http_body::{Body, Frame, SizeHint};
 use metrics::{Counter, Gauge, Histogram, counter, gauge, histogram};
-use opentelemetry::{propagation::Extractor, trace::TraceContextExt};
+use opentelemetry::propagation::Extractor;
 use pin_project_lite::pin_project;
 use tokio_metrics::TaskMonitor;
 use tonic::{Code, transport::server::TcpConnectInfo};
@@ -506,22 +506,13 @@ fn server_span<B>(method: &Method, request: &Request<B>) -> Span {
         network.peer.address = peer.map(|addr| addr.ip().to_string()),
         network.peer.port = peer.map(|addr| addr.port()),
         net.sock.peer.addr = peer.map(|addr| addr.ip().to_string()),
-        trace_id = Empty,
-        span_id = Empty,
     );
     let parent = opentelemetry::global::get_text_map_propagator(|propagator| {
         propagator.extract(&HeaderExtractor(request.headers()))
     });
     // Fails only when no OpenTelemetry layer is installed: then there is no
     // trace to continue.
-    if span.set_parent(parent).is_ok() {
-        let context = span.context();
-        let span_context = context.span().span_context().clone();
-        if span_context.is_valid() {
-            span.record("trace_id", tracing::field::display(span_context.trace_id()));
-            span.record("span_id", tracing::field::display(span_context.span_id()));
-        }
-    }
+    let _ = span.set_parent(parent);
     span
 }
 

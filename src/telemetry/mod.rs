@@ -6,9 +6,11 @@
 //! - `grpc`: the tower layer that makes a span, RED metrics and stream
 //!   metrics of every call;
 //! - `runtime`: the sampler of Tokio runtime, task, process and pool metrics;
+//! - `logs`: log lines, which see events only and carry trace ids;
 //! - `names`: every metric name and help text.
 
 pub mod grpc;
+mod logs;
 pub mod names;
 pub mod runtime;
 
@@ -26,7 +28,7 @@ use tracing_subscriber::{
     EnvFilter, Layer, Registry, fmt::writer::BoxMakeWriter, layer::SubscriberExt,
 };
 
-use crate::config::{LogFormat, TelemetryConfig};
+use crate::config::TelemetryConfig;
 
 /// Filter used when `RUST_LOG` is unset.
 const DEFAULT_FILTER: &str = "info";
@@ -110,7 +112,7 @@ impl Telemetry {
                     .boxed(),
             );
         }
-        layers.push(log_layer(config.log_format, log_sink));
+        layers.push(logs::layer(config.log_format, log_sink));
         tracing::subscriber::set_global_default(Registry::default().with(layers))
             .map_err(|_| TelemetryError::AlreadyInitialised)?;
 
@@ -154,21 +156,6 @@ impl Drop for Telemetry {
 
 fn env_filter() -> EnvFilter {
     EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(DEFAULT_FILTER))
-}
-
-/// Log lines, filtered by `RUST_LOG`. Inside a call they carry the call's
-/// span, whose `trace_id` and `span_id` fields link the line to its trace.
-fn log_layer(format: LogFormat, sink: BoxMakeWriter) -> Box<dyn Layer<Registry> + Send + Sync> {
-    let layer = tracing_subscriber::fmt::layer().with_writer(sink);
-    match format {
-        LogFormat::Text => layer.with_filter(env_filter()).boxed(),
-        LogFormat::Json => layer
-            .json()
-            .with_current_span(true)
-            .with_span_list(true)
-            .with_filter(env_filter())
-            .boxed(),
-    }
 }
 
 /// Batch export over OTLP/gRPC. The batch processor runs on its own thread

@@ -300,9 +300,8 @@ async fn a_stream_span_records_its_messages_and_log_lines_carry_the_trace_id() {
             .contains("prod-corrupt"),
         "the cause is logged"
     );
-    let call_span = &error_line["spans"][0];
-    assert_eq!(call_span["trace_id"], hex(&failed.trace_id));
-    assert_eq!(call_span["span_id"], hex(&failed.span_id));
+    assert_eq!(error_line["trace_id"], hex(&failed.trace_id));
+    assert_eq!(error_line["span_id"], hex(&failed.span_id));
 }
 
 fn hex(bytes: &[u8]) -> String {

@@ -1,0 +1,110 @@
+//! Log lines, filtered by `RUST_LOG`, as text or one JSON object per line.
+//!
+//! The log layer sees events only, never spans. A fmt layer that sees a
+//! span formats its fields when it opens and again on every `record`, for
+//! a log line that is almost never written: at `info`, with a span per
+//! call, that cost a quarter of unary throughput in text and two-fifths in
+//! JSON (`scripts/bench.sh`, README). What a log line needs from the call
+//! it belongs to is the link to its trace, so a line written inside a
+//! traced span carries `trace_id` and `span_id`, read from the
+//! OpenTelemetry context when (and only when) a line is written; the span's
+//! attributes are in the trace.
+
+use std::fmt;
+
+use opentelemetry::trace::{SpanId, TraceContextExt as _, TraceId};
+use tracing::{Event, Subscriber};
+use tracing_opentelemetry::OpenTelemetrySpanExt as _;
+use tracing_subscriber::{
+    Layer, Registry,
+    filter::{FilterExt as _, filter_fn},
+    fmt::{
+        FmtContext, FormatEvent, FormatFields,
+        format::{Format, Writer},
+        writer::BoxMakeWriter,
+    },
+    registry::LookupSpan,
+};
+
+use super::env_filter;
+use crate::config::LogFormat;
+
+/// The log layer for `format`, writing to `sink`.
+pub fn layer(format: LogFormat, sink: BoxMakeWriter) -> Box<dyn Layer<Registry> + Send + Sync> {
+    let events_only = env_filter().and(filter_fn(|metadata| metadata.is_event()));
+    let layer = tracing_subscriber::fmt::layer().with_writer(sink);
+    match format {
+        LogFormat::Text => layer
+            .event_format(WithTraceIds {
+                inner: Format::default(),
+                json: false,
+            })
+            .with_filter(events_only)
+            .boxed(),
+        LogFormat::Json => layer
+            .json()
+            .event_format(WithTraceIds {
+                inner: Format::default()
+                    .json()
+                    .with_current_span(false)
+                    .with_span_list(false),
+                json: true,
+            })
+            .with_filter(events_only)
+            .boxed(),
+    }
+}
+
+/// An event format that adds the current trace's ids to the line `inner`
+/// writes: as the first members of the JSON object, or as `key=value`
+/// pairs at the end of a text line.
+struct WithTraceIds<F> {
+    inner: F,
+    json: bool,
+}
+
+impl<S, N, F> FormatEvent<S, N> for WithTraceIds<F>
+where
+    S: Subscriber + for<'a> LookupSpan<'a>,
+    N: for<'w> FormatFields<'w> + 'static,
+    F: FormatEvent<S, N>,
+{
+    fn format_event(
+        &self,
+        context: &FmtContext<'_, S, N>,
+        mut writer: Writer<'_>,
+        event: &Event<'_>,
+    ) -> fmt::Result {
+        let Some((trace_id, span_id)) = current_trace_ids() else {
+            return self.inner.format_event(context, writer, event);
+        };
+        let mut line = String::new();
+        self.inner
+            .format_event(context, Writer::new(&mut line), event)?;
+        let body = line.strip_suffix('\n').unwrap_or(&line);
+        if self.json
+            && let Some(members) = body.strip_prefix('{')
+        {
+            writeln!(
+                writer,
+                r#"{{"trace_id":"{trace_id}","span_id":"{span_id}",{members}"#
+            )
+        } else {
+            writeln!(writer, "{body} trace_id={trace_id} span_id={span_id}")
+        }
+    }
+}
+
+/// The trace and span ids of the span this thread is in, if it belongs to
+/// a trace.
+fn current_trace_ids() -> Option<(TraceId, SpanId)> {
+    let span = tracing::Span::current();
+    if span.is_none() {
+        return None;
+    }
+    let context = span.context();
+    let span_context = context.span().span_context().clone();
+    span_context
+        .is_valid()
+        .then(|| (span_context.trace_id(), span_context.span_id()))
+}
