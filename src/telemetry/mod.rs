@@ -105,9 +105,19 @@ impl Telemetry {
         });
         if let Some(provider) = &tracer_provider {
             let tracer = provider.tracer("catalogue");
+            // Each of these costs every span, sampled or not, on every
+            // enter and exit (a clock read, a context attached): measured
+            // together at ~10% of unary throughput. Spans keep their own
+            // attributes; the context reaches the upstream call through the
+            // span (`OpenTelemetrySpanExt::context`), not the thread.
             layers.push(
                 tracing_opentelemetry::layer()
                     .with_tracer(tracer)
+                    .with_tracked_inactivity(false)
+                    .with_context_activation(false)
+                    .with_threads(false)
+                    .with_location(false)
+                    .with_target(false)
                     .with_filter(env_filter())
                     .boxed(),
             );
@@ -152,6 +162,15 @@ impl Drop for Telemetry {
             eprintln!("flushing traces failed: {error}");
         }
     }
+}
+
+/// Whether `span` belongs to a trace that will be exported: false for a
+/// disabled span, without an OpenTelemetry layer, or when the sampler
+/// dropped the trace. Asking makes the sampling decision if none was made.
+pub fn is_sampled(span: &tracing::Span) -> bool {
+    use opentelemetry::trace::TraceContextExt as _;
+    use tracing_opentelemetry::OpenTelemetrySpanExt as _;
+    !span.is_none() && span.context().span().span_context().is_sampled()
 }
 
 fn env_filter() -> EnvFilter {
