@@ -227,6 +227,20 @@ impl App {
         let mut admin: JoinHandle<std::io::Result<()>> = task_names
             .spawn("admin-server", async move { admin_server.await })
             .map_err(StartupError::Spawn)?;
+        // The recorder keeps every histogram sample until upkeep folds it into
+        // the buckets; scrapes do that too, but without this a service nobody
+        // scrapes would hold every sample it ever recorded.
+        let upkeep = task_names
+            .spawn("metrics-upkeep", async move {
+                let mut ticks = tokio::time::interval(METRICS_UPKEEP_INTERVAL);
+                ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                loop {
+                    ticks.tick().await;
+                    prometheus.run_upkeep();
+                }
+            })
+            .map_err(StartupError::Spawn)?;
+        let _stop_upkeep = AbortOnDrop(upkeep);
 
         if let Some(consul) = &consul
             && let Err(error) = consul.register().await
@@ -283,6 +297,19 @@ impl App {
             }
         }
         Ok(())
+    }
+}
+
+/// How often histogram samples are folded into their buckets between
+/// scrapes: bounds the samples held to one second's worth.
+const METRICS_UPKEEP_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Aborts a background task when the server stops.
+struct AbortOnDrop(JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }
 
