@@ -16,6 +16,9 @@ import argparse
 import json
 import os
 import re
+import socket
+import threading
+import urllib.request
 import statistics
 import subprocess
 import sys
@@ -28,7 +31,8 @@ import grpc
 PRODUCT_ID = b"prod-0000042"
 SEED_PRODUCTS = 10000
 LIST_PAGE_SIZE = 1000
-SECTIONS = ("memory", "sqlite", "observability", "go-peer")
+SECTIONS = ("memory", "sqlite", "observability", "go-peer", "footprint")
+H2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + b"\x00\x00\x00\x04\x00\x00\x00\x00\x00"
 
 
 def grpc_frame(message: bytes) -> bytes:
@@ -219,6 +223,106 @@ def store_suite(binary, store, seconds, body_path):
         server.stop()
 
 
+def footprint_suite(binary, seconds):
+    """What memory costs: per idle connection, per open stream held by a
+    reader that stopped reading, and while streaming a catalogue 10x larger
+    (SQLite, so that the catalogue itself lives on disk)."""
+    results = {}
+    server = Server(binary, ["--database-url", "memory"])
+    try:
+        time.sleep(0.5)
+        idle = server.rss_mb()
+        host, port = server.grpc.rsplit(":", 1)
+        connections = []
+        for _ in range(1000):
+            connection = socket.create_connection((host, int(port)))
+            connection.sendall(H2_PREFACE)
+            connections.append(connection)
+        time.sleep(1)
+        with_connections = server.rss_mb()
+        for connection in connections:
+            connection.close()
+        time.sleep(1)
+        # 1,000 ListProducts streams of 1,000 products over 5 connections
+        # (200 streams each); each reader takes one message, then stops.
+        before_streams = server.rss_mb()
+        # No BDP probing: the window stays at 64 KiB, less than a page.
+        channels = [grpc.insecure_channel(server.grpc, options=[("grpc.use_local_subchannel_pool", 1),
+                                                              ("grpc.http2.bdp_probe", 0)])
+                    for _ in range(5)]
+        readers = []
+        for index in range(1000):
+            stream = channels[index % 5].unary_stream(
+                "/catalogue.v1.CatalogueService/ListProducts", lambda b: b, lambda b: b)
+            reader = stream(list_products_body()[5:], timeout=60)
+            next(reader)
+            readers.append(reader)
+        time.sleep(1)
+        with_streams = server.rss_mb()
+        for reader in readers:
+            reader.cancel()
+        for channel in channels:
+            channel.close()
+        results.update({
+            "rss_idle_mb": round(idle, 1),
+            "rss_per_idle_connection_kb": round((with_connections - idle) * 1024 / 1000, 1),
+            "rss_per_stalled_stream_kb": round((with_streams - before_streams) * 1024 / 1000, 1),
+            "rss_with_1000_stalled_streams_mb": round(with_streams, 1),
+        })
+    finally:
+        server.stop()
+    for products in (10000, 100000):
+        # Seeded by a first start, measured on the second: the seeding's own
+        # garbage is not what streaming costs.
+        flags = ["--database-url", f"sqlite://{tempfile.mkdtemp()}/bench.db", "--seed-products", str(products)]
+        seeding = Server(binary, flags)
+        seeding.first_rpc_ms()
+        seeding.stop()
+        server = Server(binary, flags)
+        try:
+            server.first_rpc_ms()
+            peak = [0.0]
+            done = threading.Event()
+
+            def sample():
+                while not done.is_set():
+                    peak[0] = max(peak[0], server.rss_mb())
+                    time.sleep(0.1)
+
+            sampler = threading.Thread(target=sample)
+            sampler.start()
+            streamed = load(binary, server, "--mix", "list=1", "--list-page-size", "1000", "--concurrency", "16",
+                            "--duration", f"{seconds}s")
+            done.set()
+            sampler.join()
+            results[f"sqlite_{products}_products_streaming_peak_rss_mb"] = round(peak[0], 1)
+            results[f"sqlite_{products}_products_stream_messages_per_s"] = round(streamed["stream_messages_per_s"])
+        finally:
+            server.stop()
+    small, large = (results[f"sqlite_{n}_products_streaming_peak_rss_mb"] for n in (10000, 100000))
+    results["rss_growth_10x_catalogue"] = round(large / small, 3)
+    return results
+
+
+class Profiling:
+    """Takes back-to-back CPU profiles from the admin port while it runs."""
+
+    def __init__(self, server, seconds):
+        self.url = f"http://{server.admin}/debug/pprof/profile?seconds={seconds}"
+        self.done = threading.Event()
+        self.thread = threading.Thread(target=self.run)
+        self.thread.start()
+
+    def run(self):
+        while not self.done.is_set():
+            with urllib.request.urlopen(self.url, timeout=60) as response:
+                response.read()
+
+    def stop(self):
+        self.done.set()
+        self.thread.join()
+
+
 def observability_suite(binary, seconds, rounds, body_path, sink):
     ratio_10 = {"OTEL_TRACES_SAMPLER": "traceidratio", "OTEL_TRACES_SAMPLER_ARG": "0.1"}
     otlp = ["--otlp-endpoint", sink.endpoint]
@@ -229,15 +333,21 @@ def observability_suite(binary, seconds, rounds, body_path, sink):
         "default: metrics + traces 10%": (otlp, ratio_10),
         "metrics + traces 100%": (otlp, {}),
         "console only": (["--console", "--no-runtime-metrics"], {}),
+        "a CPU profile running (99 Hz), all else off": (["--no-runtime-metrics"], {"PROFILE": "1"}),
         "everything (+ console, 100%)": (["--console", *otlp], {}),
     }
     results = {name: [] for name in configurations}
     for _ in range(rounds):
         for name, (flags, env) in configurations.items():
+            env = dict(env)
+            profiling = env.pop("PROFILE", None)
             server = Server(binary, ["--database-url", "memory", *flags], env)
+            profile = Profiling(server, 2) if profiling else None
             try:
                 results[name].append(h2load(server, seconds, body_path)["rps"])
             finally:
+                if profile:
+                    profile.stop()
                 server.stop()
     baseline = statistics.median(results["all off"])
     return {
@@ -357,6 +467,8 @@ def main():
             args.binary, max(seconds - 2, 4), rounds, bodies["GetProduct"], sink)
     if "go-peer" in sections:
         results["side by side with grpc-go"] = go_peer_suite(args.binary, args.go_peer, seconds, rounds, bodies, sink)
+    if "footprint" in sections:
+        results["memory footprint"] = footprint_suite(args.binary, seconds)
     results["otlp_exports_received"] = sink.exports
     for path in bodies.values():
         os.unlink(path)
