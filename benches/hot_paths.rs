@@ -52,7 +52,7 @@ fn telemetry_layer(c: &mut Criterion) {
         .enable_all()
         .build()
         .unwrap();
-    let layer = GrpcTelemetryLayer::new(false);
+    let layer = GrpcTelemetryLayer::new(false, None);
     let ok = || {
         let mut response = http::Response::new(tonic::body::Body::empty());
         response

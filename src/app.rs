@@ -28,7 +28,7 @@ use crate::{
     faults::{FaultError, FaultInjector},
     protection::{ShedLayer, limit_connections},
     store::{self, InstrumentedStore, Store, StoreError},
-    telemetry::{Telemetry, grpc::GrpcTelemetryLayer, runtime::Sampler},
+    telemetry::{Telemetry, grpc::GrpcTelemetryLayer, runtime::Sampler, sampling::HeadSampler},
     upstream::Upstream,
 };
 
@@ -84,6 +84,8 @@ pub struct App {
     admin_addr: SocketAddr,
     console: Option<(console_subscriber::Server, std::net::TcpListener)>,
     console_addr: Option<SocketAddr>,
+    /// Which calls are traced; `None` when traces are not exported.
+    head_sampler: Option<HeadSampler>,
     consul: Option<Registrar>,
 }
 
@@ -136,6 +138,7 @@ impl App {
             faults,
             upstream,
             prometheus: telemetry.prometheus(),
+            head_sampler: telemetry.head_sampler(),
             grpc_listener,
             grpc_addr,
             admin_listener,
@@ -173,6 +176,7 @@ impl App {
             faults,
             upstream,
             prometheus,
+            head_sampler,
             grpc_listener,
             admin_listener,
             console,
@@ -191,7 +195,8 @@ impl App {
         if let Some((server, listener)) = console {
             serve_console(server, listener)?;
         }
-        let telemetry_layer = GrpcTelemetryLayer::new(config.telemetry.trace_health_checks);
+        let telemetry_layer =
+            GrpcTelemetryLayer::new(config.telemetry.trace_health_checks, head_sampler);
         let sampler = Sampler::new(
             tokio::runtime::Handle::current(),
             prometheus.clone(),

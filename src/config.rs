@@ -9,6 +9,7 @@ use crate::{
     admin::AdminToken,
     discovery::consul::{AdvertiseAddr, ConsulAddr},
     store::StoreOptions,
+    telemetry::sampling::SamplerKind,
 };
 
 /// An observability-first reference gRPC catalogue service.
@@ -366,11 +367,24 @@ pub struct TelemetryConfig {
     pub log_format: LogFormat,
 
     /// OTLP/gRPC collector to export traces to, e.g. http://127.0.0.1:4317.
-    /// Unset: no traces are exported. The other standard OTEL_* variables
-    /// (OTEL_TRACES_SAMPLER, OTEL_TRACES_SAMPLER_ARG, OTEL_RESOURCE_ATTRIBUTES,
-    /// OTEL_EXPORTER_OTLP_TIMEOUT, ...) are read by the OpenTelemetry SDK.
+    /// Unset: no traces are exported (and no call makes a span). The other
+    /// standard OTEL_* variables (OTEL_RESOURCE_ATTRIBUTES,
+    /// OTEL_EXPORTER_OTLP_TIMEOUT, OTEL_BSP_*, ...) are read by the
+    /// OpenTelemetry SDK.
     #[arg(long, env = "OTEL_EXPORTER_OTLP_ENDPOINT")]
     pub otlp_endpoint: Option<String>,
+
+    /// Which calls are traced, decided as each arrives (OpenTelemetry's
+    /// sampler names): parentbased_* follow the caller's sampled flag when
+    /// it sent a traceparent.
+    #[arg(long, env = "OTEL_TRACES_SAMPLER", value_enum,
+          default_value_t = SamplerKind::ParentBasedAlwaysOn)]
+    pub trace_sampler: SamplerKind,
+
+    /// The ratio samplers' share of new traces, 0..1.
+    #[arg(long, env = "OTEL_TRACES_SAMPLER_ARG", default_value_t = 1.0,
+          value_parser = ratio)]
+    pub trace_sampler_arg: f64,
 
     /// This replica's name: the `instance_id` label of
     /// `catalogue_build_info` and the traces' `service.instance.id`.
@@ -402,6 +416,13 @@ pub struct TelemetryConfig {
     /// each scrape of /metrics).
     #[arg(long, env = "CATALOGUE_NO_RUNTIME_METRICS")]
     pub no_runtime_metrics: bool,
+}
+
+fn ratio(text: &str) -> Result<f64, String> {
+    match text.parse::<f64>() {
+        Ok(ratio) if (0.0..=1.0).contains(&ratio) => Ok(ratio),
+        _ => Err(format!("{text:?} is not a ratio between 0 and 1")),
+    }
 }
 
 impl TelemetryConfig {
@@ -453,6 +474,8 @@ mod tests {
         assert!(Cli::try_parse_from(["catalogue", "--seed-products", "-1"]).is_err());
         assert!(Cli::try_parse_from(["catalogue", "serve", "--shutdown-grace", "soon"]).is_err());
         assert!(Cli::try_parse_from(["catalogue", "--admin-token", ""]).is_err());
+        assert!(Cli::try_parse_from(["catalogue", "--trace-sampler-arg", "1.5"]).is_err());
+        assert!(Cli::try_parse_from(["catalogue", "--trace-sampler", "sometimes"]).is_err());
         assert!(
             Cli::try_parse_from(["catalogue", "--consul-addr", "https://consul:8501"]).is_err()
         );

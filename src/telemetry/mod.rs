@@ -7,12 +7,14 @@
 //!   metrics of every call;
 //! - `runtime`: the sampler of Tokio runtime, task, process and pool metrics;
 //! - `logs`: log lines, which see events only and carry trace ids;
+//! - `sampling`: the head-sampling decision, made before any span exists;
 //! - `names`: every metric name and help text.
 
 pub mod grpc;
 mod logs;
 pub mod names;
 pub mod runtime;
+pub mod sampling;
 
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use opentelemetry::{
@@ -22,7 +24,7 @@ use opentelemetry_otlp::{SpanExporter, WithExportConfig};
 use opentelemetry_sdk::{
     Resource,
     propagation::{BaggagePropagator, TraceContextPropagator},
-    trace::SdkTracerProvider,
+    trace::{Sampler, SdkTracerProvider},
 };
 use tracing_subscriber::{
     EnvFilter, Layer, Registry,
@@ -60,6 +62,8 @@ pub struct Telemetry {
     prometheus: PrometheusHandle,
     console: Option<console_subscriber::Server>,
     tracer_provider: Option<SdkTracerProvider>,
+    /// `None` without an exporter: then no call makes a span.
+    head_sampler: Option<sampling::HeadSampler>,
 }
 
 impl Telemetry {
@@ -129,11 +133,20 @@ impl Telemetry {
         tracing::subscriber::set_global_default(Registry::default().with(layers))
             .map_err(|_| TelemetryError::AlreadyInitialised)?;
 
+        let head_sampler = tracer_provider
+            .as_ref()
+            .map(|_| sampling::HeadSampler::new(config.trace_sampler, config.trace_sampler_arg));
         Ok(Self {
             prometheus,
             console,
             tracer_provider,
+            head_sampler,
         })
+    }
+
+    /// Which calls get spans; `None` when traces are not exported.
+    pub fn head_sampler(&self) -> Option<sampling::HeadSampler> {
+        self.head_sampler
     }
 
     /// Renders `/metrics`.
@@ -214,6 +227,9 @@ fn tracer_provider(
         ))
         .build();
     Ok(SdkTracerProvider::builder()
+        // The decision is made before a call's span exists (`sampling`):
+        // the SDK keeps what it is given, and children follow their parent.
+        .with_sampler(Sampler::ParentBased(Box::new(Sampler::AlwaysOn)))
         .with_batch_exporter(exporter)
         .with_resource(resource)
         .build())

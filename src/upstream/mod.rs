@@ -17,7 +17,7 @@ use std::{
 };
 
 use metrics::{Counter, Gauge, Histogram, counter, gauge, histogram};
-use opentelemetry::propagation::Injector;
+use opentelemetry::{propagation::Injector, trace::TraceContextExt};
 use tokio::sync::Semaphore;
 use tonic::{Code, Request, metadata::MetadataMap, transport::Channel};
 use tracing::{Instrument, Span};
@@ -27,7 +27,7 @@ use self::breaker::{CircuitBreaker, Settings, State, Ticket, Transition};
 use crate::{
     api::inventory::{GetStockRequest, inventory_service_client::InventoryServiceClient},
     config::UpstreamConfig,
-    telemetry::names,
+    telemetry::{names, sampling::UnsampledTrace},
 };
 
 /// Why live stock could not be had; GetProduct then serves the stored stock.
@@ -140,12 +140,15 @@ impl Upstream {
 
     /// Live stock of `product_id`, answered before `deadline` (the caller's,
     /// if it set one).
+    /// `unsampled`: the trace context of a call that is not traced, passed
+    /// on so the upstream follows the same decision.
     pub async fn stock(
         &self,
         product_id: &str,
         deadline: Option<Instant>,
+        unsampled: Option<&UnsampledTrace>,
     ) -> Result<i32, Degraded> {
-        let result = self.call(product_id, deadline).await;
+        let result = self.call(product_id, deadline, unsampled).await;
         if let Err(degraded) = result {
             self.metrics.degraded[Degraded::ALL
                 .iter()
@@ -156,7 +159,12 @@ impl Upstream {
         result
     }
 
-    async fn call(&self, product_id: &str, deadline: Option<Instant>) -> Result<i32, Degraded> {
+    async fn call(
+        &self,
+        product_id: &str,
+        deadline: Option<Instant>,
+        unsampled: Option<&UnsampledTrace>,
+    ) -> Result<i32, Degraded> {
         let timeout = match deadline {
             Some(deadline) => deadline
                 .checked_duration_since(Instant::now())
@@ -176,21 +184,32 @@ impl Upstream {
         self.observe(transition);
         let ticket = ticket.ok_or(Degraded::BreakerOpen)?;
 
-        let span = tracing::info_span!(
-            "inventory.GetStock",
-            otel.name = "inventory.v1.InventoryService/GetStock",
-            otel.kind = "client",
-            otel.status_code = tracing::field::Empty,
-            rpc.system = "grpc",
-            rpc.system.name = "grpc",
-            rpc.service = "inventory.v1.InventoryService",
-            rpc.method = "GetStock",
-        );
+        // A CLIENT span only inside a traced call.
+        let span = if crate::telemetry::is_sampled(&Span::current()) {
+            tracing::info_span!(
+                "inventory.GetStock",
+                otel.name = "inventory.v1.InventoryService/GetStock",
+                otel.kind = "client",
+                otel.status_code = tracing::field::Empty,
+                rpc.system = "grpc",
+                rpc.system.name = "grpc",
+                rpc.service = "inventory.v1.InventoryService",
+                rpc.method = "GetStock",
+            )
+        } else {
+            Span::none()
+        };
         let mut request = Request::new(GetStockRequest {
             product_id: product_id.to_owned(),
         });
         request.set_timeout(timeout);
-        inject_trace_context(&span, request.metadata_mut());
+        let context = match unsampled {
+            Some(UnsampledTrace(parent)) if span.is_none() => {
+                opentelemetry::Context::new().with_remote_span_context(parent.clone())
+            }
+            _ => span.context(),
+        };
+        inject_trace_context(&context, request.metadata_mut());
 
         let mut call = InFlight::start(self, ticket);
         let started = Instant::now();
@@ -286,7 +305,7 @@ impl Drop for InFlight<'_> {
 
 /// Puts the current trace context into the outgoing call's metadata (W3C
 /// `traceparent`, `tracestate`, `baggage`).
-fn inject_trace_context(span: &Span, metadata: &mut MetadataMap) {
+fn inject_trace_context(context: &opentelemetry::Context, metadata: &mut MetadataMap) {
     struct MetadataInjector<'a>(&'a mut MetadataMap);
     impl Injector for MetadataInjector<'_> {
         fn set(&mut self, key: &str, value: String) {
@@ -298,9 +317,8 @@ fn inject_trace_context(span: &Span, metadata: &mut MetadataMap) {
             }
         }
     }
-    let context = span.context();
     opentelemetry::global::get_text_map_propagator(|propagator| {
-        propagator.inject_context(&context, &mut MetadataInjector(metadata));
+        propagator.inject_context(context, &mut MetadataInjector(metadata));
     });
 }
 

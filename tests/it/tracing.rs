@@ -5,7 +5,13 @@ use std::{
     sync::{Arc, Mutex},
 };
 
-use catalogue::api::proto::{GetProductRequest, ListProductsRequest};
+use catalogue::api::{
+    inventory::{
+        GetStockRequest, GetStockResponse,
+        inventory_service_server::{InventoryService, InventoryServiceServer},
+    },
+    proto::{GetProductRequest, ListProductsRequest},
+};
 use opentelemetry_proto::tonic::{
     collector::trace::v1::{
         ExportTraceServiceRequest, ExportTraceServiceResponse,
@@ -103,8 +109,105 @@ async fn traced_app(logs: &Logs) -> (TestApp, Receiver) {
     (app, receiver)
 }
 
+/// An inventory upstream that keeps the `traceparent` of every call.
+#[derive(Clone, Default)]
+struct Inventory {
+    traceparents: Arc<Mutex<Vec<String>>>,
+}
+
+#[tonic::async_trait]
+impl InventoryService for Inventory {
+    async fn get_stock(
+        &self,
+        request: Request<GetStockRequest>,
+    ) -> Result<Response<GetStockResponse>, Status> {
+        let traceparent = request
+            .metadata()
+            .get("traceparent")
+            .and_then(|value| value.to_str().ok())
+            .unwrap_or("")
+            .to_owned();
+        self.traceparents.lock().unwrap().push(traceparent);
+        Ok(Response::new(GetStockResponse { stock_qty: 7 }))
+    }
+}
+
+impl Inventory {
+    async fn start(&self) -> String {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(
+            tonic::transport::Server::builder()
+                .add_service(InventoryServiceServer::new(self.clone()))
+                .serve_with_incoming(TcpListenerStream::new(listener)),
+        );
+        format!("http://{addr}")
+    }
+}
+
 const TRACE_ID: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
 const PARENT_ID: &str = "00f067aa0ba902b7";
+
+fn get_request_with(traceparent: &str) -> Request<GetProductRequest> {
+    let mut request = Request::new(GetProductRequest {
+        product_id: seed_products()[0].id.clone(),
+    });
+    request
+        .metadata_mut()
+        .insert("traceparent", MetadataValue::try_from(traceparent).unwrap());
+    request
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_callers_sampling_decision_travels_on_to_the_upstream() {
+    let receiver = Receiver::default();
+    let endpoint = receiver.start().await;
+    let inventory = Inventory::default();
+    let upstream = inventory.start().await;
+    let app = crate::helpers::spawn_app_with(
+        Backend::Memory,
+        &["--otlp-endpoint", &endpoint, "--upstream-url", &upstream],
+    )
+    .await
+    .unwrap();
+    const UNSAMPLED: &str = "0af7651916cd43dd8448eb211c80319c";
+
+    app.client
+        .clone()
+        .get_product(get_request_with(&format!("00-{UNSAMPLED}-{PARENT_ID}-00")))
+        .await
+        .expect("found");
+    app.client
+        .clone()
+        .get_product(get_request_with(&format!("00-{TRACE_ID}-{PARENT_ID}-01")))
+        .await
+        .expect("found");
+    app.flush_traces();
+
+    let spans = receiver.spans();
+    assert!(
+        spans.iter().all(|span| hex(&span.trace_id) != UNSAMPLED),
+        "an unsampled call made spans"
+    );
+    let client = spans
+        .iter()
+        .find(|span| span.name == "inventory.v1.InventoryService/GetStock")
+        .expect("the sampled call's upstream span");
+    assert_eq!(hex(&client.trace_id), TRACE_ID);
+    let traceparents = inventory.traceparents.lock().unwrap().clone();
+    let [unsampled, sampled] = traceparents.as_slice() else {
+        panic!("{traceparents:?}");
+    };
+    let fields: Vec<&str> = unsampled.split('-').collect();
+    assert_eq!(fields[1], UNSAMPLED, "the trace id goes on: {unsampled}");
+    assert_ne!(fields[2], PARENT_ID, "with a span id of this service's");
+    assert_eq!(fields[3], "00", "and not sampled: {unsampled}");
+    assert_eq!(
+        sampled,
+        &format!("00-{TRACE_ID}-{}-01", hex(&client.span_id)),
+        "a sampled call's upstream span is the parent"
+    );
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_call_continues_the_callers_trace_with_store_spans_as_children() {
