@@ -150,11 +150,13 @@ class GoPeer(Server):
                     "-products", str(products)])
 
 
-def h2load(server, seconds, body_path, clients=16, streams=32, method="GetProduct"):
+def h2load(server, seconds, body_path, clients=16, streams=32, method="GetProduct", rate=None):
     """Closed-loop saturation of one method by h2load (a ListProducts stream
-    is one request); samples RSS meanwhile."""
+    is one request), or with `rate` an open loop at that many calls per
+    second in all; samples RSS meanwhile."""
+    paced = ["--rps", str(max(1, round(rate / clients)))] if rate else []
     process = subprocess.Popen(
-        ["h2load", "-c", str(clients), "-m", str(streams), "-D", str(seconds), "--warm-up-time", "1",
+        ["h2load", "-c", str(clients), "-m", str(streams), "-D", str(seconds), "--warm-up-time", "1", *paced,
          "-d", body_path, "-H", "content-type: application/grpc", "-H", "te: trailers",
          f"http://{server.grpc}/catalogue.v1.CatalogueService/{method}"],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
@@ -166,12 +168,15 @@ def h2load(server, seconds, body_path, clients=16, streams=32, method="GetProduc
     output = process.stdout.read()
     rps = re.search(r"finished in [\d.]+\w+, ([\d.]+) req/s", output)
     mean = re.search(r"time for request:\s+\S+\s+\S+\s+(\S+)", output)
+    request_times = re.search(r"time for request:\s+(\S+)\s+(\S+)\s+(\S+)\s+(\S+)", output)
     failed = re.search(r"(\d+) failed", output)
     if not rps:
         raise SystemExit(f"h2load failed:\n{output}")
     return {
         "rps": float(rps.group(1)),
         "mean_latency": mean.group(1) if mean else None,
+        "max_latency": request_times.group(2) if request_times else None,
+        "sd_latency": request_times.group(4) if request_times else None,
         "failed": int(failed.group(1)) if failed else None,
         "rss_under_load_mb": round(peak_rss, 1),
     }
@@ -197,6 +202,13 @@ def store_suite(binary, store, seconds, body_path):
         unary = h2load(server, seconds, body_path)
         closed = load(binary, server, "--mix", "get=1", "--concurrency", "64", "--connections", "4",
                       "--duration", f"{seconds}s")
+        # h2load's own open loop (--rps per client): the client is not ours.
+        # It reports mean, spread and maximum, no percentiles.
+        h2load_open_loop = {}
+        for share in (25, 50, 75):
+            paced = h2load(server, seconds, body_path, rate=unary["rps"] * share / 100)
+            h2load_open_loop[f"{share}%"] = {key: paced[key] for key in ("rps", "mean_latency", "sd_latency",
+                                                                       "max_latency")}
         open_loop = {}
         for share in (25, 50, 75):
             rate = unary["rps"] * share / 100
@@ -215,6 +227,7 @@ def store_suite(binary, store, seconds, body_path):
             "unary_catalogue_load": {"rps": round(closed["achieved_rps"]), "p50_ms": closed["latency_ms"]["p50"],
                                      "p99_ms": closed["latency_ms"]["p99"]},
             "unary_open_loop": open_loop,
+            "unary_open_loop_h2load": h2load_open_loop,
             "streams_per_s": round(streams["achieved_rps"], 1),
             "stream_messages_per_s": round(streams["stream_messages_per_s"]),
             "search_rps": round(search["achieved_rps"]),
