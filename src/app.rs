@@ -7,6 +7,7 @@ use std::{any::Any, future::Future, net::SocketAddr, sync::Arc};
 
 use metrics_exporter_prometheus::PrometheusHandle;
 use tokio::{net::TcpListener, sync::watch, task::JoinHandle};
+use tokio_util::task::AbortOnDropHandle;
 use tonic::{
     Status,
     transport::{Server, server::TcpIncoming},
@@ -245,7 +246,7 @@ impl App {
                 }
             })
             .map_err(StartupError::Spawn)?;
-        let _stop_upkeep = AbortOnDrop(upkeep);
+        let _stop_upkeep = AbortOnDropHandle::new(upkeep);
 
         if let Some(consul) = &consul
             && let Err(error) = consul.register().await
@@ -308,15 +309,6 @@ impl App {
 /// How often histogram samples are folded into their buckets between
 /// scrapes: bounds the samples held to one second's worth.
 const METRICS_UPKEEP_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1);
-
-/// Aborts a background task when the server stops.
-struct AbortOnDrop(JoinHandle<()>);
-
-impl Drop for AbortOnDrop {
-    fn drop(&mut self) {
-        self.0.abort();
-    }
-}
 
 /// The gRPC server future: catalogue, health and reflection behind the
 /// telemetry layer, with the HTTP/2 limits set explicitly.

@@ -30,8 +30,9 @@ use std::{
 
 use futures::{StreamExt, stream};
 use http::Uri;
-use tokio::{sync::mpsc, task::JoinHandle};
+use tokio::sync::mpsc;
 use tokio_stream::wrappers::{IntervalStream, ReceiverStream};
+use tokio_util::task::AbortOnDropHandle;
 use tonic::{
     body::Body,
     transport::{Channel, Endpoint},
@@ -230,17 +231,12 @@ impl Replicas {
     }
 }
 
-/// A client balanced over a target's healthy replicas.
+/// A client balanced over a target's healthy replicas. Dropping it stops
+/// discovery and every health watcher.
 pub struct Balanced {
     pub service: BalancedService,
     pub replicas: Replicas,
-    discovery: JoinHandle<()>,
-}
-
-impl Drop for Balanced {
-    fn drop(&mut self) {
-        self.discovery.abort();
-    }
+    _discovery: AbortOnDropHandle<()>,
 }
 
 impl Balanced {
@@ -249,12 +245,12 @@ impl Balanced {
     pub fn connect(target: Target, connections: u32) -> Self {
         let (changes, discovered) = mpsc::channel(CHANGES_BUFFER);
         let replicas = Replicas::default();
-        let discovery = tokio::spawn(follow(
+        let discovery = AbortOnDropHandle::new(tokio::spawn(follow(
             target.resolve(),
             connections.max(1),
             changes,
             replicas.clone(),
-        ));
+        )));
         let discover = PendingRequestsDiscover::new(
             ReceiverStream::new(discovered),
             CompleteOnResponse::default(),
@@ -265,7 +261,7 @@ impl Balanced {
                 Buffer::new(balance, BALANCER_BUFFER).map_err(BalanceError),
             ),
             replicas,
-            discovery,
+            _discovery: discovery,
         }
     }
 }
@@ -280,7 +276,8 @@ async fn follow(
     changes: Changes,
     replicas: Replicas,
 ) {
-    let mut watchers: HashMap<String, JoinHandle<()>> = HashMap::new();
+    // Aborted when dropped: with this task, or when their replica goes.
+    let mut watchers: HashMap<String, AbortOnDropHandle<()>> = HashMap::new();
     while let Some(set) = resolved.next().await {
         let gone: Vec<String> = watchers
             .keys()
@@ -288,9 +285,7 @@ async fn follow(
             .cloned()
             .collect();
         for replica in gone {
-            if let Some(watcher) = watchers.remove(&replica) {
-                watcher.abort();
-            }
+            watchers.remove(&replica);
             for connection in 0..connections {
                 let key = (replica.clone(), connection);
                 if changes.send(Ok(Change::Remove(key))).await.is_err() {
@@ -302,12 +297,12 @@ async fn follow(
             if let std::collections::hash_map::Entry::Vacant(entry) = watchers.entry(replica) {
                 let replica = entry.key().clone();
                 let served = replicas.counter(&replica);
-                entry.insert(tokio::spawn(watch(
+                entry.insert(AbortOnDropHandle::new(tokio::spawn(watch(
                     replica,
                     connections,
                     changes.clone(),
                     served,
-                )));
+                ))));
             }
         }
     }
