@@ -12,9 +12,8 @@
 
 use std::fmt;
 
-use opentelemetry::trace::{SpanId, TraceContextExt as _, TraceId};
+use opentelemetry::trace::{SpanId, TraceId};
 use tracing::{Event, Subscriber};
-use tracing_opentelemetry::OpenTelemetrySpanExt as _;
 use tracing_subscriber::{
     Layer, Registry,
     filter::{FilterExt as _, filter_fn},
@@ -98,13 +97,6 @@ where
 /// The trace and span ids of the span this thread is in, if it belongs to
 /// a trace.
 fn current_trace_ids() -> Option<(TraceId, SpanId)> {
-    let span = tracing::Span::current();
-    if span.is_none() {
-        return None;
-    }
-    let context = span.context();
-    let span_context = context.span().span_context().clone();
-    span_context
-        .is_valid()
-        .then(|| (span_context.trace_id(), span_context.span_id()))
+    super::span_context(&tracing::Span::current())
+        .map(|context| (context.trace_id(), context.span_id()))
 }

@@ -79,12 +79,14 @@ impl Telemetry {
             .install_recorder()
             .map_err(|_| TelemetryError::AlreadyInitialised)?;
         names::describe();
+        // Read once: the host name comes from /proc.
+        let instance_id = config.instance_id();
         metrics::gauge!(
             names::BUILD_INFO,
             "version" => env!("CARGO_PKG_VERSION"),
             "rustc" => env!("CATALOGUE_RUSTC_VERSION"),
             "git_sha" => env!("CATALOGUE_GIT_SHA"),
-            "instance_id" => config.instance_id(),
+            "instance_id" => instance_id.clone(),
         )
         .set(1.0);
 
@@ -95,7 +97,7 @@ impl Telemetry {
         let tracer_provider = config
             .otlp_endpoint
             .as_deref()
-            .map(|endpoint| tracer_provider(endpoint, config))
+            .map(|endpoint| tracer_provider(endpoint, &config.service_name, instance_id))
             .transpose()?;
 
         let mut layers: Vec<Box<dyn Layer<Registry> + Send + Sync>> = Vec::new();
@@ -184,9 +186,19 @@ impl Drop for Telemetry {
 /// disabled span, without an OpenTelemetry layer, or when the sampler
 /// dropped the trace. Asking makes the sampling decision if none was made.
 pub fn is_sampled(span: &tracing::Span) -> bool {
+    span_context(span).is_some_and(|context| context.is_sampled())
+}
+
+/// The OpenTelemetry context of `span`: `None` for a disabled span, or
+/// without an OpenTelemetry layer.
+fn span_context(span: &tracing::Span) -> Option<opentelemetry::trace::SpanContext> {
     use opentelemetry::trace::TraceContextExt as _;
     use tracing_opentelemetry::OpenTelemetrySpanExt as _;
-    !span.is_none() && span.context().span().span_context().is_sampled()
+    if span.is_none() {
+        return None;
+    }
+    let context = span.context().span().span_context().clone();
+    context.is_valid().then_some(context)
 }
 
 /// `RUST_LOG` (default `info`) as a per-layer filter. A plain list of
@@ -213,17 +225,18 @@ fn filter_from(directives: Option<&str>) -> Box<dyn Filter<Registry> + Send + Sy
 /// never a blocked request.
 fn tracer_provider(
     endpoint: &str,
-    config: &TelemetryConfig,
+    service_name: &str,
+    instance_id: String,
 ) -> Result<SdkTracerProvider, TelemetryError> {
     let exporter = SpanExporter::builder()
         .with_tonic()
         .with_endpoint(endpoint)
         .build()?;
     let resource = Resource::builder()
-        .with_service_name(config.service_name.clone())
+        .with_service_name(service_name.to_owned())
         .with_attribute(KeyValue::new(
             opentelemetry_semantic_conventions::resource::SERVICE_INSTANCE_ID,
-            config.instance_id(),
+            instance_id,
         ))
         .build();
     Ok(SdkTracerProvider::builder()

@@ -19,11 +19,10 @@ use axum::{
 };
 use catalogue::{
     app::{App, StartupError},
-    config::{Cli, Command, ServeConfig},
+    config::ServeConfig,
     discovery::consul::{ConsulAddr, ConsulClient, ConsulError, Instance, WatchOptions},
     telemetry::Telemetry,
 };
-use clap::Parser;
 use futures::{Stream, StreamExt};
 use serde_json::{Value, json};
 use tokio::sync::{Semaphore, watch};
@@ -32,7 +31,7 @@ use tonic_health::pb::{
 };
 use tracing_subscriber::fmt::writer::BoxMakeWriter;
 
-use crate::helpers::{Backend, repo_path, spawn_app_with, test_config};
+use crate::helpers::{Backend, load_config, repo_path, spawn_app_with, test_config};
 
 const HEALTH_SERVICE: &str = "catalogue.v1.CatalogueService";
 /// Generous: only a broken contract makes a test wait this long.
@@ -228,22 +227,10 @@ async fn the_load_generator_balances_over_the_instances_consul_reports() {
         "consul://{}/catalogue",
         agent.url.trim_start_matches("http://")
     );
-    let Command::Load(config) = Cli::try_parse_from([
-        "catalogue",
-        "load",
-        "--target",
+    let config = load_config(
         &target,
-        "--rps",
-        "50",
-        "--duration",
-        "1s",
-        "--mix",
-        "get=1",
-    ])
-    .unwrap()
-    .into_command() else {
-        unreachable!()
-    };
+        &["--rps", "50", "--duration", "1s", "--mix", "get=1"],
+    );
 
     let summary = catalogue::load::run(&config).await.expect("load runs");
 

@@ -11,7 +11,7 @@ use std::{
 use catalogue::{
     api::proto::catalogue_service_client::CatalogueServiceClient,
     app::{App, StartupError},
-    config::{Cli, Command, ServeConfig, UpstreamSimulatorConfig},
+    config::{Cli, Command, LoadConfig, ServeConfig, UpstreamSimulatorConfig},
     store::{self, Store},
     telemetry::Telemetry,
     upstream::simulator::UpstreamSimulator,
@@ -101,18 +101,35 @@ impl TestApp {
 
     /// Scrapes `/metrics` and parses it as Prometheus text.
     pub async fn scrape(&self) -> prometheus_parse::Scrape {
-        let body = reqwest::get(self.admin_url("/metrics"))
-            .await
-            .expect("admin answers")
-            .text()
-            .await
-            .expect("metrics body");
-        prometheus_parse::Scrape::parse(body.lines().map(|line| Ok(line.to_owned())))
-            .expect("valid Prometheus text")
+        scrape(&self.admin_url("/metrics")).await
     }
 
     pub fn admin_url(&self, path: &str) -> String {
         format!("http://{}{path}", self.admin_addr)
+    }
+}
+
+/// Fetches `url` (a `/metrics` endpoint) and parses it as Prometheus text.
+pub async fn scrape(url: &str) -> prometheus_parse::Scrape {
+    let body = reqwest::get(url)
+        .await
+        .expect("admin answers")
+        .text()
+        .await
+        .expect("metrics body");
+    prometheus_parse::Scrape::parse(body.lines().map(|line| Ok(line.to_owned())))
+        .expect("valid Prometheus text")
+}
+
+/// `catalogue load --target TARGET EXTRA...`, parsed.
+pub fn load_config(target: &str, extra: &[&str]) -> LoadConfig {
+    let args = [&["catalogue", "load", "--target", target], extra].concat();
+    match Cli::try_parse_from(args)
+        .expect("load flags parse")
+        .into_command()
+    {
+        Command::Load(config) => config,
+        other => unreachable!("{other:?}"),
     }
 }
 

@@ -1,23 +1,14 @@
 //! `catalogue load` against a spawned app.
 
 use catalogue::{
-    config::{Cli, Command, LoadConfig},
+    config::LoadConfig,
     load::{self, Summary},
 };
-use clap::Parser;
 
-use crate::helpers::{Backend, TestApp, spawn_app};
+use crate::helpers::{self, Backend, TestApp, spawn_app};
 
 fn load_config(app: &TestApp, extra: &[&str]) -> LoadConfig {
-    let target = format!("http://{}", app.grpc_addr);
-    let args = [&["catalogue", "load", "--target", &target], extra].concat();
-    match Cli::try_parse_from(args)
-        .expect("load flags parse")
-        .into_command()
-    {
-        Command::Load(config) => config,
-        other => unreachable!("{other:?}"),
-    }
+    helpers::load_config(&format!("http://{}", app.grpc_addr), extra)
 }
 
 /// Waits until the server has finished recording every call the client

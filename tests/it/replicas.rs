@@ -5,13 +5,12 @@
 use std::{collections::BTreeSet, process::Stdio, time::Duration};
 
 use catalogue::{
-    config::{Cli, Command, LoadConfig},
+    config::LoadConfig,
     load::{self, Summary},
 };
-use clap::Parser;
 use tokio::process::Child;
 
-use crate::helpers::{postgres_schema, value};
+use crate::helpers::{self, postgres_schema, value};
 
 /// One replica: a child process on fixed ports, so it can come back on them.
 struct Replica {
@@ -87,14 +86,7 @@ impl Replica {
     }
 
     async fn scrape(&self) -> prometheus_parse::Scrape {
-        let body = reqwest::get(self.admin_url("/metrics"))
-            .await
-            .expect("admin answers")
-            .text()
-            .await
-            .expect("metrics body");
-        prometheus_parse::Scrape::parse(body.lines().map(|line| Ok(line.to_owned())))
-            .expect("valid Prometheus text")
+        helpers::scrape(&self.admin_url("/metrics")).await
     }
 
     /// GetProduct calls this process answered OK.
@@ -123,11 +115,7 @@ fn load_config(replicas: &[Replica], retries: u32) -> LoadConfig {
         .collect::<Vec<_>>()
         .join(",");
     let retries = retries.to_string();
-    let args = [
-        "catalogue",
-        "load",
-        "--target",
-        &target,
+    let extra = [
         "--rps",
         "200",
         "--duration",
@@ -140,13 +128,7 @@ fn load_config(replicas: &[Replica], retries: u32) -> LoadConfig {
         &retries,
         "--json",
     ];
-    match Cli::try_parse_from(args)
-        .expect("load flags parse")
-        .into_command()
-    {
-        Command::Load(config) => config,
-        other => unreachable!("{other:?}"),
-    }
+    helpers::load_config(&target, &extra)
 }
 
 /// Drives three replicas for 10 s; the second is stopped with `signal` at
