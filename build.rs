@@ -27,7 +27,20 @@ fn main() -> Result<(), Box<dyn Error>> {
     println!("cargo:rustc-env=CATALOGUE_GIT_SHA={git_sha}");
     println!("cargo:rerun-if-changed=.git/HEAD");
     declare_task_dumps()?;
+    declare_postgres_tests();
     Ok(())
+}
+
+/// Sets `cfg(postgres_tests)` when `TEST_DATABASE_URL` is set at build
+/// time: without it the PostgreSQL integration tests are built ignored, so
+/// `cargo test` reports them as such (with the reason) instead of counting
+/// tests that never ran as passed.
+fn declare_postgres_tests() {
+    println!("cargo::rustc-check-cfg=cfg(postgres_tests)");
+    println!("cargo::rerun-if-env-changed=TEST_DATABASE_URL");
+    if env::var_os("TEST_DATABASE_URL").is_some_and(|url| !url.is_empty()) {
+        println!("cargo::rustc-cfg=postgres_tests");
+    }
 }
 
 /// Sets `cfg(task_dumps)` where tokio has `Handle::dump`: `--cfg

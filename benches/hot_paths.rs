@@ -8,8 +8,12 @@ use std::{convert::Infallible, hint::black_box};
 use catalogue::{
     api::proto,
     domain::{ListCursor, PageSize, ProductId, SearchText},
+    method::Method,
     store::seed,
-    telemetry::grpc::GrpcTelemetryLayer,
+    telemetry::{
+        Metrics,
+        grpc::{GrpcTelemetryLayer, Rpc},
+    },
 };
 use criterion::{Criterion, criterion_group, criterion_main};
 use http_body::Body as _;
@@ -44,15 +48,20 @@ fn encoding(c: &mut Criterion) {
 }
 
 fn telemetry_layer(c: &mut Criterion) {
-    // The real recording path: a Prometheus recorder behind the handles.
-    let _prometheus = metrics_exporter_prometheus::PrometheusBuilder::new()
-        .install_recorder()
-        .expect("the only recorder of this process");
+    // The real recording path: a Prometheus recorder behind the handles,
+    // and the call run with the app's dispatch, as the service does.
+    let metrics = Metrics::new().expect("recorder builds");
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .unwrap();
-    let layer = GrpcTelemetryLayer::new(false, None);
+    let rpcs = Method::ALL.map(|method| Rpc {
+        service: Method::SERVICE,
+        name: method.name(),
+        kind: method.kind(),
+        traced: true,
+    });
+    let layer = GrpcTelemetryLayer::new(&rpcs, None, &metrics, tracing::Dispatch::none());
     let ok = || {
         let mut response = http::Response::new(tonic::body::Body::empty());
         response

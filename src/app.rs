@@ -5,7 +5,6 @@
 
 use std::{any::Any, future::Future, net::SocketAddr, sync::Arc};
 
-use metrics_exporter_prometheus::PrometheusHandle;
 use tokio::{net::TcpListener, sync::watch, task::JoinHandle};
 use tokio_util::task::AbortOnDropHandle;
 use tonic::{
@@ -16,7 +15,9 @@ use tonic_health::{
     ServingStatus,
     pb::health_server::{Health, HealthServer},
 };
+use tower::Layer as _;
 use tower_http::catch_panic::CatchPanicLayer;
+use tracing::{Dispatch, instrument::WithSubscriber as _};
 
 use crate::{
     admin::{self, AdminState, TaskNames},
@@ -26,10 +27,16 @@ use crate::{
     },
     config::ServeConfig,
     discovery::consul::{ConsulError, Registrar},
-    faults::{FaultError, FaultInjector},
+    faults::{FaultError, FaultInjector, FaultLayer},
+    method::{Kind, Method},
     protection::{ShedLayer, limit_connections},
     store::{self, InstrumentedStore, Store, StoreError},
-    telemetry::{Telemetry, grpc::GrpcTelemetryLayer, runtime::Sampler, sampling::HeadSampler},
+    telemetry::{
+        Metrics, Telemetry,
+        grpc::{GrpcTelemetryLayer, Rpc},
+        runtime::{Sampler, ScrapeHook},
+        sampling::HeadSampler,
+    },
     upstream::Upstream,
 };
 
@@ -78,7 +85,10 @@ pub struct App {
     store: Arc<dyn Store>,
     faults: Arc<FaultInjector>,
     upstream: Option<Arc<Upstream>>,
-    prometheus: PrometheusHandle,
+    /// The app's recorder: every component's metric handles belong to it.
+    metrics: Metrics,
+    /// The app's subscriber: everything it runs logs and traces through it.
+    dispatch: Dispatch,
     grpc_listener: TcpListener,
     grpc_addr: SocketAddr,
     admin_listener: TcpListener,
@@ -96,7 +106,9 @@ impl App {
         config: ServeConfig,
         telemetry: &mut Telemetry,
     ) -> Result<Self, StartupError> {
-        let store = store::open(&config.store_options()).await?;
+        let store = store::open(&config.store_options())
+            .with_subscriber(telemetry.dispatch())
+            .await?;
         Self::build_with_store(config, store, telemetry).await
     }
 
@@ -106,14 +118,19 @@ impl App {
         store: Arc<dyn Store>,
         telemetry: &mut Telemetry,
     ) -> Result<Self, StartupError> {
-        let store: Arc<dyn Store> = Arc::new(InstrumentedStore::new(store));
-        let faults = Arc::new(FaultInjector::from_config(&config.faults)?);
+        let metrics = telemetry.metrics();
+        let store: Arc<dyn Store> = Arc::new(metrics.scope(|| InstrumentedStore::new(store)));
+        let faults = Arc::new(metrics.scope(|| FaultInjector::from_config(&config.faults))?);
         let protected = !config.protection.no_protection;
         let upstream = config
             .upstream
             .upstream_url
             .as_deref()
-            .map(|url| Upstream::new(url, &config.upstream, protected).map(Arc::new))
+            .map(|url| {
+                metrics
+                    .scope(|| Upstream::new(url, &config.upstream, protected))
+                    .map(Arc::new)
+            })
             .transpose()
             .map_err(StartupError::UpstreamUrl)?;
         let (grpc_listener, grpc_addr) = bind(config.grpc_addr).await?;
@@ -138,7 +155,8 @@ impl App {
             store,
             faults,
             upstream,
-            prometheus: telemetry.prometheus(),
+            metrics,
+            dispatch: telemetry.dispatch(),
             head_sampler: telemetry.head_sampler(),
             grpc_listener,
             grpc_addr,
@@ -171,12 +189,24 @@ impl App {
         self,
         shutdown: impl Future<Output = ()> + Send,
     ) -> Result<(), StartupError> {
+        let dispatch = self.dispatch.clone();
+        self.serve(shutdown).with_subscriber(dispatch).await
+    }
+
+    async fn serve(self, shutdown: impl Future<Output = ()> + Send) -> Result<(), StartupError> {
+        tracing::info!(
+            grpc = %self.grpc_addr,
+            admin = %self.admin_addr,
+            console = ?self.console_addr,
+            "catalogue is serving"
+        );
         let Self {
             config,
             store,
             faults,
             upstream,
-            prometheus,
+            metrics,
+            dispatch,
             head_sampler,
             grpc_listener,
             admin_listener,
@@ -196,25 +226,42 @@ impl App {
         if let Some((server, listener)) = console {
             serve_console(server, listener)?;
         }
-        let telemetry_layer =
-            GrpcTelemetryLayer::new(config.telemetry.trace_health_checks, head_sampler);
+        let telemetry_layer = GrpcTelemetryLayer::new(
+            &served_rpcs(config.telemetry.trace_health_checks),
+            head_sampler,
+            &metrics,
+            dispatch.clone(),
+        );
+        let mut scrape_hooks: Vec<ScrapeHook> = Vec::new();
+        if let Some(pool) = metrics.scope(|| store::pool_gauges(store.clone())) {
+            scrape_hooks.push(Box::new(pool));
+        }
+        if let Some(upstream) = upstream.clone() {
+            // Its breaker turns half-open by the clock: a scrape moves it on,
+            // so the state gauge is never staler than the scrape.
+            scrape_hooks.push(Box::new(move || {
+                upstream.circuit_state();
+            }));
+        }
         let sampler = Sampler::new(
             tokio::runtime::Handle::current(),
-            prometheus.clone(),
-            store.clone(),
-            upstream.clone(),
+            metrics.clone(),
+            scrape_hooks,
             telemetry_layer.task_monitors(),
             !config.telemetry.no_runtime_metrics,
         );
 
-        let grpc_server = grpc_server(
-            &config,
-            CatalogueApi::new(store.clone(), faults.clone(), upstream),
-            grpc_listener,
-            telemetry_layer,
-            health_service,
-            draining.clone(),
-        )?;
+        let grpc_server = metrics.scope(|| {
+            grpc_server(
+                &config,
+                CatalogueApi::new(store.clone(), upstream),
+                faults.clone(),
+                grpc_listener,
+                telemetry_layer,
+                health_service,
+                draining.clone(),
+            )
+        })?;
         // Named, so task dumps (and tokio-console) say which task is which.
         let task_names = TaskNames::default();
         let mut grpc = task_names
@@ -227,6 +274,7 @@ impl App {
             stopping,
             admin_token: config.admin_token.clone(),
             task_names: task_names.clone(),
+            dispatch,
         });
         let admin_server =
             axum::serve(admin_listener, admin_router).with_graceful_shutdown(drained(draining));
@@ -242,7 +290,7 @@ impl App {
                 ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
                 loop {
                     ticks.tick().await;
-                    prometheus.run_upkeep();
+                    metrics.run_upkeep();
                 }
             })
             .map_err(StartupError::Spawn)?;
@@ -306,6 +354,44 @@ impl App {
     }
 }
 
+const HEALTH_SERVICE: &str = tonic_health::pb::health_server::SERVICE_NAME;
+const REFLECTION_V1_SERVICE: &str =
+    tonic_reflection::pb::v1::server_reflection_server::SERVICE_NAME;
+const REFLECTION_V1ALPHA_SERVICE: &str =
+    tonic_reflection::pb::v1alpha::server_reflection_server::SERVICE_NAME;
+
+/// Every method the gRPC server serves, for its telemetry: the catalogue's,
+/// then health and reflection, traced only with `trace_health_checks`.
+fn served_rpcs(trace_health_checks: bool) -> Vec<Rpc> {
+    let catalogue = Method::ALL.map(|method| Rpc {
+        service: Method::SERVICE,
+        name: method.name(),
+        kind: method.kind(),
+        traced: true,
+    });
+    let tooling = [
+        (HEALTH_SERVICE, "Check", Kind::Unary),
+        (HEALTH_SERVICE, "Watch", Kind::ServerStream),
+        (
+            REFLECTION_V1_SERVICE,
+            "ServerReflectionInfo",
+            Kind::BidiStream,
+        ),
+        (
+            REFLECTION_V1ALPHA_SERVICE,
+            "ServerReflectionInfo",
+            Kind::BidiStream,
+        ),
+    ]
+    .map(|(service, name, kind)| Rpc {
+        service,
+        name,
+        kind,
+        traced: trace_health_checks,
+    });
+    catalogue.into_iter().chain(tooling).collect()
+}
+
 /// How often histogram samples are folded into their buckets between
 /// scrapes: bounds the samples held to one second's worth.
 const METRICS_UPKEEP_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1);
@@ -315,22 +401,30 @@ const METRICS_UPKEEP_INTERVAL: std::time::Duration = std::time::Duration::from_s
 fn grpc_server<H: Health>(
     config: &ServeConfig,
     api: CatalogueApi,
+    faults: Arc<FaultInjector>,
     listener: TcpListener,
     telemetry: GrpcTelemetryLayer,
     health_service: HealthServer<H>,
     draining: watch::Receiver<bool>,
 ) -> Result<impl Future<Output = Result<(), tonic::transport::Error>> + Send + use<H>, StartupError>
 {
-    let reflection = || {
+    // Lists what this server serves, not every service of the descriptors
+    // (the catalogue's set holds the inventory upstream's too).
+    let reflection = |reflection_service| {
         tonic_reflection::server::Builder::configure()
             .register_encoded_file_descriptor_set(proto::FILE_DESCRIPTOR_SET)
             .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+            .with_service_name(Method::SERVICE)
+            .with_service_name(HEALTH_SERVICE)
+            .with_service_name(reflection_service)
     };
-    let reflection_v1 = reflection().build_v1()?;
-    let reflection_v1alpha = reflection().build_v1alpha()?;
-    let catalogue = CatalogueServiceServer::new(api)
-        .max_decoding_message_size(config.max_message_bytes)
-        .max_encoding_message_size(config.max_message_bytes);
+    let reflection_v1 = reflection(REFLECTION_V1_SERVICE).build_v1()?;
+    let reflection_v1alpha = reflection(REFLECTION_V1ALPHA_SERVICE).build_v1alpha()?;
+    let catalogue = FaultLayer::new(faults).layer(
+        CatalogueServiceServer::new(api)
+            .max_decoding_message_size(config.max_message_bytes)
+            .max_encoding_message_size(config.max_message_bytes),
+    );
     let protection = &config.protection;
     let unlimited = protection.no_protection;
     let incoming = limit_connections(

@@ -5,6 +5,7 @@ use std::{net::SocketAddr, time::Duration};
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
+pub use crate::faults::FaultsConfig;
 use crate::{
     admin::AdminToken,
     discovery::consul::{AdvertiseAddr, ConsulAddr},
@@ -263,37 +264,6 @@ pub struct UpstreamSimulatorConfig {
     /// Fraction (0..1) of calls never answered.
     #[arg(long, default_value_t = 0.0)]
     pub hang_rate: f64,
-}
-
-/// Faults switched on at start; `PUT /faults` on the admin port changes them
-/// at run time. All off by default.
-#[derive(Debug, Clone, Default, Args)]
-pub struct FaultsConfig {
-    /// Added delay per call, in milliseconds.
-    #[arg(long, env = "CATALOGUE_FAULT_LATENCY_MS")]
-    pub fault_latency_ms: Option<u64>,
-    /// Fraction of calls (0..1) failed with --fault-error-code.
-    #[arg(long, env = "CATALOGUE_FAULT_ERROR_RATE")]
-    pub fault_error_rate: Option<f64>,
-    /// gRPC code name of injected errors (default UNAVAILABLE).
-    #[arg(long, env = "CATALOGUE_FAULT_ERROR_CODE")]
-    pub fault_error_code: Option<String>,
-    /// Synchronous sleep inside the async handler, in milliseconds: the
-    /// classic Tokio mistake.
-    #[arg(long, env = "CATALOGUE_FAULT_BLOCKING_MS")]
-    pub fault_blocking_ms: Option<u64>,
-    /// Busy loop per call, in milliseconds.
-    #[arg(long, env = "CATALOGUE_FAULT_CPU_BURN_MS")]
-    pub fault_cpu_burn_ms: Option<u64>,
-    /// Bytes retained per call until the faults are reset.
-    #[arg(long, env = "CATALOGUE_FAULT_LEAK_BYTES_PER_CALL")]
-    pub fault_leak_bytes_per_call: Option<u64>,
-    /// Pause between streamed messages, in milliseconds.
-    #[arg(long, env = "CATALOGUE_FAULT_SLOW_STREAM_MS")]
-    pub fault_slow_stream_ms: Option<u64>,
-    /// Limit the faults to these methods (comma separated, e.g. GetProduct).
-    #[arg(long, env = "CATALOGUE_FAULT_METHODS", value_delimiter = ',')]
-    pub fault_methods: Option<Vec<String>>,
 }
 
 /// `catalogue load`: open loop with --rps, closed loop with --concurrency.

@@ -3,23 +3,62 @@
 //! JSON object, `DELETE /faults` resets everything (and frees what `leak`
 //! retained). Each change is logged and exported as
 //! `catalogue_fault_active{fault}`.
+//!
+//! `FaultLayer` applies them: it wraps the catalogue service, so every call
+//! of every `Method` passes through it and none can skip its faults.
 
 use std::{
+    convert::Infallible,
+    pin::Pin,
     sync::{
-        Mutex, RwLock,
+        Arc, Mutex, RwLock,
         atomic::{AtomicBool, Ordering},
     },
+    task::{Context, Poll, ready},
     time::{Duration, Instant},
 };
 
+use bytes::{Buf, Bytes};
+use futures::future::{BoxFuture, Either};
+use http_body::{Body, Frame, SizeHint};
 use metrics::{Gauge, gauge};
 use serde::{Deserialize, Serialize};
-use tonic::Code;
+use tonic::{Code, Status, server::NamedService};
+use tower::{Layer, Service};
 
-use crate::{config::FaultsConfig, telemetry::names};
+use crate::{error::Error, method::Method, telemetry::names};
 
-/// The methods faults can be limited to.
-const METHODS: &[&str] = &["GetProduct", "ListProducts", "SearchProducts"];
+/// Faults switched on at start; `PUT /faults` on the admin port changes them
+/// at run time. All off by default.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct FaultsConfig {
+    /// Added delay per call, in milliseconds.
+    #[arg(long, env = "CATALOGUE_FAULT_LATENCY_MS")]
+    pub fault_latency_ms: Option<u64>,
+    /// Fraction of calls (0..1) failed with --fault-error-code.
+    #[arg(long, env = "CATALOGUE_FAULT_ERROR_RATE")]
+    pub fault_error_rate: Option<f64>,
+    /// gRPC code name of injected errors (default UNAVAILABLE).
+    #[arg(long, env = "CATALOGUE_FAULT_ERROR_CODE")]
+    pub fault_error_code: Option<String>,
+    /// Synchronous sleep inside the async handler, in milliseconds: the
+    /// classic Tokio mistake.
+    #[arg(long, env = "CATALOGUE_FAULT_BLOCKING_MS")]
+    pub fault_blocking_ms: Option<u64>,
+    /// Busy loop per call, in milliseconds.
+    #[arg(long, env = "CATALOGUE_FAULT_CPU_BURN_MS")]
+    pub fault_cpu_burn_ms: Option<u64>,
+    /// Bytes retained per call until the faults are reset.
+    #[arg(long, env = "CATALOGUE_FAULT_LEAK_BYTES_PER_CALL")]
+    pub fault_leak_bytes_per_call: Option<u64>,
+    /// Pause between streamed messages, in milliseconds.
+    #[arg(long, env = "CATALOGUE_FAULT_SLOW_STREAM_MS")]
+    pub fault_slow_stream_ms: Option<u64>,
+    /// Limit the faults to these methods (comma separated, e.g. GetProduct).
+    #[arg(long, env = "CATALOGUE_FAULT_METHODS", value_delimiter = ',')]
+    pub fault_methods: Option<Vec<Method>>,
+}
+
 /// Upper bounds that keep a fault an experiment rather than an outage.
 const MAX_DELAY_MS: u64 = 60_000;
 const MAX_LEAK_BYTES_PER_CALL: u64 = 16 * 1024 * 1024;
@@ -35,7 +74,7 @@ pub struct Faults {
     pub leak_bytes_per_call: u64,
     pub slow_stream_ms: u64,
     /// `None`: every method.
-    pub methods: Option<Vec<String>>,
+    pub methods: Option<Vec<Method>>,
 }
 
 impl Default for Faults {
@@ -65,7 +104,7 @@ pub struct FaultPatch {
     pub leak_bytes_per_call: Option<u64>,
     pub slow_stream_ms: Option<u64>,
     /// An empty list means every method again.
-    pub methods: Option<Vec<String>>,
+    pub methods: Option<Vec<Method>>,
 }
 
 impl From<&FaultsConfig> for FaultPatch {
@@ -95,8 +134,6 @@ pub enum FaultError {
     ErrorRate(f64),
     #[error("error_code {0:?} is not a gRPC error code name (e.g. UNAVAILABLE, INTERNAL)")]
     ErrorCode(String),
-    #[error("unknown method {0:?}: expected GetProduct, ListProducts or SearchProducts")]
-    Method(String),
 }
 
 impl Faults {
@@ -122,12 +159,7 @@ impl Faults {
         };
         let methods = match patch.methods {
             Some(methods) if methods.is_empty() => None,
-            Some(methods) => {
-                if let Some(unknown) = methods.iter().find(|m| !METHODS.contains(&m.as_str())) {
-                    return Err(FaultError::Method(unknown.clone()));
-                }
-                Some(methods)
-            }
+            Some(methods) => Some(methods),
             None => self.methods.clone(),
         };
         Ok(Self {
@@ -176,10 +208,10 @@ impl Faults {
             || self.slow_stream_ms > 0
     }
 
-    fn applies_to(&self, method: &str) -> bool {
+    fn applies_to(&self, method: Method) -> bool {
         self.methods
             .as_ref()
-            .is_none_or(|methods| methods.iter().any(|m| m == method))
+            .is_none_or(|methods| methods.contains(&method))
     }
 }
 
@@ -304,7 +336,7 @@ impl FaultInjector {
     /// Runs the faults that act before a call of `method`: leak, CPU burn,
     /// blocking sleep (all on the worker thread, on purpose), added latency,
     /// then maybe an injected error.
-    pub async fn before_call(&self, method: &str) -> Verdict {
+    pub async fn before_call(&self, method: Method) -> Verdict {
         if !self.active.load(Ordering::Acquire) {
             return Verdict::Proceed;
         }
@@ -339,7 +371,7 @@ impl FaultInjector {
     }
 
     /// The pause before each streamed message of `method`, if any.
-    pub fn stream_delay(&self, method: &str) -> Option<Duration> {
+    pub fn stream_delay(&self, method: Method) -> Option<Duration> {
         if !self.active.load(Ordering::Acquire) {
             return None;
         }
@@ -359,6 +391,163 @@ fn burn_cpu(duration: Duration) {
             x = std::hint::black_box(x.rotate_left(5) ^ 0x5DEE_CE66);
         }
     }
+}
+
+/// Applies the faults to every call of the service it wraps: the faults
+/// that act before a call (an injected error is answered in place of the
+/// handler's), and the pause before each message of a stream.
+#[derive(Clone)]
+pub struct FaultLayer {
+    faults: Arc<FaultInjector>,
+}
+
+impl FaultLayer {
+    pub fn new(faults: Arc<FaultInjector>) -> Self {
+        Self { faults }
+    }
+}
+
+impl<S> Layer<S> for FaultLayer {
+    type Service = Faulty<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        Faulty {
+            inner,
+            faults: self.faults.clone(),
+        }
+    }
+}
+
+/// A service with faults; see `FaultLayer`.
+#[derive(Clone)]
+pub struct Faulty<S> {
+    inner: S,
+    faults: Arc<FaultInjector>,
+}
+
+impl<S: NamedService> NamedService for Faulty<S> {
+    const NAME: &'static str = S::NAME;
+}
+
+type HttpRequest = http::Request<tonic::body::Body>;
+type HttpResponse = http::Response<tonic::body::Body>;
+
+impl<S> Service<HttpRequest> for Faulty<S>
+where
+    S: Service<HttpRequest, Response = HttpResponse, Error = Infallible> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+{
+    type Response = http::Response<FaultBody>;
+    type Error = Infallible;
+    type Future = Either<
+        futures::future::MapOk<S::Future, fn(HttpResponse) -> Self::Response>,
+        BoxFuture<'static, Result<Self::Response, Infallible>>,
+    >;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: HttpRequest) -> Self::Future {
+        use futures::TryFutureExt as _;
+        let method = Method::from_path(request.uri().path());
+        let (Some(method), true) = (method, self.faults.active.load(Ordering::Acquire)) else {
+            let plain: fn(HttpResponse) -> Self::Response =
+                |response| response.map(FaultBody::plain);
+            return Either::Left(self.inner.call(request).map_ok(plain));
+        };
+        // The clone that was made ready serves this call.
+        let ready = self.inner.clone();
+        let mut inner = std::mem::replace(&mut self.inner, ready);
+        let faults = self.faults.clone();
+        Either::Right(Box::pin(async move {
+            if let Verdict::Fail(code) = faults.before_call(method).await {
+                let status = Status::from(Error::Injected(code));
+                return Ok(status
+                    .into_http::<tonic::body::Body>()
+                    .map(FaultBody::plain));
+            }
+            let response = inner.call(request).await?;
+            let delay = faults.stream_delay(method);
+            Ok(response.map(|body| FaultBody::new(body, delay)))
+        }))
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// A response body that, with the slow-stream fault on, pauses before
+    /// each gRPC message it passes on.
+    pub struct FaultBody {
+        #[pin]
+        inner: tonic::body::Body,
+        delay: Option<Duration>,
+        // Messages taken from the inner body, not yet passed on.
+        pending: Bytes,
+        pause: Option<Pin<Box<tokio::time::Sleep>>>,
+    }
+}
+
+impl FaultBody {
+    fn plain(inner: tonic::body::Body) -> Self {
+        Self::new(inner, None)
+    }
+
+    fn new(inner: tonic::body::Body, delay: Option<Duration>) -> Self {
+        Self {
+            inner,
+            delay,
+            pending: Bytes::new(),
+            pause: None,
+        }
+    }
+}
+
+impl Body for FaultBody {
+    type Data = Bytes;
+    type Error = Status;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Status>>> {
+        let mut this = self.project();
+        let Some(delay) = *this.delay else {
+            return this.inner.poll_frame(cx);
+        };
+        if this.pending.is_empty() {
+            match ready!(this.inner.as_mut().poll_frame(cx)) {
+                Some(Ok(frame)) => match frame.into_data() {
+                    Ok(data) => *this.pending = data,
+                    Err(frame) => return Poll::Ready(Some(Ok(frame))),
+                },
+                other => return Poll::Ready(other),
+            }
+        }
+        let pause = this
+            .pause
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep(delay)));
+        ready!(pause.as_mut().poll(cx));
+        *this.pause = None;
+        let message = next_message_len(this.pending).unwrap_or(this.pending.len());
+        Poll::Ready(Some(Ok(Frame::data(this.pending.split_to(message)))))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.pending.is_empty() && self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+/// The length, prefix included, of the gRPC message `data` starts with, if
+/// it holds all of it (tonic's encoder writes whole messages).
+fn next_message_len(data: &Bytes) -> Option<usize> {
+    let mut prefix = data.get(..5)?;
+    prefix.advance(1);
+    let len = 5 + usize::try_from(prefix.get_u32()).ok()?;
+    (len <= data.len()).then_some(len)
 }
 
 #[cfg(test)]
@@ -389,10 +578,6 @@ mod tests {
                 ..Default::default()
             },
             FaultPatch {
-                methods: Some(vec!["Delete".into()]),
-                ..Default::default()
-            },
-            FaultPatch {
                 blocking_ms: Some(MAX_DELAY_MS + 1),
                 ..Default::default()
             },
@@ -417,18 +602,21 @@ mod tests {
             .merge(FaultPatch {
                 error_rate: Some(1.0),
                 error_code: Some("internal".into()),
-                methods: Some(vec!["SearchProducts".into()]),
+                methods: Some(vec![Method::SearchProducts]),
                 ..Default::default()
             })
             .unwrap();
-        assert_eq!(injector.before_call("GetProduct").await, Verdict::Proceed);
         assert_eq!(
-            injector.before_call("SearchProducts").await,
+            injector.before_call(Method::GetProduct).await,
+            Verdict::Proceed
+        );
+        assert_eq!(
+            injector.before_call(Method::SearchProducts).await,
             Verdict::Fail(Code::Internal)
         );
         injector.reset();
         assert_eq!(
-            injector.before_call("SearchProducts").await,
+            injector.before_call(Method::SearchProducts).await,
             Verdict::Proceed
         );
     }

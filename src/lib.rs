@@ -4,6 +4,7 @@
 //! - `config`: flags and environment, read once;
 //! - `app`: `App::build` binds, `App::run_until_stopped` serves and drains;
 //! - `api`: the gRPC handlers and generated protobuf types;
+//! - `method`: the service's RPCs as one type (`Method`);
 //! - `domain`: products and validated request values;
 //! - `store`: the `Store` trait with SQLite, PostgreSQL and memory backends;
 //! - `error`: the one mapping from errors to gRPC statuses;
@@ -28,6 +29,7 @@ pub mod domain;
 pub mod error;
 pub mod faults;
 pub mod load;
+pub mod method;
 pub mod protection;
 pub mod store;
 pub mod telemetry;

@@ -26,12 +26,6 @@ async fn serve(config: ServeConfig) -> anyhow::Result<()> {
     let sink = tracing_subscriber::fmt::writer::BoxMakeWriter::new(std::io::stdout);
     let mut telemetry = Telemetry::init(&config.telemetry, sink)?;
     let app = App::build(config, &mut telemetry).await?;
-    tracing::info!(
-        grpc = %app.grpc_addr(),
-        admin = %app.admin_addr(),
-        console = ?app.console_addr(),
-        "catalogue is serving"
-    );
     app.run_until_stopped(app::shutdown_signal()).await?;
     Ok(())
 }

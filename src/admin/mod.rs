@@ -49,6 +49,8 @@ pub struct AdminState {
     pub admin_token: Option<AdminToken>,
     /// Names of the tasks the app spawned, for the task dump.
     pub task_names: TaskNames,
+    /// The app's subscriber: axum polls each request on a task of its own.
+    pub dispatch: tracing::Dispatch,
 }
 
 pub fn router(state: AdminState) -> Router {
@@ -65,7 +67,22 @@ pub fn router(state: AdminState) -> Router {
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(ready))
         .merge(debug)
+        .layer(middleware::from_fn_with_state(
+            state.dispatch.clone(),
+            with_dispatch,
+        ))
         .with_state(state)
+}
+
+/// Runs the request with the app's subscriber, so its logs go where the
+/// app's go.
+async fn with_dispatch(
+    State(dispatch): State<tracing::Dispatch>,
+    request: Request,
+    next: Next,
+) -> Response {
+    use tracing::instrument::WithSubscriber as _;
+    next.run(request).with_subscriber(dispatch).await
 }
 
 async fn metrics(State(state): State<AdminState>) -> impl IntoResponse {

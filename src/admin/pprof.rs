@@ -368,12 +368,15 @@ pub struct TaskNames(Arc<Mutex<HashMap<tokio::task::Id, &'static str>>>);
 
 impl TaskNames {
     /// Spawns `future` as a task called `name` (shown by tokio-console and
-    /// the tracing spans too) and remembers the name for task dumps.
+    /// the tracing spans too) and remembers the name for task dumps. The
+    /// task keeps the spawner's subscriber: it logs where its app logs.
     pub fn spawn<F>(&self, name: &'static str, future: F) -> std::io::Result<JoinHandle<F::Output>>
     where
         F: Future + Send + 'static,
         F::Output: Send + 'static,
     {
+        use tracing::instrument::WithSubscriber as _;
+        let future = future.with_current_subscriber();
         #[cfg(tokio_unstable)]
         let handle = tokio::task::Builder::new().name(name).spawn(future)?;
         #[cfg(not(tokio_unstable))]

@@ -16,7 +16,6 @@ use crate::{
         SearchQuery, SearchText,
     },
     error::Error,
-    faults::{FaultInjector, Verdict},
     store::{self, Listed, Store},
     telemetry::sampling::UnsampledTrace,
     upstream::{Upstream, caller_deadline},
@@ -31,38 +30,21 @@ pub const STOCK_SOURCE_HEADER: &str = "x-stock-source";
 /// products: the opaque token of the next page.
 pub const NEXT_PAGE_TOKEN_TRAILER: &str = "x-next-page-token";
 
-/// The service's handlers, over any store.
+/// The service's handlers, over any store. Faults are not theirs to apply:
+/// `faults::FaultLayer` wraps the whole service.
 #[derive(Clone)]
 pub struct CatalogueApi {
     store: Arc<dyn Store>,
-    faults: Arc<FaultInjector>,
     /// Live stock; `None` serves the stored stock.
     upstream: Option<Arc<Upstream>>,
 }
 
 impl CatalogueApi {
-    pub fn new(
-        store: Arc<dyn Store>,
-        faults: Arc<FaultInjector>,
-        upstream: Option<Arc<Upstream>>,
-    ) -> Self {
-        Self {
-            store,
-            faults,
-            upstream,
-        }
-    }
-
-    /// Runs the injected faults of `method`, if any.
-    async fn faults(&self, method: &str) -> Result<(), Error> {
-        match self.faults.before_call(method).await {
-            Verdict::Proceed => Ok(()),
-            Verdict::Fail(code) => Err(Error::Injected(code)),
-        }
+    pub fn new(store: Arc<dyn Store>, upstream: Option<Arc<Upstream>>) -> Self {
+        Self { store, upstream }
     }
 
     async fn product(&self, request: &proto::GetProductRequest) -> Result<proto::Product, Error> {
-        self.faults("GetProduct").await?;
         let id = ProductId::parse(&request.product_id)?;
         match self.store.get_product(&id).await? {
             Some(product) => Ok(product.into()),
@@ -182,21 +164,11 @@ impl CatalogueService for CatalogueApi {
         &self,
         request: Request<proto::ListProductsRequest>,
     ) -> Result<Response<Self::ListProductsStream>, Status> {
-        self.faults("ListProducts").await?;
         let query = list_query(request.get_ref())?;
-        let faults = self.faults.clone();
-        let products = store::list_stream(self.store.clone(), query).then(move |item| {
-            let delay = faults.stream_delay("ListProducts");
-            async move {
-                if let Some(delay) = delay {
-                    tokio::time::sleep(delay).await;
-                }
-                match item {
-                    Ok(Listed::Product(product)) => Ok(product.into()),
-                    Ok(Listed::NextPage(cursor)) => Err(next_page_trailer(&cursor)),
-                    Err(error) => Err(Error::from(error).into()),
-                }
-            }
+        let products = store::list_stream(self.store.clone(), query).map(|item| match item {
+            Ok(Listed::Product(product)) => Ok(product.into()),
+            Ok(Listed::NextPage(cursor)) => Err(next_page_trailer(&cursor)),
+            Err(error) => Err(Error::from(error).into()),
         });
         Ok(Response::new(Box::pin(products)))
     }

@@ -4,7 +4,7 @@
 use std::{future::Future, sync::Arc, time::Instant};
 
 use async_trait::async_trait;
-use metrics::{Histogram, histogram};
+use metrics::{Histogram, gauge, histogram};
 use tracing::{Instrument, field::Empty};
 
 use super::{ListPage, Operation, PoolStats, Store, StoreError};
@@ -81,6 +81,24 @@ impl InstrumentedStore {
         }
         result
     }
+}
+
+/// What sets the gauges of `store`'s connection pool on a scrape; `None`
+/// for a store without a pool. Registers its gauges: build it inside the
+/// app's `Metrics::scope`.
+pub fn pool_gauges(store: Arc<dyn Store>) -> Option<impl Fn() + Send + Sync + 'static> {
+    store.pool_stats()?;
+    let system = store.system();
+    let idle = gauge!(names::STORE_POOL_CONNECTIONS, "db_system" => system, "state" => "idle");
+    let in_use = gauge!(names::STORE_POOL_CONNECTIONS, "db_system" => system, "state" => "in_use");
+    let max = gauge!(names::STORE_POOL_MAX, "db_system" => system);
+    Some(move || {
+        if let Some(pool) = store.pool_stats() {
+            idle.set(f64::from(pool.idle));
+            in_use.set(f64::from(pool.size.saturating_sub(pool.idle)));
+            max.set(f64::from(pool.max));
+        }
+    })
 }
 
 #[async_trait]

@@ -20,7 +20,7 @@ use futures::{Stream, stream};
 
 use crate::domain::{CategoryId, ListCursor, ListQuery, Product, ProductId, SearchQuery};
 
-pub use instrumented::InstrumentedStore;
+pub use instrumented::{InstrumentedStore, pool_gauges};
 pub use memory::MemoryStore;
 pub use postgres::PgStore;
 pub use sqlite::SqliteStore;

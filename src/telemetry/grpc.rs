@@ -30,77 +30,28 @@ use pin_project_lite::pin_project;
 use tokio_metrics::TaskMonitor;
 use tonic::{Code, transport::server::TcpConnectInfo};
 use tower::{Layer, Service};
-use tracing::{Instrument, Span, field::Empty};
+use tracing::{Dispatch, Instrument, Span, field::Empty, instrument::WithSubscriber};
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 
+use crate::method::Kind;
+
 use super::{
-    names,
+    Metrics, names,
     sampling::{HeadSampler, UnsampledTrace},
 };
 
-/// The kind of a gRPC method, as go-grpc-prometheus labels it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum GrpcType {
-    Unary,
-    ClientStream,
-    ServerStream,
-    BidiStream,
+/// A method the server serves, as this layer records it. The app hands the
+/// layer its table; calls to any other path are counted under `unknown`, so
+/// that random paths cannot create unbounded series.
+#[derive(Debug, Clone, Copy)]
+pub struct Rpc {
+    pub service: &'static str,
+    pub name: &'static str,
+    pub kind: Kind,
+    /// Whether sampled calls get a span: false for probes and tooling, which
+    /// would drown real traffic.
+    pub traced: bool,
 }
-
-impl GrpcType {
-    fn label(self) -> &'static str {
-        match self {
-            Self::Unary => "unary",
-            Self::ClientStream => "client_stream",
-            Self::ServerStream => "server_stream",
-            Self::BidiStream => "bidi_stream",
-        }
-    }
-
-    fn streams_responses(self) -> bool {
-        matches!(self, Self::ServerStream | Self::BidiStream)
-    }
-}
-
-/// The methods this server registers. Calls to any other path are counted
-/// under `unknown`, so that random paths cannot create unbounded series.
-pub const METHODS: &[(&str, &str, GrpcType)] = &[
-    (
-        "catalogue.v1.CatalogueService",
-        "GetProduct",
-        GrpcType::Unary,
-    ),
-    (
-        "catalogue.v1.CatalogueService",
-        "ListProducts",
-        GrpcType::ServerStream,
-    ),
-    (
-        "catalogue.v1.CatalogueService",
-        "SearchProducts",
-        GrpcType::Unary,
-    ),
-    ("grpc.health.v1.Health", "Check", GrpcType::Unary),
-    ("grpc.health.v1.Health", "Watch", GrpcType::ServerStream),
-    (
-        "grpc.reflection.v1.ServerReflection",
-        "ServerReflectionInfo",
-        GrpcType::BidiStream,
-    ),
-    (
-        "grpc.reflection.v1alpha.ServerReflection",
-        "ServerReflectionInfo",
-        GrpcType::BidiStream,
-    ),
-];
-
-/// Services whose calls are not traced unless asked for: probes and tooling
-/// would drown real traffic.
-const UNTRACED_SERVICES: &[&str] = &[
-    "grpc.health.v1.Health",
-    "grpc.reflection.v1.ServerReflection",
-    "grpc.reflection.v1alpha.ServerReflection",
-];
 
 /// gRPC status code names as go-grpc-prometheus writes them (`grpc_code`),
 /// indexed by code.
@@ -153,18 +104,20 @@ pub fn code_name(code: Code) -> &'static str {
 }
 
 /// Everything recorded about one method, made once.
-struct Method {
+struct RpcMetrics {
     service: &'static str,
     name: &'static str,
     /// `service/method`: the span name.
     full_name: String,
-    kind: GrpcType,
+    kind: Kind,
     traced: bool,
     started: Counter,
     received: Counter,
     sent: Counter,
     in_flight: Gauge,
     outcomes: [OnceLock<Outcome>; 17],
+    /// Where an outcome's handles are registered on its first call.
+    metrics: Metrics,
     streams: Option<StreamMetrics>,
     monitor: TaskMonitor,
 }
@@ -185,8 +138,15 @@ struct StreamMetrics {
     duration: Histogram,
 }
 
-impl Method {
-    fn new(service: &'static str, name: &'static str, kind: GrpcType, traced: bool) -> Self {
+impl RpcMetrics {
+    /// Registers the method's handles: call inside `metrics.scope`.
+    fn new(rpc: Rpc, metrics: Metrics) -> Self {
+        let Rpc {
+            service,
+            name,
+            kind,
+            traced,
+        } = rpc;
         let labels = [
             ("grpc_type", kind.label()),
             ("grpc_service", service),
@@ -212,6 +172,7 @@ impl Method {
             sent: counter!(names::GRPC_MSG_SENT, &labels),
             in_flight: gauge!(names::GRPC_IN_FLIGHT, &stream_labels),
             outcomes: std::array::from_fn(|_| OnceLock::new()),
+            metrics,
             streams,
             monitor: TaskMonitor::new(),
         }
@@ -219,7 +180,11 @@ impl Method {
 
     fn outcome(&self, code: Code) -> &Outcome {
         let index = (code as usize).min(16);
-        self.outcomes[index].get_or_init(|| {
+        self.outcomes[index].get_or_init(|| self.metrics.scope(|| self.new_outcome(index)))
+    }
+
+    fn new_outcome(&self, index: usize) -> Outcome {
+        {
             let code_name = GO_CODE_NAMES[index];
             let labels = [
                 ("grpc_type", self.kind.label()),
@@ -238,18 +203,18 @@ impl Method {
                 handling_seconds: histogram!(names::GRPC_HANDLING_SECONDS, &labels),
                 rpc_duration: histogram!(names::RPC_SERVER_DURATION, &otel_labels),
             }
-        })
+        }
     }
 }
 
 /// Shared by every clone of the layer and its services.
 struct Methods {
-    by_path: HashMap<String, Arc<Method>>,
-    unknown: Arc<Method>,
+    by_path: HashMap<String, Arc<RpcMetrics>>,
+    unknown: Arc<RpcMetrics>,
 }
 
 impl Methods {
-    fn lookup(&self, path: &str) -> &Arc<Method> {
+    fn lookup(&self, path: &str) -> &Arc<RpcMetrics> {
         self.by_path.get(path).unwrap_or(&self.unknown)
     }
 }
@@ -260,24 +225,37 @@ pub struct GrpcTelemetryLayer {
     methods: Arc<Methods>,
     /// `None`: traces are not exported, no call makes a span.
     sampler: Option<HeadSampler>,
+    /// The app's subscriber: a call's spans and events go to it, whichever
+    /// task hyper polls the call on.
+    dispatch: Dispatch,
 }
 
 impl GrpcTelemetryLayer {
     /// `trace_health_checks` also traces health and reflection calls;
-    /// `sampler` decides which calls are traced (none without one).
-    pub fn new(trace_health_checks: bool, sampler: Option<HeadSampler>) -> Self {
-        let traced = |service: &str| trace_health_checks || !UNTRACED_SERVICES.contains(&service);
-        let by_path = METHODS
+    /// Records the calls of `rpcs`; `sampler` decides which calls are
+    /// traced (none without one); metrics go to `metrics`, spans and events
+    /// to `dispatch`.
+    pub fn new(
+        rpcs: &[Rpc],
+        sampler: Option<HeadSampler>,
+        metrics: &Metrics,
+        dispatch: Dispatch,
+    ) -> Self {
+        let recorded = |rpc| Arc::new(metrics.scope(|| RpcMetrics::new(rpc, metrics.clone())));
+        let by_path = rpcs
             .iter()
-            .map(|&(service, name, kind)| {
-                let method = Method::new(service, name, kind, traced(service));
-                (format!("/{service}/{name}"), Arc::new(method))
-            })
+            .map(|&rpc| (format!("/{}/{}", rpc.service, rpc.name), recorded(rpc)))
             .collect();
-        let unknown = Arc::new(Method::new("unknown", "unknown", GrpcType::Unary, true));
+        let unknown = recorded(Rpc {
+            service: "unknown",
+            name: "unknown",
+            kind: Kind::Unary,
+            traced: true,
+        });
         Self {
             methods: Arc::new(Methods { by_path, unknown }),
             sampler,
+            dispatch,
         }
     }
 
@@ -299,6 +277,7 @@ impl<S> Layer<S> for GrpcTelemetryLayer {
             inner,
             methods: self.methods.clone(),
             sampler: self.sampler,
+            dispatch: self.dispatch.clone(),
         }
     }
 }
@@ -308,6 +287,7 @@ pub struct GrpcTelemetry<S> {
     inner: S,
     methods: Arc<Methods>,
     sampler: Option<HeadSampler>,
+    dispatch: Dispatch,
 }
 
 impl<S, ResBody> Service<Request<tonic::body::Body>> for GrpcTelemetry<S>
@@ -324,28 +304,35 @@ where
     }
 
     fn call(&mut self, mut request: Request<tonic::body::Body>) -> Self::Future {
-        let method = self.methods.lookup(request.uri().path()).clone();
-        let call = Call::start(method.clone(), &mut request, self.sampler);
-        let span = call.span.clone();
-        let request = request.map(|body| {
-            tonic::body::Body::new(MessageCountingBody {
-                inner: body,
-                frames: FrameCounter::default(),
-                received: method.received.clone(),
-            })
-        });
-        let inner = span.in_scope(|| self.inner.call(request));
-        ResponseFuture {
-            inner: TaskMonitor::instrument(&method.monitor, inner).instrument(span),
-            call: Some(call),
-        }
+        let dispatch = self.dispatch.clone();
+        tracing::dispatcher::with_default(&dispatch, || {
+            let method = self.methods.lookup(request.uri().path()).clone();
+            let call = Call::start(method.clone(), &mut request, self.sampler, dispatch.clone());
+            let span = call.span.clone();
+            let request = request.map(|body| {
+                tonic::body::Body::new(MessageCountingBody {
+                    inner: body,
+                    frames: FrameCounter::default(),
+                    received: method.received.clone(),
+                })
+            });
+            let inner = span.in_scope(|| self.inner.call(request));
+            ResponseFuture {
+                inner: TaskMonitor::instrument(&method.monitor, inner)
+                    .instrument(span)
+                    .with_subscriber(dispatch.clone()),
+                call: Some(call),
+            }
+        })
     }
 }
 
 pin_project! {
     pub struct ResponseFuture<F> {
         #[pin]
-        inner: tracing::instrument::Instrumented<tokio_metrics::Instrumented<F>>,
+        inner: tracing::instrument::WithDispatch<
+            tracing::instrument::Instrumented<tokio_metrics::Instrumented<F>>,
+        >,
         call: Option<Call>,
     }
 }
@@ -397,7 +384,7 @@ where
 /// One call in flight: records its outcome exactly once, when it finishes
 /// or, if it never does (the client went away), when dropped.
 struct Call {
-    method: Arc<Method>,
+    method: Arc<RpcMetrics>,
     started_at: Instant,
     span: Span,
     /// Whether the span will be exported: attributes are recorded only then.
@@ -407,13 +394,16 @@ struct Call {
     first_message_at: Option<Instant>,
     blocked: Duration,
     finished: bool,
+    /// The app's subscriber, for the response body's polls.
+    dispatch: Dispatch,
 }
 
 impl Call {
     fn start<B>(
-        method: Arc<Method>,
+        method: Arc<RpcMetrics>,
         request: &mut Request<B>,
         sampler: Option<HeadSampler>,
+        dispatch: Dispatch,
     ) -> Self {
         method.started.increment(1);
         method.in_flight.increment(1.0);
@@ -435,6 +425,7 @@ impl Call {
             first_message_at: None,
             blocked: Duration::ZERO,
             finished: false,
+            dispatch,
         }
     }
 
@@ -510,7 +501,7 @@ impl Drop for Call {
 /// carries W3C trace context, if `sampler` says the call is traced. If not,
 /// no span: the request carries an `UnsampledTrace` instead, for the calls
 /// the handler makes.
-fn traced_span<B>(method: &Method, request: &mut Request<B>, sampler: HeadSampler) -> Span {
+fn traced_span<B>(method: &RpcMetrics, request: &mut Request<B>, sampler: HeadSampler) -> Span {
     let parent = opentelemetry::global::get_text_map_propagator(|propagator| {
         propagator.extract(&HeaderExtractor(request.headers()))
     });
@@ -530,7 +521,7 @@ fn traced_span<B>(method: &Method, request: &mut Request<B>, sampler: HeadSample
 }
 
 /// A SERVER span with its attributes declared and empty.
-fn server_span(method: &Method) -> Span {
+fn server_span(method: &RpcMetrics) -> Span {
     let span = tracing::info_span!(
         "grpc.server",
         otel.name = %method.full_name,
@@ -555,7 +546,7 @@ fn server_span(method: &Method) -> Span {
 }
 
 /// The attributes of a sampled call's span.
-fn record_attributes<B>(span: &Span, method: &Method, request: &Request<B>) {
+fn record_attributes<B>(span: &Span, method: &RpcMetrics, request: &Request<B>) {
     span.record("rpc.system", "grpc");
     span.record("rpc.system.name", "grpc");
     span.record("rpc.service", method.service);
@@ -623,9 +614,11 @@ where
         if let Some(sent_at) = this.last_sent_at.take() {
             call.blocked += sent_at.elapsed();
         }
-        let entered = this.span.enter();
-        let frame = ready!(this.inner.poll_frame(cx));
-        drop(entered);
+        let inner = this.inner;
+        let span = &*this.span;
+        let frame = ready!(tracing::dispatcher::with_default(&call.dispatch, || {
+            span.in_scope(|| inner.poll_frame(cx))
+        }));
         let code = match &frame {
             Some(Ok(frame)) => match (frame.data_ref(), frame.trailers_ref()) {
                 (Some(data), _) => {

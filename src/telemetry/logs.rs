@@ -10,10 +10,13 @@
 //! OpenTelemetry context when (and only when) a line is written; the span's
 //! attributes are in the trace.
 
-use std::fmt;
+use std::{
+    fmt,
+    sync::{Arc, OnceLock},
+};
 
-use opentelemetry::trace::{SpanId, TraceId};
-use tracing::{Event, Subscriber};
+use opentelemetry::trace::{SpanId, TraceContextExt as _, TraceId};
+use tracing::{Event, Subscriber, dispatcher::WeakDispatch};
 use tracing_subscriber::{
     Layer, Registry,
     filter::{FilterExt as _, filter_fn},
@@ -28,8 +31,18 @@ use tracing_subscriber::{
 use super::env_filter;
 use crate::config::LogFormat;
 
+/// The dispatch the log layer is part of, set once it is built: a line's
+/// trace ids are read through it. (While an event is being written the
+/// thread's default dispatch is not available: tracing-core answers a
+/// nested lookup with none.)
+pub type OwnDispatch = Arc<OnceLock<WeakDispatch>>;
+
 /// The log layer for `format`, writing to `sink`.
-pub fn layer(format: LogFormat, sink: BoxMakeWriter) -> Box<dyn Layer<Registry> + Send + Sync> {
+pub fn layer(
+    format: LogFormat,
+    sink: BoxMakeWriter,
+    dispatch: OwnDispatch,
+) -> Box<dyn Layer<Registry> + Send + Sync> {
     let events_only = env_filter().and(filter_fn(|metadata| metadata.is_event()));
     let layer = tracing_subscriber::fmt::layer().with_writer(sink);
     match format {
@@ -37,6 +50,7 @@ pub fn layer(format: LogFormat, sink: BoxMakeWriter) -> Box<dyn Layer<Registry> 
             .event_format(WithTraceIds {
                 inner: Format::default(),
                 json: false,
+                dispatch,
             })
             .with_filter(events_only)
             .boxed(),
@@ -48,6 +62,7 @@ pub fn layer(format: LogFormat, sink: BoxMakeWriter) -> Box<dyn Layer<Registry> 
                     .with_current_span(false)
                     .with_span_list(false),
                 json: true,
+                dispatch,
             })
             .with_filter(events_only)
             .boxed(),
@@ -60,6 +75,7 @@ pub fn layer(format: LogFormat, sink: BoxMakeWriter) -> Box<dyn Layer<Registry> 
 struct WithTraceIds<F> {
     inner: F,
     json: bool,
+    dispatch: OwnDispatch,
 }
 
 impl<S, N, F> FormatEvent<S, N> for WithTraceIds<F>
@@ -74,7 +90,7 @@ where
         mut writer: Writer<'_>,
         event: &Event<'_>,
     ) -> fmt::Result {
-        let Some((trace_id, span_id)) = current_trace_ids() else {
+        let Some((trace_id, span_id)) = self.current_trace_ids() else {
             return self.inner.format_event(context, writer, event);
         };
         let mut line = String::new();
@@ -94,9 +110,17 @@ where
     }
 }
 
-/// The trace and span ids of the span this thread is in, if it belongs to
-/// a trace.
-fn current_trace_ids() -> Option<(TraceId, SpanId)> {
-    super::span_context(&tracing::Span::current())
-        .map(|context| (context.trace_id(), context.span_id()))
+impl<F> WithTraceIds<F> {
+    /// The trace and span ids of the span the event is in, if it belongs to
+    /// a trace. (Not the format context's current span: that is the nearest
+    /// one this layer's filter lets through, and it lets none through.)
+    fn current_trace_ids(&self) -> Option<(TraceId, SpanId)> {
+        let dispatch = self.dispatch.get()?.upgrade()?;
+        let current = dispatch.current_span();
+        let otel = tracing_opentelemetry::get_otel_context(current.id()?, &dispatch)?;
+        let span_context = otel.span().span_context().clone();
+        span_context
+            .is_valid()
+            .then(|| (span_context.trace_id(), span_context.span_id()))
+    }
 }

@@ -1,22 +1,26 @@
-//! Telemetry, initialised once: `Telemetry::init` builds the one
+//! Telemetry, one per app: `Telemetry::init` builds the app's
 //! tracing-subscriber registry (logs, OpenTelemetry traces, tokio-console)
-//! and installs the Prometheus metrics recorder. The returned guard flushes
-//! the trace exporter when dropped.
+//! as a `Dispatch` and its own Prometheus recorder (`prometheus::Metrics`).
+//! Neither is installed process-wide: the app runs its tasks and calls with
+//! its dispatch and builds its components inside its recorder's scope, so
+//! two apps in one process (the integration tests) never share a counter or
+//! a log sink. Dropping it flushes the trace exporter.
 //!
 //! - `grpc`: the tower layer that makes a span, RED metrics and stream
 //!   metrics of every call;
 //! - `runtime`: the sampler of Tokio runtime, task, process and pool metrics;
 //! - `logs`: log lines, which see events only and carry trace ids;
 //! - `sampling`: the head-sampling decision, made before any span exists;
-//! - `names`: every metric name and help text.
+//! - `names`: every metric name and help text;
+//! - `prometheus`: the app's recorder.
 
 pub mod grpc;
 mod logs;
 pub mod names;
+pub mod prometheus;
 pub mod runtime;
 pub mod sampling;
 
-use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use opentelemetry::{
     KeyValue, global, propagation::TextMapCompositePropagator, trace::TracerProvider as _,
 };
@@ -26,6 +30,7 @@ use opentelemetry_sdk::{
     propagation::{BaggagePropagator, TraceContextPropagator},
     trace::{Sampler, SdkTracerProvider},
 };
+use tracing::Dispatch;
 use tracing_subscriber::{
     EnvFilter, Layer, Registry,
     filter::Targets,
@@ -33,6 +38,7 @@ use tracing_subscriber::{
     layer::{Filter, SubscriberExt},
 };
 
+pub use self::prometheus::Metrics;
 use crate::config::TelemetryConfig;
 
 /// Filter used when `RUST_LOG` is unset.
@@ -48,18 +54,18 @@ const CONSOLE_EVENT_BUFFER: usize = 16 * 1024;
 
 #[derive(Debug, thiserror::Error)]
 pub enum TelemetryError {
-    #[error("telemetry is already initialised in this process")]
-    AlreadyInitialised,
     #[error("cannot build the OTLP exporter: {0}")]
     Exporter(#[from] opentelemetry_otlp::ExporterBuildError),
-    #[error("cannot install the Prometheus recorder: {0}")]
+    #[error("cannot build the Prometheus recorder: {0}")]
     Metrics(#[from] metrics_exporter_prometheus::BuildError),
 }
 
-/// The installed telemetry. Dropping it flushes and shuts down the trace
+/// One app's telemetry. Dropping it flushes and shuts down the trace
 /// exporter.
 pub struct Telemetry {
-    prometheus: PrometheusHandle,
+    metrics: Metrics,
+    /// The app's subscriber: logs, traces and the console layer.
+    dispatch: Dispatch,
     console: Option<console_subscriber::Server>,
     tracer_provider: Option<SdkTracerProvider>,
     /// `None` without an exporter: then no call makes a span.
@@ -67,29 +73,24 @@ pub struct Telemetry {
 }
 
 impl Telemetry {
-    /// Installs the process-wide subscriber and metrics recorder. Must run
-    /// inside a Tokio runtime (the OTLP exporter's channel lives there).
+    /// Builds the app's subscriber and recorder; installs neither. Must
+    /// run inside a Tokio runtime (the OTLP exporter's channel lives there).
     pub fn init(config: &TelemetryConfig, log_sink: BoxMakeWriter) -> Result<Self, TelemetryError> {
-        let prometheus = PrometheusBuilder::new()
-            .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), names::LATENCY_BUCKETS)?
-            .set_buckets_for_metric(
-                Matcher::Full(names::STREAM_MESSAGES.into()),
-                names::MESSAGE_COUNT_BUCKETS,
-            )?
-            .install_recorder()
-            .map_err(|_| TelemetryError::AlreadyInitialised)?;
-        names::describe();
+        let metrics = Metrics::new()?;
         // Read once: the host name comes from /proc.
         let instance_id = config.instance_id();
-        metrics::gauge!(
-            names::BUILD_INFO,
-            "version" => env!("CARGO_PKG_VERSION"),
-            "rustc" => env!("CATALOGUE_RUSTC_VERSION"),
-            "git_sha" => env!("CATALOGUE_GIT_SHA"),
-            "instance_id" => instance_id.clone(),
-        )
-        .set(1.0);
+        metrics.scope(|| {
+            metrics::gauge!(
+                names::BUILD_INFO,
+                "version" => env!("CARGO_PKG_VERSION"),
+                "rustc" => env!("CATALOGUE_RUSTC_VERSION"),
+                "git_sha" => env!("CATALOGUE_GIT_SHA"),
+                "instance_id" => instance_id.clone(),
+            )
+            .set(1.0);
+        });
 
+        // W3C trace context and baggage: stateless, the same for every app.
         global::set_text_map_propagator(TextMapCompositePropagator::new(vec![
             Box::new(TraceContextPropagator::new()),
             Box::new(BaggagePropagator::new()),
@@ -131,15 +132,21 @@ impl Telemetry {
                     .boxed(),
             );
         }
-        layers.push(logs::layer(config.log_format, log_sink));
-        tracing::subscriber::set_global_default(Registry::default().with(layers))
-            .map_err(|_| TelemetryError::AlreadyInitialised)?;
+        let own_dispatch = logs::OwnDispatch::default();
+        layers.push(logs::layer(
+            config.log_format,
+            log_sink,
+            own_dispatch.clone(),
+        ));
+        let dispatch = Dispatch::new(Registry::default().with(layers));
+        let _ = own_dispatch.set(dispatch.downgrade());
 
         let head_sampler = tracer_provider
             .as_ref()
             .map(|_| sampling::HeadSampler::new(config.trace_sampler, config.trace_sampler_arg));
         Ok(Self {
-            prometheus,
+            metrics,
+            dispatch,
             console,
             tracer_provider,
             head_sampler,
@@ -151,9 +158,14 @@ impl Telemetry {
         self.head_sampler
     }
 
-    /// Renders `/metrics`.
-    pub fn prometheus(&self) -> PrometheusHandle {
-        self.prometheus.clone()
+    /// The app's recorder.
+    pub fn metrics(&self) -> Metrics {
+        self.metrics.clone()
+    }
+
+    /// The app's subscriber: what its tasks and calls run with.
+    pub fn dispatch(&self) -> Dispatch {
+        self.dispatch.clone()
     }
 
     /// Exports every finished span now, instead of at the next batch.

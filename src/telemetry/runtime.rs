@@ -1,6 +1,7 @@
 //! The Tokio runtime builder with its poll-time histogram on, and the sampler
-//! that turns the runtime's, the RPC tasks', the process's and the database
-//! pool's numbers into metrics.
+//! that turns the runtime's, the RPC tasks' and the process's numbers into
+//! metrics, and runs the scrape hooks the app hands it (the database pool,
+//! the upstream's breaker).
 //!
 //! The sampler runs on every scrape of `/metrics`, as Prometheus clients
 //! collect: values are as fresh as the scrape and cost nothing between
@@ -8,15 +9,18 @@
 //! Prometheus counters with `absolute`, so `rate()` in PromQL gives
 //! per-second values and nothing is lost between samples.
 
-use std::{sync::Arc, time::Duration};
+use std::time::Duration;
 
 use metrics::{Counter, Gauge, counter, gauge};
-use metrics_exporter_prometheus::PrometheusHandle;
 use tokio::runtime::{Handle, HistogramConfiguration, LogHistogram};
 use tokio_metrics::TaskMonitor;
 
-use super::names;
-use crate::{store::Store, upstream::Upstream};
+use super::{Metrics, names};
+
+/// Run on every scrape, before rendering: sets the gauges of something
+/// telemetry does not know (it registers them when built, inside
+/// `Metrics::scope`).
+pub type ScrapeHook = Box<dyn Fn() + Send + Sync>;
 
 /// A multi-threaded runtime that records how long each poll takes, in a
 /// log-scaled histogram from 10 µs to 1 s (±25 %).
@@ -37,55 +41,39 @@ pub fn runtime_builder() -> tokio::runtime::Builder {
 /// What the sampler reads.
 pub struct Sampler {
     runtime: Handle,
-    prometheus: PrometheusHandle,
-    store: Arc<dyn Store>,
-    /// Its breaker turns half-open by the clock: a scrape moves it on, so the
-    /// state gauge is never staler than the scrape.
-    upstream: Option<Arc<Upstream>>,
+    metrics: Metrics,
+    hooks: Vec<ScrapeHook>,
     task_monitors: Vec<TaskHandles>,
     runtime_handles: Option<RuntimeHandles>,
     process: metrics_process::Collector,
-    pool: Option<PoolHandles>,
-}
-
-struct PoolHandles {
-    idle: Gauge,
-    in_use: Gauge,
-    max: Gauge,
 }
 
 impl Sampler {
-    /// `runtime_metrics` false samples only what the app itself needs
-    /// (Prometheus upkeep and the database pool).
+    /// `runtime_metrics` false samples only the hooks (and folds the
+    /// histograms).
     pub fn new(
         runtime: Handle,
-        prometheus: PrometheusHandle,
-        store: Arc<dyn Store>,
-        upstream: Option<Arc<Upstream>>,
+        metrics: Metrics,
+        hooks: Vec<ScrapeHook>,
         task_monitors: Vec<(&'static str, &'static str, TaskMonitor)>,
         runtime_metrics: bool,
     ) -> Self {
         let process = metrics_process::Collector::default();
-        process.describe();
-        let system = store.system();
-        Self {
-            runtime_handles: runtime_metrics.then(|| RuntimeHandles::new(&runtime)),
-            task_monitors: if runtime_metrics {
-                task_monitors.into_iter().map(TaskHandles::new).collect()
-            } else {
-                Vec::new()
-            },
-            runtime,
-            prometheus,
-            process,
-            pool: store.pool_stats().map(|_| PoolHandles {
-                idle: gauge!(names::STORE_POOL_CONNECTIONS, "db_system" => system, "state" => "idle"),
-                in_use: gauge!(names::STORE_POOL_CONNECTIONS, "db_system" => system, "state" => "in_use"),
-                max: gauge!(names::STORE_POOL_MAX, "db_system" => system),
-            }),
-            store,
-            upstream,
-        }
+        metrics.scope(|| {
+            process.describe();
+            Self {
+                runtime_handles: runtime_metrics.then(|| RuntimeHandles::new(&runtime)),
+                task_monitors: if runtime_metrics {
+                    task_monitors.into_iter().map(TaskHandles::new).collect()
+                } else {
+                    Vec::new()
+                },
+                runtime,
+                hooks,
+                process,
+                metrics: metrics.clone(),
+            }
+        })
     }
 
     /// Takes one sample of everything.
@@ -95,25 +83,19 @@ impl Sampler {
             for task in &self.task_monitors {
                 task.sample();
             }
-            self.process.collect();
+            // It looks its handles up on every collection.
+            self.metrics.scope(|| self.process.collect());
         }
-        if let (Some(handles), Some(pool)) = (&self.pool, self.store.pool_stats()) {
-            handles.idle.set(f64::from(pool.idle));
-            handles
-                .in_use
-                .set(f64::from(pool.size.saturating_sub(pool.idle)));
-            handles.max.set(f64::from(pool.max));
+        for hook in &self.hooks {
+            hook();
         }
-        if let Some(upstream) = &self.upstream {
-            upstream.circuit_state();
-        }
-        self.prometheus.run_upkeep();
+        self.metrics.run_upkeep();
     }
 
     /// Samples, then renders the Prometheus text exposition.
     pub fn render(&self) -> String {
         self.sample();
-        self.prometheus.render()
+        self.metrics.render()
     }
 }
 

@@ -1,7 +1,10 @@
 //! Each fault changes the signal it claims to, measured through the
 //! service's own metrics, and a reset restores it.
 
-use catalogue::api::proto::{GetProductRequest, ListProductsRequest};
+use catalogue::{
+    api::proto::{GetProductRequest, ListProductsRequest, SearchRequest},
+    method::Method,
+};
 use tonic::Code;
 
 use crate::helpers::{Backend, TestApp, bucket, put_faults, seed_products, spawn_app, value};
@@ -209,4 +212,101 @@ async fn bad_payloads_are_refused_and_change_nothing() {
     assert_eq!(faults["latency_ms"], 1, "unchanged: {faults}");
     let after_reset = reset(&app).await;
     assert_eq!(after_reset["latency_ms"], 0);
+}
+
+/// Calls `method` once (a ListProducts stream of three, read to its end).
+async fn call(app: &mut TestApp, method: Method) -> Result<(), tonic::Status> {
+    match method {
+        Method::GetProduct => get_product(app).await,
+        Method::ListProducts => {
+            let request = ListProductsRequest {
+                page_size: 3,
+                ..Default::default()
+            };
+            let mut stream = app.client.list_products(request).await?.into_inner();
+            while stream.message().await?.is_some() {}
+            Ok(())
+        }
+        Method::SearchProducts => {
+            let query = seed_products()[0].name.clone();
+            let request = SearchRequest {
+                query,
+                ..Default::default()
+            };
+            app.client.search_products(request).await.map(drop)
+        }
+    }
+}
+
+/// Every fault that acts before a call slows or fails each method, and
+/// only the methods it names; the leak retains per call of each method.
+async fn every_fault_applies_to(method: Method) {
+    let labels = |code| [("grpc_method", method.name()), ("grpc_code", code)];
+    let other = Method::ALL.into_iter().find(|&m| m != method).unwrap();
+    for fault in [
+        r#""latency_ms": 60"#,
+        r#""blocking_ms": 60"#,
+        r#""cpu_burn_ms": 60"#,
+    ] {
+        let mut app = spawn_app(Backend::Memory).await.expect("memory app");
+        let body = format!(r#"{{{fault}, "methods": ["{method}"]}}"#);
+        let (status, message) = put_faults(&app, &body).await;
+        assert_eq!(status, 200, "{message}");
+
+        call(&mut app, method).await.expect("slowed, not failed");
+        call(&mut app, other).await.expect("another method");
+
+        let scrape = app.scrape().await;
+        let ok = labels("OK");
+        assert_eq!(
+            bucket(&scrape, "grpc_server_handling_seconds", &ok, 0.05),
+            0.0,
+            "{fault}: {method} took over 50 ms"
+        );
+        let other_ok = [("grpc_method", other.name()), ("grpc_code", "OK")];
+        assert_eq!(
+            bucket(&scrape, "grpc_server_handling_seconds", &other_ok, 0.05),
+            1.0,
+            "{fault}: {other} is not slowed"
+        );
+    }
+
+    let mut app = spawn_app(Backend::Memory).await.expect("memory app");
+    let body = format!(r#"{{"error_rate": 1, "error_code": "ABORTED", "methods": ["{method}"]}}"#);
+    put_faults(&app, &body).await;
+    let failed = call(&mut app, method).await.expect_err("injected error");
+    assert_eq!(failed.code(), Code::Aborted, "{method}: {failed:?}");
+    call(&mut app, other).await.expect("another method");
+    let scrape = app.scrape().await;
+    assert_eq!(
+        value(&scrape, "grpc_server_handled_total", &labels("Aborted")),
+        Some(1.0)
+    );
+
+    let mut app = spawn_app(Backend::Memory).await.expect("memory app");
+    let body = format!(r#"{{"leak_bytes_per_call": 4096, "methods": ["{method}"]}}"#);
+    put_faults(&app, &body).await;
+    call(&mut app, method).await.unwrap();
+    call(&mut app, other).await.unwrap();
+    let scrape = app.scrape().await;
+    assert_eq!(
+        value(&scrape, "catalogue_fault_leaked_bytes", &[]),
+        Some(4096.0),
+        "{method}: one call retained, the other method's none"
+    );
+}
+
+#[tokio::test]
+async fn every_fault_applies_to_get_product() {
+    every_fault_applies_to(Method::GetProduct).await;
+}
+
+#[tokio::test]
+async fn every_fault_applies_to_list_products() {
+    every_fault_applies_to(Method::ListProducts).await;
+}
+
+#[tokio::test]
+async fn every_fault_applies_to_search_products() {
+    every_fault_applies_to(Method::SearchProducts).await;
 }

@@ -9,6 +9,11 @@ use pprof::protos::{Message, Profile};
 
 use crate::helpers::{Backend, TestApp, seed_products, spawn_app, spawn_app_with};
 
+/// The SIGPROF sampler is one per process, and this test binary runs many
+/// apps in one: a test that takes a CPU profile holds this first, so the
+/// profile is its own, never a 409 because another test's is running.
+static CPU_PROFILER: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 async fn memory_app() -> TestApp {
     spawn_app(Backend::Memory).await.expect("memory app")
 }
@@ -88,6 +93,7 @@ fn function_names(profile: &Profile) -> Vec<&str> {
 
 #[tokio::test]
 async fn cpu_profile_of_a_busy_service_names_this_crates_functions() {
+    let _profiler = CPU_PROFILER.lock().await;
     let app = memory_app().await;
 
     let response = get_under_traffic(
@@ -108,6 +114,7 @@ async fn cpu_profile_of_a_busy_service_names_this_crates_functions() {
 
 #[tokio::test]
 async fn cpu_profile_as_flamegraph_is_svg() {
+    let _profiler = CPU_PROFILER.lock().await;
     let app = memory_app().await;
 
     let response = get_under_traffic(
@@ -123,17 +130,22 @@ async fn cpu_profile_as_flamegraph_is_svg() {
 
 #[tokio::test]
 async fn a_second_concurrent_cpu_profile_is_refused_with_409() {
+    let _profiler = CPU_PROFILER.lock().await;
     let app = memory_app().await;
-    let url = app.admin_url("/debug/pprof/profile?seconds=60");
+    let url = app.admin_url("/debug/pprof/profile?seconds=5");
 
-    // Whichever request gets the profiler runs for a minute; the other must
-    // be refused at once, so it is the first to finish.
-    let refused = tokio::select! {
-        response = get(url.clone()) => response,
-        response = get(url) => response,
+    // Whichever request gets the profiler runs for five seconds; the other
+    // is refused at once. Both are awaited, so the profiler is free again
+    // when the lock is.
+    let (first, second) = tokio::join!(get(url.clone()), get(url));
+
+    let (refused, profiled) = if first.status() == 409 {
+        (first, second)
+    } else {
+        (second, first)
     };
-
     assert_eq!(refused.status(), 409);
+    assert_eq!(profiled.status(), 200);
     let message = refused.text().await.unwrap();
     assert!(message.contains("already"), "{message}");
 }
@@ -189,6 +201,7 @@ async fn heap_profile_as_flamegraph_is_svg() {
 
 #[tokio::test]
 async fn cpu_flamegraph_of_an_idle_service_is_still_svg() {
+    let _profiler = CPU_PROFILER.lock().await;
     let app = memory_app().await;
 
     let response = get(app.admin_url("/debug/pprof/profile?seconds=1&format=flamegraph")).await;

@@ -137,11 +137,7 @@ async fn three_replicas_with_one_stopped(
     signal: &str,
     retries: u32,
 ) -> Option<(Summary, Vec<Replica>)> {
-    let Ok(url) = std::env::var("TEST_DATABASE_URL") else {
-        eprintln!("skipped: TEST_DATABASE_URL is not set");
-        return None;
-    };
-    let database_url = postgres_schema(&url).await;
+    let database_url = postgres_schema(&helpers::test_database_url()).await;
     let mut replicas = Vec::new();
     for _ in 0..3 {
         replicas.push(Replica::start(&database_url).await);
@@ -172,6 +168,10 @@ fn failures(summary: &Summary) -> Vec<String> {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(
+    not(postgres_tests),
+    ignore = "needs PostgreSQL: build and run with TEST_DATABASE_URL set"
+)]
 async fn a_draining_replica_gets_no_new_calls_and_load_spreads_again_when_it_is_back() {
     let Some((summary, replicas)) = three_replicas_with_one_stopped("TERM", 0).await else {
         return;
@@ -208,6 +208,10 @@ async fn a_draining_replica_gets_no_new_calls_and_load_spreads_again_when_it_is_
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(
+    not(postgres_tests),
+    ignore = "needs PostgreSQL: build and run with TEST_DATABASE_URL set"
+)]
 async fn calls_survive_a_crashed_replica_by_retrying_on_the_others() {
     let Some((summary, replicas)) = three_replicas_with_one_stopped("KILL", 2).await else {
         return;
