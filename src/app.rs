@@ -71,8 +71,6 @@ pub enum StartupError {
     Task(#[from] tokio::task::JoinError),
     #[error("invalid --fault-* flag: {0}")]
     Faults(#[from] FaultError),
-    #[error("invalid --upstream-url: {0}")]
-    UpstreamUrl(http::uri::InvalidUri),
     #[error("could not spawn a server task: {0}")]
     Spawn(std::io::Error),
     #[error("consul registration: {0}")]
@@ -121,18 +119,11 @@ impl App {
         let metrics = telemetry.metrics();
         let store: Arc<dyn Store> = Arc::new(metrics.scope(|| InstrumentedStore::new(store)));
         let faults = Arc::new(metrics.scope(|| FaultInjector::from_config(&config.faults))?);
-        let protected = !config.protection.no_protection;
-        let upstream = config
-            .upstream
-            .upstream_url
-            .as_deref()
-            .map(|url| {
-                metrics
-                    .scope(|| Upstream::new(url, &config.upstream, protected))
-                    .map(Arc::new)
-            })
-            .transpose()
-            .map_err(StartupError::UpstreamUrl)?;
+        let protected = config.protection.limits().upstream_guarded;
+        let upstream =
+            config.upstream.upstream_url.clone().map(|url| {
+                Arc::new(metrics.scope(|| Upstream::new(url, &config.upstream, protected)))
+            });
         let (grpc_listener, grpc_addr) = bind(config.grpc_addr).await?;
         let (admin_listener, admin_addr) = bind(config.admin_addr).await?;
         let consul = Registrar::from_config(&config.consul, grpc_addr, SERVICE_NAME)?;
@@ -193,13 +184,22 @@ impl App {
         self.serve(shutdown).with_subscriber(dispatch).await
     }
 
+    /// The life of the app, in steps.
     async fn serve(self, shutdown: impl Future<Output = ()> + Send) -> Result<(), StartupError> {
-        tracing::info!(
-            grpc = %self.grpc_addr,
-            admin = %self.admin_addr,
-            console = ?self.console_addr,
-            "catalogue is serving"
-        );
+        let (grpc, admin, console) = (self.grpc_addr, self.admin_addr, self.console_addr);
+        let mut running = self.start().await?;
+        running.register().await?;
+        tracing::info!(%grpc, %admin, ?console, "catalogue is serving");
+        if let Some(failed) = running.serve_until(shutdown).await {
+            return failed;
+        }
+        running.deregister().await;
+        running.stop_being_ready().await;
+        running.drain().await
+    }
+
+    /// Spawns the servers (gRPC, admin, console) and the metrics upkeep.
+    async fn start(self) -> Result<Running, StartupError> {
         let Self {
             config,
             store,
@@ -214,7 +214,7 @@ impl App {
             consul,
             ..
         } = self;
-        let (mut health, health_service) = tonic_health::server::health_reporter();
+        let (health, health_service) = tonic_health::server::health_reporter();
         health
             .set_serving::<CatalogueServiceServer<CatalogueApi>>()
             .await;
@@ -232,25 +232,13 @@ impl App {
             &metrics,
             dispatch.clone(),
         );
-        let mut scrape_hooks: Vec<ScrapeHook> = Vec::new();
-        if let Some(pool) = metrics.scope(|| store::pool_gauges(store.clone())) {
-            scrape_hooks.push(Box::new(pool));
-        }
-        if let Some(upstream) = upstream.clone() {
-            // Its breaker turns half-open by the clock: a scrape moves it on,
-            // so the state gauge is never staler than the scrape.
-            scrape_hooks.push(Box::new(move || {
-                upstream.circuit_state();
-            }));
-        }
         let sampler = Sampler::new(
             tokio::runtime::Handle::current(),
             metrics.clone(),
-            scrape_hooks,
+            scrape_hooks(&metrics, &store, upstream.as_ref()),
             telemetry_layer.task_monitors(),
             !config.telemetry.no_runtime_metrics,
         );
-
         let grpc_server = metrics.scope(|| {
             grpc_server(
                 &config,
@@ -264,7 +252,7 @@ impl App {
         })?;
         // Named, so task dumps (and tokio-console) say which task is which.
         let task_names = TaskNames::default();
-        let mut grpc = task_names
+        let grpc = task_names
             .spawn("grpc-server", grpc_server)
             .map_err(StartupError::Spawn)?;
         let admin_router = admin::router(AdminState {
@@ -278,67 +266,105 @@ impl App {
         });
         let admin_server =
             axum::serve(admin_listener, admin_router).with_graceful_shutdown(drained(draining));
-        let mut admin: JoinHandle<std::io::Result<()>> = task_names
+        let admin = task_names
             .spawn("admin-server", async move { admin_server.await })
             .map_err(StartupError::Spawn)?;
-        // The recorder keeps every histogram sample until upkeep folds it into
-        // the buckets; scrapes do that too, but without this a service nobody
-        // scrapes would hold every sample it ever recorded.
         let upkeep = task_names
-            .spawn("metrics-upkeep", async move {
-                let mut ticks = tokio::time::interval(METRICS_UPKEEP_INTERVAL);
-                ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-                loop {
-                    ticks.tick().await;
-                    metrics.run_upkeep();
-                }
-            })
+            .spawn("metrics-upkeep", upkeep(metrics))
             .map_err(StartupError::Spawn)?;
-        let _stop_upkeep = AbortOnDropHandle::new(upkeep);
+        Ok(Running {
+            grpc,
+            admin,
+            health,
+            stop,
+            drain,
+            consul,
+            drain_delay: config.drain_delay,
+            shutdown_grace: config.shutdown_grace,
+            _upkeep: AbortOnDropHandle::new(upkeep),
+        })
+    }
+}
 
-        if let Some(consul) = &consul
+/// A started app: its server tasks and the switches that stop it.
+struct Running {
+    grpc: JoinHandle<Result<(), tonic::transport::Error>>,
+    admin: JoinHandle<std::io::Result<()>>,
+    health: tonic_health::server::HealthReporter,
+    /// Turns health and readiness off.
+    stop: watch::Sender<bool>,
+    /// Closes the listeners.
+    drain: watch::Sender<bool>,
+    consul: Option<Registrar>,
+    drain_delay: std::time::Duration,
+    shutdown_grace: std::time::Duration,
+    _upkeep: AbortOnDropHandle<()>,
+}
+
+impl Running {
+    /// Registers with Consul, if configured; a failure stops start-up.
+    async fn register(&mut self) -> Result<(), StartupError> {
+        if let Some(consul) = &self.consul
             && let Err(error) = consul.register().await
         {
-            grpc.abort();
-            admin.abort();
+            self.grpc.abort();
+            self.admin.abort();
             return Err(error.into());
         }
+        Ok(())
+    }
 
+    /// Serves until `shutdown` resolves (`None`), or a server fails.
+    async fn serve_until(
+        &mut self,
+        shutdown: impl Future<Output = ()>,
+    ) -> Option<Result<(), StartupError>> {
         tokio::select! {
-            () = shutdown => {}
-            result = &mut grpc => return result?.map_err(StartupError::from),
-            result = &mut admin => return result?.map_err(StartupError::from),
+            () = shutdown => None,
+            result = &mut self.grpc => Some(result.map_err(StartupError::from).and_then(|served| Ok(served?))),
+            result = &mut self.admin => Some(result.map_err(StartupError::from).and_then(|served| Ok(served?))),
         }
+    }
 
-        // First, so that clients resolving through Consul stop picking this
-        // instance while it still answers.
-        if let Some(consul) = &consul
+    /// First, so that clients resolving through Consul stop picking this
+    /// instance while it still answers.
+    async fn deregister(&self) {
+        if let Some(consul) = &self.consul
             && let Err(error) = consul.deregister().await
         {
             tracing::warn!(%error, "could not deregister from consul: its health check fails from now on");
         }
-        tracing::info!(grace = ?config.shutdown_grace, "shutting down: draining in-flight calls");
-        health
+    }
+
+    /// Health turns NOT_SERVING and readiness fails; calls are still served
+    /// for the drain delay, so that balancers watching health stop sending.
+    async fn stop_being_ready(&mut self) {
+        tracing::info!(grace = ?self.shutdown_grace, "shutting down: draining in-flight calls");
+        self.health
             .set_not_serving::<CatalogueServiceServer<CatalogueApi>>()
             .await;
-        health
+        self.health
             .set_service_status("", ServingStatus::NotServing)
             .await;
-        stop.send_replace(true);
-        tokio::time::sleep(config.drain_delay).await;
+        self.stop.send_replace(true);
+        tokio::time::sleep(self.drain_delay).await;
+    }
+
+    /// Closes the listeners and lets in-flight calls finish, for at most the
+    /// grace period.
+    async fn drain(mut self) -> Result<(), StartupError> {
         // Health Watch streams never end by themselves, and the drain would
         // wait for them: clearing the statuses ends them (later checks get
         // NOT_FOUND), so watchers' connections go.
-        health.clear_service_status(SERVICE_NAME).await;
-        health.clear_service_status("").await;
-        drain.send_replace(true);
-
+        self.health.clear_service_status(SERVICE_NAME).await;
+        self.health.clear_service_status("").await;
+        self.drain.send_replace(true);
         let both = async {
-            let grpc_result = (&mut grpc).await;
-            let admin_result = (&mut admin).await;
+            let grpc_result = (&mut self.grpc).await;
+            let admin_result = (&mut self.admin).await;
             (grpc_result, admin_result)
         };
-        match tokio::time::timeout(config.shutdown_grace, both).await {
+        match tokio::time::timeout(self.shutdown_grace, both).await {
             Ok((grpc_result, admin_result)) => {
                 grpc_result??;
                 admin_result??;
@@ -346,11 +372,44 @@ impl App {
             }
             Err(_) => {
                 tracing::warn!("grace period elapsed: abandoning the calls still in flight");
-                grpc.abort();
-                admin.abort();
+                self.grpc.abort();
+                self.admin.abort();
             }
         }
         Ok(())
+    }
+}
+
+/// What the metrics sampler runs on each scrape besides the runtime's
+/// numbers: the database pool's gauges and the upstream's breaker, which
+/// turns half-open by the clock (a scrape moves it on, so its state gauge
+/// is never staler than the scrape).
+fn scrape_hooks(
+    metrics: &Metrics,
+    store: &Arc<dyn Store>,
+    upstream: Option<&Arc<Upstream>>,
+) -> Vec<ScrapeHook> {
+    let mut hooks: Vec<ScrapeHook> = Vec::new();
+    if let Some(pool) = metrics.scope(|| store::pool_gauges(store.clone())) {
+        hooks.push(Box::new(pool));
+    }
+    if let Some(upstream) = upstream.cloned() {
+        hooks.push(Box::new(move || {
+            upstream.circuit_state();
+        }));
+    }
+    hooks
+}
+
+/// Folds histogram samples into their buckets every second. Scrapes do it
+/// too, but without this a service nobody scrapes would hold every sample
+/// it ever recorded.
+async fn upkeep(metrics: Metrics) {
+    let mut ticks = tokio::time::interval(METRICS_UPKEEP_INTERVAL);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticks.tick().await;
+        metrics.run_upkeep();
     }
 }
 
@@ -425,36 +484,21 @@ fn grpc_server<H: Health>(
             .max_decoding_message_size(config.max_message_bytes)
             .max_encoding_message_size(config.max_message_bytes),
     );
-    let protection = &config.protection;
-    let unlimited = protection.no_protection;
+    let limits = config.protection.limits();
     let incoming = limit_connections(
         TcpIncoming::from(listener).with_nodelay(Some(true)),
-        if unlimited {
-            usize::MAX
-        } else {
-            protection.max_connections
-        },
+        limits.max_connections,
     );
-    let mut server = Server::builder()
+    // No `Server::timeout`: it ends a late call CANCELLED; `ShedLayer`
+    // enforces the request timeout and ends it DEADLINE_EXCEEDED.
+    let server = Server::builder()
         .max_concurrent_streams(config.max_concurrent_streams)
         .http2_max_local_error_reset_streams(Some(MAX_LOCAL_ERROR_RESET_STREAMS))
         .http2_max_pending_accept_reset_streams(Some(MAX_PENDING_ACCEPT_RESET_STREAMS))
         .http2_max_header_list_size(MAX_HEADER_LIST_BYTES)
         .http2_keepalive_interval(Some(KEEPALIVE_INTERVAL))
         .http2_keepalive_timeout(Some(KEEPALIVE_TIMEOUT));
-    if !unlimited {
-        // Honours a shorter grpc-timeout from the client.
-        server = server.timeout(protection.request_timeout);
-    }
-    let shed = ShedLayer::new(
-        if unlimited {
-            usize::MAX
-        } else {
-            protection.max_concurrent_calls
-        },
-        protection.retry_pushback,
-        (!unlimited).then_some(protection.stream_idle_timeout),
-    );
+    let shed = ShedLayer::new(&limits);
     Ok(server
         // Outermost first: telemetry sees the INTERNAL a caught panic becomes
         // and the UNAVAILABLE of a shed call.
@@ -526,30 +570,34 @@ fn panic_response(panic: Box<dyn Any + Send + 'static>) -> http::Response<tonic:
     Status::internal("internal error").into_http()
 }
 
-/// Resolves on Ctrl-C or SIGTERM.
-pub async fn shutdown_signal() {
-    let ctrl_c = async {
+/// Resolves on Ctrl-C or SIGTERM. The handlers are installed when this is
+/// called, not when the future is first polled: a SIGTERM that arrives while
+/// the app is still starting drains it instead of killing it. Call it inside
+/// the runtime.
+pub fn shutdown_signal() -> impl Future<Output = ()> + Send + 'static {
+    #[cfg(unix)]
+    let signals = {
+        use tokio::signal::unix::{SignalKind, signal};
+        [SignalKind::interrupt(), SignalKind::terminate()].map(signal)
+    };
+    async move {
+        #[cfg(unix)]
+        match signals {
+            [Ok(mut interrupt), Ok(mut terminate)] => {
+                tokio::select! {
+                    _ = interrupt.recv() => {}
+                    _ = terminate.recv() => {}
+                }
+            }
+            [Err(error), _] | [_, Err(error)] => {
+                tracing::error!(%error, "cannot listen for Ctrl-C and SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+        #[cfg(not(unix))]
         if let Err(error) = tokio::signal::ctrl_c().await {
             tracing::error!(%error, "cannot listen for Ctrl-C");
             std::future::pending::<()>().await;
         }
-    };
-    #[cfg(unix)]
-    let terminate = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut signal) => {
-                signal.recv().await;
-            }
-            Err(error) => {
-                tracing::error!(%error, "cannot listen for SIGTERM");
-                std::future::pending::<()>().await;
-            }
-        }
-    };
-    #[cfg(not(unix))]
-    let terminate = std::future::pending::<()>();
-    tokio::select! {
-        () = ctrl_c => {}
-        () = terminate => {}
     }
 }

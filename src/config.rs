@@ -1,16 +1,25 @@
-//! The only place that reads flags and environment. Every flag has an
-//! environment variable; a flag beats its variable.
+//! The command line: `Cli` composes the flags each subsystem defines for
+//! itself (`TelemetryConfig`, `FaultsConfig`, `UpstreamConfig`,
+//! `ProtectionConfig`, `ConsulConfig`, `LoadConfig`,
+//! `UpstreamSimulatorConfig`) with the server's own. Every flag has an
+//! environment variable, and a flag beats its variable. Values are parsed
+//! into their types here, at the edge: a bad one ends start-up with status
+//! 2 and a message naming the flag. Only `main` and `app` import this
+//! module; the subsystems never do.
 
 use std::{net::SocketAddr, time::Duration};
 
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap::{Args, Parser, Subcommand};
 
-pub use crate::faults::FaultsConfig;
 use crate::{
     admin::AdminToken,
     discovery::consul::{AdvertiseAddr, ConsulAddr},
+    faults::FaultsConfig,
+    load::LoadConfig,
+    protection::ProtectionConfig,
     store::StoreOptions,
-    telemetry::sampling::SamplerKind,
+    telemetry::TelemetryConfig,
+    upstream::{UpstreamConfig, simulator::UpstreamSimulatorConfig},
 };
 
 /// An observability-first reference gRPC catalogue service.
@@ -43,14 +52,6 @@ impl Cli {
     pub fn into_command(self) -> Command {
         self.command.unwrap_or(Command::Serve(self.serve))
     }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum LogFormat {
-    /// Human-readable lines.
-    Text,
-    /// One JSON object per line.
-    Json,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -120,57 +121,6 @@ pub struct ServeConfig {
     pub consul: ConsulConfig,
 }
 
-/// The inventory upstream GetProduct enriches products with, and how far it
-/// is trusted.
-#[derive(Debug, Clone, Args)]
-pub struct UpstreamConfig {
-    /// Inventory upstream (gRPC), e.g. http://127.0.0.1:50052. Unset: stock
-    /// comes from the store.
-    #[arg(long, env = "CATALOGUE_UPSTREAM_URL")]
-    pub upstream_url: Option<String>,
-
-    /// Timeout of an upstream call when the caller set no deadline.
-    #[arg(long, env = "CATALOGUE_UPSTREAM_TIMEOUT", default_value = "1s",
-          value_parser = humantime::parse_duration)]
-    pub upstream_timeout: Duration,
-
-    /// Kept from the caller's deadline to answer with stale stock in time.
-    #[arg(long, env = "CATALOGUE_UPSTREAM_DEADLINE_MARGIN", default_value = "20ms",
-          value_parser = humantime::parse_duration)]
-    pub upstream_deadline_margin: Duration,
-
-    /// Bulkhead: upstream calls in flight at once.
-    #[arg(long, env = "CATALOGUE_UPSTREAM_MAX_CONCURRENCY", default_value_t = 64)]
-    pub upstream_max_concurrency: usize,
-
-    /// How long a call waits for a bulkhead slot before degrading.
-    #[arg(long, env = "CATALOGUE_UPSTREAM_BULKHEAD_WAIT", default_value = "10ms",
-          value_parser = humantime::parse_duration)]
-    pub upstream_bulkhead_wait: Duration,
-
-    /// Failure ratio (0..1) over a window that opens the circuit breaker.
-    #[arg(long, env = "CATALOGUE_BREAKER_FAILURE_RATIO", default_value_t = 0.5)]
-    pub breaker_failure_ratio: f64,
-
-    /// Calls a window needs before its failure ratio counts.
-    #[arg(long, env = "CATALOGUE_BREAKER_MIN_REQUESTS", default_value_t = 20)]
-    pub breaker_min_requests: u32,
-
-    /// Length of the breaker's counting window while closed.
-    #[arg(long, env = "CATALOGUE_BREAKER_INTERVAL", default_value = "10s",
-          value_parser = humantime::parse_duration)]
-    pub breaker_interval: Duration,
-
-    /// How long the breaker stays open before probing.
-    #[arg(long, env = "CATALOGUE_BREAKER_OPEN_TIMEOUT", default_value = "5s",
-          value_parser = humantime::parse_duration)]
-    pub breaker_open_timeout: Duration,
-
-    /// Probe calls admitted while half-open; that many successes close it.
-    #[arg(long, env = "CATALOGUE_BREAKER_PROBES", default_value_t = 3)]
-    pub breaker_probes: u32,
-}
-
 /// Registration with a Consul agent; off unless `--consul-addr` is set.
 #[derive(Debug, Clone, Args)]
 pub struct ConsulConfig {
@@ -204,209 +154,6 @@ pub struct ConsulConfig {
     #[arg(long, env = "CATALOGUE_CONSUL_DEREGISTER_CRITICAL_SERVICE_AFTER", default_value = "1m",
           value_parser = humantime::parse_duration)]
     pub consul_deregister_critical_service_after: Duration,
-}
-
-/// Server-side overload protection. The defaults are safe for a 2-core
-/// machine.
-#[derive(Debug, Clone, Args)]
-pub struct ProtectionConfig {
-    /// Calls handled at once across all connections; calls beyond it are
-    /// refused at once with UNAVAILABLE (health checks are never refused).
-    #[arg(long, env = "CATALOGUE_MAX_CONCURRENT_CALLS", default_value_t = 1024)]
-    pub max_concurrent_calls: usize,
-
-    /// `grpc-retry-pushback-ms` sent with a refused call.
-    #[arg(long, env = "CATALOGUE_RETRY_PUSHBACK", default_value = "100ms",
-          value_parser = humantime::parse_duration)]
-    pub retry_pushback: Duration,
-
-    /// Longest a call may take when the client sets no shorter grpc-timeout.
-    #[arg(long, env = "CATALOGUE_REQUEST_TIMEOUT", default_value = "10s",
-          value_parser = humantime::parse_duration)]
-    pub request_timeout: Duration,
-
-    /// A call whose client reads nothing for this long (its flow-control
-    /// window stays shut) gives back its slot and ends with
-    /// DEADLINE_EXCEEDED. Time the server spends producing does not count.
-    #[arg(long, env = "CATALOGUE_STREAM_IDLE_TIMEOUT", default_value = "30s",
-          value_parser = humantime::parse_duration)]
-    pub stream_idle_timeout: Duration,
-
-    /// Open client connections; connections beyond it are closed at once.
-    #[arg(long, env = "CATALOGUE_MAX_CONNECTIONS", default_value_t = 4096)]
-    pub max_connections: usize,
-
-    /// Turn every protection off (concurrency limit, request timeout, idle
-    /// timeout, connection limit, bulkhead, breaker): the Go-style failure mode, for
-    /// the overload experiment only.
-    #[arg(long, env = "CATALOGUE_NO_PROTECTION")]
-    pub no_protection: bool,
-}
-
-/// `catalogue upstream`: the inventory simulator.
-#[derive(Debug, Clone, Args)]
-pub struct UpstreamSimulatorConfig {
-    /// gRPC address of the simulator.
-    #[arg(long, default_value = "127.0.0.1:50052")]
-    pub addr: SocketAddr,
-    /// Admin address (`GET`/`PUT`/`DELETE /faults`).
-    #[arg(long, default_value = "127.0.0.1:6061")]
-    pub admin_addr: SocketAddr,
-    /// Latency of every answer, in milliseconds.
-    #[arg(long, default_value_t = 0)]
-    pub latency_ms: u64,
-    /// Extra random latency, up to this many milliseconds.
-    #[arg(long, default_value_t = 0)]
-    pub jitter_ms: u64,
-    /// Fraction (0..1) of calls answered UNAVAILABLE.
-    #[arg(long, default_value_t = 0.0)]
-    pub error_rate: f64,
-    /// Fraction (0..1) of calls never answered.
-    #[arg(long, default_value_t = 0.0)]
-    pub hang_rate: f64,
-}
-
-/// `catalogue load`: open loop with --rps, closed loop with --concurrency.
-#[derive(Debug, Clone, Args)]
-pub struct LoadConfig {
-    /// The catalogue to drive: a URL, several (comma separated),
-    /// dns:///HOST:PORT for every address a name resolves to, or
-    /// consul://AGENT:PORT/SERVICE for the instances whose checks pass. Calls are
-    /// balanced over the replicas whose health check says SERVING.
-    #[arg(
-        long,
-        env = "CATALOGUE_LOAD_TARGET",
-        default_value = "http://127.0.0.1:50051"
-    )]
-    pub target: String,
-
-    /// Attempts after the first for a call refused with UNAVAILABLE or cut
-    /// off by a broken connection (every
-    /// call is a read, safe to repeat); 0 turns retries off.
-    #[arg(long, default_value_t = 2)]
-    pub retries: u32,
-
-    /// HTTP/2 connections to each replica.
-    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..=1024))]
-    pub connections: u32,
-
-    /// Weighted mix of calls, e.g. get=80,list=10,search=10 (also health:
-    /// the standard health check).
-    #[arg(long, default_value = "get=80,list=10,search=10")]
-    pub mix: crate::load::Mix,
-
-    /// Open loop: calls per second, sent on schedule whatever the latency
-    /// (latency counts from the intended send time).
-    #[arg(long, conflicts_with = "concurrency")]
-    pub rps: Option<f64>,
-
-    /// Closed loop: calls in flight at once (the default, 16).
-    #[arg(long)]
-    pub concurrency: Option<u32>,
-
-    /// How long to run.
-    #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
-    pub duration: Duration,
-
-    /// Deadline of each call (sent as grpc-timeout).
-    #[arg(long, default_value = "1s", value_parser = humantime::parse_duration)]
-    pub deadline: Duration,
-
-    /// Most calls in flight in open-loop mode; beyond it sends are skipped
-    /// and counted, so a stalled server cannot make the client unbounded.
-    #[arg(long, default_value_t = 10_000)]
-    pub max_in_flight: usize,
-
-    /// Page size of every ListProducts call; 0 picks one at random (10–200),
-    /// with some streams read slowly and some cancelled. A fixed size reads
-    /// every stream to its end at full speed (for benchmarks).
-    #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(i32).range(0..=1000))]
-    pub list_page_size: i32,
-
-    /// Print the summary as one JSON object.
-    #[arg(long)]
-    pub json: bool,
-}
-
-/// Which signals to produce, and where to send them. Each can be turned off
-/// so that its cost can be measured.
-#[derive(Debug, Clone, Args)]
-pub struct TelemetryConfig {
-    /// Log line format; filter with RUST_LOG (default "info").
-    #[arg(long, env = "CATALOGUE_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
-    pub log_format: LogFormat,
-
-    /// OTLP/gRPC collector to export traces to, e.g. http://127.0.0.1:4317.
-    /// Unset: no traces are exported (and no call makes a span). The other
-    /// standard OTEL_* variables (OTEL_RESOURCE_ATTRIBUTES,
-    /// OTEL_EXPORTER_OTLP_TIMEOUT, OTEL_BSP_*, ...) are read by the
-    /// OpenTelemetry SDK.
-    #[arg(long, env = "OTEL_EXPORTER_OTLP_ENDPOINT")]
-    pub otlp_endpoint: Option<String>,
-
-    /// Which calls are traced, decided as each arrives (OpenTelemetry's
-    /// sampler names): parentbased_* follow the caller's sampled flag when
-    /// it sent a traceparent.
-    #[arg(long, env = "OTEL_TRACES_SAMPLER", value_enum,
-          default_value_t = SamplerKind::ParentBasedAlwaysOn)]
-    pub trace_sampler: SamplerKind,
-
-    /// The ratio samplers' share of new traces, 0..1.
-    #[arg(long, env = "OTEL_TRACES_SAMPLER_ARG", default_value_t = 1.0,
-          value_parser = ratio)]
-    pub trace_sampler_arg: f64,
-
-    /// This replica's name: the `instance_id` label of
-    /// `catalogue_build_info` and the traces' `service.instance.id`.
-    /// Default: HOSTNAME/PID.
-    #[arg(long, env = "CATALOGUE_INSTANCE_ID")]
-    pub instance_id: Option<String>,
-
-    /// `service.name` of exported traces.
-    #[arg(long, env = "OTEL_SERVICE_NAME", default_value = "catalogue")]
-    pub service_name: String,
-
-    /// Trace health checks and reflection calls too (off: they would drown
-    /// real traffic).
-    #[arg(long, env = "CATALOGUE_TRACE_HEALTH_CHECKS")]
-    pub trace_health_checks: bool,
-
-    /// Address tokio-console attaches to.
-    #[arg(long, env = "CATALOGUE_CONSOLE_ADDR", default_value = "127.0.0.1:6669")]
-    pub console_addr: SocketAddr,
-
-    /// Serve tokio-console. Off by default: its instrumentation halves
-    /// throughput under load, and with it on, tracing-subscriber can panic
-    /// creating a span whose parent one layer filtered out
-    /// (tokio-rs/tracing#3406).
-    #[arg(long, env = "CATALOGUE_CONSOLE")]
-    pub console: bool,
-
-    /// Do not export Tokio runtime, task and process metrics (sampled on
-    /// each scrape of /metrics).
-    #[arg(long, env = "CATALOGUE_NO_RUNTIME_METRICS")]
-    pub no_runtime_metrics: bool,
-}
-
-fn ratio(text: &str) -> Result<f64, String> {
-    match text.parse::<f64>() {
-        Ok(ratio) if (0.0..=1.0).contains(&ratio) => Ok(ratio),
-        _ => Err(format!("{text:?} is not a ratio between 0 and 1")),
-    }
-}
-
-impl TelemetryConfig {
-    /// `--instance-id`, or HOSTNAME/PID: unique among the replicas on one
-    /// host, and among pods (whose host name is the pod's name).
-    pub fn instance_id(&self) -> String {
-        self.instance_id.clone().unwrap_or_else(|| {
-            let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
-                .map(|name| name.trim().to_owned())
-                .or_else(|_| std::env::var("HOSTNAME"))
-                .unwrap_or_else(|_| "localhost".to_owned());
-            format!("{host}/{}", std::process::id())
-        })
-    }
 }
 
 impl ServeConfig {

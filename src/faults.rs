@@ -26,33 +26,38 @@ use serde::{Deserialize, Serialize};
 use tonic::{Code, Status, server::NamedService};
 use tower::{Layer, Service};
 
-use crate::{error::Error, method::Method, telemetry::names};
+use crate::{error::Error, method::Method, telemetry::names, values::Ratio};
 
 /// Faults switched on at start; `PUT /faults` on the admin port changes them
 /// at run time. All off by default.
 #[derive(Debug, Clone, Default, clap::Args)]
 pub struct FaultsConfig {
     /// Added delay per call, in milliseconds.
-    #[arg(long, env = "CATALOGUE_FAULT_LATENCY_MS")]
+    #[arg(long, env = "CATALOGUE_FAULT_LATENCY_MS",
+          value_parser = clap::value_parser!(u64).range(0..=MAX_DELAY_MS))]
     pub fault_latency_ms: Option<u64>,
     /// Fraction of calls (0..1) failed with --fault-error-code.
     #[arg(long, env = "CATALOGUE_FAULT_ERROR_RATE")]
-    pub fault_error_rate: Option<f64>,
+    pub fault_error_rate: Option<Ratio>,
     /// gRPC code name of injected errors (default UNAVAILABLE).
-    #[arg(long, env = "CATALOGUE_FAULT_ERROR_CODE")]
+    #[arg(long, env = "CATALOGUE_FAULT_ERROR_CODE", value_parser = error_code_name)]
     pub fault_error_code: Option<String>,
     /// Synchronous sleep inside the async handler, in milliseconds: the
     /// classic Tokio mistake.
-    #[arg(long, env = "CATALOGUE_FAULT_BLOCKING_MS")]
+    #[arg(long, env = "CATALOGUE_FAULT_BLOCKING_MS",
+          value_parser = clap::value_parser!(u64).range(0..=MAX_DELAY_MS))]
     pub fault_blocking_ms: Option<u64>,
     /// Busy loop per call, in milliseconds.
-    #[arg(long, env = "CATALOGUE_FAULT_CPU_BURN_MS")]
+    #[arg(long, env = "CATALOGUE_FAULT_CPU_BURN_MS",
+          value_parser = clap::value_parser!(u64).range(0..=MAX_DELAY_MS))]
     pub fault_cpu_burn_ms: Option<u64>,
     /// Bytes retained per call until the faults are reset.
-    #[arg(long, env = "CATALOGUE_FAULT_LEAK_BYTES_PER_CALL")]
+    #[arg(long, env = "CATALOGUE_FAULT_LEAK_BYTES_PER_CALL",
+          value_parser = clap::value_parser!(u64).range(0..=MAX_LEAK_BYTES_PER_CALL))]
     pub fault_leak_bytes_per_call: Option<u64>,
     /// Pause between streamed messages, in milliseconds.
-    #[arg(long, env = "CATALOGUE_FAULT_SLOW_STREAM_MS")]
+    #[arg(long, env = "CATALOGUE_FAULT_SLOW_STREAM_MS",
+          value_parser = clap::value_parser!(u64).range(0..=MAX_DELAY_MS))]
     pub fault_slow_stream_ms: Option<u64>,
     /// Limit the faults to these methods (comma separated, e.g. GetProduct).
     #[arg(long, env = "CATALOGUE_FAULT_METHODS", value_delimiter = ',')]
@@ -111,7 +116,7 @@ impl From<&FaultsConfig> for FaultPatch {
     fn from(config: &FaultsConfig) -> Self {
         Self {
             latency_ms: config.fault_latency_ms,
-            error_rate: config.fault_error_rate,
+            error_rate: config.fault_error_rate.map(Ratio::get),
             error_code: config.fault_error_code.clone(),
             blocking_ms: config.fault_blocking_ms,
             cpu_burn_ms: config.fault_cpu_burn_ms,
@@ -212,6 +217,14 @@ impl Faults {
         self.methods
             .as_ref()
             .is_none_or(|methods| methods.contains(&method))
+    }
+}
+
+/// `--fault-error-code`: the name of a gRPC error code.
+fn error_code_name(name: &str) -> Result<String, FaultError> {
+    match code_from_name(name) {
+        Some(code) if code != Code::Ok => Ok(name.to_ascii_uppercase()),
+        _ => Err(FaultError::ErrorCode(name.to_owned())),
     }
 }
 

@@ -5,6 +5,7 @@
 //! - `app`: `App::build` binds, `App::run_until_stopped` serves and drains;
 //! - `api`: the gRPC handlers and generated protobuf types;
 //! - `method`: the service's RPCs as one type (`Method`);
+//! - `values`: values checked where they are parsed (`Ratio`, URLs);
 //! - `domain`: products and validated request values;
 //! - `store`: the `Store` trait with SQLite, PostgreSQL and memory backends;
 //! - `error`: the one mapping from errors to gRPC statuses;
@@ -31,6 +32,8 @@ pub mod faults;
 pub mod load;
 pub mod method;
 pub mod protection;
+
 pub mod store;
 pub mod telemetry;
 pub mod upstream;
+pub mod values;

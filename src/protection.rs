@@ -11,8 +11,15 @@
 //!   DEADLINE_EXCEEDED. hyper stops polling a response body while the
 //!   client's flow-control window is shut, so no code in the body runs then;
 //!   the timer's own waker (`Lease`) returns the slot instead.
+//! - The request timeout: a call that has not answered by its deadline
+//!   (`--request-timeout`, or the client's shorter `grpc-timeout`) ends with
+//!   DEADLINE_EXCEEDED, gRPC's code for a deadline, and is counted so
+//!   (tonic's own server timeout ends it CANCELLED, "the client went away").
 //! - `limit_connections`: a bound on open client connections; one over the
 //!   bound is closed as soon as it is accepted.
+//!
+//! `ProtectionConfig` is the flags; `Limits` what is in force, with
+//! `--no-protection` resolved once.
 
 use std::{
     io,
@@ -26,6 +33,7 @@ use std::{
 };
 
 use bytes::Bytes;
+use clap::Args;
 use futures::{Stream, StreamExt};
 use http::{Request, Response};
 use http_body::{Body, Frame, SizeHint};
@@ -44,7 +52,86 @@ use tonic::{
 };
 use tower::{Layer, Service};
 
-use crate::telemetry::names;
+use crate::{telemetry::names, values::grpc_timeout};
+
+/// Server-side overload protection. The defaults are safe for a 2-core
+/// machine.
+#[derive(Debug, Clone, Args)]
+pub struct ProtectionConfig {
+    /// Calls handled at once across all connections; calls beyond it are
+    /// refused at once with UNAVAILABLE (health checks are never refused).
+    #[arg(long, env = "CATALOGUE_MAX_CONCURRENT_CALLS", default_value_t = 1024)]
+    pub max_concurrent_calls: usize,
+
+    /// `grpc-retry-pushback-ms` sent with a refused call.
+    #[arg(long, env = "CATALOGUE_RETRY_PUSHBACK", default_value = "100ms",
+          value_parser = humantime::parse_duration)]
+    pub retry_pushback: Duration,
+
+    /// Longest a call may take when the client sets no shorter grpc-timeout.
+    #[arg(long, env = "CATALOGUE_REQUEST_TIMEOUT", default_value = "10s",
+          value_parser = humantime::parse_duration)]
+    pub request_timeout: Duration,
+
+    /// A call whose client reads nothing for this long (its flow-control
+    /// window stays shut) gives back its slot and ends with
+    /// DEADLINE_EXCEEDED. Time the server spends producing does not count.
+    #[arg(long, env = "CATALOGUE_STREAM_IDLE_TIMEOUT", default_value = "30s",
+          value_parser = humantime::parse_duration)]
+    pub stream_idle_timeout: Duration,
+
+    /// Open client connections; connections beyond it are closed at once.
+    #[arg(long, env = "CATALOGUE_MAX_CONNECTIONS", default_value_t = 4096)]
+    pub max_connections: usize,
+
+    /// Turn every protection off (concurrency limit, request timeout, idle
+    /// timeout, connection limit, bulkhead, breaker): the Go-style failure mode, for
+    /// the overload experiment only.
+    #[arg(long, env = "CATALOGUE_NO_PROTECTION", value_parser = clap::builder::BoolishValueParser::new())]
+    pub no_protection: bool,
+}
+
+/// The protection in force: `ProtectionConfig` with `--no-protection`
+/// resolved, once, into limits that are simply absent.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    pub max_concurrent_calls: usize,
+    pub retry_pushback: Duration,
+    /// `None`: a call may take as long as its client allows.
+    pub request_timeout: Option<Duration>,
+    /// `None`: a call keeps its slot however long its client stalls.
+    pub stream_idle_timeout: Option<Duration>,
+    pub max_connections: usize,
+    /// Whether the upstream's bulkhead and breaker may refuse.
+    pub upstream_guarded: bool,
+}
+
+impl ProtectionConfig {
+    pub fn limits(&self) -> Limits {
+        if self.no_protection {
+            return Limits {
+                max_concurrent_calls: usize::MAX,
+                retry_pushback: self.retry_pushback,
+                request_timeout: None,
+                stream_idle_timeout: None,
+                max_connections: usize::MAX,
+                upstream_guarded: false,
+            };
+        }
+        Limits {
+            max_concurrent_calls: self.max_concurrent_calls,
+            retry_pushback: self.retry_pushback,
+            request_timeout: Some(self.request_timeout),
+            stream_idle_timeout: Some(self.stream_idle_timeout),
+            max_connections: self.max_connections,
+            upstream_guarded: true,
+        }
+    }
+}
+
+/// A timer that never fires, for calls no deadline bounds (it is never
+/// polled, so never registered).
+const NO_DEADLINE: Duration = Duration::from_secs(60 * 60 * 24 * 365);
 
 /// Paths that are never shed.
 const NEVER_SHED_PREFIX: &str = "/grpc.health.v1.Health/";
@@ -58,22 +145,35 @@ pub struct ShedLayer {
     /// `None`: a call keeps its slot however long its client stalls.
     idle_timeout: Option<Duration>,
     idle_expired: Counter,
+    /// `None`: only the client's `grpc-timeout` bounds a call.
+    request_timeout: Option<Duration>,
 }
 
 impl ShedLayer {
-    pub fn new(
-        max_concurrent_calls: usize,
-        pushback: Duration,
-        idle_timeout: Option<Duration>,
-    ) -> Self {
+    pub fn new(limits: &Limits) -> Self {
         Self {
             permits: Arc::new(Semaphore::new(
-                max_concurrent_calls.min(Semaphore::MAX_PERMITS),
+                limits.max_concurrent_calls.min(Semaphore::MAX_PERMITS),
             )),
-            pushback_ms: pushback.as_millis().to_string(),
+            pushback_ms: limits.retry_pushback.as_millis().to_string(),
             shed: counter!(names::SHED, "reason" => "concurrency_limit"),
-            idle_timeout,
+            idle_timeout: limits.stream_idle_timeout,
             idle_expired: counter!(names::IDLE_CALLS_EXPIRED),
+            request_timeout: limits.request_timeout,
+        }
+    }
+
+    /// When a call must have answered: the sooner of the request timeout
+    /// and the client's `grpc-timeout`.
+    fn deadline<B>(&self, request: &Request<B>) -> Option<Duration> {
+        let client = request
+            .headers()
+            .get("grpc-timeout")
+            .and_then(|value| value.to_str().ok())
+            .and_then(grpc_timeout);
+        match (self.request_timeout, client) {
+            (Some(server), Some(client)) => Some(server.min(client)),
+            (server, client) => server.or(client),
         }
     }
 
@@ -132,7 +232,12 @@ where
                 }
             }
         };
+        let timeout = self.layer.deadline(&request);
         ShedFuture::Admitted {
+            // Before the inner call, so that this deadline is never later
+            // than tonic's own (which would end the call CANCELLED).
+            deadline: tokio::time::sleep(timeout.unwrap_or(NO_DEADLINE)),
+            timeout,
             inner: self.inner.call(request),
             permit,
             layer: self.layer.clone(),
@@ -145,6 +250,10 @@ pin_project! {
     pub enum ShedFuture<F> {
         Admitted {
             #[pin] inner: F,
+            // Polled only when `timeout` is set: an untimed call never
+            // registers a timer.
+            #[pin] deadline: tokio::time::Sleep,
+            timeout: Option<Duration>,
             permit: Option<OwnedSemaphorePermit>,
             layer: ShedLayer,
         },
@@ -162,10 +271,25 @@ where
         match self.project() {
             ShedFutureProjection::Admitted {
                 inner,
+                deadline,
+                timeout,
                 permit,
                 layer,
-            } => inner.poll(cx).map(|result| {
-                result.map(|response| {
+            } => {
+                let result = match (inner.poll(cx), *timeout) {
+                    (Poll::Ready(result), _) => result,
+                    (Poll::Pending, None) => return Poll::Pending,
+                    (Poll::Pending, Some(timeout)) => {
+                        ready!(deadline.poll(cx));
+                        let status = Status::deadline_exceeded(format!(
+                            "deadline exceeded: no answer within {timeout:?} \
+                             (--request-timeout or the client's grpc-timeout)"
+                        ));
+                        let response = status.into_http().map(|inner| ShedBody::Refused { inner });
+                        return Poll::Ready(Ok(response));
+                    }
+                };
+                Poll::Ready(result.map(|response| {
                     // The permit is held until the response's last byte (a
                     // stream counts against the limit for its whole life), or
                     // until the client stalls for the idle timeout.
@@ -180,8 +304,8 @@ where
                         idle,
                         ended: false,
                     })
-                })
-            }),
+                }))
+            }
             ShedFutureProjection::Refused { response } => {
                 let response = response.take().expect("polled after completion");
                 Poll::Ready(Ok(response.map(|inner| ShedBody::Refused { inner })))

@@ -30,6 +30,7 @@ use std::{
     time::{Duration, Instant},
 };
 
+use clap::Args;
 use rand::{Rng, seq::IndexedRandom};
 use tokio::time::sleep_until;
 use tonic::{Code, Request, Status, metadata::MetadataValue};
@@ -42,10 +43,84 @@ use crate::{
         GetProductRequest, ListProductsRequest, SearchRequest,
         catalogue_service_client::CatalogueServiceClient,
     },
-    config::LoadConfig,
-    discovery::{Balanced, BalancedService, Target, TargetError},
-    telemetry::grpc::code_name,
+    discovery::{Balanced, BalancedService, Target},
+    telemetry::{LogConfig, grpc::code_name},
 };
+
+/// `catalogue load`: open loop with --rps, closed loop with --concurrency.
+#[derive(Debug, Clone, Args)]
+pub struct LoadConfig {
+    /// The catalogue to drive: a URL, several (comma separated),
+    /// dns:///HOST:PORT for every address a name resolves to, or
+    /// consul://AGENT:PORT/SERVICE for the instances whose checks pass. Calls are
+    /// balanced over the replicas whose health check says SERVING.
+    #[arg(
+        long,
+        env = "CATALOGUE_LOAD_TARGET",
+        default_value = "http://127.0.0.1:50051"
+    )]
+    pub target: Target,
+
+    /// Attempts after the first for a call refused with UNAVAILABLE or cut
+    /// off by a broken connection (every
+    /// call is a read, safe to repeat); 0 turns retries off.
+    #[arg(long, default_value_t = 2)]
+    pub retries: u32,
+
+    /// HTTP/2 connections to each replica.
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..=1024))]
+    pub connections: u32,
+
+    /// Weighted mix of calls, e.g. get=80,list=10,search=10 (also health:
+    /// the standard health check).
+    #[arg(long, default_value = "get=80,list=10,search=10")]
+    pub mix: Mix,
+
+    /// Open loop: calls per second, sent on schedule whatever the latency
+    /// (latency counts from the intended send time).
+    #[arg(long, conflicts_with = "concurrency", value_parser = calls_per_second)]
+    pub rps: Option<f64>,
+
+    /// Closed loop: calls in flight at once (the default, 16).
+    #[arg(long)]
+    pub concurrency: Option<u32>,
+
+    /// How long to run.
+    #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
+    pub duration: Duration,
+
+    /// Deadline of each call (sent as grpc-timeout).
+    #[arg(long, default_value = "1s", value_parser = humantime::parse_duration)]
+    pub deadline: Duration,
+
+    /// Most calls in flight in open-loop mode; beyond it sends are skipped
+    /// and counted, so a stalled server cannot make the client unbounded.
+    #[arg(long, default_value_t = 10_000)]
+    pub max_in_flight: usize,
+
+    /// Page size of every ListProducts call; 0 picks one at random (10–200),
+    /// with some streams read slowly and some cancelled. A fixed size reads
+    /// every stream to its end at full speed (for benchmarks).
+    #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(i32).range(0..=1000))]
+    pub list_page_size: i32,
+
+    /// Print the summary as one JSON object.
+    #[arg(long)]
+    pub json: bool,
+
+    #[command(flatten)]
+    pub logs: LogConfig,
+}
+
+/// `--rps`: a positive, finite number of calls a second.
+fn calls_per_second(text: &str) -> Result<f64, String> {
+    match text.parse::<f64>() {
+        Ok(rps) if rps.is_finite() && rps > 0.0 => Ok(rps),
+        _ => Err(format!(
+            "{text:?} is not a positive number of calls a second"
+        )),
+    }
+}
 
 /// Products discovered before the run (the ids GetProduct picks from).
 const DISCOVERY_LIMIT: i32 = 1000;
@@ -68,16 +143,12 @@ type Client = CatalogueServiceClient<BalancedService>;
 
 #[derive(Debug, thiserror::Error)]
 pub enum LoadError {
-    #[error(transparent)]
-    Target(#[from] TargetError),
     #[error("no replica of {0} answered SERVING within 5 s")]
     NoReplica(String),
     #[error("discovering the catalogue failed: {0}")]
     Discovery(#[from] tonic::Status),
     #[error("the target's catalogue is empty: nothing to ask for")]
     EmptyCatalogue,
-    #[error("--rps must be a positive number, got {0}")]
-    Rate(f64),
 }
 
 /// Relative weights of the calls, from `get=80,list=10,search=10` (and
@@ -173,17 +244,11 @@ struct Run {
 /// Runs the load described by `config` and returns its summary. Shows a
 /// progress line on a terminal unless `--json`.
 pub async fn run(config: &LoadConfig) -> Result<Summary, LoadError> {
-    if let Some(rps) = config.rps
-        && !(rps.is_finite() && rps > 0.0)
-    {
-        return Err(LoadError::Rate(rps));
-    }
-    let target: Target = config.target.parse()?;
-    let balanced = Balanced::connect(target, config.connections);
+    let balanced = Balanced::connect(config.target.clone(), config.connections);
     let mut client = CatalogueServiceClient::new(balanced.service.clone());
     let catalogue = tokio::time::timeout(FIRST_REPLICA_WAIT, discover(&mut client))
         .await
-        .map_err(|_| LoadError::NoReplica(config.target.clone()))??;
+        .map_err(|_| LoadError::NoReplica(format!("{:?}", config.target)))??;
     let run = Arc::new(Run {
         client,
         health: HealthClient::new(balanced.service.clone()),

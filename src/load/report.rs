@@ -131,6 +131,18 @@ impl Summary {
     }
 }
 
+impl Summary {
+    /// Prints the summary to standard output: one JSON object, or text.
+    pub fn print(&self, json: bool) -> serde_json::Result<()> {
+        if json {
+            println!("{}", serde_json::to_string(self)?);
+        } else {
+            print!("{self}");
+        }
+        Ok(())
+    }
+}
+
 impl fmt::Display for Summary {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         writeln!(f, "duration        {:.1} s", self.duration_s)?;

@@ -23,13 +23,11 @@ use tracing_subscriber::{
     fmt::{
         FmtContext, FormatEvent, FormatFields,
         format::{Format, Writer},
-        writer::BoxMakeWriter,
     },
     registry::LookupSpan,
 };
 
-use super::env_filter;
-use crate::config::LogFormat;
+use super::{LogConfig, LogFormat, LogSink};
 
 /// The dispatch the log layer is part of, set once it is built: a line's
 /// trace ids are read through it. (While an event is being written the
@@ -39,13 +37,18 @@ pub type OwnDispatch = Arc<OnceLock<WeakDispatch>>;
 
 /// The log layer for `format`, writing to `sink`.
 pub fn layer(
-    format: LogFormat,
-    sink: BoxMakeWriter,
+    config: &LogConfig,
+    sink: LogSink,
     dispatch: OwnDispatch,
 ) -> Box<dyn Layer<Registry> + Send + Sync> {
-    let events_only = env_filter().and(filter_fn(|metadata| metadata.is_event()));
-    let layer = tracing_subscriber::fmt::layer().with_writer(sink);
-    match format {
+    let events_only = config
+        .log_filter
+        .layer_filter()
+        .and(filter_fn(|metadata| metadata.is_event()));
+    let layer = tracing_subscriber::fmt::layer()
+        .with_writer(sink.writer)
+        .with_ansi(sink.ansi);
+    match config.log_format {
         LogFormat::Text => layer
             .event_format(WithTraceIds {
                 inner: Format::default(),

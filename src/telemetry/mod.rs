@@ -20,6 +20,7 @@ pub mod names;
 pub mod prometheus;
 pub mod runtime;
 pub mod sampling;
+mod settings;
 
 use opentelemetry::{
     KeyValue, global, propagation::TextMapCompositePropagator, trace::TracerProvider as _,
@@ -31,18 +32,13 @@ use opentelemetry_sdk::{
     trace::{Sampler, SdkTracerProvider},
 };
 use tracing::Dispatch;
-use tracing_subscriber::{
-    EnvFilter, Layer, Registry,
-    filter::Targets,
-    fmt::writer::BoxMakeWriter,
-    layer::{Filter, SubscriberExt},
+use tracing_subscriber::{EnvFilter, Layer, Registry, layer::SubscriberExt};
+
+pub use self::{
+    prometheus::Metrics,
+    settings::{LogConfig, LogFilter, LogFormat, LogSink, TelemetryConfig},
 };
 
-pub use self::prometheus::Metrics;
-use crate::config::TelemetryConfig;
-
-/// Filter used when `RUST_LOG` is unset.
-const DEFAULT_FILTER: &str = "info";
 /// What tokio-console needs: the runtime's task and resource spans.
 const CONSOLE_FILTER: &str = "tokio=trace,runtime=trace";
 /// Completed tasks tokio-console keeps (its default, an hour, grows without
@@ -75,7 +71,10 @@ pub struct Telemetry {
 impl Telemetry {
     /// Builds the app's subscriber and recorder; installs neither. Must
     /// run inside a Tokio runtime (the OTLP exporter's channel lives there).
-    pub fn init(config: &TelemetryConfig, log_sink: BoxMakeWriter) -> Result<Self, TelemetryError> {
+    pub fn init(
+        config: &TelemetryConfig,
+        log_sink: impl Into<LogSink>,
+    ) -> Result<Self, TelemetryError> {
         let metrics = Metrics::new()?;
         // Read once: the host name comes from /proc.
         let instance_id = config.instance_id();
@@ -97,7 +96,7 @@ impl Telemetry {
         ]));
         let tracer_provider = config
             .otlp_endpoint
-            .as_deref()
+            .as_ref()
             .map(|endpoint| tracer_provider(endpoint, &config.service_name, instance_id))
             .transpose()?;
 
@@ -128,22 +127,15 @@ impl Telemetry {
                     .with_threads(false)
                     .with_location(false)
                     .with_target(false)
-                    .with_filter(env_filter())
+                    .with_filter(config.logs.log_filter.layer_filter())
                     .boxed(),
             );
         }
-        let own_dispatch = logs::OwnDispatch::default();
-        layers.push(logs::layer(
-            config.log_format,
-            log_sink,
-            own_dispatch.clone(),
-        ));
-        let dispatch = Dispatch::new(Registry::default().with(layers));
-        let _ = own_dispatch.set(dispatch.downgrade());
+        let dispatch = dispatch(layers, &config.logs, log_sink.into());
 
-        let head_sampler = tracer_provider
-            .as_ref()
-            .map(|_| sampling::HeadSampler::new(config.trace_sampler, config.trace_sampler_arg));
+        let head_sampler = tracer_provider.as_ref().map(|_| {
+            sampling::HeadSampler::new(config.trace_sampler, config.trace_sampler_arg.get())
+        });
         Ok(Self {
             metrics,
             dispatch,
@@ -151,6 +143,29 @@ impl Telemetry {
             tracer_provider,
             head_sampler,
         })
+    }
+
+    /// Logs only: no traces, no console, and a recorder nobody scrapes. For
+    /// the subcommands that are clients or stand-ins (`load`, `upstream`).
+    pub fn logs_only(
+        config: &LogConfig,
+        log_sink: impl Into<LogSink>,
+    ) -> Result<Self, TelemetryError> {
+        Ok(Self {
+            metrics: Metrics::new()?,
+            dispatch: dispatch(Vec::new(), config, log_sink.into()),
+            console: None,
+            tracer_provider: None,
+            head_sampler: None,
+        })
+    }
+
+    /// Makes the app's subscriber the process's default as well, for the
+    /// threads the app does not run itself (the trace exporter's, the
+    /// console's, the blocking pool's). The app never relies on it: a
+    /// process that runs one app (the binary) calls it, tests do not.
+    pub fn set_global_default(&self) -> Result<(), tracing::dispatcher::SetGlobalDefaultError> {
+        tracing::dispatcher::set_global_default(self.dispatch.clone())
     }
 
     /// Which calls get spans; `None` when traces are not exported.
@@ -213,36 +228,30 @@ fn span_context(span: &tracing::Span) -> Option<opentelemetry::trace::SpanContex
     context.is_valid().then_some(context)
 }
 
-/// `RUST_LOG` (default `info`) as a per-layer filter. A plain list of
-/// `target=level` directives becomes a `Targets` filter, which decides from
-/// a span's metadata alone; richer directives (span or field matches) need
-/// an `EnvFilter`, whose per-span bookkeeping on every enter and exit costs
-/// measurably at tens of thousands of calls a second.
-fn env_filter() -> Box<dyn Filter<Registry> + Send + Sync> {
-    filter_from(std::env::var("RUST_LOG").ok().as_deref())
-}
-
-fn filter_from(directives: Option<&str>) -> Box<dyn Filter<Registry> + Send + Sync> {
-    let directives = directives
-        .filter(|directives| !directives.trim().is_empty())
-        .unwrap_or(DEFAULT_FILTER);
-    match directives.parse::<Targets>() {
-        Ok(targets) => Box::new(targets),
-        Err(_) => Box::new(EnvFilter::new(directives)),
-    }
+/// The registry of `layers` and the log layer, as a dispatch.
+fn dispatch(
+    mut layers: Vec<Box<dyn Layer<Registry> + Send + Sync>>,
+    logs: &LogConfig,
+    sink: LogSink,
+) -> Dispatch {
+    let own_dispatch = logs::OwnDispatch::default();
+    layers.push(logs::layer(logs, sink, own_dispatch.clone()));
+    let dispatch = Dispatch::new(Registry::default().with(layers));
+    let _ = own_dispatch.set(dispatch.downgrade());
+    dispatch
 }
 
 /// Batch export over OTLP/gRPC. The batch processor runs on its own thread
 /// with a bounded queue: a slow or absent collector costs dropped spans,
 /// never a blocked request.
 fn tracer_provider(
-    endpoint: &str,
+    endpoint: &http::Uri,
     service_name: &str,
     instance_id: String,
 ) -> Result<SdkTracerProvider, TelemetryError> {
     let exporter = SpanExporter::builder()
         .with_tonic()
-        .with_endpoint(endpoint)
+        .with_endpoint(endpoint.to_string())
         .build()?;
     let resource = Resource::builder()
         .with_service_name(service_name.to_owned())
@@ -258,30 +267,4 @@ fn tracer_provider(
         .with_batch_exporter(exporter)
         .with_resource(resource)
         .build())
-}
-
-#[cfg(test)]
-mod tests {
-    use tracing_subscriber::filter::LevelFilter;
-
-    use super::*;
-
-    fn most_verbose(directives: Option<&str>) -> Option<LevelFilter> {
-        filter_from(directives).max_level_hint()
-    }
-
-    #[test]
-    fn rust_log_sets_the_filter_and_span_directives_still_work() {
-        assert_eq!(most_verbose(None), Some(LevelFilter::INFO));
-        assert_eq!(most_verbose(Some("  ")), Some(LevelFilter::INFO));
-        assert_eq!(
-            most_verbose(Some("warn,catalogue=debug")),
-            Some(LevelFilter::DEBUG)
-        );
-        assert_eq!(
-            most_verbose(Some("warn,[grpc.server]=trace")),
-            Some(LevelFilter::TRACE),
-            "a span directive needs EnvFilter"
-        );
-    }
 }

@@ -11,11 +11,18 @@
 pub mod breaker;
 pub mod simulator;
 
+/// Code generated from `proto/inventory/v1/inventory.proto`: the upstream
+/// GetProduct asks for live stock.
+pub mod proto {
+    tonic::include_proto!("inventory.v1");
+}
+
 use std::{
     sync::Arc,
     time::{Duration, Instant},
 };
 
+use clap::Args;
 use metrics::{Counter, Gauge, Histogram, counter, gauge, histogram};
 use opentelemetry::{propagation::Injector, trace::TraceContextExt};
 use tokio::sync::Semaphore;
@@ -25,9 +32,9 @@ use tracing_opentelemetry::OpenTelemetrySpanExt;
 
 use self::breaker::{CircuitBreaker, Settings, State, Ticket, Transition};
 use crate::{
-    api::inventory::{GetStockRequest, inventory_service_client::InventoryServiceClient},
-    config::UpstreamConfig,
     telemetry::{names, sampling::UnsampledTrace},
+    upstream::proto::{GetStockRequest, inventory_service_client::InventoryServiceClient},
+    values::{Ratio, grpc_timeout, http_uri},
 };
 
 /// Why live stock could not be had; GetProduct then serves the stored stock.
@@ -61,6 +68,57 @@ impl Degraded {
     ];
 }
 
+/// The inventory upstream GetProduct enriches products with, and how far it
+/// is trusted.
+#[derive(Debug, Clone, Args)]
+pub struct UpstreamConfig {
+    /// Inventory upstream (gRPC), e.g. http://127.0.0.1:50052. Unset: stock
+    /// comes from the store.
+    #[arg(long, env = "CATALOGUE_UPSTREAM_URL", value_parser = http_uri)]
+    pub upstream_url: Option<http::Uri>,
+
+    /// Timeout of an upstream call when the caller set no deadline.
+    #[arg(long, env = "CATALOGUE_UPSTREAM_TIMEOUT", default_value = "1s",
+          value_parser = humantime::parse_duration)]
+    pub upstream_timeout: Duration,
+
+    /// Kept from the caller's deadline to answer with stale stock in time.
+    #[arg(long, env = "CATALOGUE_UPSTREAM_DEADLINE_MARGIN", default_value = "20ms",
+          value_parser = humantime::parse_duration)]
+    pub upstream_deadline_margin: Duration,
+
+    /// Bulkhead: upstream calls in flight at once.
+    #[arg(long, env = "CATALOGUE_UPSTREAM_MAX_CONCURRENCY", default_value_t = 64)]
+    pub upstream_max_concurrency: usize,
+
+    /// How long a call waits for a bulkhead slot before degrading.
+    #[arg(long, env = "CATALOGUE_UPSTREAM_BULKHEAD_WAIT", default_value = "10ms",
+          value_parser = humantime::parse_duration)]
+    pub upstream_bulkhead_wait: Duration,
+
+    /// Failure ratio (0..1) over a window that opens the circuit breaker.
+    #[arg(long, env = "CATALOGUE_BREAKER_FAILURE_RATIO", default_value = "0.5")]
+    pub breaker_failure_ratio: Ratio,
+
+    /// Calls a window needs before its failure ratio counts.
+    #[arg(long, env = "CATALOGUE_BREAKER_MIN_REQUESTS", default_value_t = 20)]
+    pub breaker_min_requests: u32,
+
+    /// Length of the breaker's counting window while closed.
+    #[arg(long, env = "CATALOGUE_BREAKER_INTERVAL", default_value = "10s",
+          value_parser = humantime::parse_duration)]
+    pub breaker_interval: Duration,
+
+    /// How long the breaker stays open before probing.
+    #[arg(long, env = "CATALOGUE_BREAKER_OPEN_TIMEOUT", default_value = "5s",
+          value_parser = humantime::parse_duration)]
+    pub breaker_open_timeout: Duration,
+
+    /// Probe calls admitted while half-open; that many successes close it.
+    #[arg(long, env = "CATALOGUE_BREAKER_PROBES", default_value_t = 3)]
+    pub breaker_probes: u32,
+}
+
 /// The inventory client; one per process, shared by every call.
 pub struct Upstream {
     client: InventoryServiceClient<Channel>,
@@ -87,12 +145,8 @@ impl Upstream {
     /// starts (degraded) even while the upstream is down.
     /// With `protected` false the bulkhead and breaker never refuse (the
     /// overload experiment's unprotected run).
-    pub fn new(
-        url: &str,
-        config: &UpstreamConfig,
-        protected: bool,
-    ) -> Result<Self, http::uri::InvalidUri> {
-        let channel = Channel::from_shared(url.to_owned())?
+    pub fn new(url: http::Uri, config: &UpstreamConfig, protected: bool) -> Self {
+        let channel = Channel::builder(url)
             .connect_timeout(Duration::from_secs(1))
             .tcp_nodelay(true)
             .connect_lazy();
@@ -106,7 +160,7 @@ impl Upstream {
             circuit_state: gauge!(names::UPSTREAM_CIRCUIT_STATE),
         };
         metrics.circuit_state.set(State::Closed as u8 as f64);
-        Ok(Self {
+        Self {
             client: InventoryServiceClient::new(channel),
             bulkhead: Arc::new(Semaphore::new(if protected {
                 config.upstream_max_concurrency
@@ -130,12 +184,12 @@ impl Upstream {
                     } else {
                         u32::MAX
                     },
-                    failure_ratio: config.breaker_failure_ratio,
+                    failure_ratio: config.breaker_failure_ratio.get(),
                 },
                 Instant::now(),
             ),
             metrics,
-        })
+        }
     }
 
     /// Live stock of `product_id`, answered before `deadline` (the caller's,
@@ -326,18 +380,7 @@ fn inject_trace_context(context: &opentelemetry::Context, metadata: &mut Metadat
 /// (H, M, S, m, u, n).
 pub fn caller_deadline(metadata: &MetadataMap, now: Instant) -> Option<Instant> {
     let value = metadata.get("grpc-timeout")?.to_str().ok()?;
-    let (digits, unit) = value.split_at(value.len().checked_sub(1)?);
-    let amount: u64 = digits.parse().ok()?;
-    let timeout = match unit {
-        "H" => Duration::from_secs(amount.checked_mul(3600)?),
-        "M" => Duration::from_secs(amount.checked_mul(60)?),
-        "S" => Duration::from_secs(amount),
-        "m" => Duration::from_millis(amount),
-        "u" => Duration::from_micros(amount),
-        "n" => Duration::from_nanos(amount),
-        _ => return None,
-    };
-    now.checked_add(timeout)
+    now.checked_add(grpc_timeout(value)?)
 }
 
 #[cfg(test)]

@@ -14,18 +14,45 @@ use axum::{
     Json, Router, body::Bytes, extract::State, http::StatusCode, response::IntoResponse,
     routing::get,
 };
+use clap::Args;
 use rand::Rng;
 use serde::{Deserialize, Serialize};
 use tokio::net::TcpListener;
 use tonic::{Request, Response, Status, transport::Server, transport::server::TcpIncoming};
 
 use crate::{
-    api::inventory::{
+    telemetry::LogConfig,
+    upstream::proto::{
         GetStockRequest, GetStockResponse,
         inventory_service_server::{InventoryService, InventoryServiceServer},
     },
-    config::UpstreamSimulatorConfig,
+    values::Ratio,
 };
+
+/// `catalogue upstream`: the inventory simulator.
+#[derive(Debug, Clone, Args)]
+pub struct UpstreamSimulatorConfig {
+    /// gRPC address of the simulator.
+    #[arg(long, default_value = "127.0.0.1:50052")]
+    pub addr: SocketAddr,
+    /// Admin address (`GET`/`PUT`/`DELETE /faults`).
+    #[arg(long, default_value = "127.0.0.1:6061")]
+    pub admin_addr: SocketAddr,
+    /// Latency of every answer, in milliseconds.
+    #[arg(long, default_value_t = 0)]
+    pub latency_ms: u64,
+    /// Extra random latency, up to this many milliseconds.
+    #[arg(long, default_value_t = 0)]
+    pub jitter_ms: u64,
+    /// Fraction (0..1) of calls answered UNAVAILABLE.
+    #[arg(long, default_value = "0")]
+    pub error_rate: Ratio,
+    /// Fraction (0..1) of calls never answered.
+    #[arg(long, default_value = "0")]
+    pub hang_rate: Ratio,
+    #[command(flatten)]
+    pub logs: LogConfig,
+}
 
 /// How the simulated upstream behaves.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -69,8 +96,8 @@ impl From<&UpstreamSimulatorConfig> for Behaviour {
         Self {
             latency_ms: config.latency_ms,
             jitter_ms: config.jitter_ms,
-            error_rate: config.error_rate,
-            hang_rate: config.hang_rate,
+            error_rate: config.error_rate.get(),
+            hang_rate: config.hang_rate.get(),
         }
     }
 }
@@ -167,6 +194,12 @@ impl UpstreamSimulator {
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
+        tracing::info!(
+            grpc = %self.grpc_addr()?,
+            admin = %self.admin_addr()?,
+            behaviour = ?self.simulator.initial,
+            "inventory upstream simulator is serving"
+        );
         let admin = Router::new()
             .route(
                 "/faults",

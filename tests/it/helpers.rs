@@ -11,7 +11,8 @@ use std::{
 use catalogue::{
     api::proto::catalogue_service_client::CatalogueServiceClient,
     app::{App, StartupError},
-    config::{Cli, Command, LoadConfig, ServeConfig, UpstreamSimulatorConfig},
+    config::{Cli, Command, ServeConfig},
+    load::LoadConfig,
     store::{self, Store},
     telemetry::Telemetry,
     upstream::simulator::UpstreamSimulator,
@@ -215,9 +216,15 @@ async fn start(app: App, telemetry: Telemetry, data_dir: tempfile::TempDir) -> T
     let admin_addr = app.admin_addr();
     let console_addr = app.console_addr();
     let (shutdown, shutdown_signal) = oneshot::channel::<()>();
-    let server = tokio::spawn(app.run_until_stopped(async {
-        let _ = shutdown_signal.await;
-    }));
+    // Spawned with the app's dispatch current: the first spawn registers
+    // tokio's task-span callsite, and while a process has one dispatch,
+    // tracing-core takes the thread's current one for the whole process
+    // (with none, tokio-console would never see a task).
+    let server = tracing::dispatcher::with_default(&telemetry.dispatch(), || {
+        tokio::spawn(app.run_until_stopped(async {
+            let _ = shutdown_signal.await;
+        }))
+    });
     let channel = Channel::from_shared(format!("http://{grpc_addr}"))
         .expect("valid uri")
         .connect()
@@ -364,13 +371,31 @@ pub async fn upstream(latency_ms: u64, error_rate: f64) -> String {
 
 /// Starts an upstream simulator; returns its url and its admin url.
 pub async fn simulator(latency_ms: u64, error_rate: f64, hang_rate: f64) -> (String, String) {
-    let config = UpstreamSimulatorConfig {
-        addr: "127.0.0.1:0".parse().unwrap(),
-        admin_addr: "127.0.0.1:0".parse().unwrap(),
-        latency_ms,
-        jitter_ms: 0,
-        error_rate,
-        hang_rate,
+    let (latency, error_rate, hang_rate) = (
+        latency_ms.to_string(),
+        error_rate.to_string(),
+        hang_rate.to_string(),
+    );
+    let args = [
+        "catalogue",
+        "upstream",
+        "--addr",
+        "127.0.0.1:0",
+        "--admin-addr",
+        "127.0.0.1:0",
+        "--latency-ms",
+        &latency,
+        "--error-rate",
+        &error_rate,
+        "--hang-rate",
+        &hang_rate,
+    ];
+    let config = match Cli::try_parse_from(args)
+        .expect("simulator flags parse")
+        .into_command()
+    {
+        Command::Upstream(config) => config,
+        other => unreachable!("{other:?}"),
     };
     let simulator = UpstreamSimulator::bind(&config)
         .await

@@ -1,7 +1,7 @@
 //! `catalogue load` against a spawned app.
 
 use catalogue::{
-    config::LoadConfig,
+    load::LoadConfig,
     load::{self, Summary},
 };
 

@@ -1,3 +1,4 @@
+mod cli;
 mod console;
 mod consul;
 mod dashboards;

@@ -5,7 +5,7 @@
 use std::{collections::BTreeSet, process::Stdio, time::Duration};
 
 use catalogue::{
-    config::LoadConfig,
+    load::LoadConfig,
     load::{self, Summary},
 };
 use tokio::process::Child;

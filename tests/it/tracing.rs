@@ -5,12 +5,12 @@ use std::{
     sync::{Arc, Mutex},
 };
 
-use catalogue::api::{
-    inventory::{
+use catalogue::{
+    api::proto::{GetProductRequest, ListProductsRequest},
+    upstream::proto::{
         GetStockRequest, GetStockResponse,
         inventory_service_server::{InventoryService, InventoryServiceServer},
     },
-    proto::{GetProductRequest, ListProductsRequest},
 };
 use opentelemetry_proto::tonic::{
     collector::trace::v1::{

@@ -1,0 +1,204 @@
+//! The telemetry's own flags: `config` flattens them into each
+//! subcommand; nothing in `telemetry` reads a flag or variable itself.
+
+use std::{io::IsTerminal as _, net::SocketAddr};
+
+use clap::{Args, ValueEnum, builder::BoolishValueParser};
+use tracing_subscriber::{
+    EnvFilter, Registry, filter::Targets, fmt::writer::BoxMakeWriter, layer::Filter,
+};
+
+use super::sampling::SamplerKind;
+use crate::values::{Ratio, http_uri};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// How every subcommand logs.
+#[derive(Debug, Clone, Args)]
+pub struct LogConfig {
+    /// Log line format.
+    #[arg(long, env = "CATALOGUE_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+
+    /// Which log lines are written and which spans exported: tracing's
+    /// directives, e.g. `warn,catalogue=debug`.
+    #[arg(long, env = "RUST_LOG", default_value = "info", value_parser = LogFilter::parse)]
+    pub log_filter: LogFilter,
+}
+
+/// `RUST_LOG`-style directives, checked when parsed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogFilter(String);
+
+impl LogFilter {
+    pub fn parse(directives: &str) -> Result<Self, String> {
+        let directives = match directives.trim() {
+            "" => "info",
+            directives => directives,
+        };
+        if directives.parse::<Targets>().is_err() {
+            EnvFilter::builder()
+                .parse(directives)
+                .map_err(|error| format!("{directives:?} is not a log filter: {error}"))?;
+        }
+        Ok(Self(directives.to_owned()))
+    }
+
+    /// A per-layer filter. A plain list of `target=level` directives
+    /// becomes a `Targets` filter, which decides from a span's metadata
+    /// alone; richer directives (span or field matches) need an
+    /// `EnvFilter`, whose per-span bookkeeping on every enter and exit
+    /// costs measurably at tens of thousands of calls a second.
+    pub(super) fn layer_filter(&self) -> Box<dyn Filter<Registry> + Send + Sync> {
+        match self.0.parse::<Targets>() {
+            Ok(targets) => Box::new(targets),
+            Err(_) => Box::new(EnvFilter::new(&self.0)),
+        }
+    }
+}
+
+/// Where log lines go, and whether they may carry ANSI colours.
+pub struct LogSink {
+    pub(super) writer: BoxMakeWriter,
+    pub(super) ansi: bool,
+}
+
+impl LogSink {
+    /// Standard output, coloured only when it is a terminal.
+    pub fn stdout() -> Self {
+        Self {
+            writer: BoxMakeWriter::new(std::io::stdout),
+            ansi: std::io::stdout().is_terminal(),
+        }
+    }
+
+    /// Standard error, coloured only when it is a terminal.
+    pub fn stderr() -> Self {
+        Self {
+            writer: BoxMakeWriter::new(std::io::stderr),
+            ansi: std::io::stderr().is_terminal(),
+        }
+    }
+}
+
+/// Any other writer: never coloured.
+impl From<BoxMakeWriter> for LogSink {
+    fn from(writer: BoxMakeWriter) -> Self {
+        Self {
+            writer,
+            ansi: false,
+        }
+    }
+}
+
+/// Which signals to produce, and where to send them. Each can be turned off
+/// so that its cost can be measured.
+#[derive(Debug, Clone, Args)]
+pub struct TelemetryConfig {
+    #[command(flatten)]
+    pub logs: LogConfig,
+
+    /// OTLP/gRPC collector to export traces to, e.g. http://127.0.0.1:4317.
+    /// Unset: no traces are exported (and no call makes a span). The other
+    /// standard OTEL_* variables (OTEL_RESOURCE_ATTRIBUTES,
+    /// OTEL_EXPORTER_OTLP_TIMEOUT, OTEL_BSP_*, ...) are read by the
+    /// OpenTelemetry SDK.
+    #[arg(long, env = "OTEL_EXPORTER_OTLP_ENDPOINT", value_parser = http_uri)]
+    pub otlp_endpoint: Option<http::Uri>,
+
+    /// Which calls are traced, decided as each arrives (OpenTelemetry's
+    /// sampler names): parentbased_* follow the caller's sampled flag when
+    /// it sent a traceparent.
+    #[arg(long, env = "OTEL_TRACES_SAMPLER", value_enum,
+          default_value_t = SamplerKind::ParentBasedAlwaysOn)]
+    pub trace_sampler: SamplerKind,
+
+    /// The ratio samplers' share of new traces, 0..1.
+    #[arg(long, env = "OTEL_TRACES_SAMPLER_ARG", default_value_t = Ratio::ONE)]
+    pub trace_sampler_arg: Ratio,
+
+    /// This replica's name: the `instance_id` label of
+    /// `catalogue_build_info` and the traces' `service.instance.id`.
+    /// Default: HOST/PID.
+    #[arg(long, env = "CATALOGUE_INSTANCE_ID")]
+    pub instance_id: Option<String>,
+
+    /// `service.name` of exported traces.
+    #[arg(long, env = "OTEL_SERVICE_NAME", default_value = "catalogue")]
+    pub service_name: String,
+
+    /// Trace health checks and reflection calls too (off: they would drown
+    /// real traffic).
+    #[arg(long, env = "CATALOGUE_TRACE_HEALTH_CHECKS", value_parser = BoolishValueParser::new())]
+    pub trace_health_checks: bool,
+
+    /// Address tokio-console attaches to.
+    #[arg(long, env = "CATALOGUE_CONSOLE_ADDR", default_value = "127.0.0.1:6669")]
+    pub console_addr: SocketAddr,
+
+    /// Serve tokio-console. Off by default: its instrumentation halves
+    /// throughput under load, and with it on, tracing-subscriber can panic
+    /// creating a span whose parent one layer filtered out
+    /// (tokio-rs/tracing#3406).
+    #[arg(long, env = "CATALOGUE_CONSOLE", value_parser = BoolishValueParser::new())]
+    pub console: bool,
+
+    /// Do not export Tokio runtime, task and process metrics (sampled on
+    /// each scrape of /metrics).
+    #[arg(long, env = "CATALOGUE_NO_RUNTIME_METRICS", value_parser = BoolishValueParser::new())]
+    pub no_runtime_metrics: bool,
+}
+
+impl TelemetryConfig {
+    /// `--instance-id`, or HOST/PID: unique among the replicas on one host,
+    /// and among pods (whose host name is the pod's name).
+    pub fn instance_id(&self) -> String {
+        self.instance_id.clone().unwrap_or_else(|| {
+            let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+                .map(|name| name.trim().to_owned())
+                .unwrap_or_else(|_| "localhost".to_owned());
+            format!("{host}/{}", std::process::id())
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use tracing_subscriber::filter::LevelFilter;
+
+    use super::*;
+
+    fn most_verbose(directives: &str) -> Option<LevelFilter> {
+        LogFilter::parse(directives)
+            .unwrap()
+            .layer_filter()
+            .max_level_hint()
+    }
+
+    #[test]
+    fn the_log_filter_sets_the_level_and_span_directives_still_work() {
+        assert_eq!(most_verbose("info"), Some(LevelFilter::INFO));
+        assert_eq!(most_verbose("  "), Some(LevelFilter::INFO));
+        assert_eq!(
+            most_verbose("warn,catalogue=debug"),
+            Some(LevelFilter::DEBUG)
+        );
+        assert_eq!(
+            most_verbose("warn,[grpc.server]=trace"),
+            Some(LevelFilter::TRACE),
+            "a span directive needs EnvFilter"
+        );
+    }
+
+    #[test]
+    fn a_bad_log_filter_is_refused_by_name() {
+        let error = LogFilter::parse("catalogue=loud").unwrap_err();
+        assert!(error.contains("catalogue=loud"), "{error}");
+    }
+}

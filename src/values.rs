@@ -1,0 +1,100 @@
+//! Values checked where they are parsed (a flag, a JSON field), so that no
+//! sampler, fault or breaker ever sees a ratio of 1.5 and no client a URL
+//! without a host: `Ratio`, `http_uri`, `grpc_timeout`.
+
+use std::{fmt, str::FromStr, time::Duration};
+
+/// A number in `0..=1`.
+#[derive(Debug, Clone, Copy, PartialEq, PartialOrd, Default)]
+pub struct Ratio(f64);
+
+/// A number outside `0..=1`, or not a number.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0:?} is not a ratio: expected a number from 0 to 1")]
+pub struct NotARatio(pub String);
+
+impl Ratio {
+    pub const ZERO: Self = Self(0.0);
+    pub const ONE: Self = Self(1.0);
+
+    pub fn new(value: f64) -> Result<Self, NotARatio> {
+        if (0.0..=1.0).contains(&value) {
+            Ok(Self(value))
+        } else {
+            Err(NotARatio(value.to_string()))
+        }
+    }
+
+    pub fn get(self) -> f64 {
+        self.0
+    }
+}
+
+impl FromStr for Ratio {
+    type Err = NotARatio;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        let value = text
+            .trim()
+            .parse::<f64>()
+            .map_err(|_| NotARatio(text.to_owned()))?;
+        Self::new(value).map_err(|_| NotARatio(text.to_owned()))
+    }
+}
+
+impl fmt::Display for Ratio {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+/// An `http://` or `https://` URL with a host.
+pub fn http_uri(text: &str) -> Result<http::Uri, String> {
+    let uri: http::Uri = text
+        .parse()
+        .map_err(|error| format!("{text:?} is not a URL: {error}"))?;
+    match (uri.scheme_str(), uri.host()) {
+        (Some("http" | "https"), Some(_)) => Ok(uri),
+        _ => Err(format!(
+            "{text:?} is not an http:// or https:// URL with a host"
+        )),
+    }
+}
+
+/// A `grpc-timeout` header's value: digits and a unit (H, M, S, m, u, n).
+pub fn grpc_timeout(value: &str) -> Option<Duration> {
+    let (digits, unit) = value.split_at(value.len().checked_sub(1)?);
+    let amount: u64 = digits.parse().ok()?;
+    Some(match unit {
+        "H" => Duration::from_secs(amount.checked_mul(3600)?),
+        "M" => Duration::from_secs(amount.checked_mul(60)?),
+        "S" => Duration::from_secs(amount),
+        "m" => Duration::from_millis(amount),
+        "u" => Duration::from_micros(amount),
+        "n" => Duration::from_nanos(amount),
+        _ => return None,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_need_an_http_scheme_and_a_host() {
+        assert!(http_uri("http://127.0.0.1:4317").is_ok());
+        for bad in ["127.0.0.1:4317", "ftp://host", "http://", "not a url"] {
+            assert!(http_uri(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn only_zero_to_one_is_a_ratio() {
+        assert_eq!("0.25".parse(), Ok(Ratio(0.25)));
+        assert_eq!("1".parse(), Ok(Ratio::ONE));
+        assert_eq!("0".parse(), Ok(Ratio::ZERO));
+        for bad in ["1.5", "-0.1", "NaN", "half", ""] {
+            assert!(bad.parse::<Ratio>().is_err(), "{bad}");
+        }
+    }
+}

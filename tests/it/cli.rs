@@ -1,0 +1,120 @@
+//! The binary's command line, run as a user runs it: values are parsed
+//! into their types at start, a bad one exits 2 naming the flag, boolean
+//! variables take what clap's boolish parser takes, and text logs carry
+//! colours only on a terminal.
+
+use std::{
+    io::{BufRead, BufReader},
+    process::{Command, Stdio},
+};
+
+const BINARY: &str = env!("CARGO_BIN_EXE_catalogue");
+
+/// Runs the binary with `args` and `env`; returns its exit code and what
+/// it wrote to standard error.
+fn run(args: &[&str], env: &[(&str, &str)]) -> (Option<i32>, String) {
+    let output = Command::new(BINARY)
+        .args(args)
+        .envs(env.iter().copied())
+        .stdin(Stdio::null())
+        .output()
+        .expect("the binary runs");
+    (
+        output.status.code(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn a_bad_value_exits_2_naming_the_flag_for_every_subcommand() {
+    for (args, env, flag) in [
+        (
+            &["serve", "--breaker-failure-ratio", "2"][..],
+            &[][..],
+            "--breaker-failure-ratio",
+        ),
+        (
+            &["serve", "--trace-sampler-arg", "1.5"],
+            &[],
+            "--trace-sampler-arg",
+        ),
+        (
+            &["serve", "--upstream-url", "inventory:50052"],
+            &[],
+            "--upstream-url",
+        ),
+        (
+            &["serve", "--otlp-endpoint", "127.0.0.1:4317"],
+            &[],
+            "--otlp-endpoint",
+        ),
+        (
+            &["serve", "--fault-error-rate", "7"],
+            &[],
+            "--fault-error-rate",
+        ),
+        (
+            &["serve", "--fault-methods", "DropTables"],
+            &[],
+            "--fault-methods",
+        ),
+        (
+            &["serve"],
+            &[("RUST_LOG", "catalogue=loud")],
+            "--log-filter",
+        ),
+        (&["serve"], &[("CATALOGUE_CONSOLE", "maybe")], "--console"),
+        (&["upstream", "--error-rate", "1.5"], &[], "--error-rate"),
+        (&["upstream", "--hang-rate=-1"], &[], "--hang-rate"),
+        (&["load", "--target", "ftp://catalogue"], &[], "--target"),
+        (&["load", "--rps", "0"], &[], "--rps"),
+    ] {
+        let (code, stderr) = run(args, env);
+        assert_eq!(code, Some(2), "{args:?} {env:?}: {stderr}");
+        assert!(
+            stderr.contains(flag),
+            "{args:?} {env:?} names {flag}: {stderr}"
+        );
+    }
+}
+
+#[test]
+fn boolean_variables_take_1_and_text_logs_to_a_pipe_have_no_colours() {
+    let mut child = Command::new(BINARY)
+        .args([
+            "serve",
+            "--database-url",
+            "memory",
+            "--seed-products",
+            "10",
+            "--grpc-addr",
+            "127.0.0.1:0",
+            "--admin-addr",
+            "127.0.0.1:0",
+            "--console-addr",
+            "127.0.0.1:0",
+            "--drain-delay",
+            "0s",
+        ])
+        .env("CATALOGUE_CONSOLE", "1")
+        .env("CATALOGUE_NO_RUNTIME_METRICS", "yes")
+        .env("CATALOGUE_LOG_FORMAT", "text")
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("the binary starts");
+    let stdout = child.stdout.take().unwrap();
+    let serving = BufReader::new(stdout)
+        .lines()
+        .map_while(Result::ok)
+        .find(|line| line.contains("catalogue is serving"));
+    let _ = Command::new("kill").arg(child.id().to_string()).status();
+    let status = child.wait().expect("the binary exits");
+
+    let line = serving.expect("a serving line");
+    assert!(line.contains("console=Some("), "the console is on: {line}");
+    assert!(
+        !line.contains('\x1b'),
+        "no ANSI escapes in a pipe: {line:?}"
+    );
+    assert_eq!(status.code(), Some(0), "SIGTERM drains and exits 0");
+}
