@@ -179,7 +179,11 @@ pub async fn run(config: &LoadConfig) -> Result<Summary, LoadError> {
         return Err(LoadError::Rate(rps));
     }
     let target: Target = config.target.parse()?;
-    let balanced = Balanced::connect(target, config.connections);
+    let balanced = Balanced::connect(
+        target,
+        crate::api::proto::catalogue_service_server::SERVICE_NAME,
+        config.connections,
+    );
     let mut client = CatalogueServiceClient::new(balanced.service.clone());
     let catalogue = tokio::time::timeout(FIRST_REPLICA_WAIT, discover(&mut client))
         .await
