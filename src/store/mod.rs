@@ -41,6 +41,16 @@ pub enum StoreError {
     Migrate(#[from] sqlx::migrate::MigrateError),
     #[error("unsupported database url {0:?}: expected sqlite://…, postgres://… or memory")]
     UnsupportedUrl(String),
+    #[error(
+        "search_path {search_path:?} names no schema to create tables in: \
+         name one in the database url (postgres://…?options[search_path]=SCHEMA)"
+    )]
+    NoSchema { search_path: String },
+    #[error(
+        "could not create schema {schema:?}, which search_path names: {source} \
+         (create it, or grant this user CREATE on the database)"
+    )]
+    CreateSchema { schema: String, source: sqlx::Error },
     #[error("stored product {id} is corrupt: {reason}")]
     Corrupt { id: String, reason: String },
 }

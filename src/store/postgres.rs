@@ -49,7 +49,8 @@ pub struct PgStore {
 }
 
 impl PgStore {
-    /// Connects, applies migrations and seeds an empty catalogue.
+    /// Connects, creates the schema `search_path` names if it is missing,
+    /// applies migrations and seeds an empty catalogue.
     pub async fn open(options: &StoreOptions) -> Result<Self, StoreError> {
         let connect = PgConnectOptions::from_str(&options.database_url)?;
         let pool = PgPoolOptions::new()
@@ -57,6 +58,7 @@ impl PgStore {
             .acquire_timeout(Duration::from_secs(5))
             .connect_with(connect)
             .await?;
+        create_schema_if_missing(&pool).await?;
         sqlx::migrate!("./migrations/postgres").run(&pool).await?;
         let store = Self { pool };
         store.seed(options.seed_products).await?;
@@ -100,6 +102,81 @@ impl PgStore {
         tracing::info!(products = count, "seeded the postgres catalogue");
         Ok(())
     }
+}
+
+/// Creates the schema new tables would go in when none of the schemas
+/// `search_path` names exists (`DATABASE_URL=…?options[search_path]=NAME`
+/// with no schema NAME yet), which PostgreSQL would otherwise refuse with
+/// "no schema has been selected to create in". The first schema named
+/// other than `$user` and `pg_*` is the one created.
+async fn create_schema_if_missing(pool: &PgPool) -> Result<(), StoreError> {
+    const CURRENT_SCHEMA: &str = "SELECT current_schema()";
+    let current: Option<String> = sqlx::query_scalar(CURRENT_SCHEMA).fetch_one(pool).await?;
+    if current.is_some() {
+        return Ok(());
+    }
+    let search_path: String = sqlx::query_scalar("SELECT current_setting('search_path')")
+        .fetch_one(pool)
+        .await?;
+    let Some(schema) = schema_to_create(&search_path) else {
+        return Err(StoreError::NoSchema { search_path });
+    };
+    let create = format!("CREATE SCHEMA IF NOT EXISTS {}", quote_identifier(&schema));
+    if let Err(source) = sqlx::query(sqlx::AssertSqlSafe(create)).execute(pool).await {
+        // Replicas starting together race to create it: one wins, the
+        // others find it there.
+        let current: Option<String> = sqlx::query_scalar(CURRENT_SCHEMA).fetch_one(pool).await?;
+        if current.is_none() {
+            return Err(StoreError::CreateSchema { schema, source });
+        }
+    }
+    tracing::info!(%schema, "created the schema search_path names");
+    Ok(())
+}
+
+/// The schema to create for a `search_path` setting none of whose schemas
+/// exists: its first entry that is neither `$user` nor a system schema.
+fn schema_to_create(search_path: &str) -> Option<String> {
+    search_path_entries(search_path)?
+        .into_iter()
+        .find(|name| !name.is_empty() && name != "$user" && !name.starts_with("pg_"))
+}
+
+/// The schema names of a `search_path` setting as PostgreSQL reads the
+/// list: unquoted names folded to lowercase, `""` in a quoted name standing
+/// for one `"`. `None` for an unterminated quote, which PostgreSQL refuses.
+fn search_path_entries(search_path: &str) -> Option<Vec<String>> {
+    let mut entries = Vec::new();
+    let mut rest = search_path.trim_start();
+    while !rest.is_empty() {
+        if let Some(quoted) = rest.strip_prefix('"') {
+            let mut name = String::new();
+            let mut chars = quoted.char_indices().peekable();
+            loop {
+                match chars.next()? {
+                    (_, '"') if chars.next_if(|&(_, c)| c == '"').is_some() => name.push('"'),
+                    (at, '"') => {
+                        rest = &quoted[at + 1..];
+                        break;
+                    }
+                    (_, c) => name.push(c),
+                }
+            }
+            entries.push(name);
+        } else {
+            let end = rest.find(',').unwrap_or(rest.len());
+            entries.push(rest[..end].trim_end().to_ascii_lowercase());
+            rest = &rest[end..];
+        }
+        rest = rest.trim_start();
+        rest = rest.strip_prefix(',').unwrap_or(rest).trim_start();
+    }
+    Some(entries)
+}
+
+/// `name` as a quoted SQL identifier.
+fn quote_identifier(name: &str) -> String {
+    format!("\"{}\"", name.replace('"', "\"\""))
 }
 
 fn product_from_row(row: &PgRow) -> Result<Product, StoreError> {
@@ -174,5 +251,37 @@ impl Store for PgStore {
     async fn ping(&self) -> Result<(), StoreError> {
         sqlx::query("SELECT 1").execute(&self.pool).await?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_schema_to_create_is_the_first_real_one_search_path_names() {
+        let cases = [
+            ("catalogue", Some("catalogue")),
+            ("Catalogue-New", Some("catalogue-new")),
+            ("\"$user\", public", Some("public")),
+            ("$user,pg_catalog, shop ,x", Some("shop")),
+            ("\"My \"\"Shop\"\"\", b", Some("My \"Shop\"")),
+            ("\"$user\"", None),
+            ("", None),
+            ("\"unterminated", None),
+        ];
+        for (search_path, expected) in cases {
+            assert_eq!(
+                schema_to_create(search_path).as_deref(),
+                expected,
+                "{search_path:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn identifiers_are_quoted_with_inner_quotes_doubled() {
+        assert_eq!(quote_identifier("catalogue-new"), "\"catalogue-new\"");
+        assert_eq!(quote_identifier("a\"b"), "\"a\"\"b\"");
     }
 }
