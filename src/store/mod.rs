@@ -11,6 +11,7 @@ mod instrumented;
 mod memory;
 mod postgres;
 pub mod seed;
+mod sql;
 mod sqlite;
 
 use std::sync::Arc;
@@ -23,6 +24,7 @@ use crate::domain::{CategoryId, ListCursor, ListQuery, Product, ProductId, Searc
 pub use instrumented::InstrumentedStore;
 pub use memory::MemoryStore;
 pub use postgres::PgStore;
+pub use sql::SqlStore;
 pub use sqlite::SqliteStore;
 
 /// Rows fetched per round trip while streaming a list. A stream holds at most
