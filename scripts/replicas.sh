@@ -3,13 +3,28 @@
 # balanced client; the second is drained (SIGTERM) a third of the way in and
 # started again on the same ports. Prints the load summary (calls per
 # replica) and what each replica served.
-#   scripts/replicas.sh                      PostgreSQL at $DATABASE_URL
+#   scripts/replicas.sh                      PostgreSQL at $DATABASE_URL, 15 s
 #   DATABASE_URL=postgres://... scripts/replicas.sh --duration 60
+# --duration (seconds, `60` or `60s`; default $DURATION or 15) also paces the
+# drain; every other argument goes to `catalogue load`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 database_url=${DATABASE_URL:-postgres://postgres@127.0.0.1:5432/test}
 duration=${DURATION:-15}
+load_args=()
+while (($#)); do
+  case $1 in
+    --duration) duration=${2:?--duration needs a number of seconds}; shift 2 ;;
+    --duration=*) duration=${1#--duration=}; shift ;;
+    *) load_args+=("$1"); shift ;;
+  esac
+done
+duration=${duration%s}
+if ! [[ $duration =~ ^[0-9]+$ ]] || ((duration < 6)); then
+  echo "--duration must be whole seconds, at least 6 (got ${duration})" >&2
+  exit 2
+fi
 cargo build --quiet --bin catalogue
 bin=target/debug/catalogue
 work=$(mktemp -d)
@@ -42,7 +57,7 @@ done
 echo "replicas: ${targets[*]}"
 
 "$bin" load --target "$(IFS=,; echo "${targets[*]}")" --rps 300 \
-  --duration "${duration}s" --mix get=80,list=10,search=10 "$@" &
+  --duration "${duration}s" --mix get=80,list=10,search=10 ${load_args[@]+"${load_args[@]}"} &
 load=$!
 sleep $((duration / 3))
 echo "draining replica 1 (SIGTERM)"

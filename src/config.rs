@@ -13,7 +13,7 @@ use clap::{Args, Parser, Subcommand};
 
 use crate::{
     admin::AdminToken,
-    discovery::consul::{AdvertiseAddr, ConsulAddr},
+    discovery::consul::ConsulConfig,
     faults::FaultsConfig,
     load::LoadConfig,
     protection::ProtectionConfig,
@@ -119,41 +119,6 @@ pub struct ServeConfig {
 
     #[command(flatten)]
     pub consul: ConsulConfig,
-}
-
-/// Registration with a Consul agent; off unless `--consul-addr` is set.
-#[derive(Debug, Clone, Args)]
-pub struct ConsulConfig {
-    /// Consul agent to register with, e.g. http://127.0.0.1:8500 (or
-    /// 127.0.0.1:8500, as Consul's CLI takes it). Unset: no registration.
-    /// Not Consul's own CONSUL_HTTP_ADDR: a shell set up for the consul CLI
-    /// should not make every instance register.
-    #[arg(long, env = "CATALOGUE_CONSUL_ADDR", value_parser = ConsulAddr::parse)]
-    pub consul_addr: Option<ConsulAddr>,
-
-    /// Service name to register under: the name clients resolve.
-    #[arg(
-        long,
-        env = "CATALOGUE_CONSUL_SERVICE_NAME",
-        default_value = "catalogue"
-    )]
-    pub consul_service_name: String,
-
-    /// Address other hosts reach the gRPC listener at, HOST or HOST:PORT
-    /// (default: --grpc-addr, which then must not be 0.0.0.0 or [::]).
-    #[arg(long, env = "CATALOGUE_CONSUL_ADVERTISE_ADDR", value_parser = AdvertiseAddr::parse)]
-    pub consul_advertise_addr: Option<AdvertiseAddr>,
-
-    /// How often the agent calls the gRPC health check.
-    #[arg(long, env = "CATALOGUE_CONSUL_CHECK_INTERVAL", default_value = "10s",
-          value_parser = humantime::parse_duration)]
-    pub consul_check_interval: Duration,
-
-    /// How long the check may stay critical before the agent removes the
-    /// instance, should it die without deregistering (Consul's minimum: 1m).
-    #[arg(long, env = "CATALOGUE_CONSUL_DEREGISTER_CRITICAL_SERVICE_AFTER", default_value = "1m",
-          value_parser = humantime::parse_duration)]
-    pub consul_deregister_critical_service_after: Duration,
 }
 
 impl ServeConfig {

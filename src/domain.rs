@@ -52,6 +52,8 @@ pub enum InvalidInput {
     PageToken,
     #[error("query is required")]
     MissingQuery,
+    #[error("query must contain at least one word")]
+    NoWord,
     #[error("query is longer than {MAX_QUERY_BYTES} bytes")]
     QueryTooLong,
 }
@@ -197,6 +199,8 @@ fn decode_tagged(token: &str, tag: &str) -> Result<Option<String>, InvalidInput>
 /// punctuation never reaches a full-text query language.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SearchText {
+    /// Never empty: a query of punctuation only is refused here, once, so
+    /// that no store is handed a full-text query without a term.
     words: Vec<String>,
 }
 
@@ -208,17 +212,23 @@ impl SearchText {
         if raw.len() > MAX_QUERY_BYTES {
             return Err(InvalidInput::QueryTooLong);
         }
-        Ok(Self { words: words(raw) })
+        let words = words(raw);
+        if words.is_empty() {
+            return Err(InvalidInput::NoWord);
+        }
+        Ok(Self { words })
     }
 
-    /// The words every result must contain; empty when the query had only
-    /// punctuation, which matches nothing.
+    /// The words every result must contain: at least one.
     pub fn words(&self) -> &[String] {
         &self.words
     }
 }
 
-/// Lowercase alphanumeric words of `text`, the tokenisation every store uses.
+/// Lowercase alphanumeric words of `text`, the tokenisation every store uses:
+/// a word is a run of characters Unicode calls alphabetic or numeric
+/// (`char::is_alphanumeric`); everything else (punctuation, symbols, spaces,
+/// `_`) separates words.
 pub fn words(text: &str) -> Vec<String> {
     text.split(|c: char| !c.is_alphanumeric())
         .filter(|word| !word.is_empty())
@@ -295,7 +305,17 @@ mod tests {
         let text = SearchText::parse("  Oak, LAMP!  ").unwrap();
         assert_eq!(text.words(), ["oak", "lamp"]);
         assert_eq!(SearchText::parse("   "), Err(InvalidInput::MissingQuery));
-        assert!(SearchText::parse("!!!").unwrap().words().is_empty());
+        assert_eq!(
+            SearchText::parse("Café_2½ Straße").unwrap().words(),
+            ["café", "2½", "straße"]
+        );
+    }
+
+    #[test]
+    fn search_text_without_a_word_is_refused() {
+        for raw in ["!!! ...", "_", "¿¡ … —", "€ © ™ ±"] {
+            assert_eq!(SearchText::parse(raw), Err(InvalidInput::NoWord), "{raw:?}");
+        }
     }
 
     #[test]

@@ -7,7 +7,8 @@
 //! followed with blocking queries). [`Balanced::connect`]
 //! turns it into one client that spreads calls with tower's
 //! power-of-two-choices balancer (least pending calls) over the replicas
-//! whose `grpc.health.v1` Watch says SERVING: a replica that drains
+//! whose `grpc.health.v1` Watch of the health service it is given says
+//! SERVING: a replica that drains
 //! (NOT_SERVING) or goes away stops getting calls as soon as its Watch says
 //! so, and gets them again when it is back.
 //!
@@ -48,8 +49,6 @@ use tower::{
     load::{CompleteOnResponse, PendingRequestsDiscover},
     util::BoxCloneSyncService,
 };
-
-use crate::api::proto::catalogue_service_server::SERVICE_NAME;
 
 /// How often a `dns:///` target is resolved again.
 const DNS_REFRESH: Duration = Duration::from_secs(5);
@@ -241,12 +240,15 @@ pub struct Balanced {
 
 impl Balanced {
     /// Starts discovery; calls wait (in a buffer of 1,024) until a replica
-    /// is SERVING. Each replica gets `connections` HTTP/2 connections.
-    pub fn connect(target: Target, connections: u32) -> Self {
+    /// says `health_service` is SERVING (the service the calls are for, not
+    /// the server's "": a draining replica turns its services NOT_SERVING
+    /// first). Each replica gets `connections` HTTP/2 connections.
+    pub fn connect(target: Target, health_service: &'static str, connections: u32) -> Self {
         let (changes, discovered) = mpsc::channel(CHANGES_BUFFER);
         let replicas = Replicas::default();
         let discovery = AbortOnDropHandle::new(tokio::spawn(follow(
             target.resolve(),
+            health_service,
             connections.max(1),
             changes,
             replicas.clone(),
@@ -272,6 +274,7 @@ type Changes = mpsc::Sender<Result<Change<Key, Replica>, Infallible>>;
 /// Keeps one health watcher per resolved replica.
 async fn follow(
     mut resolved: stream::BoxStream<'static, BTreeSet<String>>,
+    health_service: &'static str,
     connections: u32,
     changes: Changes,
     replicas: Replicas,
@@ -299,6 +302,7 @@ async fn follow(
                 let served = replicas.counter(&replica);
                 entry.insert(AbortOnDropHandle::new(tokio::spawn(watch(
                     replica,
+                    health_service,
                     connections,
                     changes.clone(),
                     served,
@@ -312,8 +316,15 @@ async fn follow(
     }
 }
 
-/// Offers one replica to the balancer while its health Watch says SERVING.
-async fn watch(replica: String, connections: u32, changes: Changes, served: Arc<AtomicU64>) {
+/// Offers one replica to the balancer while its health Watch of
+/// `health_service` says SERVING.
+async fn watch(
+    replica: String,
+    health_service: &'static str,
+    connections: u32,
+    changes: Changes,
+    served: Arc<AtomicU64>,
+) {
     let Ok(endpoint) = Endpoint::from_shared(replica.clone()) else {
         tracing::warn!(%replica, "not a valid replica address");
         return;
@@ -358,7 +369,7 @@ async fn watch(replica: String, connections: u32, changes: Changes, served: Arc<
     loop {
         let mut health = HealthClient::new(channels[0].clone());
         let request = HealthCheckRequest {
-            service: SERVICE_NAME.to_owned(),
+            service: health_service.to_owned(),
         };
         if let Ok(response) = health.watch(request).await {
             let mut statuses = response.into_inner();

@@ -244,7 +244,11 @@ struct Run {
 /// Runs the load described by `config` and returns its summary. Shows a
 /// progress line on a terminal unless `--json`.
 pub async fn run(config: &LoadConfig) -> Result<Summary, LoadError> {
-    let balanced = Balanced::connect(config.target.clone(), config.connections);
+    let balanced = Balanced::connect(
+        config.target.clone(),
+        crate::method::Method::SERVICE,
+        config.connections,
+    );
     let mut client = CatalogueServiceClient::new(balanced.service.clone());
     let catalogue = tokio::time::timeout(FIRST_REPLICA_WAIT, discover(&mut client))
         .await

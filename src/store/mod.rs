@@ -11,6 +11,7 @@ mod instrumented;
 mod memory;
 mod postgres;
 pub mod seed;
+mod sql;
 mod sqlite;
 
 use std::sync::Arc;
@@ -23,6 +24,7 @@ use crate::domain::{CategoryId, ListCursor, ListQuery, Product, ProductId, Searc
 pub use instrumented::{InstrumentedStore, pool_gauges};
 pub use memory::MemoryStore;
 pub use postgres::PgStore;
+pub use sql::SqlStore;
 pub use sqlite::SqliteStore;
 
 /// Rows fetched per round trip while streaming a list. A stream holds at most
@@ -41,6 +43,16 @@ pub enum StoreError {
     Migrate(#[from] sqlx::migrate::MigrateError),
     #[error("unsupported database url {0:?}: expected sqlite://…, postgres://… or memory")]
     UnsupportedUrl(String),
+    #[error(
+        "search_path {search_path:?} names no schema to create tables in: \
+         name one in the database url (postgres://…?options[search_path]=SCHEMA)"
+    )]
+    NoSchema { search_path: String },
+    #[error(
+        "could not create schema {schema:?}, which search_path names: {source} \
+         (create it, or grant this user CREATE on the database)"
+    )]
+    CreateSchema { schema: String, source: sqlx::Error },
     #[error("stored product {id} is corrupt: {reason}")]
     Corrupt { id: String, reason: String },
 }

@@ -2,19 +2,19 @@
 
 use std::{str::FromStr, time::Duration};
 
-use async_trait::async_trait;
 use sqlx::{
-    QueryBuilder, Row, Sqlite, SqlitePool,
+    Row, Sqlite,
+    query_builder::Separated,
     sqlite::{
         SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow, SqliteSynchronous,
     },
 };
 
 use super::{
-    ListPage, Operation, PoolStats, SEED_BATCH_SIZE, Statements, Store, StoreError, StoreOptions,
-    seed,
+    Statements, StoreError, StoreOptions,
+    sql::{self, SqlBackend, SqlStore},
 };
-use crate::domain::{Product, ProductId, SearchQuery};
+use crate::domain::Product;
 
 /// The product columns every read selects, as a literal for `concat!`:
 /// statements are `&'static str`, built at compile time, never per call.
@@ -24,28 +24,8 @@ macro_rules! columns {
     };
 }
 
-const GET_PRODUCT: &str = concat!("SELECT ", columns!(), " FROM products p WHERE p.id = ?1");
-const LIST_PRODUCTS: &str = concat!(
-    "SELECT ",
-    columns!(),
-    " FROM products p WHERE p.id > ?1 AND (?2 IS NULL OR p.category_id = ?2) ORDER BY p.id LIMIT ?3"
-);
-const SEARCH_PRODUCTS: &str = concat!(
-    "SELECT ",
-    columns!(),
-    " FROM products_fts f JOIN products p ON p.rowid = f.rowid",
-    " WHERE products_fts MATCH ?1 AND (?2 IS NULL OR p.category_id = ?2)",
-    " ORDER BY bm25(products_fts, 10.0, 1.0), p.id LIMIT ?3 OFFSET ?4"
-);
-const STATEMENTS: Statements = Statements {
-    get_product: GET_PRODUCT,
-    list_products: LIST_PRODUCTS,
-    search_products: SEARCH_PRODUCTS,
-};
-
-pub struct SqliteStore {
-    pool: SqlitePool,
-}
+/// The embedded default store.
+pub type SqliteStore = SqlStore<Sqlite>;
 
 impl SqliteStore {
     /// Opens the database file (creating it), applies migrations and seeds an
@@ -70,122 +50,56 @@ impl SqliteStore {
     async fn seed(&self, count: u32) -> Result<(), StoreError> {
         // One write transaction: SQLite serialises writers, so two processes
         // starting together cannot both seed.
-        let mut transaction = self.pool.begin_with("BEGIN IMMEDIATE").await?;
-        let seeded: bool = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM products)")
-            .fetch_one(&mut *transaction)
-            .await?;
-        if seeded {
-            return Ok(());
-        }
-        let products: Vec<Product> = seed::products(count).collect();
-        for batch in products.chunks(SEED_BATCH_SIZE) {
-            let mut insert: QueryBuilder<Sqlite> = QueryBuilder::new(
-                "INSERT INTO products (id, name, description, price_cents, stock_qty, image_urls, created_at, category_id) ",
-            );
-            insert.push_values(batch, |mut row, product| {
-                row.push_bind(&product.id)
-                    .push_bind(&product.name)
-                    .push_bind(&product.description)
-                    .push_bind(product.price_cents)
-                    .push_bind(product.stock_qty)
-                    .push_bind(serde_json::to_string(&product.image_urls).unwrap_or_default())
-                    .push_bind(product.created_at)
-                    .push_bind(&product.category_id);
-            });
-            insert.build().execute(&mut *transaction).await?;
-        }
-        transaction.commit().await?;
-        tracing::info!(products = count, "seeded the sqlite catalogue");
-        Ok(())
+        let transaction = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        sql::seed_empty(transaction, count).await
     }
 }
 
-fn product_from_row(row: &SqliteRow) -> Result<Product, StoreError> {
-    let id: String = row.try_get("id")?;
-    let image_urls: String = row.try_get("image_urls")?;
-    let image_urls = serde_json::from_str(&image_urls).map_err(|error| StoreError::Corrupt {
-        id: id.clone(),
-        reason: format!("image_urls is not a JSON array of strings: {error}"),
-    })?;
-    Ok(Product {
-        name: row.try_get("name")?,
-        description: row.try_get("description")?,
-        price_cents: row.try_get("price_cents")?,
-        stock_qty: row.try_get("stock_qty")?,
-        image_urls,
-        created_at: row.try_get("created_at")?,
-        category_id: row.try_get("category_id")?,
-        id,
-    })
-}
+impl SqlBackend for Sqlite {
+    const SYSTEM: &'static str = "sqlite";
+    const STATEMENTS: Statements = Statements {
+        get_product: concat!("SELECT ", columns!(), " FROM products p WHERE p.id = ?1"),
+        list_products: concat!(
+            "SELECT ",
+            columns!(),
+            " FROM products p WHERE p.id > ?1 AND (?2 IS NULL OR p.category_id = ?2) ORDER BY p.id LIMIT ?3"
+        ),
+        search_products: concat!(
+            "SELECT ",
+            columns!(),
+            " FROM products_fts f JOIN products p ON p.rowid = f.rowid",
+            " WHERE products_fts MATCH ?1 AND (?2 IS NULL OR p.category_id = ?2)",
+            " ORDER BY bm25(products_fts, 10.0, 1.0), p.id LIMIT ?3 OFFSET ?4"
+        ),
+    };
 
-#[async_trait]
-impl Store for SqliteStore {
-    fn system(&self) -> &'static str {
-        "sqlite"
+    /// A JSON array of strings in a `TEXT` column.
+    fn image_urls(row: &SqliteRow, id: &str) -> Result<Vec<String>, StoreError> {
+        let image_urls: String = row.try_get("image_urls")?;
+        serde_json::from_str(&image_urls).map_err(|error| StoreError::Corrupt {
+            id: id.to_owned(),
+            reason: format!("image_urls is not a JSON array of strings: {error}"),
+        })
     }
 
-    fn statement(&self, operation: Operation) -> Option<&'static str> {
-        Some(STATEMENTS.of(operation))
-    }
-
-    fn pool_stats(&self) -> Option<PoolStats> {
-        Some(PoolStats::of(&self.pool))
-    }
-
-    async fn get_product(&self, id: &ProductId) -> Result<Option<Product>, StoreError> {
-        sqlx::query(GET_PRODUCT)
-            .bind(id.as_str())
-            .fetch_optional(&self.pool)
-            .await?
-            .as_ref()
-            .map(product_from_row)
-            .transpose()
-    }
-
-    async fn list_products(&self, page: ListPage<'_>) -> Result<Vec<Product>, StoreError> {
-        sqlx::query(LIST_PRODUCTS)
-            .bind(page.after.map_or("", ProductId::as_str))
-            .bind(page.category.map(|category| category.as_str()))
-            .bind(i64::from(page.limit))
-            .fetch_all(&self.pool)
-            .await?
-            .iter()
-            .map(product_from_row)
-            .collect()
-    }
-
-    async fn search_products(
-        &self,
-        query: &SearchQuery,
-        limit: u32,
-    ) -> Result<Vec<Product>, StoreError> {
-        if query.text.words().is_empty() {
-            return Ok(Vec::new());
-        }
-        // Every word quoted: an FTS5 string, never FTS5 syntax. Words are
-        // alphanumeric, so they hold no quote to escape.
-        let match_expression = query
-            .text
-            .words()
+    /// Every word quoted: an FTS5 string, never FTS5 syntax. Words are
+    /// alphanumeric, so they hold no quote to escape.
+    fn search_terms(words: &[String]) -> String {
+        words
             .iter()
             .map(|word| format!("\"{word}\""))
             .collect::<Vec<_>>()
-            .join(" ");
-        sqlx::query(SEARCH_PRODUCTS)
-            .bind(match_expression)
-            .bind(query.category.as_ref().map(|category| category.as_str()))
-            .bind(i64::from(limit))
-            .bind(i64::from(query.offset.get()))
-            .fetch_all(&self.pool)
-            .await?
-            .iter()
-            .map(product_from_row)
-            .collect()
+            .join(" ")
     }
 
-    async fn ping(&self) -> Result<(), StoreError> {
-        sqlx::query("SELECT 1").execute(&self.pool).await?;
-        Ok(())
+    fn push_product(mut row: Separated<'_, Self, &'static str>, product: &Product) {
+        row.push_bind(&product.id)
+            .push_bind(&product.name)
+            .push_bind(&product.description)
+            .push_bind(product.price_cents)
+            .push_bind(product.stock_qty)
+            .push_bind(serde_json::to_string(&product.image_urls).unwrap_or_default())
+            .push_bind(product.created_at)
+            .push_bind(&product.category_id);
     }
 }

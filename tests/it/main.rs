@@ -9,6 +9,7 @@ mod helpers;
 mod list_products;
 mod load;
 mod metrics;
+mod postgres;
 mod pprof;
 mod replicas;
 mod resilience;
