@@ -531,7 +531,11 @@ func main() {
 		grpc.StreamInterceptor(grpc_prometheus.StreamServerInterceptor),
 	)
 	pb.RegisterCatalogueServiceServer(grpcServer, service)
-	healthpb.RegisterHealthServer(grpcServer, health.NewServer())
+	// SERVING for the whole server ("") and for the service by name, which
+	// `catalogue load` watches before it sends, as the catalogue does.
+	healthServer := health.NewServer()
+	healthServer.SetServingStatus("catalogue.v1.CatalogueService", healthpb.HealthCheckResponse_SERVING)
+	healthpb.RegisterHealthServer(grpcServer, healthServer)
 	grpc_prometheus.Register(grpcServer)
 
 	mux := http.NewServeMux()
