@@ -315,7 +315,7 @@ class Run:
             healed_at = time.monotonic()
             put(f"http://{self.upstream_admin}/faults", '{"latency_ms": 5}')
             probe = self.load("--mix", "get=1", "--rps", "50", "--duration", "60s", stdout=subprocess.DEVNULL)
-            while time.monotonic() - healed_at < 60 and self.alive():
+            while time.monotonic() - healed_at < self.args.recovery_timeout and self.alive():
                 if self.recovered(scrape(self.admin), ok_before):
                     recovery_s = time.monotonic() - healed_at
                     break
@@ -386,7 +386,23 @@ def combine(results):
                                       if index < len(r["steps"]))
         out["steps"].append(combined)
     out["samples"] = [sample for r in results for sample in r["samples"]]
+    out["kb_per_call"] = slope(results)
     return out
+
+
+def slope(results):
+    """RSS per call in flight at the server, in KB: the least-squares slope
+    of each step's peak RSS against its peak calls in flight (and the idle
+    RSS at none), over every repeat; None without two distinct points."""
+    points = []
+    for result in results:
+        points.append((0, result["rss_idle_mb"]))
+        points += [(step["in_flight_peak"], step["rss_peak_mb"]) for step in result["steps"]
+                   if step.get("in_flight_peak") is not None and step.get("rss_peak_mb")]
+    if len({x for x, _ in points}) < 2:
+        return None
+    fit = statistics.linear_regression([x for x, _ in points], [y for _, y in points])
+    return round(fit.slope * 1024, 2)
 
 
 def fmt(value, unit="", digits=1):
@@ -413,8 +429,7 @@ def table(runs, args):
         rows.append(["peak goroutines / tasks", *(fmt(s.get("tasks_peak")) for s in step)])
         rows.append(["peak calls in flight at the server", *(fmt(s.get("in_flight_peak")) for s in step)])
         rows.append(["scheduling latency p99 (Go: go_sched_latencies_seconds; Tokio: issue 15)",
-                     *(fmt(s.get("sched_p99_ms"), " ms", 1) + (" (bucket {}–{})".format(*s["sched_p99_bucket_ms"])
-                       if s.get("sched_p99_bucket_ms") else "") for s in step)])
+                     *(p99_cell(s) for s in step)])
         rows.append(["scheduling latency mean (Go: the same histogram; Tokio: per-RPC delay)",
                      *(fmt(s.get("sched_mean_ms"), " ms", 3) for s in step)])
         rows.append(["server died", *(fmt(s.get("server_died")) for s in step)])
@@ -424,12 +439,37 @@ def table(runs, args):
     rows.append(["failed health probes", *(fmt(r["health_failed"]) for r in runs)])
     rows.append([f"hit the {args.memory_cap_mb} MiB cap (cgroup peak)",
                  *(f"{fmt(r['hit_cap'])} ({fmt(r.get('cgroup_peak_mb'), ' MB')})" for r in runs)])
-    rows.append(["recovery after the upstream heals", *(fmt(r["recovery_s"], " s", 2) for r in runs)])
+    rows.append(["recovery after the upstream heals",
+                 *(fmt(r["recovery_s"], " s", 2) if r["recovery_s"] is not None or not r["server_survived"]
+                   else f"none in {args.recovery_timeout} s" for r in runs)])
+    rows.append(["RSS per call in flight (least-squares slope)", *(fmt(r.get("kb_per_call"), " KB", 1) for r in runs)])
+    rows.append(["… at the seed's 100M calls in flight", *(at_seed_scale(r) for r in runs)])
     widths = [max(len(str(row[i])) for row in [header, *rows]) for i in range(len(header))]
     lines = ["| " + " | ".join(str(cell).ljust(width) for cell, width in zip(header, widths)) + " |",
              "|" + "|".join("-" * (width + 2) for width in widths) + "|"]
     lines += ["| " + " | ".join(str(cell).ljust(width) for cell, width in zip(row, widths)) + " |" for row in rows]
     return "\n".join(lines)
+
+
+def p99_cell(step):
+    """Go's p99 with the bucket it falls in (client_golang 1.14's buckets
+    are powers of ten apart); past the last finite bound only a floor."""
+    bucket = step.get("sched_p99_bucket_ms")
+    if not bucket:
+        return fmt(step.get("sched_p99_ms"), " ms", 1)
+    if math.isinf(bucket[1]):
+        return f"> {bucket[0]:,.1f} ms (top bucket)"
+    return f"{fmt(step.get('sched_p99_ms'), ' ms', 1)} (bucket {bucket[0]:,.1f}–{bucket[1]:,.1f})"
+
+
+def at_seed_scale(run):
+    """The slope times the seed's 100 million calls in flight."""
+    if run["run"] == "protected":
+        return "never held: sheds beyond --max-concurrent-calls"
+    if run.get("kb_per_call") is None:
+        return "—"
+    gigabytes = run["kb_per_call"] * 1e8 / 2**20
+    return f"{gigabytes / 1024:,.1f} TB" if gigabytes >= 1024 else f"{gigabytes:,.0f} GB"
 
 
 def plot(runs, path):
@@ -468,7 +508,7 @@ def plot(runs, path):
 
 def main():
     parser = argparse.ArgumentParser()
-    parser.add_argument("binary")
+    parser.add_argument("binary", nargs="?", help="the catalogue binary")
     parser.add_argument("--go-peer", default="target/go-peer/catalogue-go")
     parser.add_argument("--runs", default="go,protected,unprotected")
     parser.add_argument("--steps", default="1000,5000,20000", help="calls in flight, one step each")
@@ -477,9 +517,12 @@ def main():
     parser.add_argument("--connections", type=int, default=8,
                         help=f"at least; one more per {CALLS_PER_CONNECTION} calls in flight")
     parser.add_argument("--memory-cap-mb", type=int, default=1024)
+    parser.add_argument("--recovery-timeout", type=int, default=60,
+                        help="seconds to wait for live stock after the upstream heals")
     parser.add_argument("--repeat", type=int, default=1, help="runs of each kind; the table shows medians")
     parser.add_argument("--json", help="write every result, samples included, to this file")
     parser.add_argument("--plot", help="draw memory and scheduling latency against calls in flight (PNG)")
+    parser.add_argument("--from-json", help="print the table (and --plot) of a run saved with --json, running nothing")
     # The single-run form of the first version of this script.
     parser.add_argument("--no-protection", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--duration", type=int, help=argparse.SUPPRESS)
@@ -492,6 +535,16 @@ def main():
     if args.duration:
         args.step_seconds = args.duration
     args.steps = [int(step) for step in args.steps.split(",")]
+    if args.from_json:
+        with open(args.from_json) as file:
+            saved = json.load(file)
+        for key in ("steps", "step_seconds", "deadline", "memory_cap_mb", "repeat", "recovery_timeout"):
+            if key in saved["args"]:
+                setattr(args, key, saved["args"][key])
+        report({kind: results for kind, results in saved["runs"].items()}, args)
+        return
+    if not args.binary:
+        parser.error("the catalogue binary is required")
     kinds = args.runs.split(",")
     for kind in kinds:
         if kind not in RUN_NAMES:
@@ -513,14 +566,18 @@ def main():
             last = results[kind][-1]
             print(f"   survived {last['server_survived']}, peak RSS {last['rss_peak_mb']} MB, "
                   f"recovery {last['recovery_s']} s", file=sys.stderr)
-    runs = [combine(results[kind]) for kind in kinds]
+    if args.json:
+        with open(args.json, "w") as file:
+            json.dump({"args": vars(args), "runs": results}, file, indent=1)
+    report(results, args)
+
+
+def report(results, args):
+    runs = [combine(results[kind]) for kind in results if results[kind]]
     print(f"Flood: 10 s upstream, steps {', '.join(f'{s:,}' for s in args.steps)} calls in flight, "
           f"{args.step_seconds} s each, {args.deadline} deadline, no retries, memory cap {args.memory_cap_mb} MiB"
           + (f"; medians of {args.repeat} runs" if args.repeat > 1 else ""))
     print(table(runs, args))
-    if args.json:
-        with open(args.json, "w") as file:
-            json.dump({"args": {k: v for k, v in vars(args).items()}, "runs": results}, file, indent=1)
     if args.plot:
         plot(runs, args.plot)
     print(json.dumps([{k: v for k, v in run.items() if k != "samples"} for run in runs]))
