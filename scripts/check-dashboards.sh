@@ -6,8 +6,12 @@
 # while `catalogue load` drives it (a fault switched on and off, a burst
 # over the concurrency limit); every panel query and recording rule is
 # evaluated through Prometheus' HTTP API, and the script fails if any
-# returns no data. Installs Debian's prometheus package when promtool or
-# prometheus is missing (its service is not started).
+# returns no data. The grpc-go peer (scripts/go-peer, built from Debian's Go
+# packages) runs beside it against the same upstream, scraped as job go-peer
+# and driven by its own load, so that the Go panels of go-and-tokio.json
+# are proved on a Go process and the Tokio ones on the catalogue. Installs
+# Debian's prometheus package when promtool or prometheus is missing (its
+# service is not started).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/lib.sh
@@ -33,6 +37,7 @@ promtool check rules otel/rules/*.yml
 promtool test rules otel/tests/*.yml
 
 cargo build --quiet --bin catalogue
+bash scripts/go-peer/build.sh
 
 work=$(mktemp -d)
 pids=()
@@ -53,7 +58,15 @@ start_catalogue "$work/catalogue.log" --database-url "sqlite://$work/catalogue.d
   --max-concurrent-calls "$MAX_CONCURRENT_CALLS"
 pids+=("$server")
 
-# The job name is otel/prometheus.yml's, so the dashboards' $job matches.
+# The Go peer, calling the same upstream (its JSON line names its ports).
+target/go-peer/catalogue-go -addr 127.0.0.1:0 -metrics-addr 127.0.0.1:0 -products 2000 \
+  -upstream "$upstream_addr" >"$work/go-peer.log" 2>&1 &
+pids+=($!)
+await_address "$!" "$work/go-peer.log"
+go_grpc_addr=$(logged_address "$work/go-peer.log" grpc)
+go_metrics_addr=$(logged_address "$work/go-peer.log" admin)
+
+# The job names are otel/prometheus.yml's, so the dashboards' $job matches.
 prometheus_port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
 cat >"$work/prometheus.yml" <<CONFIG
 global:
@@ -65,6 +78,9 @@ scrape_configs:
   - job_name: catalogue
     static_configs:
       - targets: ["$admin_addr"]
+  - job_name: go-peer
+    static_configs:
+      - targets: ["$go_metrics_addr"]
 CONFIG
 prometheus --config.file="$work/prometheus.yml" --storage.tsdb.path="$work/tsdb" \
   --web.listen-address="127.0.0.1:$prometheus_port" >"$work/prometheus.log" 2>&1 &
@@ -81,12 +97,16 @@ load() { target/debug/catalogue load --target "http://$grpc_addr" "$@"; }
 load --rps 100 --duration "${LOAD_SECONDS}s" >"$work/steady.txt" &
 steady=$!
 pids+=("$steady")
+target/debug/catalogue load --target "http://$go_grpc_addr" --mix get=1 --rps 50 --duration "${LOAD_SECONDS}s" >"$work/go-peer-load.txt" &
+go_load=$!
+pids+=("$go_load")
 sleep 5
 curl -fsS -X PUT "http://$admin_addr/faults" -d '{"latency_ms": 1}' >/dev/null
 load --concurrency $((MAX_CONCURRENT_CALLS * 4)) --duration 5s >"$work/burst.txt"
 curl -fsS -X DELETE "http://$admin_addr/faults" >/dev/null
-wait "$steady"
+wait "$steady" "$go_load"
 echo "steady load:" && cat "$work/steady.txt"
+echo "Go peer, GetProduct:" && cat "$work/go-peer-load.txt"
 echo "burst over --max-concurrent-calls $MAX_CONCURRENT_CALLS:" && cat "$work/burst.txt"
 echo "circuit breaker changes: $(grep -c 'circuit breaker changed state' "$work/catalogue.log" || true)"
 

@@ -1,6 +1,9 @@
 """Evaluates every panel query of grafana/dashboards/*.json, and every
 recording rule, through a Prometheus' HTTP API; prints panel -> series and
-fails if any returns nothing or any rule is unhealthy.
+fails if any returns nothing or any rule is unhealthy. A panel titled
+"Go: ..." must return series of a Go process (job go-peer, the grpc-go peer)
+and one titled "Tokio: ..." series of the catalogue (job catalogue): the
+side-by-side dashboard's two halves each prove their own runtime.
 
 Usage: python scripts/panel-series.py PROMETHEUS_URL
 """
@@ -32,11 +35,18 @@ def get(prometheus: str, path: str, **params) -> dict:
     return body["data"]
 
 
-def series(prometheus: str, query: str) -> int:
+# Panel title prefix -> the job its series must come from.
+RUNTIME_JOBS = {"Go:": "go-peer", "Tokio:": "catalogue"}
+
+
+def series(prometheus: str, query: str, job: str | None = None) -> int:
+    """The number of series the query returns (of `job` only, if given)."""
     for variable, value in VARIABLES.items():
         query = query.replace(variable, value)
     data = get(prometheus, "/api/v1/query", query=query)
-    return len(data["result"]) if data["resultType"] in ("vector", "matrix") else 1
+    if data["resultType"] not in ("vector", "matrix"):
+        return 1
+    return sum(1 for result in data["result"] if job is None or result["metric"].get("job") == job)
 
 
 def panels(items):
@@ -52,9 +62,10 @@ def main(prometheus: str) -> int:
             dashboard = json.load(f)
         name = path.rsplit("/", 1)[1].removesuffix(".json")
         for panel in panels(dashboard["panels"]):
+            job = next((job for prefix, job in RUNTIME_JOBS.items() if panel["title"].startswith(prefix)), None)
             for target in panel.get("targets", []):
-                title = f"{name}: {panel['title']} [{target['refId']}]"
-                rows.append((title, series(prometheus, target["expr"])))
+                title = f"{name}: {panel['title']} [{target['refId']}]" + (f" (job {job})" if job else "")
+                rows.append((title, series(prometheus, target["expr"], job)))
     bad_rules = []
     for group in get(prometheus, "/api/v1/rules")["groups"]:
         for rule in group["rules"]:

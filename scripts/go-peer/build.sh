@@ -4,16 +4,22 @@
 # over /usr/share/gocode, no module proxy. The protobuf and gRPC code is
 # generated from proto/catalogue/v1/catalogue.proto at each build by protoc
 # with Debian's protoc-gen-go and protoc-gen-go-grpc, into target/ (never
-# committed). Does nothing when the binary is newer than its sources.
+# committed), and so is the inventory.v1 client from
+# proto/inventory/v1/inventory.proto. Does nothing when the binary is newer
+# than its sources.
 #   scripts/go-peer/build.sh
 #   target/go-peer/catalogue-go -addr 127.0.0.1:50061 -metrics-addr 127.0.0.1:6071 -products 10000
+#   target/go-peer/catalogue-go -upstream 127.0.0.1:50052   # GetProduct asks the inventory simulator
+# GO_PEER_OUT=DIR puts the binary in DIR/catalogue-go instead (the
+# Dockerfile's build stage).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
-out=target/go-peer
+out=${GO_PEER_OUT:-target/go-peer}
 binary=$out/catalogue-go
 proto=catalogue/v1/catalogue.proto
-sources=(scripts/go-peer/main.go scripts/go-peer/build.sh "proto/$proto")
+inventory=inventory/v1/inventory.proto
+sources=(scripts/go-peer/main.go scripts/go-peer/build.sh "proto/$proto" "proto/$inventory")
 
 # golang-github-golang-protobuf-1-5-dev (in place of the 1.3 one that the
 # gRPC package would otherwise pull in): grpc-go's codec goes through
@@ -40,17 +46,22 @@ if [ -x "$binary" ]; then
 fi
 
 # A GOPATH of our own in front of Debian's: the package catalogue-go-peer
-# (main.go) and its generated catalogue-go-peer/cataloguepb.
-gopath=$PWD/$out/gopath
+# (main.go) and its generated catalogue-go-peer/cataloguepb and
+# catalogue-go-peer/inventorypb.
+mkdir -p "$out"
+out=$(cd "$out" && pwd)
+binary=$out/catalogue-go
+gopath=$out/gopath
 package=$gopath/src/catalogue-go-peer
-rm -rf "$gopath" && mkdir -p "$package/cataloguepb"
+rm -rf "$gopath" && mkdir -p "$package/cataloguepb" "$package/inventorypb"
 cp scripts/go-peer/main.go "$package/"
-mapping="M$proto=catalogue-go-peer/cataloguepb"
+mapping="M$proto=catalogue-go-peer/cataloguepb,M$inventory=catalogue-go-peer/inventorypb"
 protoc -Iproto -I/usr/include --go_out="$gopath/src" --go_opt="$mapping" \
-  --go-grpc_out="$gopath/src" --go-grpc_opt="$mapping" "proto/$proto"
+  --go-grpc_out="$gopath/src" --go-grpc_opt="$mapping" "proto/$proto" "proto/$inventory"
 
-target=$PWD/$binary
+root=$PWD
+target=$binary
 cd "$package"
 GO111MODULE=off GOPROXY=off GOFLAGS= GOPATH="$gopath:/usr/share/gocode" \
   go build -trimpath -o "$target" .
-echo "built $binary ($(go version | cut -d' ' -f3))" >&2
+echo "built ${binary#"$root"/} ($(go version | cut -d' ' -f3))" >&2

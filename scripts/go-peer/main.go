@@ -10,6 +10,23 @@
 // 1000 in id order, the `x-next-page-token` trailer when more follow) and
 // SearchProducts (every word, name matches first, offset page tokens).
 //
+// With -upstream ADDR, GetProduct also asks the inventory upstream
+// (inventory.v1, `catalogue upstream`) for live stock, as src/upstream does,
+// over one shared connection and with the caller's deadline (less
+// -upstream-deadline-margin, so that the stored stock can still be answered
+// in time), or -upstream-timeout when the caller set none; an upstream that
+// cannot answer in time leaves the stored stock (`x-stock-source: stale`).
+// Unlike the catalogue there is no bulkhead, no circuit breaker and no load
+// shedding: every call gets a goroutine and waits, as the plain Go service of
+// the overload experiment does (docs/tokio-scheduler.md).
+//
+// /metrics carries, next to go-grpc-prometheus' server and client metrics,
+// Go's runtime/metrics through client_golang's Go collector: the scheduler
+// (go_sched_latencies_seconds, go_sched_goroutines_goroutines,
+// go_sched_gomaxprocs_threads), the GC (go_gc_pauses_seconds, cycles, heap
+// goal) and memory by class (go_memory_classes_*), and the process collector
+// (process_resident_memory_bytes).
+//
 // Built by scripts/go-peer/build.sh from Debian's Go packages only; the
 // protobuf and gRPC code is generated from proto/ at build time.
 //
@@ -26,12 +43,18 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"regexp"
+	"runtime"
+	runtimemetrics "runtime/metrics"
 	"sort"
 	"strconv"
 	"strings"
+	"time"
 	"unicode"
 
 	grpc_prometheus "github.com/grpc-ecosystem/go-grpc-prometheus"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
@@ -39,9 +62,11 @@ import (
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	pb "catalogue-go-peer/cataloguepb"
+	inventorypb "catalogue-go-peer/inventorypb"
 )
 
 // The limits of src/domain.rs.
@@ -56,6 +81,7 @@ const (
 	listTokenTag          = "list:"
 	searchTokenTag        = "search:"
 	nextPageTokenTrailer  = "x-next-page-token"
+	stockSourceHeader     = "x-stock-source"
 )
 
 // ---- the seed catalogue (src/store/seed.rs) ----
@@ -262,9 +288,37 @@ func encodeTagged(tag, value string) string {
 type server struct {
 	pb.UnimplementedCatalogueServiceServer
 	catalogue *catalogue
+	// nil without -upstream: the stored stock, no header.
+	inventory inventorypb.InventoryServiceClient
+	// Of an upstream call when the caller set no deadline.
+	upstreamTimeout time.Duration
+	// Kept from the caller's deadline to answer with the stored stock.
+	deadlineMargin time.Duration
 }
 
-func (s *server) GetProduct(_ context.Context, request *pb.GetProductRequest) (*pb.Product, error) {
+// stock asks the upstream for live stock within the caller's deadline, less
+// the margin (or -upstream-timeout without one). No bulkhead, no breaker:
+// every call waits on the upstream for as long as its deadline allows.
+func (s *server) stock(ctx context.Context, productID string) (int32, bool) {
+	var cancel context.CancelFunc
+	if deadline, ok := ctx.Deadline(); ok {
+		left := time.Until(deadline) - s.deadlineMargin
+		if left <= 0 {
+			return 0, false
+		}
+		ctx, cancel = context.WithTimeout(ctx, left)
+	} else {
+		ctx, cancel = context.WithTimeout(ctx, s.upstreamTimeout)
+	}
+	defer cancel()
+	response, err := s.inventory.GetStock(ctx, &inventorypb.GetStockRequest{ProductId: productID})
+	if err != nil {
+		return 0, false
+	}
+	return response.StockQty, true
+}
+
+func (s *server) GetProduct(ctx context.Context, request *pb.GetProductRequest) (*pb.Product, error) {
 	id := request.ProductId
 	if id == "" {
 		return nil, invalid("product_id is required")
@@ -276,6 +330,16 @@ func (s *server) GetProduct(_ context.Context, request *pb.GetProductRequest) (*
 	if !found {
 		return nil, status.Errorf(codes.NotFound, "product %q not found", id)
 	}
+	if s.inventory == nil {
+		return product, nil
+	}
+	source := "stale"
+	if stock, live := s.stock(ctx, id); live {
+		product = proto.Clone(product).(*pb.Product)
+		product.StockQty = stock
+		source = "live"
+	}
+	_ = grpc.SetHeader(ctx, metadata.Pairs(stockSourceHeader, source))
 	return product, nil
 }
 
@@ -399,10 +463,39 @@ func (s *server) SearchProducts(_ context.Context, request *pb.SearchRequest) (*
 	return response, nil
 }
 
+// registerRuntimeMetrics replaces the default Go collector by one that also
+// exports runtime/metrics' scheduler, GC and memory-class metrics, named by
+// client_golang's rule (/sched/latencies:seconds is
+// go_sched_latencies_seconds). Go 1.19, Debian 12's, has no
+// /sched/gomaxprocs:threads (Go 1.20 added it): the gauge of the same name is
+// then set from runtime.GOMAXPROCS, so that the dashboards work on both.
+func registerRuntimeMetrics() {
+	prometheus.Unregister(collectors.NewGoCollector())
+	prometheus.MustRegister(collectors.NewGoCollector(
+		collectors.WithGoCollectorRuntimeMetrics(collectors.GoRuntimeMetricsRule{
+			Matcher: regexp.MustCompile(`^/(sched|gc|memory/classes)/.*`),
+		}),
+	))
+	for _, description := range runtimemetrics.All() {
+		if description.Name == "/sched/gomaxprocs:threads" {
+			return
+		}
+	}
+	prometheus.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "go_sched_gomaxprocs_threads",
+		Help: "The current runtime.GOMAXPROCS setting, or the number of operating system threads that can execute user-level Go code simultaneously.",
+	}, func() float64 { return float64(runtime.GOMAXPROCS(0)) }))
+}
+
 func main() {
 	addr := flag.String("addr", "127.0.0.1:50061", "gRPC listen address (port 0: chosen by the system)")
 	metricsAddr := flag.String("metrics-addr", "127.0.0.1:6071", "HTTP address of /metrics")
 	products := flag.Uint("products", 10000, "products in the seed catalogue")
+	upstream := flag.String("upstream", "", "inventory upstream (inventory.v1) host:port; empty: the stored stock")
+	// The catalogue's --upstream-timeout and --upstream-deadline-margin
+	// defaults (src/config.rs).
+	upstreamTimeout := flag.Duration("upstream-timeout", time.Second, "timeout of an upstream call when the caller set no deadline")
+	deadlineMargin := flag.Duration("upstream-deadline-margin", 20*time.Millisecond, "kept from the caller's deadline to answer with the stored stock in time (0: the whole deadline)")
 	flag.Parse()
 
 	grpcListener, err := net.Listen("tcp", *addr)
@@ -414,13 +507,35 @@ func main() {
 		log.Fatal(err)
 	}
 
+	registerRuntimeMetrics()
 	grpc_prometheus.EnableHandlingTimeHistogram()
+	grpc_prometheus.EnableClientHandlingTimeHistogram()
+	service := &server{
+		catalogue:       newCatalogue(uint32(*products)),
+		upstreamTimeout: *upstreamTimeout,
+		deadlineMargin:  *deadlineMargin,
+	}
+	if *upstream != "" {
+		// One connection shared by every call, dialled lazily (the service
+		// starts while the upstream is down), like the catalogue's channel.
+		connection, err := grpc.Dial(*upstream,
+			grpc.WithInsecure(), // grpc-go 1.33 (Debian 12): no credentials/insecure yet
+			grpc.WithUnaryInterceptor(grpc_prometheus.UnaryClientInterceptor))
+		if err != nil {
+			log.Fatal(err)
+		}
+		service.inventory = inventorypb.NewInventoryServiceClient(connection)
+	}
 	grpcServer := grpc.NewServer(
 		grpc.UnaryInterceptor(grpc_prometheus.UnaryServerInterceptor),
 		grpc.StreamInterceptor(grpc_prometheus.StreamServerInterceptor),
 	)
-	pb.RegisterCatalogueServiceServer(grpcServer, &server{catalogue: newCatalogue(uint32(*products))})
-	healthpb.RegisterHealthServer(grpcServer, health.NewServer())
+	pb.RegisterCatalogueServiceServer(grpcServer, service)
+	// SERVING for the whole server ("") and for the service by name, which
+	// `catalogue load` watches before it sends, as the catalogue does.
+	healthServer := health.NewServer()
+	healthServer.SetServingStatus("catalogue.v1.CatalogueService", healthpb.HealthCheckResponse_SERVING)
+	healthpb.RegisterHealthServer(grpcServer, healthServer)
 	grpc_prometheus.Register(grpcServer)
 
 	mux := http.NewServeMux()
