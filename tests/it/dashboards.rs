@@ -563,6 +563,11 @@ impl<'a> Checker<'a> {
                 .chain(TARGET_LABELS.map(String::from))
                 .collect(),
             (None, Some(recorded)) => recorded.clone(),
+            // The Go runtime's metrics (go_sched_latencies_seconds, ...):
+            // exported by the grpc-go peer (scripts/go-peer) for the Go
+            // panels of go-and-tokio.json, not by the service. They are
+            // proved against a Go process by scripts/check-dashboards.sh.
+            (None, None) if name.starts_with(GO_RUNTIME_PREFIX) => go_runtime_labels(&name),
             (None, None) => {
                 self.problem(format!(
                     "{name} is neither exported by the service nor recorded by a rule"
@@ -592,6 +597,18 @@ impl<'a> Checker<'a> {
         }
         labels
     }
+}
+
+/// The prefix of the Go runtime's metrics, which only the Go peer exports.
+const GO_RUNTIME_PREFIX: &str = "go_";
+
+/// The labels of a Go runtime metric: the target's, and `le` on a bucket.
+fn go_runtime_labels(name: &str) -> Labels {
+    let mut labels: Labels = TARGET_LABELS.map(String::from).into_iter().collect();
+    if name.ends_with("_bucket") {
+        labels.insert("le".into());
+    }
+    labels
 }
 
 /// `le` values compare as numbers (`0.05` is `5e-2`).
