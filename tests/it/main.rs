@@ -2,6 +2,7 @@ mod cli;
 mod console;
 mod consul;
 mod dashboards;
+mod deadlines;
 mod faults;
 mod get_product;
 mod health;
