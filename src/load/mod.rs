@@ -44,6 +44,7 @@ use crate::{
         catalogue_service_client::CatalogueServiceClient,
     },
     discovery::{Balanced, BalancedService, Target},
+    method::Method,
     telemetry::{LogConfig, grpc::code_name},
 };
 
@@ -244,11 +245,7 @@ struct Run {
 /// Runs the load described by `config` and returns its summary. Shows a
 /// progress line on a terminal unless `--json`.
 pub async fn run(config: &LoadConfig) -> Result<Summary, LoadError> {
-    let balanced = Balanced::connect(
-        config.target.clone(),
-        crate::method::Method::SERVICE,
-        config.connections,
-    );
+    let balanced = Balanced::connect(config.target.clone(), Method::SERVICE, config.connections);
     let mut client = CatalogueServiceClient::new(balanced.service.clone());
     let catalogue = tokio::time::timeout(FIRST_REPLICA_WAIT, discover(&mut client))
         .await
@@ -369,12 +366,12 @@ impl Run {
     async fn one_call(&self, intended: Instant) {
         let call = self.mix.pick(&mut rand::rng());
         let (method, code, messages) = match call {
-            Call::Get => ("GetProduct", self.get().await, 0),
+            Call::Get => (Method::GetProduct.name(), self.get().await, 0),
             Call::List => {
                 let (code, messages) = self.list().await;
-                ("ListProducts", code, messages)
+                (Method::ListProducts.name(), code, messages)
             }
-            Call::Search => ("SearchProducts", self.search().await, 0),
+            Call::Search => (Method::SearchProducts.name(), self.search().await, 0),
             Call::Health => ("Health/Check", self.health().await, 0),
         };
         self.calls.fetch_add(1, Ordering::Relaxed);
