@@ -1,0 +1,77 @@
+//! Status code names as go-grpc-prometheus (`grpc_code`) and the
+//! OpenTelemetry conventions (`rpc.response.status_code`) write them.
+
+use http::HeaderMap;
+use tonic::Code;
+
+/// gRPC status code names as go-grpc-prometheus writes them (`grpc_code`),
+/// indexed by code.
+pub(super) const GO_CODE_NAMES: [&str; 17] = [
+    "OK",
+    "Canceled",
+    "Unknown",
+    "InvalidArgument",
+    "DeadlineExceeded",
+    "NotFound",
+    "AlreadyExists",
+    "PermissionDenied",
+    "ResourceExhausted",
+    "FailedPrecondition",
+    "Aborted",
+    "OutOfRange",
+    "Unimplemented",
+    "Internal",
+    "Unavailable",
+    "DataLoss",
+    "Unauthenticated",
+];
+
+/// The same codes as the OpenTelemetry conventions write them
+/// (`rpc.response.status_code`).
+pub(super) const OTEL_CODE_NAMES: [&str; 17] = [
+    "OK",
+    "CANCELLED",
+    "UNKNOWN",
+    "INVALID_ARGUMENT",
+    "DEADLINE_EXCEEDED",
+    "NOT_FOUND",
+    "ALREADY_EXISTS",
+    "PERMISSION_DENIED",
+    "RESOURCE_EXHAUSTED",
+    "FAILED_PRECONDITION",
+    "ABORTED",
+    "OUT_OF_RANGE",
+    "UNIMPLEMENTED",
+    "INTERNAL",
+    "UNAVAILABLE",
+    "DATA_LOSS",
+    "UNAUTHENTICATED",
+];
+
+/// A status code's name as the OpenTelemetry conventions write it
+/// (`NOT_FOUND`).
+pub fn code_name(code: Code) -> &'static str {
+    OTEL_CODE_NAMES[(code as usize).min(16)]
+}
+
+/// The status a response carries in its headers (trailers-only) or
+/// trailers.
+pub(super) fn grpc_status(headers: &HeaderMap) -> Option<Code> {
+    let value = headers.get("grpc-status")?;
+    let code: i32 = value.to_str().ok()?.parse().ok()?;
+    Some(Code::from_i32(code))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_code_has_names() {
+        assert_eq!(GO_CODE_NAMES[Code::NotFound as usize], "NotFound");
+        assert_eq!(
+            OTEL_CODE_NAMES[Code::Unauthenticated as usize],
+            "UNAUTHENTICATED"
+        );
+    }
+}

@@ -1,0 +1,118 @@
+//! The metric handles of one method, registered once: per method when the
+//! layer is built, per (method, status code) on the code's first call.
+
+use std::sync::OnceLock;
+
+use metrics::{Counter, Gauge, Histogram, counter, gauge, histogram};
+use tokio_metrics::TaskMonitor;
+use tonic::Code;
+
+use super::{Rpc, codes::GO_CODE_NAMES};
+use crate::{
+    method::Kind,
+    telemetry::{Metrics, names},
+};
+
+/// Everything recorded about one method, made once.
+pub(super) struct RpcMetrics {
+    pub(super) service: &'static str,
+    pub(super) name: &'static str,
+    /// `service/method`: the span name.
+    pub(super) full_name: String,
+    pub(super) kind: Kind,
+    pub(super) traced: bool,
+    pub(super) started: Counter,
+    pub(super) received: Counter,
+    pub(super) sent: Counter,
+    pub(super) in_flight: Gauge,
+    pub(super) outcomes: [OnceLock<Outcome>; 17],
+    /// Where an outcome's handles are registered on its first call.
+    pub(super) metrics: Metrics,
+    pub(super) streams: Option<StreamMetrics>,
+    pub(super) monitor: TaskMonitor,
+}
+
+/// The handles of one (method, status code) pair.
+pub(super) struct Outcome {
+    pub(super) handled: Counter,
+    pub(super) handling_seconds: Histogram,
+    pub(super) rpc_duration: Histogram,
+}
+
+pub(super) struct StreamMetrics {
+    pub(super) active: Gauge,
+    pub(super) messages: Histogram,
+    pub(super) first_message: Histogram,
+    pub(super) blocked: Histogram,
+    pub(super) cancelled: Counter,
+    pub(super) duration: Histogram,
+}
+
+impl RpcMetrics {
+    /// Registers the method's handles: call inside `metrics.scope`.
+    pub(super) fn new(rpc: Rpc, metrics: Metrics) -> Self {
+        let Rpc {
+            service,
+            name,
+            kind,
+            traced,
+        } = rpc;
+        let labels = [
+            ("grpc_type", kind.label()),
+            ("grpc_service", service),
+            ("grpc_method", name),
+        ];
+        let stream_labels = [("grpc_service", service), ("grpc_method", name)];
+        let streams = kind.streams_responses().then(|| StreamMetrics {
+            active: gauge!(names::STREAMS_ACTIVE, &stream_labels),
+            messages: histogram!(names::STREAM_MESSAGES, &stream_labels),
+            first_message: histogram!(names::STREAM_FIRST_MESSAGE_SECONDS, &stream_labels),
+            blocked: histogram!(names::STREAM_BLOCKED_SECONDS, &stream_labels),
+            cancelled: counter!(names::STREAM_CANCELLED, &stream_labels),
+            duration: histogram!(names::STREAM_DURATION_SECONDS, &stream_labels),
+        });
+        Self {
+            service,
+            name,
+            full_name: format!("{service}/{name}"),
+            kind,
+            traced,
+            started: counter!(names::GRPC_STARTED, &labels),
+            received: counter!(names::GRPC_MSG_RECEIVED, &labels),
+            sent: counter!(names::GRPC_MSG_SENT, &labels),
+            in_flight: gauge!(names::GRPC_IN_FLIGHT, &stream_labels),
+            outcomes: std::array::from_fn(|_| OnceLock::new()),
+            metrics,
+            streams,
+            monitor: TaskMonitor::new(),
+        }
+    }
+
+    pub(super) fn outcome(&self, code: Code) -> &Outcome {
+        let index = (code as usize).min(16);
+        self.outcomes[index].get_or_init(|| self.metrics.scope(|| self.new_outcome(index)))
+    }
+
+    fn new_outcome(&self, index: usize) -> Outcome {
+        {
+            let code_name = GO_CODE_NAMES[index];
+            let labels = [
+                ("grpc_type", self.kind.label()),
+                ("grpc_service", self.service),
+                ("grpc_method", self.name),
+                ("grpc_code", code_name),
+            ];
+            let otel_labels = [
+                ("rpc_system", "grpc".to_owned()),
+                ("rpc_service", self.service.to_owned()),
+                ("rpc_method", self.name.to_owned()),
+                ("rpc_grpc_status_code", index.to_string()),
+            ];
+            Outcome {
+                handled: counter!(names::GRPC_HANDLED, &labels),
+                handling_seconds: histogram!(names::GRPC_HANDLING_SECONDS, &labels),
+                rpc_duration: histogram!(names::RPC_SERVER_DURATION, &otel_labels),
+            }
+        }
+    }
+}

@@ -1,0 +1,220 @@
+//! The gRPC telemetry layer: one tower layer around the whole tonic router
+//! that turns every call into
+//! - a SERVER span (OpenTelemetry RPC conventions, parent taken from the
+//!   caller's W3C `traceparent`), covering the call until its last byte;
+//! - go-grpc-prometheus counters and handling-time histograms, and the
+//!   OpenTelemetry `rpc.server.call.duration` histogram;
+//! - stream metrics (messages, time to first message, time blocked on a slow
+//!   reader, cancellations) for streaming methods;
+//! - tokio-metrics `TaskMonitor` data per method.
+//!
+//! It works at the HTTP/2 level, so it sees every service (catalogue, health,
+//! reflection) the same way and counts messages from the gRPC framing
+//! itself. Metric handles are made once per method (and per status code on
+//! first use), so the hot path allocates nothing for metrics.
+//!
+//! # Layout
+//! - this file: the layer, its service and response future;
+//! - `handles`: the metric handles of one method, registered once;
+//! - `call`: one call in flight, which records its outcome exactly once;
+//! - `span`: the call's SERVER span and its attributes;
+//! - `body`: the request and response bodies, counting gRPC messages;
+//! - `codes`: status code names as each convention writes them.
+
+mod body;
+mod call;
+mod codes;
+mod handles;
+mod span;
+
+use std::{
+    collections::HashMap,
+    pin::Pin,
+    sync::Arc,
+    task::{Context, Poll, ready},
+};
+
+use bytes::Bytes;
+use http::{Request, Response};
+use http_body::Body;
+use pin_project_lite::pin_project;
+use tokio_metrics::TaskMonitor;
+use tonic::Code;
+use tower::{Layer, Service};
+use tracing::{Dispatch, Instrument, instrument::WithSubscriber};
+
+use self::{body::MessageCountingBody, call::Call, codes::grpc_status, handles::RpcMetrics};
+pub use self::{body::TelemetryBody, codes::code_name};
+use super::{Metrics, sampling::HeadSampler};
+use crate::method::Kind;
+
+/// A method the server serves, as this layer records it. The app hands the
+/// layer its table; calls to any other path are counted under `unknown`, so
+/// that random paths cannot create unbounded series.
+#[derive(Debug, Clone, Copy)]
+pub struct Rpc {
+    pub service: &'static str,
+    pub name: &'static str,
+    pub kind: Kind,
+    /// Whether sampled calls get a span: false for probes and tooling, which
+    /// would drown real traffic.
+    pub traced: bool,
+}
+
+/// Shared by every clone of the layer and its services.
+struct Methods {
+    by_path: HashMap<String, Arc<RpcMetrics>>,
+    unknown: Arc<RpcMetrics>,
+}
+
+impl Methods {
+    fn lookup(&self, path: &str) -> &Arc<RpcMetrics> {
+        self.by_path.get(path).unwrap_or(&self.unknown)
+    }
+}
+
+/// The tower layer; see the module docs.
+#[derive(Clone)]
+pub struct GrpcTelemetryLayer {
+    methods: Arc<Methods>,
+    /// `None`: traces are not exported, no call makes a span.
+    sampler: Option<HeadSampler>,
+    /// The app's subscriber: a call's spans and events go to it, whichever
+    /// task hyper polls the call on.
+    dispatch: Dispatch,
+}
+
+impl GrpcTelemetryLayer {
+    /// `trace_health_checks` also traces health and reflection calls;
+    /// Records the calls of `rpcs`; `sampler` decides which calls are
+    /// traced (none without one); metrics go to `metrics`, spans and events
+    /// to `dispatch`.
+    pub fn new(
+        rpcs: &[Rpc],
+        sampler: Option<HeadSampler>,
+        metrics: &Metrics,
+        dispatch: Dispatch,
+    ) -> Self {
+        let recorded = |rpc| Arc::new(metrics.scope(|| RpcMetrics::new(rpc, metrics.clone())));
+        let by_path = rpcs
+            .iter()
+            .map(|&rpc| (format!("/{}/{}", rpc.service, rpc.name), recorded(rpc)))
+            .collect();
+        let unknown = recorded(Rpc {
+            service: "unknown",
+            name: "unknown",
+            kind: Kind::Unary,
+            traced: true,
+        });
+        Self {
+            methods: Arc::new(Methods { by_path, unknown }),
+            sampler,
+            dispatch,
+        }
+    }
+
+    /// The task monitor of every known method, for the metrics sampler.
+    pub fn task_monitors(&self) -> Vec<(&'static str, &'static str, TaskMonitor)> {
+        self.methods
+            .by_path
+            .values()
+            .map(|method| (method.service, method.name, method.monitor.clone()))
+            .collect()
+    }
+}
+
+impl<S> Layer<S> for GrpcTelemetryLayer {
+    type Service = GrpcTelemetry<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        GrpcTelemetry {
+            inner,
+            methods: self.methods.clone(),
+            sampler: self.sampler,
+            dispatch: self.dispatch.clone(),
+        }
+    }
+}
+
+#[derive(Clone)]
+pub struct GrpcTelemetry<S> {
+    inner: S,
+    methods: Arc<Methods>,
+    sampler: Option<HeadSampler>,
+    dispatch: Dispatch,
+}
+
+impl<S, ResBody> Service<Request<tonic::body::Body>> for GrpcTelemetry<S>
+where
+    S: Service<Request<tonic::body::Body>, Response = Response<ResBody>>,
+    ResBody: Body<Data = Bytes>,
+{
+    type Response = Response<TelemetryBody<ResBody>>;
+    type Error = S::Error;
+    type Future = ResponseFuture<S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut request: Request<tonic::body::Body>) -> Self::Future {
+        let dispatch = self.dispatch.clone();
+        tracing::dispatcher::with_default(&dispatch, || {
+            let method = self.methods.lookup(request.uri().path()).clone();
+            let call = Call::start(method.clone(), &mut request, self.sampler, dispatch.clone());
+            let span = call.span.clone();
+            let request = request.map(|body| {
+                tonic::body::Body::new(MessageCountingBody::new(body, method.received.clone()))
+            });
+            let inner = span.in_scope(|| self.inner.call(request));
+            ResponseFuture {
+                inner: TaskMonitor::instrument(&method.monitor, inner)
+                    .instrument(span)
+                    .with_subscriber(dispatch.clone()),
+                call: Some(call),
+            }
+        })
+    }
+}
+
+pin_project! {
+    pub struct ResponseFuture<F> {
+        #[pin]
+        inner: tracing::instrument::WithDispatch<
+            tracing::instrument::Instrumented<tokio_metrics::Instrumented<F>>,
+        >,
+        call: Option<Call>,
+    }
+}
+
+impl<F, ResBody, E> Future for ResponseFuture<F>
+where
+    F: Future<Output = Result<Response<ResBody>, E>>,
+{
+    type Output = Result<Response<TelemetryBody<ResBody>>, E>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        let result = ready!(this.inner.poll(cx));
+        let mut call = this.call.take().expect("polled after completion");
+        Poll::Ready(match result {
+            Ok(response) => {
+                let (parts, body) = response.into_parts();
+                // A trailers-only response (an error before any message)
+                // carries its status in the headers.
+                let call = match grpc_status(&parts.headers) {
+                    Some(code) => {
+                        call.finish(code);
+                        None
+                    }
+                    None => Some(call),
+                };
+                Ok(Response::from_parts(parts, TelemetryBody::new(body, call)))
+            }
+            Err(error) => {
+                call.finish(Code::Unknown);
+                Err(error)
+            }
+        })
+    }
+}
