@@ -12,7 +12,7 @@ inside its virtualenv, which has the two schema sources:
 Then the cross-references no schema sees: selectors that select the pods,
 port names that exist, ConfigMaps and Secrets with the keys read, a grace
 period longer than preStop plus the drain, CATALOGUE_* variables that
-src/config.rs reads, standard labels and no namespace.
+the service's flags read (every clap `Args` in src/), standard labels and no namespace.
 
 Usage: check-k8s.py DIR [--rendered FILE] (FILE: `kubectl kustomize DIR`
 output; without it the kustomization's `resources:` are read directly).
@@ -53,7 +53,7 @@ def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("directory", type=pathlib.Path)
     parser.add_argument("--rendered", type=pathlib.Path)
-    parser.add_argument("--config-rs", type=pathlib.Path, default=pathlib.Path("src/config.rs"))
+    parser.add_argument("--src", type=pathlib.Path, default=pathlib.Path("src"))
     args = parser.parse_args()
 
     errors: list[str] = []
@@ -76,7 +76,9 @@ def main() -> int:
     for doc in resources + examples:
         validate_schema(doc, errors)
     if not errors:
-        check_references(resources, examples, args.config_rs.read_text(), errors)
+        # Each subsystem declares its own flags; config.rs composes them.
+        flags_rs = "\n".join(path.read_text() for path in sorted(args.src.rglob("*.rs")))
+        check_references(resources, examples, flags_rs, errors)
 
     if errors:
         for error in errors:
@@ -174,7 +176,7 @@ def seconds(duration: str) -> float:
     return int(match[1]) * {"ms": 0.001, "s": 1, "m": 60}[match[2]]
 
 
-def check_references(resources: list[dict], examples: list[dict], config_rs: str, errors: list[str]) -> None:
+def check_references(resources: list[dict], examples: list[dict], flags_rs: str, errors: list[str]) -> None:
     def by_kind(kind: str, docs=resources) -> dict[str, dict]:
         return {doc["metadata"]["name"]: doc for doc in docs if doc["kind"] == kind}
 
@@ -236,7 +238,7 @@ def check_references(resources: list[dict], examples: list[dict], config_rs: str
 
     # Every ConfigMap and Secret key read exists (Secrets in the example).
     sources = {"configMapKeyRef": by_kind("ConfigMap"), "secretKeyRef": by_kind("Secret", examples)}
-    config_variables = set(re.findall(r'env\s*=\s*"([A-Z0-9_]+)"', config_rs))
+    config_variables = set(re.findall(r'env\s*=\s*"([A-Z0-9_]+)"', flags_rs))
     environment = {}
     for variable in container.get("env", []):
         environment[variable["name"]] = variable.get("value")
@@ -249,7 +251,7 @@ def check_references(resources: list[dict], examples: list[dict], config_rs: str
             if ref["key"] not in keys:
                 errors.append(f"Deployment/catalogue: {variable['name']} reads key {ref['key']!r} of {ref['name']}, which has none")
         if variable["name"].startswith("CATALOGUE_") and variable["name"] not in config_variables:
-            errors.append(f"Deployment/catalogue: src/config.rs reads no {variable['name']}")
+            errors.append(f"Deployment/catalogue: no flag in src/ reads {variable['name']}")
 
     # SIGKILL must not cut the drain short.
     grace = pod["spec"].get("terminationGracePeriodSeconds", 30)

@@ -6,7 +6,7 @@
 # (kubernetes-validate, which ships them) and the PodMonitor against models
 # generated from prometheus-operator's CRD schema; then the cross-references
 # (selectors, port names, ConfigMap and Secret keys, grace period, variables
-# src/config.rs reads). The validators live in a virtualenv in target/,
+# the service's flags in src/ read). The validators live in a virtualenv in target/,
 # installed from PyPI on the first run only. See deploy/k8s/README.md.
 set -euo pipefail
 cd "$(dirname "$0")/.."
