@@ -164,20 +164,19 @@ struct WorkerHandles {
     parks: Counter,
     park_unparks: Counter,
     #[cfg(tokio_unstable)]
+    unstable: UnstableWorkerHandles,
+}
+
+/// A worker's handles for the metrics only `tokio_unstable` has.
+#[cfg(tokio_unstable)]
+struct UnstableWorkerHandles {
     polls: Counter,
-    #[cfg(tokio_unstable)]
     noops: Counter,
-    #[cfg(tokio_unstable)]
     steals: Counter,
-    #[cfg(tokio_unstable)]
     steal_operations: Counter,
-    #[cfg(tokio_unstable)]
     overflows: Counter,
-    #[cfg(tokio_unstable)]
     local_schedules: Counter,
-    #[cfg(tokio_unstable)]
     local_queue_depth: Gauge,
-    #[cfg(tokio_unstable)]
     mean_poll_seconds: Gauge,
 }
 
@@ -207,21 +206,7 @@ impl RuntimeHandles {
                     parks: counter!(names::RT_WORKER_PARKS, &labels),
                     park_unparks: counter!(names::RT_WORKER_PARK_UNPARKS, &labels),
                     #[cfg(tokio_unstable)]
-                    polls: counter!(names::RT_WORKER_POLLS, &labels),
-                    #[cfg(tokio_unstable)]
-                    noops: counter!(names::RT_WORKER_NOOPS, &labels),
-                    #[cfg(tokio_unstable)]
-                    steals: counter!(names::RT_WORKER_STEALS, &labels),
-                    #[cfg(tokio_unstable)]
-                    steal_operations: counter!(names::RT_WORKER_STEAL_OPERATIONS, &labels),
-                    #[cfg(tokio_unstable)]
-                    overflows: counter!(names::RT_WORKER_OVERFLOWS, &labels),
-                    #[cfg(tokio_unstable)]
-                    local_schedules: counter!(names::RT_WORKER_LOCAL_SCHEDULES, &labels),
-                    #[cfg(tokio_unstable)]
-                    local_queue_depth: gauge!(names::RT_WORKER_LOCAL_QUEUE_DEPTH, &labels),
-                    #[cfg(tokio_unstable)]
-                    mean_poll_seconds: gauge!(names::RT_WORKER_MEAN_POLL_SECONDS, &labels),
+                    unstable: UnstableWorkerHandles::new(&labels),
                 }
             })
             .collect();
@@ -250,29 +235,42 @@ impl RuntimeHandles {
                 .park_unparks
                 .absolute(metrics.worker_park_unpark_count(worker));
             #[cfg(tokio_unstable)]
-            {
-                handles.polls.absolute(metrics.worker_poll_count(worker));
-                handles.noops.absolute(metrics.worker_noop_count(worker));
-                handles.steals.absolute(metrics.worker_steal_count(worker));
-                handles
-                    .steal_operations
-                    .absolute(metrics.worker_steal_operations(worker));
-                handles
-                    .overflows
-                    .absolute(metrics.worker_overflow_count(worker));
-                handles
-                    .local_schedules
-                    .absolute(metrics.worker_local_schedule_count(worker));
-                handles
-                    .local_queue_depth
-                    .set(metrics.worker_local_queue_depth(worker) as f64);
-                handles
-                    .mean_poll_seconds
-                    .set(metrics.worker_mean_poll_time(worker).as_secs_f64());
-            }
+            handles.unstable.sample(&metrics, worker);
         }
         #[cfg(tokio_unstable)]
         self.unstable.sample(&metrics, self.per_worker.len());
+    }
+}
+
+#[cfg(tokio_unstable)]
+impl UnstableWorkerHandles {
+    fn new(labels: &[(&'static str, String)]) -> Self {
+        Self {
+            polls: counter!(names::RT_WORKER_POLLS, labels),
+            noops: counter!(names::RT_WORKER_NOOPS, labels),
+            steals: counter!(names::RT_WORKER_STEALS, labels),
+            steal_operations: counter!(names::RT_WORKER_STEAL_OPERATIONS, labels),
+            overflows: counter!(names::RT_WORKER_OVERFLOWS, labels),
+            local_schedules: counter!(names::RT_WORKER_LOCAL_SCHEDULES, labels),
+            local_queue_depth: gauge!(names::RT_WORKER_LOCAL_QUEUE_DEPTH, labels),
+            mean_poll_seconds: gauge!(names::RT_WORKER_MEAN_POLL_SECONDS, labels),
+        }
+    }
+
+    fn sample(&self, metrics: &tokio::runtime::RuntimeMetrics, worker: usize) {
+        self.polls.absolute(metrics.worker_poll_count(worker));
+        self.noops.absolute(metrics.worker_noop_count(worker));
+        self.steals.absolute(metrics.worker_steal_count(worker));
+        self.steal_operations
+            .absolute(metrics.worker_steal_operations(worker));
+        self.overflows
+            .absolute(metrics.worker_overflow_count(worker));
+        self.local_schedules
+            .absolute(metrics.worker_local_schedule_count(worker));
+        self.local_queue_depth
+            .set(metrics.worker_local_queue_depth(worker) as f64);
+        self.mean_poll_seconds
+            .set(metrics.worker_mean_poll_time(worker).as_secs_f64());
     }
 }
 

@@ -29,6 +29,20 @@ async fn reset(app: &TestApp) -> serde_json::Value {
     serde_json::from_str(&response.text().await.unwrap()).unwrap()
 }
 
+/// GetProduct calls answered OK within 50 ms, and `catalogue_fault_active`
+/// of the latency fault.
+async fn latency_signals(app: &TestApp) -> (f64, Option<f64>) {
+    let ok = [GET, &[("grpc_code", "OK")]].concat();
+    let scrape = app.scrape().await;
+    let fast_calls = bucket(&scrape, "grpc_server_handling_seconds", &ok, 0.05);
+    let active = value(
+        &scrape,
+        "catalogue_fault_active",
+        &[("fault", "latency_ms")],
+    );
+    (fast_calls, active)
+}
+
 #[tokio::test]
 async fn latency_shows_in_the_handling_time_histogram_until_reset() {
     let mut app = spawn_app(Backend::Memory).await.expect("memory app");
@@ -36,38 +50,15 @@ async fn latency_shows_in_the_handling_time_histogram_until_reset() {
     assert_eq!(status, 200, "{body}");
 
     get_product(&mut app).await.unwrap();
-    let ok = [GET, &[("grpc_code", "OK")]].concat();
-    let scrape = app.scrape().await;
-    assert_eq!(
-        bucket(&scrape, "grpc_server_handling_seconds", &ok, 0.05),
-        0.0,
-        "slower than 50 ms"
-    );
-    assert_eq!(
-        value(
-            &scrape,
-            "catalogue_fault_active",
-            &[("fault", "latency_ms")]
-        ),
-        Some(1.0)
-    );
+    let (fast_calls, latency_active) = latency_signals(&app).await;
+    assert_eq!(fast_calls, 0.0, "slower than 50 ms");
+    assert_eq!(latency_active, Some(1.0));
 
     reset(&app).await;
     get_product(&mut app).await.unwrap();
-    let scrape = app.scrape().await;
-    assert_eq!(
-        bucket(&scrape, "grpc_server_handling_seconds", &ok, 0.05),
-        1.0,
-        "fast again"
-    );
-    assert_eq!(
-        value(
-            &scrape,
-            "catalogue_fault_active",
-            &[("fault", "latency_ms")]
-        ),
-        Some(0.0)
-    );
+    let (fast_calls, latency_active) = latency_signals(&app).await;
+    assert_eq!(fast_calls, 1.0, "fast again");
+    assert_eq!(latency_active, Some(0.0));
 }
 
 #[tokio::test]
@@ -155,16 +146,7 @@ async fn slow_streams_show_in_stream_duration() {
     let mut app = spawn_app(Backend::Memory).await.expect("memory app");
     put_faults(&app, r#"{"slow_stream_ms": 15}"#).await;
 
-    let mut stream = app
-        .client
-        .list_products(ListProductsRequest {
-            page_size: 10,
-            ..Default::default()
-        })
-        .await
-        .unwrap()
-        .into_inner();
-    while stream.message().await.unwrap().is_some() {}
+    app.list_to_end(10).await;
 
     let scrape = app.scrape().await;
     let list = [("grpc_method", "ListProducts")];

@@ -1,4 +1,3 @@
-use catalogue::api::proto::GetProductRequest;
 use tonic::Code;
 
 use crate::helpers::{Backend, backend_tests, seed_products, spawn_app};
@@ -16,13 +15,9 @@ async fn returns_the_seeded_product(backend: Backend) {
     let expected = seed_products()[41].clone();
 
     let product = app
-        .client
-        .get_product(GetProductRequest {
-            product_id: expected.id.clone(),
-        })
+        .get_product(&expected.id)
         .await
-        .expect("seeded product is found")
-        .into_inner();
+        .expect("seeded product is found");
 
     assert_eq!(product, expected);
     assert!(product.price_eur > 0.0);
@@ -34,13 +29,7 @@ async fn empty_id_is_invalid_argument(backend: Backend) {
         return;
     };
 
-    let status = app
-        .client
-        .get_product(GetProductRequest {
-            product_id: String::new(),
-        })
-        .await
-        .expect_err("empty id is refused");
+    let status = app.get_product("").await.expect_err("empty id is refused");
 
     assert_eq!(status.code(), Code::InvalidArgument);
     assert_eq!(status.message(), "product_id is required");
@@ -52,10 +41,7 @@ async fn unknown_id_is_not_found_naming_the_id(backend: Backend) {
     };
 
     let status = app
-        .client
-        .get_product(GetProductRequest {
-            product_id: "prod-missing".into(),
-        })
+        .get_product("prod-missing")
         .await
         .expect_err("unknown id is not found");
 

@@ -9,7 +9,10 @@ use std::{
 };
 
 use catalogue::{
-    api::proto::catalogue_service_client::CatalogueServiceClient,
+    api::proto::{
+        GetProductRequest, ListProductsRequest, Product,
+        catalogue_service_client::CatalogueServiceClient,
+    },
     app::{App, StartupError},
     config::{Cli, Command, ServeConfig},
     load::LoadConfig,
@@ -110,6 +113,37 @@ impl TestApp {
 
     pub fn admin_url(&self, path: &str) -> String {
         format!("http://{}{path}", self.admin_addr)
+    }
+
+    /// Calls GetProduct for `product_id`.
+    pub async fn get_product(&mut self, product_id: &str) -> Result<Product, tonic::Status> {
+        let request = GetProductRequest {
+            product_id: product_id.to_owned(),
+        };
+        self.client
+            .get_product(request)
+            .await
+            .map(tonic::Response::into_inner)
+    }
+
+    /// Reads a ListProducts stream of `page_size` to its end; returns how
+    /// many products it held.
+    pub async fn list_to_end(&mut self, page_size: i32) -> usize {
+        let request = ListProductsRequest {
+            page_size,
+            ..Default::default()
+        };
+        let mut stream = self
+            .client
+            .list_products(request)
+            .await
+            .unwrap()
+            .into_inner();
+        let mut received = 0;
+        while stream.message().await.unwrap().is_some() {
+            received += 1;
+        }
+        received
     }
 }
 

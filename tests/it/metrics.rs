@@ -4,29 +4,22 @@ use std::collections::HashMap;
 
 use catalogue::api::proto::catalogue_service_client::CatalogueServiceClient;
 use catalogue::{
-    api::proto::{GetProductRequest, ListProductsRequest, SearchRequest},
+    api::proto::{ListProductsRequest, Product, SearchRequest},
     telemetry::runtime::runtime_builder,
 };
 use prometheus_parse::{Scrape, Value};
-use tonic::transport::Channel;
+use tonic::{Streaming, transport::Channel};
 
 use crate::helpers::{Backend, TestApp, seed_products, spawn_app, value};
 
-fn catalogue(method: &str) -> Vec<(&'static str, String)> {
-    vec![
-        ("grpc_service", "catalogue.v1.CatalogueService".into()),
-        ("grpc_method", method.into()),
-    ]
-}
-
-fn labels<'a>(
-    base: &'a [(&'static str, String)],
-    extra: &[(&'static str, &'a str)],
-) -> Vec<(&'a str, &'a str)> {
-    base.iter()
-        .map(|(k, v)| (*k, v.as_str()))
-        .chain(extra.iter().copied())
-        .collect()
+/// The value of the one sample of `name` for the catalogue's `method`
+/// whose labels include `extra`.
+fn method_value(scrape: &Scrape, name: &str, method: &str, extra: &[(&str, &str)]) -> Option<f64> {
+    let method = [
+        ("grpc_service", "catalogue.v1.CatalogueService"),
+        ("grpc_method", method),
+    ];
+    value(scrape, name, &[&method[..], extra].concat())
 }
 
 /// Seven GetProduct calls that find their product and three NotFound, a
@@ -35,34 +28,12 @@ fn labels<'a>(
 pub(crate) async fn call_each_rpc(app: &mut TestApp) -> usize {
     let products = seed_products();
     for product in &products[..7] {
-        app.client
-            .get_product(GetProductRequest {
-                product_id: product.id.clone(),
-            })
-            .await
-            .unwrap();
+        app.get_product(&product.id).await.unwrap();
     }
     for _ in 0..3 {
-        app.client
-            .get_product(GetProductRequest {
-                product_id: "prod-missing".into(),
-            })
-            .await
-            .unwrap_err();
+        app.get_product("prod-missing").await.unwrap_err();
     }
-    let mut stream = app
-        .client
-        .list_products(ListProductsRequest {
-            page_size: 25,
-            ..Default::default()
-        })
-        .await
-        .unwrap()
-        .into_inner();
-    let mut streamed = 0;
-    while stream.message().await.unwrap().is_some() {
-        streamed += 1;
-    }
+    let streamed = app.list_to_end(25).await;
     app.client
         .search_products(SearchRequest {
             query: "oak".into(),
@@ -85,37 +56,22 @@ fn handled_counts_and_histograms_match_the_calls_made() {
 
             let scrape = app.scrape().await;
 
-            let get = catalogue("GetProduct");
-            let handled = |method: &[(&'static str, String)], code: &str| {
-                value(
+            let handled = |method: &str, code: &str| {
+                method_value(
                     &scrape,
                     "grpc_server_handled_total",
-                    &labels(method, &[("grpc_code", code)]),
+                    method,
+                    &[("grpc_code", code)],
                 )
             };
-            assert_eq!(handled(&get, "OK"), Some(7.0));
-            assert_eq!(handled(&get, "NotFound"), Some(3.0));
+            assert_eq!(handled("GetProduct", "OK"), Some(7.0));
+            assert_eq!(handled("GetProduct", "NotFound"), Some(3.0));
             assert_eq!(
-                value(&scrape, "grpc_server_started_total", &labels(&get, &[])),
-                Some(10.0)
-            );
-            assert_eq!(
-                value(
-                    &scrape,
-                    "grpc_server_msg_received_total",
-                    &labels(&get, &[])
-                ),
-                Some(10.0)
-            );
-            assert_eq!(
-                value(&scrape, "grpc_server_msg_sent_total", &labels(&get, &[])),
-                Some(7.0)
-            );
-            assert_eq!(
-                value(
+                method_value(
                     &scrape,
                     "grpc_server_handling_seconds",
-                    &labels(&get, &[("grpc_code", "OK")])
+                    "GetProduct",
+                    &[("grpc_code", "OK")]
                 ),
                 Some(7.0),
                 "histogram count"
@@ -128,31 +84,24 @@ fn handled_counts_and_histograms_match_the_calls_made() {
                 ),
                 Some(3.0)
             );
-            assert_eq!(
-                value(
-                    &scrape,
-                    "grpc_server_in_flight_requests",
-                    &labels(&get, &[])
-                ),
-                Some(0.0)
-            );
-
-            let list = catalogue("ListProducts");
             assert_eq!(streamed, 25);
-            assert_eq!(handled(&list, "OK"), Some(1.0));
-            assert_eq!(
-                value(&scrape, "grpc_server_msg_sent_total", &labels(&list, &[])),
-                Some(25.0)
-            );
-            assert_eq!(
-                value(&scrape, "grpc_server_stream_messages", &labels(&list, &[])),
-                Some(1.0)
-            );
-            assert_eq!(
-                value(&scrape, "grpc_server_streams_active", &labels(&list, &[])),
-                Some(0.0)
-            );
-            assert_eq!(handled(&catalogue("SearchProducts"), "OK"), Some(1.0));
+            assert_eq!(handled("ListProducts", "OK"), Some(1.0));
+            assert_eq!(handled("SearchProducts", "OK"), Some(1.0));
+            for (name, method, expected) in [
+                ("grpc_server_started_total", "GetProduct", 10.0),
+                ("grpc_server_msg_received_total", "GetProduct", 10.0),
+                ("grpc_server_msg_sent_total", "GetProduct", 7.0),
+                ("grpc_server_in_flight_requests", "GetProduct", 0.0),
+                ("grpc_server_msg_sent_total", "ListProducts", 25.0),
+                ("grpc_server_stream_messages", "ListProducts", 1.0),
+                ("grpc_server_streams_active", "ListProducts", 0.0),
+            ] {
+                assert_eq!(
+                    method_value(&scrape, name, method, &[]),
+                    Some(expected),
+                    "{name} of {method}"
+                );
+            }
 
             let store_calls = |operation: &str| {
                 value(
@@ -168,7 +117,7 @@ fn handled_counts_and_histograms_match_the_calls_made() {
             assert!(value(&scrape, "tokio_worker_polls_total", &[("worker", "0")]).unwrap() > 0.0);
             assert!(value(&scrape, "tokio_poll_time_seconds_bucket", &[("le", "+Inf")]).is_some());
             assert!(
-                value(&scrape, "tokio_task_instrumented_total", &labels(&get, &[])).unwrap()
+                method_value(&scrape, "tokio_task_instrumented_total", "GetProduct", &[]).unwrap()
                     >= 10.0
             );
             assert!(value(&scrape, "process_resident_memory_bytes", &[]).unwrap() > 0.0);
@@ -227,29 +176,34 @@ async fn small_window_client(app: &TestApp) -> CatalogueServiceClient<Channel> {
     CatalogueServiceClient::new(channel)
 }
 
-/// Starts a ListProducts stream of 500 on a small-window client, reads one
-/// product and drops the stream; returns the first scrape in which the
-/// server has counted the cancellation.
-pub(crate) async fn cancel_a_stream(app: &TestApp) -> Scrape {
+/// A ListProducts stream of 500 on a small-window client.
+async fn small_window_stream(app: &TestApp) -> Streaming<Product> {
     let mut client = small_window_client(app).await;
-    let mut stream = client
+    client
         .list_products(ListProductsRequest {
             page_size: 500,
             ..Default::default()
         })
         .await
         .unwrap()
-        .into_inner();
+        .into_inner()
+}
+
+/// Starts a ListProducts stream of 500 on a small-window client, reads one
+/// product and drops the stream; returns the first scrape in which the
+/// server has counted the cancellation.
+pub(crate) async fn cancel_a_stream(app: &TestApp) -> Scrape {
+    let mut stream = small_window_stream(app).await;
     stream.message().await.unwrap().expect("a first product");
     drop(stream);
 
-    let list = catalogue("ListProducts");
     for _ in 0..1000 {
         let scrape = app.scrape().await;
-        if value(
+        if method_value(
             &scrape,
             "grpc_server_stream_cancelled_total",
-            &labels(&list, &[]),
+            "ListProducts",
+            &[],
         ) == Some(1.0)
         {
             return scrape;
@@ -265,35 +219,27 @@ async fn a_cancelled_stream_is_counted() {
 
     let scrape = cancel_a_stream(&app).await;
 
-    let list = catalogue("ListProducts");
     assert_eq!(
-        value(&scrape, "grpc_server_streams_active", &labels(&list, &[])),
+        method_value(&scrape, "grpc_server_streams_active", "ListProducts", &[]),
         Some(0.0)
     );
     assert_eq!(
-        value(
+        method_value(
             &scrape,
             "grpc_server_handled_total",
-            &labels(&list, &[("grpc_code", "Canceled")])
+            "ListProducts",
+            &[("grpc_code", "Canceled")]
         ),
         Some(1.0)
     );
-    let sent = value(&scrape, "grpc_server_msg_sent_total", &labels(&list, &[])).unwrap();
+    let sent = method_value(&scrape, "grpc_server_msg_sent_total", "ListProducts", &[]).unwrap();
     assert!(sent < 500.0, "the server stopped early: {sent} of 500 sent");
 }
 
 #[tokio::test]
 async fn a_slow_reader_shows_as_time_blocked() {
     let app = spawn_app(Backend::Memory).await.expect("memory app");
-    let mut client = small_window_client(&app).await;
-    let mut stream = client
-        .list_products(ListProductsRequest {
-            page_size: 500,
-            ..Default::default()
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let mut stream = small_window_stream(&app).await;
     let mut received = 0;
     while stream.message().await.unwrap().is_some() {
         received += 1;
@@ -304,7 +250,6 @@ async fn a_slow_reader_shows_as_time_blocked() {
     }
 
     let scrape = app.scrape().await;
-    let list = catalogue("ListProducts");
     let blocked = scrape
         .samples
         .iter()
@@ -318,7 +263,7 @@ async fn a_slow_reader_shows_as_time_blocked() {
         });
     assert_eq!(received, 500);
     assert_eq!(
-        value(&scrape, "grpc_server_stream_messages", &labels(&list, &[])),
+        method_value(&scrape, "grpc_server_stream_messages", "ListProducts", &[]),
         Some(1.0)
     );
     // The reader slept 9 times for 20 ms with the window full: the server

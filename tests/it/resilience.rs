@@ -15,8 +15,8 @@ use tonic_health::pb::{
 };
 
 use crate::helpers::{
-    Backend, seed_products, simulator, spawn_app_with, upstream, value, wait_for_in_flight,
-    wait_for_value,
+    Backend, TestApp, seed_products, simulator, spawn_app_with, upstream, value,
+    wait_for_in_flight, wait_for_value,
 };
 
 fn get_request(deadline: Option<Duration>) -> Request<GetProductRequest> {
@@ -37,12 +37,26 @@ fn stock_source(response: &tonic::Response<catalogue::api::proto::Product>) -> &
         .unwrap_or("")
 }
 
+/// A memory app started with `extra` flags, whose stock comes from a
+/// simulator answering after `latency_ms` and failing at `error_rate`.
+async fn behind_upstream(latency_ms: u64, error_rate: f64, extra: &[&str]) -> TestApp {
+    let url = upstream(latency_ms, error_rate).await;
+    let flags = [&["--upstream-url", url.as_str()], extra].concat();
+    spawn_app_with(Backend::Memory, &flags).await.unwrap()
+}
+
+/// `catalogue_upstream_requests_total` of `outcome`.
+fn upstream_requests(scrape: &prometheus_parse::Scrape, outcome: &str) -> Option<f64> {
+    value(
+        scrape,
+        "catalogue_upstream_requests_total",
+        &[("outcome", outcome)],
+    )
+}
+
 #[tokio::test]
 async fn a_healthy_upstream_supplies_live_stock() {
-    let url = upstream(0, 0.0).await;
-    let mut app = spawn_app_with(Backend::Memory, &["--upstream-url", &url])
-        .await
-        .unwrap();
+    let mut app = behind_upstream(0, 0.0, &[]).await;
 
     let response = app
         .client
@@ -52,22 +66,12 @@ async fn a_healthy_upstream_supplies_live_stock() {
 
     assert_eq!(stock_source(&response), "live");
     let scrape = app.scrape().await;
-    assert_eq!(
-        value(
-            &scrape,
-            "catalogue_upstream_requests_total",
-            &[("outcome", "ok")]
-        ),
-        Some(1.0)
-    );
+    assert_eq!(upstream_requests(&scrape, "ok"), Some(1.0));
 }
 
 #[tokio::test]
 async fn a_ten_second_upstream_degrades_to_stored_stock_within_the_callers_deadline() {
-    let url = upstream(10_000, 0.0).await;
-    let mut app = spawn_app_with(Backend::Memory, &["--upstream-url", &url])
-        .await
-        .unwrap();
+    let mut app = behind_upstream(10_000, 0.0, &[]).await;
 
     let response = app
         .client
@@ -82,32 +86,22 @@ async fn a_ten_second_upstream_degrades_to_stored_stock_within_the_callers_deadl
         "the stored stock"
     );
     let scrape = app.scrape().await;
-    assert_eq!(
-        value(
-            &scrape,
-            "catalogue_upstream_requests_total",
-            &[("outcome", "timeout")]
-        ),
-        Some(1.0)
-    );
+    assert_eq!(upstream_requests(&scrape, "timeout"), Some(1.0));
 }
 
 #[tokio::test]
 async fn a_failing_upstream_opens_the_breaker_and_calls_stop_reaching_it() {
-    let url = upstream(0, 1.0).await;
-    let mut app = spawn_app_with(
-        Backend::Memory,
+    let mut app = behind_upstream(
+        0,
+        1.0,
         &[
-            "--upstream-url",
-            &url,
             "--breaker-min-requests",
             "5",
             "--breaker-open-timeout",
             "60s",
         ],
     )
-    .await
-    .unwrap();
+    .await;
 
     for _ in 0..10 {
         let response = app
@@ -124,40 +118,18 @@ async fn a_failing_upstream_opens_the_breaker_and_calls_stop_reaching_it() {
         Some(2.0),
         "open"
     );
-    assert_eq!(
-        value(
-            &scrape,
-            "catalogue_upstream_requests_total",
-            &[("outcome", "error")]
-        ),
-        Some(5.0)
-    );
-    assert_eq!(
-        value(
-            &scrape,
-            "catalogue_upstream_requests_total",
-            &[("outcome", "breaker_open")]
-        ),
-        Some(5.0)
-    );
+    assert_eq!(upstream_requests(&scrape, "error"), Some(5.0));
+    assert_eq!(upstream_requests(&scrape, "breaker_open"), Some(5.0));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn calls_beyond_the_limit_are_shed_at_once_but_health_checks_are_not() {
-    let url = upstream(10_000, 0.0).await;
-    let app = spawn_app_with(
-        Backend::Memory,
-        &[
-            "--upstream-url",
-            &url,
-            "--max-concurrent-calls",
-            "2",
-            "--upstream-timeout",
-            "5s",
-        ],
+    let app = behind_upstream(
+        10_000,
+        0.0,
+        &["--max-concurrent-calls", "2", "--upstream-timeout", "5s"],
     )
-    .await
-    .unwrap();
+    .await;
     let slow: Vec<_> = (0..2)
         .map(|_| {
             let mut client = app.client.clone();

@@ -49,13 +49,7 @@ impl Store for PanickingStore {
 async fn a_panicking_handler_fails_its_call_with_internal_and_the_server_keeps_serving() {
     let mut app = spawn_app_with_store(Arc::new(PanickingStore(MemoryStore::seeded(10)))).await;
 
-    let status = app
-        .client
-        .get_product(GetProductRequest {
-            product_id: "boom".into(),
-        })
-        .await
-        .expect_err("the call fails");
+    let status = app.get_product("boom").await.expect_err("the call fails");
     assert_eq!(status.code(), Code::Internal);
     assert_eq!(
         status.message(),
@@ -64,13 +58,10 @@ async fn a_panicking_handler_fails_its_call_with_internal_and_the_server_keeps_s
     );
 
     let product = app
-        .client
-        .get_product(GetProductRequest {
-            product_id: seed_products()[0].id.clone(),
-        })
+        .get_product(&seed_products()[0].id)
         .await
         .expect("the next call is served");
-    assert_eq!(product.into_inner().id, seed_products()[0].id);
+    assert_eq!(product.id, seed_products()[0].id);
 }
 
 #[tokio::test]
@@ -79,17 +70,13 @@ async fn an_oversized_message_is_refused_and_the_server_keeps_serving() {
     let huge = "x".repeat(5 * 1024 * 1024);
 
     let status = app
-        .client
-        .get_product(GetProductRequest { product_id: huge })
+        .get_product(&huge)
         .await
         .expect_err("oversized request refused");
     // tonic reports a message over the limit as OUT_OF_RANGE.
     assert_eq!(status.code(), Code::OutOfRange, "{status:?}");
 
-    app.client
-        .get_product(GetProductRequest {
-            product_id: seed_products()[0].id.clone(),
-        })
+    app.get_product(&seed_products()[0].id)
         .await
         .expect("the next call is served");
 }
@@ -118,13 +105,7 @@ async fn malformed_protobuf_is_an_error_and_the_server_keeps_serving() {
     // Decoding failures are INTERNAL, as gRPC's status code guide says.
     assert_eq!(status.code(), Code::Internal, "{status:?}");
 
-    let status = app
-        .client
-        .get_product(GetProductRequest {
-            product_id: String::new(),
-        })
-        .await
-        .expect_err("still validating");
+    let status = app.get_product("").await.expect_err("still validating");
     assert_eq!(status.code(), Code::InvalidArgument);
 }
 

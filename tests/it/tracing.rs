@@ -6,7 +6,7 @@ use std::{
 };
 
 use catalogue::{
-    api::proto::{GetProductRequest, ListProductsRequest},
+    api::proto::GetProductRequest,
     upstream::proto::{
         GetStockRequest, GetStockResponse,
         inventory_service_server::{InventoryService, InventoryServiceServer},
@@ -21,11 +21,23 @@ use opentelemetry_proto::tonic::{
     trace::v1::{Span, span::SpanKind, status::StatusCode},
 };
 use tokio_stream::wrappers::TcpListenerStream;
-use tonic::{Request, Response, Status, metadata::MetadataValue};
+use tonic::{
+    Request, Response, Status,
+    metadata::MetadataValue,
+    transport::{Server, server::Router},
+};
 use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
 use tracing_subscriber::fmt::writer::BoxMakeWriter;
 
 use crate::helpers::{Backend, TestApp, seed_products, spawn_app_logging_to};
+
+/// Serves `router` on a loopback port until the test ends; returns its url.
+async fn serve_on_loopback(router: Router) -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(router.serve_with_incoming(TcpListenerStream::new(listener)));
+    format!("http://{addr}")
+}
 
 /// An OTLP trace receiver that keeps every span it is sent.
 #[derive(Clone, Default)]
@@ -53,15 +65,8 @@ impl TraceService for Receiver {
 impl Receiver {
     /// Starts the receiver; returns its endpoint url.
     async fn start(&self) -> String {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let service = TraceServiceServer::new(self.clone());
-        tokio::spawn(
-            tonic::transport::Server::builder()
-                .add_service(service)
-                .serve_with_incoming(TcpListenerStream::new(listener)),
-        );
-        format!("http://{addr}")
+        serve_on_loopback(Server::builder().add_service(TraceServiceServer::new(self.clone())))
+            .await
     }
 
     fn spans(&self) -> Vec<Span> {
@@ -134,14 +139,8 @@ impl InventoryService for Inventory {
 
 impl Inventory {
     async fn start(&self) -> String {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        tokio::spawn(
-            tonic::transport::Server::builder()
-                .add_service(InventoryServiceServer::new(self.clone()))
-                .serve_with_incoming(TcpListenerStream::new(listener)),
-        );
-        format!("http://{addr}")
+        serve_on_loopback(Server::builder().add_service(InventoryServiceServer::new(self.clone())))
+            .await
     }
 }
 
@@ -328,16 +327,7 @@ async fn a_stream_span_records_its_messages_and_log_lines_carry_the_trace_id() {
     let logs = Logs::default();
     let (mut app, receiver) = traced_app(&logs).await;
 
-    let mut stream = app
-        .client
-        .list_products(ListProductsRequest {
-            page_size: 30,
-            ..Default::default()
-        })
-        .await
-        .unwrap()
-        .into_inner();
-    while stream.message().await.unwrap().is_some() {}
+    app.list_to_end(30).await;
     // A corrupt row: reading it is an internal error, logged inside the call.
     let database = sqlx::SqlitePool::connect(&format!("sqlite://{}", app.sqlite_path().display()))
         .await
