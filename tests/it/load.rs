@@ -7,8 +7,10 @@ use catalogue::{
 
 use crate::helpers::{self, Backend, TestApp, spawn_app};
 
-fn load_config(app: &TestApp, extra: &[&str]) -> LoadConfig {
-    helpers::load_config(&format!("http://{}", app.grpc_addr), extra)
+/// `catalogue load` against `app` with `flags` (split at whitespace).
+fn load_config(app: &TestApp, flags: &str) -> LoadConfig {
+    let flags: Vec<&str> = flags.split_whitespace().collect();
+    helpers::load_config(&format!("http://{}", app.grpc_addr), &flags)
 }
 
 /// Waits until the server has finished recording every call the client
@@ -41,17 +43,7 @@ async fn server_handled(app: &TestApp, method: &str, expected: u64) -> f64 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn open_loop_reaches_its_rate_and_agrees_with_the_servers_counts() {
     let app = spawn_app(Backend::Memory).await.expect("memory app");
-    let config = load_config(
-        &app,
-        &[
-            "--rps",
-            "100",
-            "--duration",
-            "2s",
-            "--mix",
-            "get=8,list=1,search=1",
-        ],
-    );
+    let config = load_config(&app, "--rps 100 --duration 2s --mix get=8,list=1,search=1");
 
     let summary = load::run(&config).await.expect("load runs");
 
@@ -85,17 +77,7 @@ async fn open_loop_reaches_its_rate_and_agrees_with_the_servers_counts() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn closed_loop_runs_the_mix_it_is_given() {
     let app = spawn_app(Backend::Memory).await.expect("memory app");
-    let config = load_config(
-        &app,
-        &[
-            "--concurrency",
-            "4",
-            "--duration",
-            "1s",
-            "--mix",
-            "search=1",
-        ],
-    );
+    let config = load_config(&app, "--concurrency 4 --duration 1s --mix search=1");
 
     let summary = load::run(&config).await.expect("load runs");
 

@@ -91,13 +91,17 @@ fn function_names(profile: &Profile) -> Vec<&str> {
         .collect()
 }
 
-#[tokio::test]
-async fn cpu_profile_of_a_busy_service_names_this_crates_functions() {
+/// A CPU profile of a busy memory app, the profiler held while it runs
+/// (the answer comes once the profile is complete).
+async fn cpu_profile_under_traffic(path: &str, content_type: &str) -> reqwest::Response {
     let _profiler = CPU_PROFILER.lock().await;
     let app = memory_app().await;
+    get_under_traffic(&app, path, content_type).await
+}
 
-    let response = get_under_traffic(
-        &app,
+#[tokio::test]
+async fn cpu_profile_of_a_busy_service_names_this_crates_functions() {
+    let response = cpu_profile_under_traffic(
         "/debug/pprof/profile?seconds=2&frequency=500",
         "application/octet-stream",
     )
@@ -114,11 +118,7 @@ async fn cpu_profile_of_a_busy_service_names_this_crates_functions() {
 
 #[tokio::test]
 async fn cpu_profile_as_flamegraph_is_svg() {
-    let _profiler = CPU_PROFILER.lock().await;
-    let app = memory_app().await;
-
-    let response = get_under_traffic(
-        &app,
+    let response = cpu_profile_under_traffic(
         "/debug/pprof/profile?seconds=1&format=flamegraph",
         "image/svg+xml",
     )
