@@ -587,3 +587,44 @@ impl AsyncWrite for LimitedConnection {
         self.stream.is_write_vectored()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn layer(request_timeout: Option<Duration>) -> ShedLayer {
+        ShedLayer::new(&Limits {
+            max_concurrent_calls: 1,
+            retry_pushback: Duration::ZERO,
+            request_timeout,
+            stream_idle_timeout: None,
+            max_connections: 1,
+            upstream_guarded: true,
+        })
+    }
+
+    fn request(grpc_timeout: Option<&str>) -> Request<()> {
+        let mut request = Request::new(());
+        if let Some(timeout) = grpc_timeout {
+            request
+                .headers_mut()
+                .insert("grpc-timeout", timeout.parse().unwrap());
+        }
+        request
+    }
+
+    #[test]
+    fn a_call_is_bounded_by_the_sooner_of_the_request_timeout_and_the_clients() {
+        let ten_seconds = Some(Duration::from_secs(10));
+        let shorter = Some(Duration::from_millis(200));
+        assert_eq!(layer(ten_seconds).deadline(&request(Some("200m"))), shorter);
+        assert_eq!(layer(shorter).deadline(&request(Some("1H"))), shorter);
+        assert_eq!(layer(ten_seconds).deadline(&request(None)), ten_seconds);
+        assert_eq!(layer(None).deadline(&request(Some("200m"))), shorter);
+        assert_eq!(layer(None).deadline(&request(None)), None);
+        assert_eq!(
+            layer(ten_seconds).deadline(&request(Some("soon"))),
+            ten_seconds
+        );
+    }
+}
