@@ -5,8 +5,10 @@
 python_client() {
   venv=target/python-client/venv
   generated=target/python-client/generated
-  if [ ! -x "$venv/bin/python" ]; then
-    python3 -m venv "$venv"
+  # Other scripts share the virtualenv and install their own packages into
+  # it: what this one needs is checked, not the virtualenv's existence.
+  [ -x "$venv/bin/python" ] || python3 -m venv "$venv"
+  if ! "$venv/bin/python" -c "import grpc, grpc_tools" 2>/dev/null; then
     "$venv/bin/pip" install --quiet grpcio grpcio-tools
   fi
   rm -rf "$generated" && mkdir -p "$generated"
