@@ -463,8 +463,14 @@ where
 
     fn call(&mut self, request: HttpRequest) -> Self::Future {
         use futures::TryFutureExt as _;
-        let method = Method::from_path(request.uri().path());
-        let (Some(method), true) = (method, self.faults.active.load(Ordering::Acquire)) else {
+        // With no fault active a call pays the atomic load and nothing else.
+        let method = self
+            .faults
+            .active
+            .load(Ordering::Acquire)
+            .then(|| Method::from_path(request.uri().path()))
+            .flatten();
+        let Some(method) = method else {
             let plain: fn(HttpResponse) -> Self::Response =
                 |response| response.map(FaultBody::plain);
             return Either::Left(self.inner.call(request).map_ok(plain));
