@@ -69,8 +69,23 @@ impl Receiver {
             .await
     }
 
-    fn spans(&self) -> Vec<Span> {
-        self.spans.lock().unwrap().clone()
+    /// Flushes `app`'s traces until a span of each of `names` has arrived
+    /// (at most 30 s), and returns every span received. A server span ends
+    /// just after the call's last frame is written, so the client can hold
+    /// its answer a moment before the span exists to be flushed.
+    async fn spans_ended(&self, app: &TestApp, names: &[&str]) -> Vec<Span> {
+        for _ in 0..1500 {
+            app.flush_traces();
+            let spans = self.spans.lock().unwrap().clone();
+            if names
+                .iter()
+                .all(|name| spans.iter().any(|span| span.name == *name))
+            {
+                return spans;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        panic!("no span of each of {names:?} ever arrived");
     }
 }
 
@@ -181,9 +196,9 @@ async fn the_callers_sampling_decision_travels_on_to_the_upstream() {
         .get_product(get_request_with(&format!("00-{TRACE_ID}-{PARENT_ID}-01")))
         .await
         .expect("found");
-    app.flush_traces();
-
-    let spans = receiver.spans();
+    let spans = receiver
+        .spans_ended(&app, &["inventory.v1.InventoryService/GetStock"])
+        .await;
     assert!(
         spans.iter().all(|span| hex(&span.trace_id) != UNSAMPLED),
         "an unsampled call made spans"
@@ -222,12 +237,10 @@ async fn a_call_continues_the_callers_trace_with_store_spans_as_children() {
     );
 
     app.client.get_product(request).await.expect("found");
-    app.flush_traces();
-
-    let spans = receiver.spans();
+    let spans = receiver.spans_ended(&app, &[GET_PRODUCT]).await;
     let rpc = spans
         .iter()
-        .find(|span| span.name == "catalogue.v1.CatalogueService/GetProduct")
+        .find(|span| span.name == GET_PRODUCT)
         .unwrap_or_else(|| {
             panic!(
                 "no RPC span among {:?}",
@@ -295,12 +308,10 @@ async fn error_codes_mark_the_span_as_error_and_health_checks_are_not_traced() {
         .check(HealthCheckRequest::default())
         .await
         .expect("health answers");
-    app.flush_traces();
-
-    let spans = receiver.spans();
+    let spans = receiver.spans_ended(&app, &[GET_PRODUCT]).await;
     let rpc = spans
         .iter()
-        .find(|span| span.name == "catalogue.v1.CatalogueService/GetProduct")
+        .find(|span| span.name == GET_PRODUCT)
         .expect("the RPC span");
     assert_eq!(
         rpc.status.as_ref().map(|s| s.code),
@@ -348,12 +359,12 @@ async fn a_stream_span_records_its_messages_and_log_lines_carry_the_trace_id() {
         .expect_err("corrupt row");
     assert_eq!(status.code(), tonic::Code::Internal);
     assert_eq!(status.message(), "internal error", "the cause is not sent");
-    app.flush_traces();
-
-    let spans = receiver.spans();
+    let spans = receiver
+        .spans_ended(&app, &[LIST_PRODUCTS, GET_PRODUCT])
+        .await;
     let stream_span = spans
         .iter()
-        .find(|span| span.name == "catalogue.v1.CatalogueService/ListProducts")
+        .find(|span| span.name == LIST_PRODUCTS)
         .expect("the stream's span");
     assert_eq!(
         attribute(stream_span, "rpc.server.messages_sent"),
@@ -375,7 +386,7 @@ async fn a_stream_span_records_its_messages_and_log_lines_carry_the_trace_id() {
     let failed = spans
         .iter()
         .rev()
-        .find(|span| span.name == "catalogue.v1.CatalogueService/GetProduct")
+        .find(|span| span.name == GET_PRODUCT)
         .expect("the failed call's span");
     let text = String::from_utf8(logs.0.lock().unwrap().clone()).unwrap();
     let lines: Vec<serde_json::Value> = text
@@ -396,6 +407,9 @@ async fn a_stream_span_records_its_messages_and_log_lines_carry_the_trace_id() {
     assert_eq!(error_line["trace_id"], hex(&failed.trace_id));
     assert_eq!(error_line["span_id"], hex(&failed.span_id));
 }
+
+const GET_PRODUCT: &str = "catalogue.v1.CatalogueService/GetProduct";
+const LIST_PRODUCTS: &str = "catalogue.v1.CatalogueService/ListProducts";
 
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
