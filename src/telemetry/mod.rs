@@ -209,23 +209,31 @@ impl Drop for Telemetry {
     }
 }
 
-/// Whether `span` belongs to a trace that will be exported: false for a
-/// disabled span, without an OpenTelemetry layer, or when the sampler
-/// dropped the trace. Asking makes the sampling decision if none was made.
-pub fn is_sampled(span: &tracing::Span) -> bool {
-    span_context(span).is_some_and(|context| context.is_sampled())
-}
-
-/// The OpenTelemetry context of `span`: `None` for a disabled span, or
-/// without an OpenTelemetry layer.
-fn span_context(span: &tracing::Span) -> Option<opentelemetry::trace::SpanContext> {
+/// The OpenTelemetry context to parent a child span on, when the current
+/// span belongs to a trace that will be exported; `None` for no span, no
+/// OpenTelemetry layer, or a trace the sampler dropped.
+///
+/// A child span made for work handed to a library (a query, an upstream
+/// call) is created with `parent: None` and given this context with
+/// `set_parent`, so that it has no parent in tracing's registry. The
+/// library may drop its last handle on a thread of its own (sqlx's SQLite
+/// workers, tower's buffer worker), and the registry releases a closing
+/// span's parent through that thread's default dispatch: with the app's
+/// dispatch not the process default (tests, several apps in one process)
+/// the parent would never close, and its trace would never be exported.
+pub fn sampled_parent() -> Option<opentelemetry::Context> {
     use opentelemetry::trace::TraceContextExt as _;
     use tracing_opentelemetry::OpenTelemetrySpanExt as _;
-    if span.is_none() {
+    let current = tracing::Span::current();
+    if current.is_none() {
         return None;
     }
-    let context = span.context().span().span_context().clone();
-    context.is_valid().then_some(context)
+    let context = current.context();
+    context
+        .span()
+        .span_context()
+        .is_sampled()
+        .then_some(context)
 }
 
 /// The registry of `layers` and the log layer, as a dispatch.
