@@ -110,6 +110,16 @@ echo "Go peer, GetProduct:" && cat "$work/go-peer-load.txt"
 echo "burst over --max-concurrent-calls $MAX_CONCURRENT_CALLS:" && cat "$work/burst.txt"
 echo "circuit breaker changes: $(grep -c 'circuit breaker changed state' "$work/catalogue.log" || true)"
 
+# Prometheus' own linter on a live scrape, every family present after load:
+# no finding allowed (base units, histograms typed as histograms, counters
+# named _total).
+curl -fsS "http://$admin_addr/metrics" >"$work/scrape.txt"
+if ! promtool check metrics <"$work/scrape.txt"; then
+  echo "promtool check metrics found problems in /metrics" >&2
+  exit 1
+fi
+echo "promtool check metrics: clean ($(grep -c '^# TYPE' "$work/scrape.txt") families)"
+
 # Two more scrapes and a rule evaluation after the last call.
 sleep 3
 python3 scripts/panel-series.py "$prometheus_url"

@@ -14,6 +14,7 @@
 //! - `names`: every metric name and help text;
 //! - `prometheus`: the app's recorder.
 
+mod exposition;
 pub mod grpc;
 mod logs;
 pub mod names;
