@@ -32,7 +32,7 @@ use crate::{
     protection::{ShedLayer, limit_connections},
     store::{self, InstrumentedStore, Store, StoreError},
     telemetry::{
-        Metrics, Telemetry,
+        LogLevel, Metrics, Telemetry,
         grpc::{GrpcTelemetryLayer, Rpc},
         runtime::{Sampler, ScrapeHook},
         sampling::HeadSampler,
@@ -87,6 +87,8 @@ pub struct App {
     metrics: Metrics,
     /// The app's subscriber: everything it runs logs and traces through it.
     dispatch: Dispatch,
+    /// The log filter, changed by `PUT /log-level`.
+    log_level: LogLevel,
     grpc_listener: TcpListener,
     grpc_addr: SocketAddr,
     admin_listener: TcpListener,
@@ -148,6 +150,7 @@ impl App {
             upstream,
             metrics,
             dispatch: telemetry.dispatch(),
+            log_level: telemetry.log_level(),
             head_sampler: telemetry.head_sampler(),
             grpc_listener,
             grpc_addr,
@@ -207,6 +210,7 @@ impl App {
             upstream,
             metrics,
             dispatch,
+            log_level,
             head_sampler,
             grpc_listener,
             admin_listener,
@@ -262,6 +266,7 @@ impl App {
             stopping,
             admin_token: config.admin_token.clone(),
             task_names: task_names.clone(),
+            log_level,
             dispatch,
         });
         let admin_server =

@@ -8,7 +8,10 @@
 //! - `GET /readyz`: readiness: 200 when the store answers and the service is
 //!   not draining, 503 with the reason otherwise;
 //! - `GET /debug/pprof/…`: CPU and heap profiles and task dumps (see
-//!   [`pprof`]), behind `--admin-token` when one is set.
+//!   [`pprof`]), behind `--admin-token` when one is set;
+//! - `GET /log-level`, `PUT /log-level` (a `RUST_LOG`-style filter as the
+//!   body): the log filter in force, changed without a restart; a bad
+//!   filter is a 400 and changes nothing. Behind `--admin-token` too.
 
 pub mod pprof;
 
@@ -28,7 +31,7 @@ use tokio::sync::watch;
 use crate::{
     faults::{FaultInjector, FaultPatch},
     store::Store,
-    telemetry::runtime::Sampler,
+    telemetry::{LogFilter, LogLevel, runtime::Sampler},
 };
 
 pub use pprof::TaskNames;
@@ -49,15 +52,19 @@ pub struct AdminState {
     pub admin_token: Option<AdminToken>,
     /// Names of the tasks the app spawned, for the task dump.
     pub task_names: TaskNames,
+    /// The log filter, changed by `PUT /log-level`.
+    pub log_level: LogLevel,
     /// The app's subscriber: axum polls each request on a task of its own.
     pub dispatch: tracing::Dispatch,
 }
 
 pub fn router(state: AdminState) -> Router {
-    let debug = pprof::routes().route_layer(middleware::from_fn_with_state(
-        state.admin_token.clone(),
-        require_token,
-    ));
+    let debug = pprof::routes()
+        .route("/log-level", get(get_log_level).put(put_log_level))
+        .route_layer(middleware::from_fn_with_state(
+            state.admin_token.clone(),
+            require_token,
+        ));
     Router::new()
         .route("/metrics", get(metrics))
         .route(
@@ -75,14 +82,21 @@ pub fn router(state: AdminState) -> Router {
 }
 
 /// Runs the request with the app's subscriber, so its logs go where the
-/// app's go.
+/// app's go, and logs it at DEBUG (`catalogue::admin=debug`).
 async fn with_dispatch(
     State(dispatch): State<tracing::Dispatch>,
     request: Request,
     next: Next,
 ) -> Response {
     use tracing::instrument::WithSubscriber as _;
-    next.run(request).with_subscriber(dispatch).await
+    let (method, path) = (request.method().clone(), request.uri().path().to_owned());
+    async move {
+        let response = next.run(request).await;
+        tracing::debug!(%method, %path, status = response.status().as_u16(), "admin request");
+        response
+    }
+    .with_subscriber(dispatch)
+    .await
 }
 
 async fn metrics(State(state): State<AdminState>) -> impl IntoResponse {
@@ -124,6 +138,44 @@ async fn put_faults(State(state): State<AdminState>, body: Bytes) -> Response {
 
 async fn delete_faults(State(state): State<AdminState>) -> Response {
     Json(state.faults.reset()).into_response()
+}
+
+async fn get_log_level(State(state): State<AdminState>) -> String {
+    format!("{}\n", state.log_level.current())
+}
+
+/// Replaces the log filter with the body's directives. The change is logged
+/// at WARN, so that it shows under any but the quietest filter.
+async fn put_log_level(State(state): State<AdminState>, body: Bytes) -> Response {
+    let bad = |message: String| (StatusCode::BAD_REQUEST, message).into_response();
+    let Ok(directives) = std::str::from_utf8(&body) else {
+        return bad("invalid log filter: the body is not UTF-8\n".into());
+    };
+    if directives.trim().is_empty() {
+        return bad(
+            "invalid log filter: the body is empty; send RUST_LOG-style directives, \
+             e.g. info,catalogue=debug\n"
+                .into(),
+        );
+    }
+    let filter = match LogFilter::parse(directives) {
+        Ok(filter) => filter,
+        Err(error) => return bad(format!("invalid log filter: {error}\n")),
+    };
+    match state.log_level.set(filter.clone()) {
+        Ok(previous) => {
+            tracing::warn!(from = %previous, to = %filter, "log filter changed");
+            format!("{filter}\n").into_response()
+        }
+        Err(error) => {
+            tracing::error!(%error, "changing the log filter failed");
+            (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "the log filter could not be changed\n",
+            )
+                .into_response()
+        }
+    }
 }
 
 async fn ready(State(state): State<AdminState>) -> (StatusCode, String) {

@@ -36,6 +36,7 @@ use tracing::Dispatch;
 use tracing_subscriber::{EnvFilter, Layer, Registry, layer::SubscriberExt};
 
 pub use self::{
+    logs::LogLevel,
     prometheus::Metrics,
     settings::{LogConfig, LogFilter, LogFormat, LogSink, TelemetryConfig},
 };
@@ -63,6 +64,8 @@ pub struct Telemetry {
     metrics: Metrics,
     /// The app's subscriber: logs, traces and the console layer.
     dispatch: Dispatch,
+    /// The log filter, changeable at run time.
+    log_level: LogLevel,
     console: Option<console_subscriber::Server>,
     tracer_provider: Option<SdkTracerProvider>,
     /// `None` without an exporter: then no call makes a span.
@@ -132,7 +135,7 @@ impl Telemetry {
                     .boxed(),
             );
         }
-        let dispatch = dispatch(layers, &config.logs, log_sink.into());
+        let (dispatch, log_level) = dispatch(layers, &config.logs, log_sink.into());
 
         let head_sampler = tracer_provider.as_ref().map(|_| {
             sampling::HeadSampler::new(config.trace_sampler, config.trace_sampler_arg.get())
@@ -140,6 +143,7 @@ impl Telemetry {
         Ok(Self {
             metrics,
             dispatch,
+            log_level,
             console,
             tracer_provider,
             head_sampler,
@@ -152,9 +156,11 @@ impl Telemetry {
         config: &LogConfig,
         log_sink: impl Into<LogSink>,
     ) -> Result<Self, TelemetryError> {
+        let (dispatch, log_level) = dispatch(Vec::new(), config, log_sink.into());
         Ok(Self {
             metrics: Metrics::new()?,
-            dispatch: dispatch(Vec::new(), config, log_sink.into()),
+            dispatch,
+            log_level,
             console: None,
             tracer_provider: None,
             head_sampler: None,
@@ -180,6 +186,10 @@ impl Telemetry {
     }
 
     /// The app's subscriber: what its tasks and calls run with.
+    pub fn log_level(&self) -> LogLevel {
+        self.log_level.clone()
+    }
+
     pub fn dispatch(&self) -> Dispatch {
         self.dispatch.clone()
     }
@@ -237,17 +247,19 @@ pub fn sampled_parent() -> Option<opentelemetry::Context> {
         .then_some(context)
 }
 
-/// The registry of `layers` and the log layer, as a dispatch.
+/// The registry of `layers` and the log layer, as a dispatch, and the
+/// handle of the log layer's filter.
 fn dispatch(
     mut layers: Vec<Box<dyn Layer<Registry> + Send + Sync>>,
     logs: &LogConfig,
     sink: LogSink,
-) -> Dispatch {
+) -> (Dispatch, LogLevel) {
     let own_dispatch = logs::OwnDispatch::default();
-    layers.push(logs::layer(logs, sink, own_dispatch.clone()));
+    let (log_layer, log_level) = logs::layer(logs, sink, own_dispatch.clone());
+    layers.push(log_layer);
     let dispatch = Dispatch::new(Registry::default().with(layers));
     let _ = own_dispatch.set(dispatch.downgrade());
-    dispatch
+    (dispatch, log_level)
 }
 
 /// Batch export over OTLP/gRPC. The batch processor runs on its own thread

@@ -1,9 +1,6 @@
 //! Spans exported over real OTLP/gRPC to a receiver inside the test.
 
-use std::{
-    io::Write,
-    sync::{Arc, Mutex},
-};
+use std::sync::{Arc, Mutex};
 
 use catalogue::{
     api::proto::GetProductRequest,
@@ -29,7 +26,7 @@ use tonic::{
 use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
 use tracing_subscriber::fmt::writer::BoxMakeWriter;
 
-use crate::helpers::{Backend, TestApp, seed_products, spawn_app_logging_to};
+use crate::helpers::{Backend, Logs, TestApp, seed_products, spawn_app_logging_to};
 
 /// Serves `router` on a loopback port until the test ends; returns its url.
 async fn serve_on_loopback(router: Router) -> String {
@@ -86,20 +83,6 @@ impl Receiver {
             tokio::time::sleep(std::time::Duration::from_millis(20)).await;
         }
         panic!("no span of each of {names:?} ever arrived");
-    }
-}
-
-/// Log lines written by the app, kept for the test to read.
-#[derive(Clone, Default)]
-struct Logs(Arc<Mutex<Vec<u8>>>);
-
-impl Write for Logs {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().write(buf)
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
     }
 }
 
@@ -388,7 +371,7 @@ async fn a_stream_span_records_its_messages_and_log_lines_carry_the_trace_id() {
         .rev()
         .find(|span| span.name == GET_PRODUCT)
         .expect("the failed call's span");
-    let text = String::from_utf8(logs.0.lock().unwrap().clone()).unwrap();
+    let text = String::from_utf8(logs.bytes()).unwrap();
     let lines: Vec<serde_json::Value> = text
         .lines()
         .map(|line| serde_json::from_str(line).expect("every log line is JSON"))
