@@ -20,7 +20,9 @@ use tower_http::catch_panic::CatchPanicLayer;
 use tracing::{Dispatch, instrument::WithSubscriber as _};
 
 use crate::{
-    admin::{self, AdminState, TaskNames},
+    admin::{
+        self, AdminGuard, AdminState, TaskNames, server::AdminLimits, settings::InsecureAdmin,
+    },
     api::{
         CatalogueApi, proto,
         proto::catalogue_service_server::{CatalogueServiceServer, SERVICE_NAME},
@@ -75,6 +77,8 @@ pub enum StartupError {
     Spawn(std::io::Error),
     #[error("consul registration: {0}")]
     Consul(#[from] ConsulError),
+    #[error("{0}")]
+    InsecureAdmin(#[from] InsecureAdmin),
 }
 
 /// A built, bound and not yet serving instance of the service.
@@ -116,6 +120,7 @@ impl App {
         store: Arc<dyn Store>,
         telemetry: &mut Telemetry,
     ) -> Result<Self, StartupError> {
+        config.admin.check()?;
         let metrics = telemetry.metrics();
         let store: Arc<dyn Store> = Arc::new(metrics.scope(|| InstrumentedStore::new(store)));
         let faults = Arc::new(metrics.scope(|| FaultInjector::from_config(&config.faults))?);
@@ -125,7 +130,7 @@ impl App {
                 Arc::new(metrics.scope(|| Upstream::new(url, &config.upstream, protected)))
             });
         let (grpc_listener, grpc_addr) = bind(config.grpc_addr).await?;
-        let (admin_listener, admin_addr) = bind(config.admin_addr).await?;
+        let (admin_listener, admin_addr) = bind(config.admin.admin_addr).await?;
         let consul = Registrar::from_config(&config.consul, grpc_addr, SERVICE_NAME)?;
         let console = match telemetry.take_console() {
             Some(server) => {
@@ -210,6 +215,7 @@ impl App {
             head_sampler,
             grpc_listener,
             admin_listener,
+            admin_addr,
             console,
             consul,
             ..
@@ -260,14 +266,24 @@ impl App {
             metrics: Arc::new(sampler),
             faults,
             stopping,
-            admin_token: config.admin_token.clone(),
+            guard: AdminGuard::new(config.admin.admin_token.clone(), admin_addr),
             task_names: task_names.clone(),
             dispatch,
         });
-        let admin_server =
-            axum::serve(admin_listener, admin_router).with_graceful_shutdown(drained(draining));
+        let admin_limits = AdminLimits {
+            max_connections: config.admin.admin_max_connections as usize,
+            header_timeout: config.admin.admin_header_timeout,
+        };
+        let admin_server = metrics.scope(|| {
+            admin::server::serve(
+                admin_listener,
+                admin_router,
+                admin_limits,
+                drained(draining),
+            )
+        });
         let admin = task_names
-            .spawn("admin-server", async move { admin_server.await })
+            .spawn("admin-server", admin_server)
             .map_err(StartupError::Spawn)?;
         let upkeep = task_names
             .spawn("metrics-upkeep", upkeep(metrics))

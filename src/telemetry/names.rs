@@ -86,6 +86,8 @@ pub const IDLE_CALLS_EXPIRED: &str = "catalogue_idle_calls_expired_total";
 /// Connections closed at once because too many were open.
 pub const CONNECTIONS_REFUSED: &str = "catalogue_connections_refused_total";
 pub const CONNECTIONS_OPEN: &str = "catalogue_connections_open";
+/// Admin connections closed at once (label: reason).
+pub const ADMIN_CONNECTIONS_REFUSED: &str = "catalogue_admin_connections_refused_total";
 
 pub const BUILD_INFO: &str = "catalogue_build_info";
 /// 1 while a fault is injected (label: fault).
@@ -305,6 +307,10 @@ pub fn describe() {
         "connections closed at once because --max-connections were open"
     );
     describe_gauge!(CONNECTIONS_OPEN, "client connections open now");
+    describe_counter!(
+        ADMIN_CONNECTIONS_REFUSED,
+        "admin connections closed at once because --admin-max-connections were open"
+    );
 
     describe_gauge!(BUILD_INFO, "build information: always 1");
     describe_gauge!(

@@ -333,6 +333,7 @@ async fn a_stream_the_server_is_slow_to_produce_is_not_idle() {
         &[
             "--stream-idle-timeout",
             "300ms",
+            "--enable-faults",
             "--fault-slow-stream-ms",
             "100",
             "--fault-methods",
