@@ -31,7 +31,7 @@ use crate::{
     discovery::consul::{ConsulError, Registrar},
     faults::{FaultError, FaultInjector, FaultLayer},
     method::{Kind, Method},
-    protection::{ShedLayer, limit_connections},
+    protection::{ShedLayer, expose_tcp_info, limit_connections},
     store::{self, InstrumentedStore, Store, StoreError},
     telemetry::{
         Metrics, Telemetry,
@@ -47,6 +47,10 @@ use crate::{
 const MAX_LOCAL_ERROR_RESET_STREAMS: usize = 1024;
 /// Streams a client may open and reset before the server accepts them.
 const MAX_PENDING_ACCEPT_RESET_STREAMS: usize = 64;
+/// Largest request message: a request of the contract is a few hundred
+/// bytes (an id, a query, a page token). Responses keep
+/// `--max-message-bytes`.
+const MAX_REQUEST_BYTES: usize = 64 * 1024;
 /// Request headers per call (grpc-go's default is 16 KiB as well).
 const MAX_HEADER_LIST_BYTES: u32 = 16 * 1024;
 /// Server pings find dead connections; one unanswered for the timeout closes
@@ -495,15 +499,18 @@ fn grpc_server<H: Health>(
     };
     let reflection_v1 = reflection(REFLECTION_V1_SERVICE).build_v1()?;
     let reflection_v1alpha = reflection(REFLECTION_V1ALPHA_SERVICE).build_v1alpha()?;
+    let reflection_v1 = reflection_v1.max_decoding_message_size(MAX_REQUEST_BYTES);
+    let reflection_v1alpha = reflection_v1alpha.max_decoding_message_size(MAX_REQUEST_BYTES);
+    let health_service = health_service.max_decoding_message_size(MAX_REQUEST_BYTES);
     let catalogue = FaultLayer::new(faults).layer(
         CatalogueServiceServer::new(api)
-            .max_decoding_message_size(config.max_message_bytes)
+            .max_decoding_message_size(MAX_REQUEST_BYTES)
             .max_encoding_message_size(config.max_message_bytes),
     );
     let limits = config.protection.limits();
     let incoming = limit_connections(
         TcpIncoming::from(listener).with_nodelay(Some(true)),
-        limits.max_connections,
+        &limits,
     );
     // No `Server::timeout`: it ends a late call CANCELLED; `ShedLayer`
     // enforces the request timeout and ends it DEADLINE_EXCEEDED.
@@ -518,6 +525,9 @@ fn grpc_server<H: Health>(
     Ok(server
         // Outermost first: telemetry sees the INTERNAL a caught panic becomes
         // and the UNAVAILABLE of a shed call.
+        .layer(tower::util::MapRequestLayer::new(
+            expose_tcp_info::<tonic::body::Body>,
+        ))
         .layer(telemetry)
         .layer(shed)
         .layer(CatchPanicLayer::custom(panic_response))

@@ -87,7 +87,8 @@ pub struct ServeConfig {
           value_parser = humantime::parse_duration)]
     pub shutdown_grace: Duration,
 
-    /// Largest request or response message, in bytes (grpc-go's default).
+    /// Largest response message, in bytes (grpc-go's default); requests are
+    /// decoded up to 64 KiB.
     #[arg(long, env = "CATALOGUE_MAX_MESSAGE_BYTES", default_value_t = 4 * 1024 * 1024)]
     pub max_message_bytes: usize,
 

@@ -6,6 +6,11 @@
 //!   `grpc-retry-pushback-ms` hint, and counted; it never waits in a queue.
 //!   Health checks are never refused: an overloaded server must still tell
 //!   its load balancer how it is.
+//! - Fair calls: one connection may hold at most `--max-calls-per-connection`
+//!   of the global slots (a quarter by default), so a client with a few
+//!   connections cannot take them all; health `Watch` streams, which never
+//!   end by themselves and are never shed by the global limit, have a bound
+//!   of their own (`--max-health-watches`).
 //! - Idle calls: an admitted call whose client has read nothing for
 //!   `--stream-idle-timeout` gives its slot back and ends with
 //!   DEADLINE_EXCEEDED. hyper stops polling a response body while the
@@ -84,6 +89,18 @@ pub struct ProtectionConfig {
     #[arg(long, env = "CATALOGUE_MAX_CONNECTIONS", default_value_t = 4096)]
     pub max_connections: usize,
 
+    /// Calls one connection may hold at once of --max-concurrent-calls;
+    /// beyond it that connection's calls are refused with UNAVAILABLE.
+    /// Default: a quarter of --max-concurrent-calls.
+    #[arg(long, env = "CATALOGUE_MAX_CALLS_PER_CONNECTION",
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_calls_per_connection: Option<u32>,
+
+    /// Health Watch streams open at once across all connections; one more
+    /// is refused with UNAVAILABLE (health Check calls are never refused).
+    #[arg(long, env = "CATALOGUE_MAX_HEALTH_WATCHES", default_value_t = 1024)]
+    pub max_health_watches: usize,
+
     /// Turn every protection off (concurrency limit, request timeout, idle
     /// timeout, connection limit, bulkhead, breaker): the Go-style failure mode, for
     /// the overload experiment only.
@@ -102,6 +119,8 @@ pub struct Limits {
     /// `None`: a call keeps its slot however long its client stalls.
     pub stream_idle_timeout: Option<Duration>,
     pub max_connections: usize,
+    pub max_calls_per_connection: usize,
+    pub max_health_watches: usize,
     /// Whether the upstream's bulkhead and breaker may refuse.
     pub upstream_guarded: bool,
 }
@@ -115,15 +134,22 @@ impl ProtectionConfig {
                 request_timeout: None,
                 stream_idle_timeout: None,
                 max_connections: usize::MAX,
+                max_calls_per_connection: usize::MAX,
+                max_health_watches: usize::MAX,
                 upstream_guarded: false,
             };
         }
+        let per_connection = self
+            .max_calls_per_connection
+            .map_or(self.max_concurrent_calls / 4, |calls| calls as usize);
         Limits {
             max_concurrent_calls: self.max_concurrent_calls,
             retry_pushback: self.retry_pushback,
             request_timeout: Some(self.request_timeout),
             stream_idle_timeout: Some(self.stream_idle_timeout),
             max_connections: self.max_connections,
+            max_calls_per_connection: per_connection.max(1),
+            max_health_watches: self.max_health_watches,
             upstream_guarded: true,
         }
     }
@@ -133,15 +159,20 @@ impl ProtectionConfig {
 /// polled, so never registered).
 const NO_DEADLINE: Duration = Duration::from_secs(60 * 60 * 24 * 365);
 
-/// Paths that are never shed.
+/// Paths that are never shed by the global or the per-connection limit.
 const NEVER_SHED_PREFIX: &str = "/grpc.health.v1.Health/";
+/// Health streams, bounded on their own (`--max-health-watches`).
+const HEALTH_WATCH_PATH: &str = "/grpc.health.v1.Health/Watch";
 
 /// The global concurrency limit; see the module docs.
 #[derive(Clone)]
 pub struct ShedLayer {
     permits: Arc<Semaphore>,
+    watches: Arc<Semaphore>,
     pushback_ms: String,
     shed: Counter,
+    shed_by_connection: Counter,
+    shed_watch: Counter,
     /// `None`: a call keeps its slot however long its client stalls.
     idle_timeout: Option<Duration>,
     idle_expired: Counter,
@@ -155,8 +186,13 @@ impl ShedLayer {
             permits: Arc::new(Semaphore::new(
                 limits.max_concurrent_calls.min(Semaphore::MAX_PERMITS),
             )),
+            watches: Arc::new(Semaphore::new(
+                limits.max_health_watches.min(Semaphore::MAX_PERMITS),
+            )),
             pushback_ms: limits.retry_pushback.as_millis().to_string(),
             shed: counter!(names::SHED, "reason" => "concurrency_limit"),
+            shed_by_connection: counter!(names::SHED, "reason" => "connection_limit"),
+            shed_watch: counter!(names::SHED, "reason" => "health_watch_limit"),
             idle_timeout: limits.stream_idle_timeout,
             idle_expired: counter!(names::IDLE_CALLS_EXPIRED),
             request_timeout: limits.request_timeout,
@@ -175,6 +211,38 @@ impl ShedLayer {
             (Some(server), Some(client)) => Some(server.min(client)),
             (server, client) => server.or(client),
         }
+    }
+
+    /// The slots a call takes, or the counter of the limit that refuses it.
+    fn admit<B>(&self, request: &Request<B>) -> Result<Option<Slots>, &Counter> {
+        let path = request.uri().path();
+        if path == HEALTH_WATCH_PATH {
+            return match self.watches.clone().try_acquire_owned() {
+                Ok(watch) => Ok(Some(Slots {
+                    _call: watch,
+                    _connection: None,
+                })),
+                Err(_) => Err(&self.shed_watch),
+            };
+        }
+        if path.starts_with(NEVER_SHED_PREFIX) {
+            return Ok(None);
+        }
+        let Ok(call) = self.permits.clone().try_acquire_owned() else {
+            return Err(&self.shed);
+        };
+        // A refusal here gives the global slot back at once.
+        let connection = match request.extensions().get::<ConnectionInfo>() {
+            Some(info) => match info.calls.clone().try_acquire_owned() {
+                Ok(permit) => Some(permit),
+                Err(_) => return Err(&self.shed_by_connection),
+            },
+            None => None,
+        };
+        Ok(Some(Slots {
+            _call: call,
+            _connection: connection,
+        }))
     }
 
     fn refusal(&self) -> Response<tonic::body::Body> {
@@ -219,17 +287,13 @@ where
     }
 
     fn call(&mut self, request: Request<tonic::body::Body>) -> Self::Future {
-        let permit = if request.uri().path().starts_with(NEVER_SHED_PREFIX) {
-            None
-        } else {
-            match self.layer.permits.clone().try_acquire_owned() {
-                Ok(permit) => Some(permit),
-                Err(_) => {
-                    self.layer.shed.increment(1);
-                    return ShedFuture::Refused {
-                        response: Some(self.layer.refusal()),
-                    };
-                }
+        let permit = match self.layer.admit(&request) {
+            Ok(slots) => slots,
+            Err(refused) => {
+                refused.increment(1);
+                return ShedFuture::Refused {
+                    response: Some(self.layer.refusal()),
+                };
             }
         };
         let timeout = self.layer.deadline(&request);
@@ -254,7 +318,7 @@ pin_project! {
             // registers a timer.
             #[pin] deadline: tokio::time::Sleep,
             timeout: Option<Duration>,
-            permit: Option<OwnedSemaphorePermit>,
+            permit: Option<Slots>,
             layer: ShedLayer,
         },
         Refused { response: Option<Response<tonic::body::Body>> },
@@ -328,6 +392,13 @@ pin_project! {
     }
 }
 
+/// What an admitted call holds, given back when it is dropped: a global
+/// slot (or, for a health Watch, a watch slot) and its connection's.
+pub struct Slots {
+    _call: OwnedSemaphorePermit,
+    _connection: Option<OwnedSemaphorePermit>,
+}
+
 /// A call's concurrency slot and the timer that takes it back from a client
 /// that stopped reading.
 ///
@@ -344,7 +415,7 @@ pub struct IdleWatch {
 /// What the timer's waker reaches: it runs on the timer driver, not on the
 /// call's task, which is not being polled.
 struct Lease {
-    permit: Mutex<Option<OwnedSemaphorePermit>>,
+    permit: Mutex<Option<Slots>>,
     /// True between handing hyper a frame and hyper asking for the next.
     waiting_on_client: AtomicBool,
     expired: AtomicBool,
@@ -372,7 +443,7 @@ impl Wake for Lease {
 }
 
 impl IdleWatch {
-    fn new(permit: OwnedSemaphorePermit, timeout: Duration, expired_total: Counter) -> Self {
+    fn new(permit: Slots, timeout: Duration, expired_total: Counter) -> Self {
         let mut watch = Self {
             lease: Arc::new(Lease {
                 permit: Mutex::new(Some(permit)),
@@ -388,7 +459,7 @@ impl IdleWatch {
         watch
     }
 
-    fn unwatched(permit: OwnedSemaphorePermit) -> Self {
+    fn unwatched(permit: Slots) -> Self {
         Self {
             lease: Arc::new(Lease {
                 permit: Mutex::new(Some(permit)),
@@ -498,6 +569,30 @@ pub struct LimitedConnection {
     stream: TcpStream,
     _permit: OwnedSemaphorePermit,
     open: Gauge,
+    /// Its calls' slots (`--max-calls-per-connection`).
+    calls: Arc<Semaphore>,
+}
+
+/// What tonic puts in each request's extensions for a `LimitedConnection`:
+/// the TCP addresses and the connection's call slots.
+#[derive(Debug, Clone)]
+pub struct ConnectionInfo {
+    tcp: TcpConnectInfo,
+    calls: Arc<Semaphore>,
+}
+
+/// Copies a request's TCP addresses into its extensions as
+/// `TcpConnectInfo`, where the telemetry and tonic's `remote_addr` read
+/// them (tonic inserts only `ConnectionInfo`). The outermost layer.
+pub fn expose_tcp_info<B>(mut request: Request<B>) -> Request<B> {
+    if let Some(tcp) = request
+        .extensions()
+        .get::<ConnectionInfo>()
+        .map(|info| info.tcp.clone())
+    {
+        request.extensions_mut().insert(tcp);
+    }
+    request
 }
 
 impl Drop for LimitedConnection {
@@ -506,16 +601,20 @@ impl Drop for LimitedConnection {
     }
 }
 
-/// Accepted connections, at most `max` open at once; one more is closed as
-/// soon as it is accepted, and counted.
+/// Accepted connections, at most `max_connections` open at once; one more
+/// is closed as soon as it is accepted, and counted. Each may hold
+/// `max_calls_per_connection` calls.
 pub fn limit_connections<S>(
     incoming: S,
-    max: usize,
-) -> impl Stream<Item = io::Result<LimitedConnection>> + Send + 'static
+    limits: &Limits,
+) -> impl Stream<Item = io::Result<LimitedConnection>> + Send + use<S>
 where
     S: Stream<Item = io::Result<TcpStream>> + Send + 'static,
 {
-    let slots = Arc::new(Semaphore::new(max.min(Semaphore::MAX_PERMITS)));
+    let slots = Arc::new(Semaphore::new(
+        limits.max_connections.min(Semaphore::MAX_PERMITS),
+    ));
+    let calls_per_connection = limits.max_calls_per_connection.min(Semaphore::MAX_PERMITS);
     let refused = counter!(names::CONNECTIONS_REFUSED);
     let open = gauge!(names::CONNECTIONS_OPEN);
     incoming.filter_map(move |accepted| {
@@ -527,6 +626,7 @@ where
                         stream,
                         _permit: permit,
                         open: open.clone(),
+                        calls: Arc::new(Semaphore::new(calls_per_connection)),
                     }))
                 }
                 Err(_) => {
@@ -541,10 +641,13 @@ where
 }
 
 impl Connected for LimitedConnection {
-    type ConnectInfo = TcpConnectInfo;
+    type ConnectInfo = ConnectionInfo;
 
     fn connect_info(&self) -> Self::ConnectInfo {
-        self.stream.connect_info()
+        ConnectionInfo {
+            tcp: self.stream.connect_info(),
+            calls: self.calls.clone(),
+        }
     }
 }
 
@@ -599,6 +702,8 @@ mod tests {
             request_timeout,
             stream_idle_timeout: None,
             max_connections: 1,
+            max_calls_per_connection: 1,
+            max_health_watches: 1,
             upstream_guarded: true,
         })
     }

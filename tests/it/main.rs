@@ -4,6 +4,7 @@ mod console;
 mod consul;
 mod dashboards;
 mod deadlines;
+mod fairness;
 mod faults;
 mod get_product;
 mod health;

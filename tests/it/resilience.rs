@@ -127,7 +127,14 @@ async fn calls_beyond_the_limit_are_shed_at_once_but_health_checks_are_not() {
     let app = behind_upstream(
         10_000,
         0.0,
-        &["--max-concurrent-calls", "2", "--upstream-timeout", "5s"],
+        &[
+            "--max-concurrent-calls",
+            "2",
+            "--max-calls-per-connection",
+            "2",
+            "--upstream-timeout",
+            "5s",
+        ],
     )
     .await;
     let slow: Vec<_> = (0..2)
@@ -159,11 +166,7 @@ async fn calls_beyond_the_limit_are_shed_at_once_but_health_checks_are_not() {
     assert_eq!(health.into_inner().status(), ServingStatus::Serving);
     let scrape = app.scrape().await;
     assert_eq!(
-        value(
-            &scrape,
-            "catalogue_shed_total",
-            &[("reason", "concurrency_limit")]
-        ),
+        crate::helpers::shed(&scrape, "concurrency_limit"),
         Some(1.0)
     );
     for call in slow {

@@ -1,0 +1,124 @@
+//! Fair calls: one connection cannot hold every call slot, and health
+//! Watch streams, never shed by the global limit, have a bound of their own.
+
+use catalogue::api::proto::{
+    GetProductRequest, ListProductsRequest, catalogue_service_client::CatalogueServiceClient,
+};
+use tonic::{Code, transport::Channel};
+use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
+
+use crate::helpers::{
+    Backend, seed_products, shed, spawn_app_with, wait_for_in_flight, wait_for_value,
+};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_connection_holds_at_most_a_quarter_of_the_call_slots() {
+    // Arrange: 8 slots, so 2 per connection by default; GetProduct waits a
+    // minute, so every admitted call holds its slot.
+    let app = spawn_app_with(
+        Backend::Memory,
+        &[
+            "--max-concurrent-calls",
+            "8",
+            "--enable-faults",
+            "--fault-latency-ms",
+            "60000",
+            "--fault-methods",
+            "GetProduct",
+        ],
+    )
+    .await
+    .unwrap();
+    let product_id = seed_products()[0].id.clone();
+
+    // Act: one connection (the app's channel) asks for every slot.
+    let held: Vec<_> = (0..8)
+        .map(|_| {
+            let mut client = app.client.clone();
+            let request = GetProductRequest {
+                product_id: product_id.clone(),
+            };
+            tokio::spawn(async move { client.get_product(request).await })
+        })
+        .collect();
+
+    // Assert: two admitted, six refused by the connection's bound...
+    wait_for_value(
+        &app,
+        "catalogue_shed_total",
+        &[("reason", "connection_limit")],
+        6.0,
+    )
+    .await;
+    wait_for_in_flight(&app, 2.0).await;
+    // ...and a fresh client's connection is served.
+    let fresh = Channel::from_shared(format!("http://{}", app.grpc_addr))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let request = ListProductsRequest {
+        page_size: 3,
+        ..Default::default()
+    };
+    let mut stream = CatalogueServiceClient::new(fresh)
+        .list_products(request)
+        .await
+        .expect("a fresh connection is served")
+        .into_inner();
+    while stream.message().await.expect("streamed").is_some() {}
+    let scrape = app.scrape().await;
+    assert_eq!(
+        shed(&scrape, "concurrency_limit"),
+        Some(0.0),
+        "the global limit was never reached"
+    );
+    for call in held {
+        call.abort();
+    }
+}
+
+#[tokio::test]
+async fn health_watches_have_their_own_bound_and_take_no_call_slot() {
+    let mut app = spawn_app_with(
+        Backend::Memory,
+        &["--max-health-watches", "2", "--max-concurrent-calls", "1"],
+    )
+    .await
+    .unwrap();
+    let mut health = HealthClient::new(app.channel.clone());
+    let mut watches = Vec::new();
+    for _ in 0..2 {
+        let mut watch = health
+            .watch(HealthCheckRequest::default())
+            .await
+            .expect("watch admitted")
+            .into_inner();
+        watch.message().await.expect("first status");
+        watches.push(watch);
+    }
+
+    let refused = health
+        .watch(HealthCheckRequest::default())
+        .await
+        .expect_err("a third watch is refused");
+
+    assert_eq!(refused.code(), Code::Unavailable, "{refused:?}");
+    health
+        .check(HealthCheckRequest::default())
+        .await
+        .expect("checks are never refused");
+    app.get_product(&seed_products()[0].id)
+        .await
+        .expect("the watches hold no call slot");
+    let scrape = app.scrape().await;
+    assert_eq!(shed(&scrape, "health_watch_limit"), Some(1.0));
+    drop(watches);
+    for _ in 0..1000 {
+        if health.watch(HealthCheckRequest::default()).await.is_ok() {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    panic!("closed watches never gave their slots back");
+}
