@@ -31,7 +31,7 @@ use crate::{
     discovery::consul::{ConsulError, Registrar},
     faults::{FaultError, FaultInjector, FaultLayer},
     method::{Kind, Method},
-    protection::{ShedLayer, expose_tcp_info, limit_connections},
+    protection::{ShedLayer, expose_tcp_info, guard_connections, raise_fd_limit},
     store::{self, InstrumentedStore, Store, StoreError},
     telemetry::{
         Metrics, Telemetry,
@@ -57,6 +57,16 @@ const MAX_HEADER_LIST_BYTES: u32 = 16 * 1024;
 /// the connection.
 const KEEPALIVE_INTERVAL: std::time::Duration = std::time::Duration::from_secs(60);
 const KEEPALIVE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(20);
+/// TCP keepalive on accepted connections: the kernel finds a peer that
+/// vanished (no FIN, no RST) even on a connection HTTP/2 pings do not
+/// reach yet (one still in its handshake): first probe after 60 s idle,
+/// then every 10 s, three unanswered probes close it.
+const TCP_KEEPALIVE_TIME: std::time::Duration = std::time::Duration::from_secs(60);
+const TCP_KEEPALIVE_INTERVAL: std::time::Duration = std::time::Duration::from_secs(10);
+const TCP_KEEPALIVE_RETRIES: u32 = 3;
+/// Files the process keeps open besides client connections: listeners,
+/// admin connections, the database pool, the log, the binary's own.
+const RESERVED_FDS: u64 = 256;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartupError {
@@ -120,11 +130,14 @@ impl App {
 
     /// Binds the listeners around a store that is already open.
     pub async fn build_with_store(
-        config: ServeConfig,
+        mut config: ServeConfig,
         store: Arc<dyn Store>,
         telemetry: &mut Telemetry,
     ) -> Result<Self, StartupError> {
         config.admin.check()?;
+        tracing::dispatcher::with_default(&telemetry.dispatch(), || {
+            fit_connections_to_fd_limit(&mut config);
+        });
         let metrics = telemetry.metrics();
         let store: Arc<dyn Store> = Arc::new(metrics.scope(|| InstrumentedStore::new(store)));
         let faults = Arc::new(metrics.scope(|| FaultInjector::from_config(&config.faults))?);
@@ -508,8 +521,12 @@ fn grpc_server<H: Health>(
             .max_encoding_message_size(config.max_message_bytes),
     );
     let limits = config.protection.limits();
-    let incoming = limit_connections(
-        TcpIncoming::from(listener).with_nodelay(Some(true)),
+    let incoming = guard_connections(
+        TcpIncoming::from(listener)
+            .with_nodelay(Some(true))
+            .with_keepalive(Some(TCP_KEEPALIVE_TIME))
+            .with_keepalive_interval(Some(TCP_KEEPALIVE_INTERVAL))
+            .with_keepalive_retries(Some(TCP_KEEPALIVE_RETRIES)),
         &limits,
     );
     // No `Server::timeout`: it ends a late call CANCELLED; `ShedLayer`
@@ -569,6 +586,27 @@ fn serve_console(
             });
         })?;
     Ok(())
+}
+
+/// Raises the soft limit on open files to the hard one, then lowers
+/// `--max-connections`, with a warning, if the limit cannot hold that many
+/// connections and the files the process needs besides.
+fn fit_connections_to_fd_limit(config: &mut ServeConfig) {
+    let Some(limit) = raise_fd_limit() else {
+        return;
+    };
+    let fits = usize::try_from(limit.saturating_sub(RESERVED_FDS)).unwrap_or(usize::MAX);
+    let asked = config.protection.max_connections;
+    if asked > fits && !config.protection.no_protection {
+        let fits = fits.max(1);
+        tracing::warn!(
+            max_connections = asked,
+            open_files_limit = limit,
+            lowered_to = fits,
+            "--max-connections is more than the open-files limit allows; lowered"
+        );
+        config.protection.max_connections = fits;
+    }
 }
 
 async fn bind(addr: SocketAddr) -> Result<(TcpListener, SocketAddr), StartupError> {

@@ -20,14 +20,14 @@
 //!   (`--request-timeout`, or the client's shorter `grpc-timeout`) ends with
 //!   DEADLINE_EXCEEDED, gRPC's code for a deadline, and is counted so
 //!   (tonic's own server timeout ends it CANCELLED, "the client went away").
-//! - `limit_connections`: a bound on open client connections; one over the
-//!   bound is closed as soon as it is accepted.
+//! - `guard_connections` (`connections.rs`): bounds on open connections, in
+//!   all and per client IP, a handshake timeout, and a backoff after failed
+//!   accepts.
 //!
 //! `ProtectionConfig` is the flags; `Limits` what is in force, with
 //! `--no-protection` resolved once.
 
 use std::{
-    io,
     pin::Pin,
     sync::{
         Arc, Mutex,
@@ -39,25 +39,24 @@ use std::{
 
 use bytes::Bytes;
 use clap::Args;
-use futures::{Stream, StreamExt};
 use http::{Request, Response};
 use http_body::{Body, Frame, SizeHint};
-use metrics::{Counter, Gauge, counter, gauge};
+use metrics::{Counter, counter};
 use pin_project_lite::pin_project;
 use tokio::{
-    io::{AsyncRead, AsyncWrite, ReadBuf},
-    net::TcpStream,
     sync::{OwnedSemaphorePermit, Semaphore},
     time::{Instant, Sleep},
 };
-use tonic::{
-    Status,
-    metadata::MetadataValue,
-    transport::server::{Connected, TcpConnectInfo},
-};
+use tonic::{Status, metadata::MetadataValue};
 use tower::{Layer, Service};
 
 use crate::{telemetry::names, values::grpc_timeout};
+
+mod connections;
+
+pub use connections::{
+    ConnectionInfo, GuardedConnection, expose_tcp_info, guard_connections, raise_fd_limit,
+};
 
 /// Server-side overload protection. The defaults are safe for a 2-core
 /// machine.
@@ -86,8 +85,20 @@ pub struct ProtectionConfig {
     pub stream_idle_timeout: Duration,
 
     /// Open client connections; connections beyond it are closed at once.
+    /// Lowered, with a warning, to what the open-files limit allows.
     #[arg(long, env = "CATALOGUE_MAX_CONNECTIONS", default_value_t = 4096)]
     pub max_connections: usize,
+
+    /// Open connections from one client IP; more are closed at once.
+    #[arg(long, env = "CATALOGUE_MAX_CONNECTIONS_PER_PEER", default_value_t = 256,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_connections_per_peer: u32,
+
+    /// A connection that has not sent the HTTP/2 preface and a whole first
+    /// HEADERS block this long after it was accepted is closed.
+    #[arg(long, env = "CATALOGUE_HANDSHAKE_TIMEOUT", default_value = "5s",
+          value_parser = humantime::parse_duration)]
+    pub handshake_timeout: Duration,
 
     /// Calls one connection may hold at once of --max-concurrent-calls;
     /// beyond it that connection's calls are refused with UNAVAILABLE.
@@ -119,6 +130,9 @@ pub struct Limits {
     /// `None`: a call keeps its slot however long its client stalls.
     pub stream_idle_timeout: Option<Duration>,
     pub max_connections: usize,
+    pub max_connections_per_peer: usize,
+    /// `None`: a connection may take as long as it likes to start.
+    pub handshake_timeout: Option<Duration>,
     pub max_calls_per_connection: usize,
     pub max_health_watches: usize,
     /// Whether the upstream's bulkhead and breaker may refuse.
@@ -134,6 +148,8 @@ impl ProtectionConfig {
                 request_timeout: None,
                 stream_idle_timeout: None,
                 max_connections: usize::MAX,
+                max_connections_per_peer: usize::MAX,
+                handshake_timeout: None,
                 max_calls_per_connection: usize::MAX,
                 max_health_watches: usize::MAX,
                 upstream_guarded: false,
@@ -148,6 +164,8 @@ impl ProtectionConfig {
             request_timeout: Some(self.request_timeout),
             stream_idle_timeout: Some(self.stream_idle_timeout),
             max_connections: self.max_connections,
+            max_connections_per_peer: self.max_connections_per_peer as usize,
+            handshake_timeout: Some(self.handshake_timeout),
             max_calls_per_connection: per_connection.max(1),
             max_health_watches: self.max_health_watches,
             upstream_guarded: true,
@@ -564,133 +582,6 @@ where
     }
 }
 
-/// A connection that holds one of the `--max-connections` slots while open.
-pub struct LimitedConnection {
-    stream: TcpStream,
-    _permit: OwnedSemaphorePermit,
-    open: Gauge,
-    /// Its calls' slots (`--max-calls-per-connection`).
-    calls: Arc<Semaphore>,
-}
-
-/// What tonic puts in each request's extensions for a `LimitedConnection`:
-/// the TCP addresses and the connection's call slots.
-#[derive(Debug, Clone)]
-pub struct ConnectionInfo {
-    tcp: TcpConnectInfo,
-    calls: Arc<Semaphore>,
-}
-
-/// Copies a request's TCP addresses into its extensions as
-/// `TcpConnectInfo`, where the telemetry and tonic's `remote_addr` read
-/// them (tonic inserts only `ConnectionInfo`). The outermost layer.
-pub fn expose_tcp_info<B>(mut request: Request<B>) -> Request<B> {
-    if let Some(tcp) = request
-        .extensions()
-        .get::<ConnectionInfo>()
-        .map(|info| info.tcp.clone())
-    {
-        request.extensions_mut().insert(tcp);
-    }
-    request
-}
-
-impl Drop for LimitedConnection {
-    fn drop(&mut self) {
-        self.open.decrement(1.0);
-    }
-}
-
-/// Accepted connections, at most `max_connections` open at once; one more
-/// is closed as soon as it is accepted, and counted. Each may hold
-/// `max_calls_per_connection` calls.
-pub fn limit_connections<S>(
-    incoming: S,
-    limits: &Limits,
-) -> impl Stream<Item = io::Result<LimitedConnection>> + Send + use<S>
-where
-    S: Stream<Item = io::Result<TcpStream>> + Send + 'static,
-{
-    let slots = Arc::new(Semaphore::new(
-        limits.max_connections.min(Semaphore::MAX_PERMITS),
-    ));
-    let calls_per_connection = limits.max_calls_per_connection.min(Semaphore::MAX_PERMITS);
-    let refused = counter!(names::CONNECTIONS_REFUSED);
-    let open = gauge!(names::CONNECTIONS_OPEN);
-    incoming.filter_map(move |accepted| {
-        let connection = match accepted {
-            Ok(stream) => match slots.clone().try_acquire_owned() {
-                Ok(permit) => {
-                    open.increment(1.0);
-                    Some(Ok(LimitedConnection {
-                        stream,
-                        _permit: permit,
-                        open: open.clone(),
-                        calls: Arc::new(Semaphore::new(calls_per_connection)),
-                    }))
-                }
-                Err(_) => {
-                    refused.increment(1);
-                    None
-                }
-            },
-            Err(error) => Some(Err(error)),
-        };
-        std::future::ready(connection)
-    })
-}
-
-impl Connected for LimitedConnection {
-    type ConnectInfo = ConnectionInfo;
-
-    fn connect_info(&self) -> Self::ConnectInfo {
-        ConnectionInfo {
-            tcp: self.stream.connect_info(),
-            calls: self.calls.clone(),
-        }
-    }
-}
-
-impl AsyncRead for LimitedConnection {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().stream).poll_read(cx, buf)
-    }
-}
-
-impl AsyncWrite for LimitedConnection {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().stream).poll_write(cx, buf)
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().stream).poll_flush(cx)
-    }
-
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().stream).poll_shutdown(cx)
-    }
-
-    fn poll_write_vectored(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[io::IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().stream).poll_write_vectored(cx, bufs)
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        self.stream.is_write_vectored()
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -702,6 +593,8 @@ mod tests {
             request_timeout,
             stream_idle_timeout: None,
             max_connections: 1,
+            max_connections_per_peer: 1,
+            handshake_timeout: None,
             max_calls_per_connection: 1,
             max_health_watches: 1,
             upstream_guarded: true,

@@ -1,5 +1,6 @@
 mod admin;
 mod cli;
+mod connections;
 mod console;
 mod consul;
 mod dashboards;

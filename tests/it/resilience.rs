@@ -202,7 +202,8 @@ async fn connections_beyond_the_limit_are_closed() {
 
     assert!(refused, "a second connection is not served");
     let scrape = app.scrape().await;
-    assert!(value(&scrape, "catalogue_connections_refused_total", &[]).unwrap() >= 1.0);
+    let refused = &[("reason", "max_connections")];
+    assert!(value(&scrape, "catalogue_connections_refused_total", refused).unwrap() >= 1.0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
