@@ -10,7 +10,9 @@
 //!   of the global slots (a quarter by default), so a client with a few
 //!   connections cannot take them all; health `Watch` streams, which never
 //!   end by themselves and are never shed by the global limit, have a bound
-//!   of their own (`--max-health-watches`).
+//!   of their own (`--max-health-watches`). One client IP may hold at most
+//!   `--max-calls-per-peer` (three quarters), so the last quarter is always
+//!   someone else's.
 //! - Idle calls: an admitted call whose client has read nothing for
 //!   `--stream-idle-timeout` gives its slot back and ends with
 //!   DEADLINE_EXCEEDED. hyper stops polling a response body while the
@@ -107,6 +109,16 @@ pub struct ProtectionConfig {
           value_parser = clap::value_parser!(u32).range(1..))]
     pub max_calls_per_connection: Option<u32>,
 
+    /// Calls one client IP may hold at once over all its connections;
+    /// beyond it its calls are refused with UNAVAILABLE, so the rest of
+    /// --max-concurrent-calls is always someone else's. Default: three
+    /// quarters of --max-concurrent-calls (and at least
+    /// --max-calls-per-connection). Behind a proxy that is every
+    /// caller's peer (a sidecar), raise it to --max-concurrent-calls.
+    #[arg(long, env = "CATALOGUE_MAX_CALLS_PER_PEER",
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_calls_per_peer: Option<u32>,
+
     /// Health Watch streams open at once across all connections; one more
     /// is refused with UNAVAILABLE (health Check calls are never refused).
     #[arg(long, env = "CATALOGUE_MAX_HEALTH_WATCHES", default_value_t = 1024)]
@@ -134,6 +146,7 @@ pub struct Limits {
     /// `None`: a connection may take as long as it likes to start.
     pub handshake_timeout: Option<Duration>,
     pub max_calls_per_connection: usize,
+    pub max_calls_per_peer: usize,
     pub max_health_watches: usize,
     /// Whether the upstream's bulkhead and breaker may refuse.
     pub upstream_guarded: bool,
@@ -151,6 +164,7 @@ impl ProtectionConfig {
                 max_connections_per_peer: usize::MAX,
                 handshake_timeout: None,
                 max_calls_per_connection: usize::MAX,
+                max_calls_per_peer: usize::MAX,
                 max_health_watches: usize::MAX,
                 upstream_guarded: false,
             };
@@ -158,6 +172,11 @@ impl ProtectionConfig {
         let per_connection = self
             .max_calls_per_connection
             .map_or(self.max_concurrent_calls / 4, |calls| calls as usize);
+        // By default never less than one connection's share.
+        let per_peer = self.max_calls_per_peer.map_or(
+            (self.max_concurrent_calls / 4 * 3).max(per_connection),
+            |calls| calls as usize,
+        );
         Limits {
             max_concurrent_calls: self.max_concurrent_calls,
             retry_pushback: self.retry_pushback,
@@ -167,6 +186,7 @@ impl ProtectionConfig {
             max_connections_per_peer: self.max_connections_per_peer as usize,
             handshake_timeout: Some(self.handshake_timeout),
             max_calls_per_connection: per_connection.max(1),
+            max_calls_per_peer: per_peer.max(1),
             max_health_watches: self.max_health_watches,
             upstream_guarded: true,
         }
@@ -190,6 +210,7 @@ pub struct ShedLayer {
     pushback_ms: String,
     shed: Counter,
     shed_by_connection: Counter,
+    shed_by_peer: Counter,
     shed_watch: Counter,
     /// `None`: a call keeps its slot however long its client stalls.
     idle_timeout: Option<Duration>,
@@ -210,6 +231,7 @@ impl ShedLayer {
             pushback_ms: limits.retry_pushback.as_millis().to_string(),
             shed: counter!(names::SHED, "reason" => "concurrency_limit"),
             shed_by_connection: counter!(names::SHED, "reason" => "connection_limit"),
+            shed_by_peer: counter!(names::SHED, "reason" => "peer_limit"),
             shed_watch: counter!(names::SHED, "reason" => "health_watch_limit"),
             idle_timeout: limits.stream_idle_timeout,
             idle_expired: counter!(names::IDLE_CALLS_EXPIRED),
@@ -238,6 +260,7 @@ impl ShedLayer {
             return match self.watches.clone().try_acquire_owned() {
                 Ok(watch) => Ok(Some(Slots {
                     _call: watch,
+                    _peer: None,
                     _connection: None,
                 })),
                 Err(_) => Err(&self.shed_watch),
@@ -249,17 +272,24 @@ impl ShedLayer {
         let Ok(call) = self.permits.clone().try_acquire_owned() else {
             return Err(&self.shed);
         };
-        // A refusal here gives the global slot back at once.
-        let connection = match request.extensions().get::<ConnectionInfo>() {
-            Some(info) => match info.calls.clone().try_acquire_owned() {
-                Ok(permit) => Some(permit),
-                Err(_) => return Err(&self.shed_by_connection),
-            },
-            None => None,
+        // A refusal here gives the slots taken so far back at once.
+        let Some(info) = request.extensions().get::<ConnectionInfo>() else {
+            return Ok(Some(Slots {
+                _call: call,
+                _peer: None,
+                _connection: None,
+            }));
+        };
+        let Ok(peer) = info.peer_calls.clone().try_acquire_owned() else {
+            return Err(&self.shed_by_peer);
+        };
+        let Ok(connection) = info.calls.clone().try_acquire_owned() else {
+            return Err(&self.shed_by_connection);
         };
         Ok(Some(Slots {
             _call: call,
-            _connection: connection,
+            _peer: Some(peer),
+            _connection: Some(connection),
         }))
     }
 
@@ -411,9 +441,11 @@ pin_project! {
 }
 
 /// What an admitted call holds, given back when it is dropped: a global
-/// slot (or, for a health Watch, a watch slot) and its connection's.
+/// slot (or, for a health Watch, a watch slot), its client IP's and its
+/// connection's.
 pub struct Slots {
     _call: OwnedSemaphorePermit,
+    _peer: Option<OwnedSemaphorePermit>,
     _connection: Option<OwnedSemaphorePermit>,
 }
 
@@ -596,6 +628,7 @@ mod tests {
             max_connections_per_peer: 1,
             handshake_timeout: None,
             max_calls_per_connection: 1,
+            max_calls_per_peer: 1,
             max_health_watches: 1,
             upstream_guarded: true,
         })

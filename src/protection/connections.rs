@@ -9,8 +9,9 @@
 //!   connections that would hold a slot forever);
 //! - backs off after a failed accept (out of file descriptors, say), 5 ms
 //!   doubling to 1 s, where tonic would retry at once and spin;
-//! - gives each connection its own call slots (`--max-calls-per-connection`),
-//!   which tonic hands every request as `ConnectionInfo`.
+//! - gives each connection its own call slots (`--max-calls-per-connection`)
+//!   and each client IP its own (`--max-calls-per-peer`), which tonic hands
+//!   every request as `ConnectionInfo`.
 //!
 //! Each refusal is counted in `catalogue_connections_refused_total{reason}`.
 //! `raise_fd_limit` lifts the soft `RLIMIT_NOFILE` to the hard limit at start.
@@ -49,37 +50,63 @@ const MAX_CONNECTIONS_PER_PEER: &str = "max_connections_per_peer";
 const HANDSHAKE_TIMEOUT: &str = "handshake_timeout";
 const ACCEPT_ERROR: &str = "accept_error";
 
-/// Open connections per client IP.
-#[derive(Default)]
-struct Peers(Mutex<HashMap<IpAddr, usize>>);
+/// The client IPs with a connection open: how many, and their call slots.
+struct Peers {
+    open: Mutex<HashMap<IpAddr, Peer>>,
+    max_connections: usize,
+    max_calls: usize,
+}
+
+struct Peer {
+    connections: usize,
+    /// Shared by the peer's connections (`--max-calls-per-peer`).
+    calls: Arc<Semaphore>,
+}
 
 /// One of a peer's connections; counted down when the connection goes.
 struct PeerSlot {
     peers: Arc<Peers>,
     ip: IpAddr,
+    calls: Arc<Semaphore>,
 }
 
 impl Peers {
-    fn admit(self: &Arc<Self>, ip: IpAddr, max: usize) -> Option<PeerSlot> {
-        let mut open = self.0.lock().unwrap_or_else(PoisonError::into_inner);
-        let count = open.entry(ip).or_insert(0);
-        if *count >= max {
+    fn new(max_connections: usize, max_calls: usize) -> Arc<Self> {
+        Arc::new(Self {
+            open: Mutex::default(),
+            max_connections,
+            max_calls: max_calls.min(Semaphore::MAX_PERMITS),
+        })
+    }
+
+    fn admit(self: &Arc<Self>, ip: IpAddr) -> Option<PeerSlot> {
+        let mut open = self.open.lock().unwrap_or_else(PoisonError::into_inner);
+        let peer = open.entry(ip).or_insert_with(|| Peer {
+            connections: 0,
+            calls: Arc::new(Semaphore::new(self.max_calls)),
+        });
+        if peer.connections >= self.max_connections {
             return None;
         }
-        *count += 1;
+        peer.connections += 1;
         Some(PeerSlot {
             peers: self.clone(),
             ip,
+            calls: peer.calls.clone(),
         })
     }
 }
 
 impl Drop for PeerSlot {
     fn drop(&mut self) {
-        let mut open = self.peers.0.lock().unwrap_or_else(PoisonError::into_inner);
-        if let Some(count) = open.get_mut(&self.ip) {
-            *count -= 1;
-            if *count == 0 {
+        let mut open = self
+            .peers
+            .open
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if let Some(peer) = open.get_mut(&self.ip) {
+            peer.connections -= 1;
+            if peer.connections == 0 {
                 open.remove(&self.ip);
             }
         }
@@ -118,8 +145,7 @@ where
         slots: Arc::new(Semaphore::new(
             limits.max_connections.min(Semaphore::MAX_PERMITS),
         )),
-        peers: Arc::default(),
-        max_per_peer: limits.max_connections_per_peer,
+        peers: Peers::new(limits.max_connections_per_peer, limits.max_calls_per_peer),
         calls_per_connection: limits.max_calls_per_connection.min(Semaphore::MAX_PERMITS),
         handshake_timeout: limits.handshake_timeout,
         backoff: None,
@@ -134,7 +160,6 @@ pub struct GuardedIncoming<S> {
     incoming: S,
     slots: Arc<Semaphore>,
     peers: Arc<Peers>,
-    max_per_peer: usize,
     calls_per_connection: usize,
     /// `None`: a connection may take as long as it likes to start.
     handshake_timeout: Option<Duration>,
@@ -154,7 +179,7 @@ impl<S> GuardedIncoming<S> {
             // Gone already.
             Err(_) => return None,
         };
-        let Some(peer) = self.peers.admit(peer, self.max_per_peer) else {
+        let Some(peer) = self.peers.admit(peer) else {
             self.refusals.per_peer.increment(1);
             return None;
         };
@@ -166,7 +191,7 @@ impl<S> GuardedIncoming<S> {
         Some(GuardedConnection {
             stream,
             _slot: slot,
-            _peer: peer,
+            peer,
             open: self.open.clone(),
             calls: Arc::new(Semaphore::new(self.calls_per_connection)),
             handshake: self.handshake_timeout.map(|timeout| Handshake {
@@ -274,7 +299,7 @@ struct Handshake {
 pub struct GuardedConnection {
     stream: TcpStream,
     _slot: OwnedSemaphorePermit,
-    _peer: PeerSlot,
+    peer: PeerSlot,
     open: Gauge,
     /// Its calls' slots (`--max-calls-per-connection`).
     calls: Arc<Semaphore>,
@@ -294,6 +319,8 @@ impl Drop for GuardedConnection {
 pub struct ConnectionInfo {
     tcp: TcpConnectInfo,
     pub(super) calls: Arc<Semaphore>,
+    /// Its client IP's, shared with the IP's other connections.
+    pub(super) peer_calls: Arc<Semaphore>,
 }
 
 /// Copies a request's TCP addresses into its extensions as
@@ -317,6 +344,7 @@ impl Connected for GuardedConnection {
         ConnectionInfo {
             tcp: self.stream.connect_info(),
             calls: self.calls.clone(),
+            peer_calls: self.peer.calls.clone(),
         }
     }
 }
@@ -500,13 +528,17 @@ mod tests {
 
     #[test]
     fn a_peer_holds_at_most_its_connections_and_gets_them_back() {
-        let peers = Arc::new(Peers::default());
+        let peers = Peers::new(2, 3);
         let ip: IpAddr = "10.0.0.1".parse().unwrap();
-        let first = peers.admit(ip, 2).unwrap();
-        let _second = peers.admit(ip, 2).unwrap();
-        assert!(peers.admit(ip, 2).is_none());
-        assert!(peers.admit("10.0.0.2".parse().unwrap(), 2).is_some());
+        let first = peers.admit(ip).unwrap();
+        let second = peers.admit(ip).unwrap();
+        assert!(peers.admit(ip).is_none());
+        assert!(peers.admit("10.0.0.2".parse().unwrap()).is_some());
+        assert!(
+            Arc::ptr_eq(&first.calls, &second.calls),
+            "one IP, one call bound"
+        );
         drop(first);
-        assert!(peers.admit(ip, 2).is_some());
+        assert!(peers.admit(ip).is_some());
     }
 }
