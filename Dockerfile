@@ -27,4 +27,7 @@ WORKDIR /var/lib/catalogue
 EXPOSE 50051 6060 6669
 ENTRYPOINT ["catalogue"]
 # Listen on every interface: inside a container loopback is unreachable.
+# An admin port off loopback needs a token, so `docker run` needs
+# -e CATALOGUE_ADMIN_TOKEN=... (or, on a private network on purpose,
+# -e CATALOGUE_ADMIN_INSECURE=1); without either the server refuses to start.
 CMD ["--grpc-addr", "0.0.0.0:50051", "--admin-addr", "0.0.0.0:6060", "--console-addr", "0.0.0.0:6669"]

@@ -55,7 +55,7 @@ pids+=("$upstream")
 start_catalogue "$work/catalogue.log" --database-url "sqlite://$work/catalogue.db" \
   --seed-products 2000 --upstream-url "http://$upstream_addr" \
   --breaker-min-requests 5 --breaker-interval 2s --breaker-open-timeout 1s \
-  --max-concurrent-calls "$MAX_CONCURRENT_CALLS"
+  --max-concurrent-calls "$MAX_CONCURRENT_CALLS" --enable-faults
 pids+=("$server")
 
 # The Go peer, calling the same upstream (its JSON line names its ports).

@@ -12,7 +12,9 @@ inside its virtualenv, which has the two schema sources:
 Then the cross-references no schema sees: selectors that select the pods,
 port names that exist, ConfigMaps and Secrets with the keys read, a grace
 period longer than preStop plus the drain, CATALOGUE_* variables that
-the service's flags read (every clap `Args` in src/), standard labels and no namespace.
+the service's flags read (every clap `Args` in src/), standard labels and no namespace;
+and the admin surface: the admin token from a Secret, no --admin-insecure
+and no --enable-faults (as a flag or a variable).
 
 Usage: check-k8s.py DIR [--rendered FILE] (FILE: `kubectl kustomize DIR`
 output; without it the kustomization's `resources:` are read directly).
@@ -253,6 +255,8 @@ def check_references(resources: list[dict], examples: list[dict], flags_rs: str,
         if variable["name"].startswith("CATALOGUE_") and variable["name"] not in config_variables:
             errors.append(f"Deployment/catalogue: no flag in src/ reads {variable['name']}")
 
+    check_admin_surface(container, errors)
+
     # SIGKILL must not cut the drain short.
     grace = pod["spec"].get("terminationGracePeriodSeconds", 30)
     pre_stop = ((container.get("lifecycle") or {}).get("preStop") or {}).get("sleep", {}).get("seconds", 0)
@@ -261,6 +265,26 @@ def check_references(resources: list[dict], examples: list[dict], flags_rs: str,
     )
     if grace <= pre_stop + drain:
         errors.append(f"Deployment/catalogue: terminationGracePeriodSeconds {grace} <= preStop {pre_stop} s + drain delay and grace {drain} s")
+
+
+# Switches the cluster's manifests must never turn on: an unauthenticated
+# admin port on the pod network, and faults anyone with the token could
+# inject into production.
+FORBIDDEN_SWITCHES = {"--admin-insecure": "CATALOGUE_ADMIN_INSECURE", "--enable-faults": "CATALOGUE_ENABLE_FAULTS"}
+
+
+def check_admin_surface(container: dict, errors: list[str]) -> None:
+    """The admin token comes from a Secret; nothing opens the admin port or faults."""
+    variables = {variable["name"]: variable for variable in container.get("env", [])}
+    token = variables.get("CATALOGUE_ADMIN_TOKEN")
+    if token is None or "secretKeyRef" not in (token.get("valueFrom") or {}):
+        errors.append("Deployment/catalogue: CATALOGUE_ADMIN_TOKEN must come from a Secret (secretKeyRef)")
+    words = [str(word) for word in (container.get("command") or []) + (container.get("args") or [])]
+    for flag, variable in FORBIDDEN_SWITCHES.items():
+        if any(word == flag or word.startswith(f"{flag}=") for word in words):
+            errors.append(f"Deployment/catalogue: passes {flag}, which the cluster must never turn on")
+        if variable in variables:
+            errors.append(f"Deployment/catalogue: sets {variable} ({flag}), which the cluster must never turn on")
 
 
 if __name__ == "__main__":

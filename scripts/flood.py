@@ -206,6 +206,11 @@ class Run:
             command = [binary, "serve", "--database-url", "memory", "--log-format", "json",
                        "--grpc-addr", "127.0.0.1:0", "--admin-addr", "127.0.0.1:0",
                        "--upstream-url", f"http://{self.upstream_grpc}"]
+            if self.kind == "protected":
+                # One load generator on one IP stands for the many clients
+                # of the experiment: the per-client bounds would otherwise
+                # cap it at 256 connections and 768 calls.
+                command += ["--max-connections-per-peer", "4096", "--max-calls-per-peer", "1024"]
             if self.kind == "unprotected":
                 command.append("--no-protection")
         self.server = self.spawn(command, "server.log")

@@ -1,41 +1,69 @@
-"""HTTP/2 abuse against a running catalogue, from a raw client: rapid reset
-(CVE-2023-44487), CONTINUATION flood, PING flood, SETTINGS flood and many idle
-connections. After each attack the server must still be up, serve a normal
-gRPC call, and its resident memory must stay bounded.
+"""HTTP/2 abuse against a running catalogue (started with its defaults), from a
+raw client. Each row sends an attack, reads what the server answered and
+asserts that answer (a GOAWAY and its code, a connection the server closed,
+a call refused with UNAVAILABLE), then that the server still serves a call
+from a fresh client and that its resident memory stayed bounded. It prints
+what it sent, what the server did, and the RSS before and after.
+
+Rows: rapid reset (CVE-2023-44487), CONTINUATION flood, PING and SETTINGS
+floods, slowloris on the preface and on the headers, connections that send
+the preface and nothing more, 4,097 silent connections then a health check
+from a fresh client, 6 connections x 200 never-ending calls then a call from
+a fresh client, a flood of health Watch streams.
+
+A "fresh client" connects from 127.0.0.2 (all of 127/8 is loopback on
+Linux): the attacks come from 127.0.0.1, and the server bounds what one
+client IP may hold.
 
 Usage: python scripts/h2-abuse.py HOST:PORT SERVER_PID
 Every attack is bounded in frames and seconds, and targets loopback only.
 """
 
+import resource
+import select
 import socket
 import struct
 import sys
 import time
 
-import grpc
-from hpack import Encoder
+from hpack import Decoder, Encoder
 
 PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
-DATA, HEADERS, RST_STREAM, SETTINGS, PING, CONTINUATION = 0x0, 0x1, 0x3, 0x4, 0x6, 0x9
+DATA, HEADERS, RST_STREAM, SETTINGS, PING, GOAWAY, WINDOW_UPDATE, CONTINUATION = 0x0, 0x1, 0x3, 0x4, 0x6, 0x7, 0x8, 0x9
 END_STREAM, END_HEADERS, ACK = 0x1, 0x4, 0x1
+ERROR_CODES = {0x0: "NO_ERROR", 0x1: "PROTOCOL_ERROR", 0x2: "INTERNAL_ERROR", 0x3: "FLOW_CONTROL_ERROR",
+               0x6: "FRAME_SIZE_ERROR", 0x7: "REFUSED_STREAM", 0x8: "CANCEL", 0xB: "ENHANCE_YOUR_CALM"}
+# The server's defaults this suite expects (README, "Overload resilience").
+HANDSHAKE_TIMEOUT_S = 5
+MAX_CONNECTIONS_PER_PEER = 256
+MAX_CONCURRENT_CALLS = 1024
+MAX_CALLS_PER_PEER = 768
+MAX_HEALTH_WATCHES = 1024
+# Longest the suite waits for the server to act on a timeout of its own.
+SLACK_S = 5
 # A bound on how much memory one attack may add to the server.
 MAX_RSS_GROWTH_MB = 64
+ATTACKER, FRESH_CLIENT = "127.0.0.1", "127.0.0.2"
 
 
 def frame(kind, flags, stream, payload=b""):
     return struct.pack(">I", len(payload))[1:] + bytes([kind, flags]) + struct.pack(">I", stream) + payload
 
 
-def connect(addr):
+def tcp(addr, source=ATTACKER):
     host, port = addr.rsplit(":", 1)
-    sock = socket.create_connection((host, int(port)), timeout=5)
+    return socket.create_connection((host, int(port)), timeout=5, source_address=(source, 0))
+
+
+def connect(addr, source=ATTACKER):
+    sock = tcp(addr, source)
     sock.sendall(PREFACE + frame(SETTINGS, 0, 0))
     return sock
 
 
-def request_headers(encoder):
+def request_headers(encoder, path="/catalogue.v1.CatalogueService/GetProduct"):
     return encoder.encode([
-        (":method", "POST"), (":scheme", "http"), (":path", "/catalogue.v1.CatalogueService/GetProduct"),
+        (":method", "POST"), (":scheme", "http"), (":path", path),
         (":authority", "catalogue"), ("content-type", "application/grpc"), ("te", "trailers"),
     ])
 
@@ -49,14 +77,121 @@ def send_quietly(sock, data):
         return False
 
 
-def drain(sock, seconds=0.2):
-    sock.settimeout(seconds)
-    try:
-        while sock.recv(65536):
-            pass
-    except OSError:
-        pass
+class Reader:
+    """The server's frames on one connection, read as they come."""
 
+    def __init__(self, sock):
+        self.sock, self.buffer, self.closed, self.decoder = sock, b"", False, Decoder()
+
+    def frames(self, seconds):
+        """Frames that arrive within `seconds` (fewer if the server closes)."""
+        deadline = time.monotonic() + seconds
+        while not self.closed:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                break
+            self.sock.settimeout(left)
+            try:
+                chunk = self.sock.recv(65536)
+            except socket.timeout:
+                break
+            except OSError:
+                chunk = b""
+            if not chunk:
+                self.closed = True
+            self.buffer += chunk
+            yield from self._parse()
+        yield from self._parse()
+
+    def _parse(self):
+        while len(self.buffer) >= 9:
+            length = int.from_bytes(self.buffer[:3], "big")
+            if len(self.buffer) < 9 + length:
+                return
+            kind, flags = self.buffer[3], self.buffer[4]
+            stream = int.from_bytes(self.buffer[5:9], "big") & 0x7FFFFFFF
+            payload, self.buffer = self.buffer[9:9 + length], self.buffer[9 + length:]
+            yield kind, flags, stream, payload
+
+    def headers(self, payload):
+        """A HEADERS payload (no padding or priority: the server sends none) decoded."""
+        return dict(self.decoder.decode(payload))
+
+
+def goaway(kind, payload):
+    if kind != GOAWAY:
+        return None
+    code = int.from_bytes(payload[4:8], "big")
+    return ERROR_CODES.get(code, hex(code))
+
+
+def grpc_message(body=b""):
+    return b"\x00" + struct.pack(">I", len(body)) + body
+
+
+def call(addr, path, body=b"", source=FRESH_CLIENT):
+    """One unary gRPC call over a fresh connection from `source`; returns its
+    grpc-status (None if the server gave none) and the response messages."""
+    sock, encoder = connect(addr, source), Encoder()
+    sock.sendall(frame(HEADERS, END_HEADERS, 1, request_headers(encoder, path))
+                 + frame(DATA, END_STREAM, 1, grpc_message(body)))
+    reader, status, data = Reader(sock), None, b""
+    for kind, flags, stream, payload in reader.frames(5):
+        if kind == SETTINGS and not flags & ACK:
+            sock.sendall(frame(SETTINGS, ACK, 0))
+        elif kind == DATA and stream == 1:
+            data += payload
+        elif kind == HEADERS and stream == 1:
+            headers = reader.headers(payload)
+            if "grpc-status" in headers:
+                status = int(headers["grpc-status"])
+                break
+    sock.close()
+    return status, data
+
+
+def health_check(addr, source=FRESH_CLIENT):
+    """SERVING from grpc.health.v1.Health/Check, from `source`."""
+    status, data = call(addr, "/grpc.health.v1.Health/Check", source=source)
+    # HealthCheckResponse{status: SERVING} is field 1, varint 1.
+    return status == 0 and data.endswith(b"\x08\x01")
+
+
+def get_product(addr, source=FRESH_CLIENT):
+    # GetProductRequest{product_id: "prod-0000001"}
+    product_id = b"prod-0000001"
+    return call(addr, "/catalogue.v1.CatalogueService/GetProduct",
+                b"\x0a" + bytes([len(product_id)]) + product_id, source)[0]
+
+
+def closed_by_server(socks, seconds):
+    """Which of `socks` the server closes (EOF or reset) within `seconds`."""
+    pending, closed = {sock.fileno(): sock for sock in socks}, []
+    deadline = time.monotonic() + seconds
+    poller = select.poll()
+    for fd in pending:
+        poller.register(fd, select.POLLIN | select.POLLHUP | select.POLLERR)
+    while pending and time.monotonic() < deadline:
+        for fd, _ in poller.poll(max(1, int((deadline - time.monotonic()) * 1000))):
+            sock = pending.get(fd)
+            if sock is None:
+                continue
+            try:
+                sock.setblocking(False)
+                if sock.recv(65536):
+                    continue  # the server's SETTINGS: still open
+            except BlockingIOError:
+                continue
+            except OSError:
+                pass
+            poller.unregister(fd)
+            del pending[fd]
+            closed.append(sock)
+    return closed
+
+
+# The rows. Each returns (what it sent, what the server did) and raises
+# AssertionError when the server's answer is not the defence expected.
 
 def rapid_reset(addr):
     sock, encoder = connect(addr), Encoder()
@@ -66,14 +201,15 @@ def rapid_reset(addr):
         if not send_quietly(sock, burst):
             break
         sent += 1
+    codes = [code for kind, _, _, payload in Reader(sock).frames(5) if (code := goaway(kind, payload))]
     sock.close()
-    return f"{sent} streams opened and reset before the server closed the connection"
+    assert "ENHANCE_YOUR_CALM" in codes, f"no GOAWAY ENHANCE_YOUR_CALM (GOAWAYs: {codes})"
+    return f"{sent} streams opened and reset", f"GOAWAY {codes[-1]}, connection closed"
 
 
 def continuation_flood(addr):
     sock, encoder = connect(addr), Encoder()
-    block = request_headers(encoder)
-    send_quietly(sock, frame(HEADERS, 0, 1, block))
+    send_quietly(sock, frame(HEADERS, 0, 1, request_headers(encoder)))
     junk = encoder.encode([("x-junk", "y" * 4000)])
     frames = 0
     deadline = time.monotonic() + 5
@@ -81,13 +217,18 @@ def continuation_flood(addr):
         if not send_quietly(sock, frame(CONTINUATION, 0, 1, junk)):
             break
         frames += 1
+    reader = Reader(sock)
+    answers = [(kind, payload) for kind, _, _, payload in reader.frames(5)]
+    codes = [code for kind, payload in answers if (code := goaway(kind, payload))]
     sock.close()
-    return f"{frames} CONTINUATION frames ({frames * 4} KiB of headers) sent before the server stopped reading"
+    assert codes or reader.closed, "the server neither sent GOAWAY nor closed the connection"
+    did = f"GOAWAY {codes[-1]}" if codes else "closed the connection"
+    return f"{frames} CONTINUATION frames ({frames * 4} KiB of headers) on one stream", did
 
 
-def frame_flood(addr, frames, what):
+def frame_flood(addr, frames, what, answer):
     """Sends `frames` (100 frames) again and again for at most 5 s or 200,000
-    frames, never reading the server's answers."""
+    frames, reading nothing; then reads what the server answered."""
     sock = connect(addr)
     sent = 0
     deadline = time.monotonic() + 5
@@ -95,46 +236,166 @@ def frame_flood(addr, frames, what):
         if not send_quietly(sock, frames):
             break
         sent += 100
+    reader = Reader(sock)
+    answered = sum(1 for kind, flags, _, _ in reader.frames(2) if kind == answer and flags & ACK)
     sock.close()
-    return f"{sent} {what} sent without reading an answer"
+    assert answered > 0 or reader.closed, f"no {what} answered and the connection is open"
+    return f"{sent} {what} without reading", f"answered {answered} with ACKs once we read (it reads no further while its answers are unread)"
 
 
 def ping_flood(addr):
-    return frame_flood(addr, frame(PING, 0, 0, b"12345678") * 100, "PINGs")
+    return frame_flood(addr, frame(PING, 0, 0, b"12345678") * 100, "PINGs", PING)
 
 
 def settings_flood(addr):
     max_concurrent_streams = struct.pack(">HI", 0x3, 100)
-    return frame_flood(addr, frame(SETTINGS, 0, 0, max_concurrent_streams) * 100, "SETTINGS frames")
+    return frame_flood(addr, frame(SETTINGS, 0, 0, max_concurrent_streams) * 100, "SETTINGS frames", SETTINGS)
 
 
-def idle_connections(addr):
-    socks = []
-    for _ in range(500):
-        try:
-            socks.append(connect(addr))
-        except OSError:
+def slowloris_preface(addr):
+    sock = tcp(addr)
+    started, sent = time.monotonic(), 0
+    for byte in PREFACE:
+        if not send_quietly(sock, bytes([byte])):
             break
-    opened = len(socks)
-    healthy = serves(addr)
+        sent += 1
+        time.sleep(0.3)
+        if server_closed(sock):
+            break
+    waited = time.monotonic() - started
+    closed = server_closed(sock) or bool(closed_by_server([sock], HANDSHAKE_TIMEOUT_S + SLACK_S - waited))
+    sock.close()
+    assert closed, "the trickling connection is still open"
+    assert sent < len(PREFACE), "the whole preface went through"
+    return f"the preface a byte every 0.3 s ({sent} of {len(PREFACE)} bytes sent)", \
+        f"closed the connection after {time.monotonic() - started:.1f} s (--handshake-timeout)"
+
+
+def server_closed(sock):  # noqa: N802 - reads like the question it asks
+    """Whether the server has closed `sock` (without blocking)."""
+    try:
+        sock.setblocking(False)
+        while True:
+            if not sock.recv(65536):
+                return True
+    except BlockingIOError:
+        return False
+    except OSError:
+        return True
+    finally:
+        sock.setblocking(True)
+
+
+def slowloris_headers(addr):
+    # h2 itself ends a header block of more than 5 CONTINUATION frames with
+    # GOAWAY ENHANCE_YOUR_CALM: this one stays under that, and trickles.
+    sock, encoder = connect(addr), Encoder()
+    block = request_headers(encoder)
+    started, fragments = time.monotonic(), 0
+    send_quietly(sock, frame(HEADERS, 0, 1, block[:4]))
+    for offset in range(4, 8):
+        time.sleep(1.5)
+        if server_closed(sock) or not send_quietly(sock, frame(CONTINUATION, 0, 1, block[offset:offset + 1])):
+            break
+        fragments += 1
+    closed = server_closed(sock) or bool(closed_by_server([sock], HANDSHAKE_TIMEOUT_S + SLACK_S))
+    sock.close()
+    assert closed, "the connection trickling its headers is still open"
+    return f"a HEADERS block without END_HEADERS, then a 1-byte CONTINUATION every 1.5 s ({fragments} sent)", \
+        f"closed the connection after {time.monotonic() - started:.1f} s (--handshake-timeout)"
+
+
+def preface_only(addr):
+    socks = [connect(addr) for _ in range(200)]
+    served = health_check(addr)
+    closed = closed_by_server(socks, HANDSHAKE_TIMEOUT_S + SLACK_S)
     for sock in socks:
         sock.close()
-    if not healthy:
-        raise AssertionError("not serving while 500 idle connections are open")
-    return f"{opened} idle connections held while a normal call was served"
+    assert served, "no health check served while they were open"
+    assert len(closed) == len(socks), f"only {len(closed)} of {len(socks)} closed"
+    return f"{len(socks)} connections with the preface and SETTINGS, then nothing", \
+        f"served a health check meanwhile; closed all {len(closed)} after the handshake timeout"
 
 
-def serves(addr):
-    with grpc.insecure_channel(addr) as channel:
-        stub = channel.unary_unary(
-            "/grpc.health.v1.Health/Check", request_serializer=lambda _: b"", response_deserializer=lambda b: b
-        )
+def silent_connections(addr):
+    count = 4097
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, min(hard, count + 256)), hard))
+    socks = []
+    for _ in range(count):
         try:
-            stub(None, timeout=5)
-            return True
-        except grpc.RpcError as error:
-            print(f"  health check failed: {error.code()}")
-            return False
+            socks.append(tcp(addr))
+        except OSError:
+            break
+    at_once = closed_by_server(socks, 1)
+    served = health_check(addr)
+    closed_later = len(closed_by_server([sock for sock in socks if sock not in set(at_once)],
+                                        HANDSHAKE_TIMEOUT_S + SLACK_S))
+    closed_at_once = len(at_once)
+    for sock in socks:
+        sock.close()
+    assert len(socks) == count, f"only {len(socks)} connected"
+    assert closed_at_once >= count - MAX_CONNECTIONS_PER_PEER, f"only {closed_at_once} closed at once"
+    assert served, "the fresh client's health check failed"
+    assert closed_at_once + closed_later == count, f"{count - closed_at_once - closed_later} still open"
+    return f"{count} TCP connections from {ATTACKER} that send nothing", \
+        f"closed {closed_at_once} by a second after the last connected (all but --max-connections-per-peer, " \
+        f"and the handshake timeout's first), {closed_later} after the handshake timeout; a health check " \
+        f"from {FRESH_CLIENT} SERVING meanwhile"
+
+
+def stream_flood(addr, path, connections, streams, body):
+    """`connections` x `streams` calls of `path` whose request (if `body`) is
+    sent whole or (if not) never ends; returns the sockets and how many calls
+    the server refused with UNAVAILABLE."""
+    socks, refused = [], 0
+    for _ in range(connections):
+        sock, encoder = connect(addr), Encoder()
+        burst = b""
+        for stream in range(1, 2 * streams, 2):
+            burst += frame(HEADERS, END_HEADERS, stream, request_headers(encoder, path))
+            if body is not None:
+                burst += frame(DATA, END_STREAM, stream, grpc_message(body))
+        sock.sendall(burst + frame(WINDOW_UPDATE, 0, 0, struct.pack(">I", 1 << 30)))
+        socks.append(sock)
+    # Refusals are answered at once; the calls admitted wait out the 10 s
+    # request timeout, which the reading below stays well within.
+    for sock in socks:
+        reader = Reader(sock)
+        for kind, flags, _, payload in reader.frames(1):
+            if kind == SETTINGS and not flags & ACK:
+                sock.sendall(frame(SETTINGS, ACK, 0))
+            elif kind == HEADERS and reader.headers(payload).get("grpc-status") == "14":
+                refused += 1
+    return socks, refused
+
+
+def never_ending_calls(addr):
+    connections, streams = 6, 200
+    socks, refused = stream_flood(addr, "/catalogue.v1.CatalogueService/GetProduct", connections, streams, None)
+    fresh = get_product(addr)
+    for sock in socks:
+        sock.close()
+    held = connections * streams - refused
+    assert held <= MAX_CALLS_PER_PEER, f"{held} calls held by one client IP"
+    assert refused == connections * streams - MAX_CALLS_PER_PEER, f"{refused} refused"
+    assert fresh == 0, f"the fresh client's GetProduct ended with grpc-status {fresh}"
+    return f"{connections} connections x {streams} GetProduct calls whose request never ends", \
+        f"held {held} (--max-calls-per-peer), refused {refused} with UNAVAILABLE; GetProduct from {FRESH_CLIENT} OK"
+
+
+def watch_flood(addr):
+    connections, streams = 6, 200
+    socks, refused = stream_flood(addr, "/grpc.health.v1.Health/Watch", connections, streams, b"")
+    served = health_check(addr)
+    fresh = get_product(addr)
+    for sock in socks:
+        sock.close()
+    assert refused == connections * streams - MAX_HEALTH_WATCHES, f"{refused} refused"
+    assert served and fresh == 0, "health checks and calls are not served"
+    return f"{connections} connections x {streams} health Watch streams", \
+        f"held {connections * streams - refused} (--max-health-watches), refused {refused} with UNAVAILABLE; " \
+        f"a health check and a GetProduct from {FRESH_CLIENT} served"
 
 
 def rss_mb(pid):
@@ -145,21 +406,25 @@ def rss_mb(pid):
     raise AssertionError(f"process {pid} is gone")
 
 
+ROWS = (rapid_reset, continuation_flood, ping_flood, settings_flood, slowloris_preface, slowloris_headers,
+        preface_only, silent_connections, never_ending_calls, watch_flood)
+
+
 def main(addr, pid):
     passed = failed = 0
-    for attack in (rapid_reset, continuation_flood, ping_flood, settings_flood, idle_connections):
+    for row in ROWS:
         before = rss_mb(pid)
         try:
-            detail = attack(addr)
+            sent, did = row(addr)
             time.sleep(0.5)
             after = rss_mb(pid)
-            assert serves(addr), "the server no longer serves"
+            assert get_product(addr) == 0, "the server no longer serves a fresh client"
             growth = after - before
             assert growth < MAX_RSS_GROWTH_MB, f"RSS grew {growth:.1f} MB"
-            print(f"PASS {attack.__name__}: {detail}; RSS {before:.1f} -> {after:.1f} MB")
+            print(f"PASS {row.__name__}: sent {sent}; the server {did}; RSS {before:.1f} -> {after:.1f} MB", flush=True)
             passed += 1
         except Exception as error:  # noqa: BLE001 - report every failure
-            print(f"FAIL {attack.__name__}: {error}")
+            print(f"FAIL {row.__name__}: {error}", flush=True)
             failed += 1
     print(f"{passed} passed, {failed} failed")
     sys.exit(1 if failed else 0)

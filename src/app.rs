@@ -20,7 +20,9 @@ use tower_http::catch_panic::CatchPanicLayer;
 use tracing::{Dispatch, instrument::WithSubscriber as _};
 
 use crate::{
-    admin::{self, AdminState, TaskNames},
+    admin::{
+        self, AdminGuard, AdminState, TaskNames, server::AdminLimits, settings::InsecureAdmin,
+    },
     api::{
         CatalogueApi, proto,
         proto::catalogue_service_server::{CatalogueServiceServer, SERVICE_NAME},
@@ -29,7 +31,7 @@ use crate::{
     discovery::consul::{ConsulError, Registrar},
     faults::{FaultError, FaultInjector, FaultLayer},
     method::{Kind, Method},
-    protection::{ShedLayer, limit_connections},
+    protection::{ShedLayer, expose_tcp_info, guard_connections, raise_fd_limit},
     store::{self, InstrumentedStore, Store, StoreError},
     telemetry::{
         LogLevel, Metrics, Telemetry,
@@ -45,12 +47,26 @@ use crate::{
 const MAX_LOCAL_ERROR_RESET_STREAMS: usize = 1024;
 /// Streams a client may open and reset before the server accepts them.
 const MAX_PENDING_ACCEPT_RESET_STREAMS: usize = 64;
+/// Largest request message: a request of the contract is a few hundred
+/// bytes (an id, a query, a page token). Responses keep
+/// `--max-message-bytes`.
+const MAX_REQUEST_BYTES: usize = 64 * 1024;
 /// Request headers per call (grpc-go's default is 16 KiB as well).
 const MAX_HEADER_LIST_BYTES: u32 = 16 * 1024;
 /// Server pings find dead connections; one unanswered for the timeout closes
 /// the connection.
 const KEEPALIVE_INTERVAL: std::time::Duration = std::time::Duration::from_secs(60);
 const KEEPALIVE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(20);
+/// TCP keepalive on accepted connections: the kernel finds a peer that
+/// vanished (no FIN, no RST) even on a connection HTTP/2 pings do not
+/// reach yet (one still in its handshake): first probe after 60 s idle,
+/// then every 10 s, three unanswered probes close it.
+const TCP_KEEPALIVE_TIME: std::time::Duration = std::time::Duration::from_secs(60);
+const TCP_KEEPALIVE_INTERVAL: std::time::Duration = std::time::Duration::from_secs(10);
+const TCP_KEEPALIVE_RETRIES: u32 = 3;
+/// Files the process keeps open besides client connections: listeners,
+/// admin connections, the database pool, the log, the binary's own.
+const RESERVED_FDS: u64 = 256;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartupError {
@@ -75,6 +91,8 @@ pub enum StartupError {
     Spawn(std::io::Error),
     #[error("consul registration: {0}")]
     Consul(#[from] ConsulError),
+    #[error("{0}")]
+    InsecureAdmin(#[from] InsecureAdmin),
 }
 
 /// A built, bound and not yet serving instance of the service.
@@ -114,10 +132,14 @@ impl App {
 
     /// Binds the listeners around a store that is already open.
     pub async fn build_with_store(
-        config: ServeConfig,
+        mut config: ServeConfig,
         store: Arc<dyn Store>,
         telemetry: &mut Telemetry,
     ) -> Result<Self, StartupError> {
+        config.admin.check()?;
+        tracing::dispatcher::with_default(&telemetry.dispatch(), || {
+            fit_connections_to_fd_limit(&mut config);
+        });
         let metrics = telemetry.metrics();
         let store: Arc<dyn Store> = Arc::new(metrics.scope(|| InstrumentedStore::new(store)));
         let faults = Arc::new(metrics.scope(|| FaultInjector::from_config(&config.faults))?);
@@ -127,7 +149,7 @@ impl App {
                 Arc::new(metrics.scope(|| Upstream::new(url, &config.upstream, protected)))
             });
         let (grpc_listener, grpc_addr) = bind(config.grpc_addr).await?;
-        let (admin_listener, admin_addr) = bind(config.admin_addr).await?;
+        let (admin_listener, admin_addr) = bind(config.admin.admin_addr).await?;
         let consul = Registrar::from_config(&config.consul, grpc_addr, SERVICE_NAME)?;
         let console = match telemetry.take_console() {
             Some(server) => {
@@ -214,6 +236,7 @@ impl App {
             head_sampler,
             grpc_listener,
             admin_listener,
+            admin_addr,
             console,
             consul,
             ..
@@ -264,15 +287,25 @@ impl App {
             metrics: Arc::new(sampler),
             faults,
             stopping,
-            admin_token: config.admin_token.clone(),
+            guard: AdminGuard::new(config.admin.admin_token.clone(), admin_addr),
             task_names: task_names.clone(),
             log_level,
             dispatch,
         });
-        let admin_server =
-            axum::serve(admin_listener, admin_router).with_graceful_shutdown(drained(draining));
+        let admin_limits = AdminLimits {
+            max_connections: config.admin.admin_max_connections as usize,
+            header_timeout: config.admin.admin_header_timeout,
+        };
+        let admin_server = metrics.scope(|| {
+            admin::server::serve(
+                admin_listener,
+                admin_router,
+                admin_limits,
+                drained(draining),
+            )
+        });
         let admin = task_names
-            .spawn("admin-server", async move { admin_server.await })
+            .spawn("admin-server", admin_server)
             .map_err(StartupError::Spawn)?;
         let upkeep = task_names
             .spawn("metrics-upkeep", upkeep(metrics))
@@ -484,15 +517,22 @@ fn grpc_server<H: Health>(
     };
     let reflection_v1 = reflection(REFLECTION_V1_SERVICE).build_v1()?;
     let reflection_v1alpha = reflection(REFLECTION_V1ALPHA_SERVICE).build_v1alpha()?;
+    let reflection_v1 = reflection_v1.max_decoding_message_size(MAX_REQUEST_BYTES);
+    let reflection_v1alpha = reflection_v1alpha.max_decoding_message_size(MAX_REQUEST_BYTES);
+    let health_service = health_service.max_decoding_message_size(MAX_REQUEST_BYTES);
     let catalogue = FaultLayer::new(faults).layer(
         CatalogueServiceServer::new(api)
-            .max_decoding_message_size(config.max_message_bytes)
+            .max_decoding_message_size(MAX_REQUEST_BYTES)
             .max_encoding_message_size(config.max_message_bytes),
     );
     let limits = config.protection.limits();
-    let incoming = limit_connections(
-        TcpIncoming::from(listener).with_nodelay(Some(true)),
-        limits.max_connections,
+    let incoming = guard_connections(
+        TcpIncoming::from(listener)
+            .with_nodelay(Some(true))
+            .with_keepalive(Some(TCP_KEEPALIVE_TIME))
+            .with_keepalive_interval(Some(TCP_KEEPALIVE_INTERVAL))
+            .with_keepalive_retries(Some(TCP_KEEPALIVE_RETRIES)),
+        &limits,
     );
     // No `Server::timeout`: it ends a late call CANCELLED; `ShedLayer`
     // enforces the request timeout and ends it DEADLINE_EXCEEDED.
@@ -507,6 +547,9 @@ fn grpc_server<H: Health>(
     Ok(server
         // Outermost first: telemetry sees the INTERNAL a caught panic becomes
         // and the UNAVAILABLE of a shed call.
+        .layer(tower::util::MapRequestLayer::new(
+            expose_tcp_info::<tonic::body::Body>,
+        ))
         .layer(telemetry)
         .layer(shed)
         .layer(CatchPanicLayer::custom(panic_response))
@@ -548,6 +591,27 @@ fn serve_console(
             });
         })?;
     Ok(())
+}
+
+/// Raises the soft limit on open files to the hard one, then lowers
+/// `--max-connections`, with a warning, if the limit cannot hold that many
+/// connections and the files the process needs besides.
+fn fit_connections_to_fd_limit(config: &mut ServeConfig) {
+    let Some(limit) = raise_fd_limit() else {
+        return;
+    };
+    let fits = usize::try_from(limit.saturating_sub(RESERVED_FDS)).unwrap_or(usize::MAX);
+    let asked = config.protection.max_connections;
+    if asked > fits && !config.protection.no_protection {
+        let fits = fits.max(1);
+        tracing::warn!(
+            max_connections = asked,
+            open_files_limit = limit,
+            lowered_to = fits,
+            "--max-connections is more than the open-files limit allows; lowered"
+        );
+        config.protection.max_connections = fits;
+    }
 }
 
 async fn bind(addr: SocketAddr) -> Result<(TcpListener, SocketAddr), StartupError> {

@@ -1,5 +1,5 @@
 //! The command line: `Cli` composes the flags each subsystem defines for
-//! itself (`TelemetryConfig`, `FaultsConfig`, `UpstreamConfig`,
+//! itself (`AdminConfig`, `TelemetryConfig`, `FaultsConfig`, `UpstreamConfig`,
 //! `ProtectionConfig`, `ConsulConfig`, `LoadConfig`,
 //! `UpstreamSimulatorConfig`) with the server's own. Every flag has an
 //! environment variable, and a flag beats its variable. Values are parsed
@@ -12,7 +12,7 @@ use std::{net::SocketAddr, time::Duration};
 use clap::{Args, Parser, Subcommand};
 
 use crate::{
-    admin::AdminToken,
+    admin::AdminConfig,
     discovery::consul::ConsulConfig,
     faults::FaultsConfig,
     load::LoadConfig,
@@ -60,11 +60,6 @@ pub struct ServeConfig {
     #[arg(long, env = "CATALOGUE_GRPC_ADDR", default_value = "127.0.0.1:50051")]
     pub grpc_addr: SocketAddr,
 
-    /// Address of the HTTP admin server (/healthz, /readyz, /debug/pprof/).
-    /// Loopback by default: profiles reveal internals.
-    #[arg(long, env = "CATALOGUE_ADMIN_ADDR", default_value = "127.0.0.1:6060")]
-    pub admin_addr: SocketAddr,
-
     /// Where products live: sqlite://PATH (created on first start),
     /// postgres://USER@HOST/DB, or memory.
     #[arg(long, env = "DATABASE_URL", default_value = "sqlite://catalogue.db")]
@@ -92,7 +87,8 @@ pub struct ServeConfig {
           value_parser = humantime::parse_duration)]
     pub shutdown_grace: Duration,
 
-    /// Largest request or response message, in bytes (grpc-go's default).
+    /// Largest response message, in bytes (grpc-go's default); requests are
+    /// decoded up to 64 KiB.
     #[arg(long, env = "CATALOGUE_MAX_MESSAGE_BYTES", default_value_t = 4 * 1024 * 1024)]
     pub max_message_bytes: usize,
 
@@ -100,11 +96,9 @@ pub struct ServeConfig {
     #[arg(long, env = "CATALOGUE_MAX_CONCURRENT_STREAMS", default_value_t = 200)]
     pub max_concurrent_streams: u32,
 
-    /// Bearer token the admin server's /debug/* routes require
-    /// (`Authorization: Bearer TOKEN`); /healthz and /readyz stay open.
-    #[arg(long, env = "CATALOGUE_ADMIN_TOKEN", hide_env_values = true,
-          value_parser = AdminToken::parse)]
-    pub admin_token: Option<AdminToken>,
+    #[command(flatten)]
+    pub admin: AdminConfig,
+
     #[command(flatten)]
     pub telemetry: TelemetryConfig,
 

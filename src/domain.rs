@@ -19,6 +19,9 @@ pub const MAX_SEARCH_PAGE_SIZE: u32 = 100;
 pub const MAX_ID_BYTES: usize = 128;
 /// Longest search query accepted, in bytes.
 pub const MAX_QUERY_BYTES: usize = 256;
+/// Most distinct words a search query may have: each word is a term every
+/// candidate row is scored against, so the cost of a query grows with them.
+pub const MAX_QUERY_WORDS: usize = 16;
 /// Deepest search result reachable through page tokens: ranking deeper than
 /// this costs the database more than any person paging through results needs.
 pub const MAX_SEARCH_OFFSET: u32 = 10_000;
@@ -56,6 +59,8 @@ pub enum InvalidInput {
     NoWord,
     #[error("query is longer than {MAX_QUERY_BYTES} bytes")]
     QueryTooLong,
+    #[error("query has {got} distinct words; at most {MAX_QUERY_WORDS} are allowed")]
+    TooManyWords { got: usize },
 }
 
 /// A non-empty product id of bounded length.
@@ -200,7 +205,9 @@ fn decode_tagged(token: &str, tag: &str) -> Result<Option<String>, InvalidInput>
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SearchText {
     /// Never empty: a query of punctuation only is refused here, once, so
-    /// that no store is handed a full-text query without a term.
+    /// that no store is handed a full-text query without a term. Distinct
+    /// (a repeated word adds nothing but cost), in the order they first
+    /// appear, and at most `MAX_QUERY_WORDS`.
     words: Vec<String>,
 }
 
@@ -212,9 +219,14 @@ impl SearchText {
         if raw.len() > MAX_QUERY_BYTES {
             return Err(InvalidInput::QueryTooLong);
         }
-        let words = words(raw);
+        let mut words = words(raw);
+        let mut seen = std::collections::HashSet::new();
+        words.retain(|word| seen.insert(word.clone()));
         if words.is_empty() {
             return Err(InvalidInput::NoWord);
+        }
+        if words.len() > MAX_QUERY_WORDS {
+            return Err(InvalidInput::TooManyWords { got: words.len() });
         }
         Ok(Self { words })
     }
@@ -308,6 +320,29 @@ mod tests {
         assert_eq!(
             SearchText::parse("Café_2½ Straße").unwrap().words(),
             ["café", "2½", "straße"]
+        );
+    }
+
+    #[test]
+    fn search_words_are_deduplicated_and_at_most_16() {
+        let repeated = "oak ".repeat(64);
+        assert_eq!(SearchText::parse(&repeated).unwrap().words(), ["oak"]);
+        assert_eq!(
+            SearchText::parse("Oak lamp OAK, lamp rustic")
+                .unwrap()
+                .words(),
+            ["oak", "lamp", "rustic"]
+        );
+        let words = |count: usize| {
+            (0..count)
+                .map(|n| format!("w{n} w{n}"))
+                .collect::<Vec<_>>()
+                .join(" ")
+        };
+        assert_eq!(SearchText::parse(&words(16)).unwrap().words().len(), 16);
+        assert_eq!(
+            SearchText::parse(&words(17)),
+            Err(InvalidInput::TooManyWords { got: 17 })
         );
     }
 

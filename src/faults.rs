@@ -1,5 +1,7 @@
 //! Runtime fault injection: make the service misbehave on purpose and watch
-//! each tool catch it. Every fault is off by default; `PUT /faults` merges a
+//! each tool catch it. Off unless `--enable-faults`: a fault can stop the
+//! service (`blocking_ms` puts every worker to sleep), so an instance that
+//! did not ask for them has none. Every fault is off by default; `PUT /faults` merges a
 //! JSON object, `DELETE /faults` resets everything (and frees what `leak`
 //! retained). Each change is logged and exported as
 //! `catalogue_fault_active{fault}`.
@@ -29,44 +31,71 @@ use tower::{Layer, Service};
 use crate::{error::Error, method::Method, telemetry::names, values::Ratio};
 
 /// Faults switched on at start; `PUT /faults` on the admin port changes them
-/// at run time. All off by default.
-#[derive(Debug, Clone, Default, clap::Args)]
+/// at run time. All off by default, and none at all without
+/// `--enable-faults`.
+#[derive(Debug, Clone, clap::Args)]
 pub struct FaultsConfig {
+    /// Allow fault injection (`/faults` on the admin port and the --fault-*
+    /// flags); without it `/faults` answers 403. For experiments, never in
+    /// production.
+    #[arg(long, env = "CATALOGUE_ENABLE_FAULTS", value_parser = clap::builder::BoolishValueParser::new())]
+    pub enable_faults: bool,
+    /// Most bytes the leak fault retains in total; calls beyond it retain
+    /// nothing more until a reset.
+    #[arg(long, env = "CATALOGUE_FAULT_LEAK_MAX_BYTES", default_value_t = DEFAULT_LEAK_MAX_BYTES)]
+    pub fault_leak_max_bytes: u64,
     /// Added delay per call, in milliseconds.
-    #[arg(long, env = "CATALOGUE_FAULT_LATENCY_MS",
+    #[arg(long, env = "CATALOGUE_FAULT_LATENCY_MS", requires = "enable_faults",
           value_parser = clap::value_parser!(u64).range(0..=MAX_DELAY_MS))]
     pub fault_latency_ms: Option<u64>,
     /// Fraction of calls (0..1) failed with --fault-error-code.
-    #[arg(long, env = "CATALOGUE_FAULT_ERROR_RATE")]
+    #[arg(long, env = "CATALOGUE_FAULT_ERROR_RATE", requires = "enable_faults")]
     pub fault_error_rate: Option<Ratio>,
     /// gRPC code name of injected errors (default UNAVAILABLE).
-    #[arg(long, env = "CATALOGUE_FAULT_ERROR_CODE", value_parser = error_code_name)]
+    #[arg(long, env = "CATALOGUE_FAULT_ERROR_CODE", requires = "enable_faults", value_parser = error_code_name)]
     pub fault_error_code: Option<String>,
     /// Synchronous sleep inside the async handler, in milliseconds: the
     /// classic Tokio mistake.
-    #[arg(long, env = "CATALOGUE_FAULT_BLOCKING_MS",
+    #[arg(long, env = "CATALOGUE_FAULT_BLOCKING_MS", requires = "enable_faults",
           value_parser = clap::value_parser!(u64).range(0..=MAX_DELAY_MS))]
     pub fault_blocking_ms: Option<u64>,
     /// Busy loop per call, in milliseconds.
-    #[arg(long, env = "CATALOGUE_FAULT_CPU_BURN_MS",
+    #[arg(long, env = "CATALOGUE_FAULT_CPU_BURN_MS", requires = "enable_faults",
           value_parser = clap::value_parser!(u64).range(0..=MAX_DELAY_MS))]
     pub fault_cpu_burn_ms: Option<u64>,
     /// Bytes retained per call until the faults are reset.
-    #[arg(long, env = "CATALOGUE_FAULT_LEAK_BYTES_PER_CALL",
+    #[arg(long, env = "CATALOGUE_FAULT_LEAK_BYTES_PER_CALL", requires = "enable_faults",
           value_parser = clap::value_parser!(u64).range(0..=MAX_LEAK_BYTES_PER_CALL))]
     pub fault_leak_bytes_per_call: Option<u64>,
     /// Pause between streamed messages, in milliseconds.
-    #[arg(long, env = "CATALOGUE_FAULT_SLOW_STREAM_MS",
+    #[arg(long, env = "CATALOGUE_FAULT_SLOW_STREAM_MS", requires = "enable_faults",
           value_parser = clap::value_parser!(u64).range(0..=MAX_DELAY_MS))]
     pub fault_slow_stream_ms: Option<u64>,
     /// Limit the faults to these methods (comma separated, e.g. GetProduct).
-    #[arg(long, env = "CATALOGUE_FAULT_METHODS", value_delimiter = ',')]
+    #[arg(
+        long,
+        env = "CATALOGUE_FAULT_METHODS",
+        requires = "enable_faults",
+        value_delimiter = ','
+    )]
     pub fault_methods: Option<Vec<Method>>,
 }
 
 /// Upper bounds that keep a fault an experiment rather than an outage.
 const MAX_DELAY_MS: u64 = 60_000;
 const MAX_LEAK_BYTES_PER_CALL: u64 = 16 * 1024 * 1024;
+const DEFAULT_LEAK_MAX_BYTES: u64 = 256 * 1024 * 1024;
+
+/// `GET /faults`: the active faults and what the leak fault holds.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct FaultsReport {
+    #[serde(flatten)]
+    pub faults: Faults,
+    /// `--fault-leak-max-bytes`: the leak fault retains no more than this.
+    pub leak_max_bytes: u64,
+    /// What the leak fault retains now.
+    pub leaked_bytes: u64,
+}
 
 /// The active faults, as `GET /faults` shows them.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -139,6 +168,8 @@ pub enum FaultError {
     ErrorRate(f64),
     #[error("error_code {0:?} is not a gRPC error code name (e.g. UNAVAILABLE, INTERNAL)")]
     ErrorCode(String),
+    #[error("fault injection is off: start the server with --enable-faults")]
+    Disabled,
 }
 
 impl Faults {
@@ -242,8 +273,12 @@ pub struct FaultInjector {
     /// Checked first on every call: with no fault active the hot path takes
     /// no lock.
     active: AtomicBool,
+    /// Whether `--enable-faults` allowed any fault at all.
+    enabled: bool,
     /// What `leak_bytes_per_call` retained, freed by a reset.
-    leaked: Mutex<Vec<Box<[u8]>>>,
+    leaked: Mutex<Leaked>,
+    /// `--fault-leak-max-bytes`.
+    leak_max_bytes: u64,
     leaked_bytes: Gauge,
     gauges: [(&'static str, Gauge); 6],
 }
@@ -262,11 +297,20 @@ impl Default for FaultInjector {
         Self {
             faults: RwLock::new(Faults::default()),
             active: AtomicBool::new(false),
-            leaked: Mutex::new(Vec::new()),
+            enabled: true,
+            leaked: Mutex::new(Leaked::default()),
+            leak_max_bytes: DEFAULT_LEAK_MAX_BYTES,
             leaked_bytes: gauge!(names::FAULT_LEAKED_BYTES),
             gauges,
         }
     }
+}
+
+/// The leak fault's chunks and their total size.
+#[derive(Default)]
+struct Leaked {
+    chunks: Vec<Box<[u8]>>,
+    bytes: u64,
 }
 
 /// What a call must do before it runs.
@@ -277,19 +321,56 @@ pub enum Verdict {
 }
 
 impl FaultInjector {
-    /// An injector with the start flags' faults.
+    /// An injector with the start flags' faults; one that injects nothing
+    /// without `--enable-faults`.
     pub fn from_config(config: &FaultsConfig) -> Result<Self, FaultError> {
-        let injector = Self::default();
-        injector.merge(FaultPatch::from(config))?;
+        let injector = Self {
+            enabled: config.enable_faults,
+            leak_max_bytes: config.fault_leak_max_bytes,
+            ..Self::default()
+        };
+        if injector.enabled {
+            injector.merge(FaultPatch::from(config))?;
+        }
         Ok(injector)
     }
 
-    pub fn current(&self) -> Faults {
-        self.read().clone()
+    /// Whether faults may be injected at all (`--enable-faults`).
+    pub fn enabled(&self) -> bool {
+        self.enabled
+    }
+
+    pub fn current(&self) -> FaultsReport {
+        FaultsReport {
+            faults: self.read().clone(),
+            leak_max_bytes: self.leak_max_bytes,
+            leaked_bytes: self.lock_leaked().bytes,
+        }
+    }
+
+    fn lock_leaked(&self) -> std::sync::MutexGuard<'_, Leaked> {
+        self.leaked
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Retains `bytes` more, unless that would pass `--fault-leak-max-bytes`.
+    fn leak(&self, bytes: u64) {
+        let mut leaked = self.lock_leaked();
+        if leaked.bytes.saturating_add(bytes) > self.leak_max_bytes {
+            return;
+        }
+        let len = usize::try_from(bytes).unwrap_or(usize::MAX);
+        leaked.chunks.push(vec![0xA5_u8; len].into_boxed_slice());
+        leaked.bytes += bytes;
+        self.leaked_bytes.set(leaked.bytes as f64);
     }
 
     /// Applies `patch`, or changes nothing and says why.
     pub fn merge(&self, patch: FaultPatch) -> Result<Faults, FaultError> {
+        if !self.enabled {
+            return Err(FaultError::Disabled);
+        }
         let mut faults = self
             .faults
             .write()
@@ -310,15 +391,7 @@ impl FaultInjector {
             .write()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
         *faults = Faults::default();
-        let freed: usize = {
-            let mut leaked = self
-                .leaked
-                .lock()
-                .unwrap_or_else(|poisoned| poisoned.into_inner());
-            let bytes = leaked.iter().map(|chunk| chunk.len()).sum();
-            *leaked = Vec::new();
-            bytes
-        };
+        let freed = std::mem::take(&mut *self.lock_leaked()).bytes;
         self.leaked_bytes.set(0.0);
         tracing::warn!(freed_bytes = freed, "faults reset");
         self.publish(&faults);
@@ -358,12 +431,7 @@ impl FaultInjector {
             return Verdict::Proceed;
         }
         if faults.leak_bytes_per_call > 0 {
-            let chunk = vec![0xA5_u8; faults.leak_bytes_per_call as usize].into_boxed_slice();
-            self.leaked_bytes.increment(chunk.len() as f64);
-            self.leaked
-                .lock()
-                .unwrap_or_else(|poisoned| poisoned.into_inner())
-                .push(chunk);
+            self.leak(faults.leak_bytes_per_call);
         }
         if faults.cpu_burn_ms > 0 {
             burn_cpu(Duration::from_millis(faults.cpu_burn_ms));
@@ -604,7 +672,7 @@ mod tests {
         for patch in refused {
             assert!(injector.merge(patch.clone()).is_err(), "{patch:?}");
         }
-        assert_eq!(injector.current().latency_ms, 5);
+        assert_eq!(injector.current().faults.latency_ms, 5);
     }
 
     #[test]

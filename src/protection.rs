@@ -6,6 +6,13 @@
 //!   `grpc-retry-pushback-ms` hint, and counted; it never waits in a queue.
 //!   Health checks are never refused: an overloaded server must still tell
 //!   its load balancer how it is.
+//! - Fair calls: one connection may hold at most `--max-calls-per-connection`
+//!   of the global slots (a quarter by default), so a client with a few
+//!   connections cannot take them all; health `Watch` streams, which never
+//!   end by themselves and are never shed by the global limit, have a bound
+//!   of their own (`--max-health-watches`). One client IP may hold at most
+//!   `--max-calls-per-peer` (three quarters), so the last quarter is always
+//!   someone else's.
 //! - Idle calls: an admitted call whose client has read nothing for
 //!   `--stream-idle-timeout` gives its slot back and ends with
 //!   DEADLINE_EXCEEDED. hyper stops polling a response body while the
@@ -15,14 +22,14 @@
 //!   (`--request-timeout`, or the client's shorter `grpc-timeout`) ends with
 //!   DEADLINE_EXCEEDED, gRPC's code for a deadline, and is counted so
 //!   (tonic's own server timeout ends it CANCELLED, "the client went away").
-//! - `limit_connections`: a bound on open client connections; one over the
-//!   bound is closed as soon as it is accepted.
+//! - `guard_connections` (`connections.rs`): bounds on open connections, in
+//!   all and per client IP, a handshake timeout, and a backoff after failed
+//!   accepts.
 //!
 //! `ProtectionConfig` is the flags; `Limits` what is in force, with
 //! `--no-protection` resolved once.
 
 use std::{
-    io,
     pin::Pin,
     sync::{
         Arc, Mutex,
@@ -34,25 +41,24 @@ use std::{
 
 use bytes::Bytes;
 use clap::Args;
-use futures::{Stream, StreamExt};
 use http::{Request, Response};
 use http_body::{Body, Frame, SizeHint};
-use metrics::{Counter, Gauge, counter, gauge};
+use metrics::{Counter, counter};
 use pin_project_lite::pin_project;
 use tokio::{
-    io::{AsyncRead, AsyncWrite, ReadBuf},
-    net::TcpStream,
     sync::{OwnedSemaphorePermit, Semaphore},
     time::{Instant, Sleep},
 };
-use tonic::{
-    Status,
-    metadata::MetadataValue,
-    transport::server::{Connected, TcpConnectInfo},
-};
+use tonic::{Status, metadata::MetadataValue};
 use tower::{Layer, Service};
 
 use crate::{telemetry::names, values::grpc_timeout};
+
+mod connections;
+
+pub use connections::{
+    ConnectionInfo, GuardedConnection, expose_tcp_info, guard_connections, raise_fd_limit,
+};
 
 /// Server-side overload protection. The defaults are safe for a 2-core
 /// machine.
@@ -81,8 +87,42 @@ pub struct ProtectionConfig {
     pub stream_idle_timeout: Duration,
 
     /// Open client connections; connections beyond it are closed at once.
+    /// Lowered, with a warning, to what the open-files limit allows.
     #[arg(long, env = "CATALOGUE_MAX_CONNECTIONS", default_value_t = 4096)]
     pub max_connections: usize,
+
+    /// Open connections from one client IP; more are closed at once.
+    #[arg(long, env = "CATALOGUE_MAX_CONNECTIONS_PER_PEER", default_value_t = 256,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_connections_per_peer: u32,
+
+    /// A connection that has not sent the HTTP/2 preface and a whole first
+    /// HEADERS block this long after it was accepted is closed.
+    #[arg(long, env = "CATALOGUE_HANDSHAKE_TIMEOUT", default_value = "5s",
+          value_parser = humantime::parse_duration)]
+    pub handshake_timeout: Duration,
+
+    /// Calls one connection may hold at once of --max-concurrent-calls;
+    /// beyond it that connection's calls are refused with UNAVAILABLE.
+    /// Default: a quarter of --max-concurrent-calls.
+    #[arg(long, env = "CATALOGUE_MAX_CALLS_PER_CONNECTION",
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_calls_per_connection: Option<u32>,
+
+    /// Calls one client IP may hold at once over all its connections;
+    /// beyond it its calls are refused with UNAVAILABLE, so the rest of
+    /// --max-concurrent-calls is always someone else's. Default: three
+    /// quarters of --max-concurrent-calls (and at least
+    /// --max-calls-per-connection). Behind a proxy that is every
+    /// caller's peer (a sidecar), raise it to --max-concurrent-calls.
+    #[arg(long, env = "CATALOGUE_MAX_CALLS_PER_PEER",
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_calls_per_peer: Option<u32>,
+
+    /// Health Watch streams open at once across all connections; one more
+    /// is refused with UNAVAILABLE (health Check calls are never refused).
+    #[arg(long, env = "CATALOGUE_MAX_HEALTH_WATCHES", default_value_t = 1024)]
+    pub max_health_watches: usize,
 
     /// Turn every protection off (concurrency limit, request timeout, idle
     /// timeout, connection limit, bulkhead, breaker): the Go-style failure mode, for
@@ -102,6 +142,12 @@ pub struct Limits {
     /// `None`: a call keeps its slot however long its client stalls.
     pub stream_idle_timeout: Option<Duration>,
     pub max_connections: usize,
+    pub max_connections_per_peer: usize,
+    /// `None`: a connection may take as long as it likes to start.
+    pub handshake_timeout: Option<Duration>,
+    pub max_calls_per_connection: usize,
+    pub max_calls_per_peer: usize,
+    pub max_health_watches: usize,
     /// Whether the upstream's bulkhead and breaker may refuse.
     pub upstream_guarded: bool,
 }
@@ -115,15 +161,33 @@ impl ProtectionConfig {
                 request_timeout: None,
                 stream_idle_timeout: None,
                 max_connections: usize::MAX,
+                max_connections_per_peer: usize::MAX,
+                handshake_timeout: None,
+                max_calls_per_connection: usize::MAX,
+                max_calls_per_peer: usize::MAX,
+                max_health_watches: usize::MAX,
                 upstream_guarded: false,
             };
         }
+        let per_connection = self
+            .max_calls_per_connection
+            .map_or(self.max_concurrent_calls / 4, |calls| calls as usize);
+        // By default never less than one connection's share.
+        let per_peer = self.max_calls_per_peer.map_or(
+            (self.max_concurrent_calls / 4 * 3).max(per_connection),
+            |calls| calls as usize,
+        );
         Limits {
             max_concurrent_calls: self.max_concurrent_calls,
             retry_pushback: self.retry_pushback,
             request_timeout: Some(self.request_timeout),
             stream_idle_timeout: Some(self.stream_idle_timeout),
             max_connections: self.max_connections,
+            max_connections_per_peer: self.max_connections_per_peer as usize,
+            handshake_timeout: Some(self.handshake_timeout),
+            max_calls_per_connection: per_connection.max(1),
+            max_calls_per_peer: per_peer.max(1),
+            max_health_watches: self.max_health_watches,
             upstream_guarded: true,
         }
     }
@@ -133,15 +197,21 @@ impl ProtectionConfig {
 /// polled, so never registered).
 const NO_DEADLINE: Duration = Duration::from_secs(60 * 60 * 24 * 365);
 
-/// Paths that are never shed.
+/// Paths that are never shed by the global or the per-connection limit.
 const NEVER_SHED_PREFIX: &str = "/grpc.health.v1.Health/";
+/// Health streams, bounded on their own (`--max-health-watches`).
+const HEALTH_WATCH_PATH: &str = "/grpc.health.v1.Health/Watch";
 
 /// The global concurrency limit; see the module docs.
 #[derive(Clone)]
 pub struct ShedLayer {
     permits: Arc<Semaphore>,
+    watches: Arc<Semaphore>,
     pushback_ms: String,
     shed: Counter,
+    shed_by_connection: Counter,
+    shed_by_peer: Counter,
+    shed_watch: Counter,
     /// `None`: a call keeps its slot however long its client stalls.
     idle_timeout: Option<Duration>,
     idle_expired: Counter,
@@ -155,8 +225,14 @@ impl ShedLayer {
             permits: Arc::new(Semaphore::new(
                 limits.max_concurrent_calls.min(Semaphore::MAX_PERMITS),
             )),
+            watches: Arc::new(Semaphore::new(
+                limits.max_health_watches.min(Semaphore::MAX_PERMITS),
+            )),
             pushback_ms: limits.retry_pushback.as_millis().to_string(),
             shed: counter!(names::SHED, "reason" => "concurrency_limit"),
+            shed_by_connection: counter!(names::SHED, "reason" => "connection_limit"),
+            shed_by_peer: counter!(names::SHED, "reason" => "peer_limit"),
+            shed_watch: counter!(names::SHED, "reason" => "health_watch_limit"),
             idle_timeout: limits.stream_idle_timeout,
             idle_expired: counter!(names::IDLE_CALLS_EXPIRED),
             request_timeout: limits.request_timeout,
@@ -175,6 +251,46 @@ impl ShedLayer {
             (Some(server), Some(client)) => Some(server.min(client)),
             (server, client) => server.or(client),
         }
+    }
+
+    /// The slots a call takes, or the counter of the limit that refuses it.
+    fn admit<B>(&self, request: &Request<B>) -> Result<Option<Slots>, &Counter> {
+        let path = request.uri().path();
+        if path == HEALTH_WATCH_PATH {
+            return match self.watches.clone().try_acquire_owned() {
+                Ok(watch) => Ok(Some(Slots {
+                    _call: watch,
+                    _peer: None,
+                    _connection: None,
+                })),
+                Err(_) => Err(&self.shed_watch),
+            };
+        }
+        if path.starts_with(NEVER_SHED_PREFIX) {
+            return Ok(None);
+        }
+        let Ok(call) = self.permits.clone().try_acquire_owned() else {
+            return Err(&self.shed);
+        };
+        // A refusal here gives the slots taken so far back at once.
+        let Some(info) = request.extensions().get::<ConnectionInfo>() else {
+            return Ok(Some(Slots {
+                _call: call,
+                _peer: None,
+                _connection: None,
+            }));
+        };
+        let Ok(peer) = info.peer_calls.clone().try_acquire_owned() else {
+            return Err(&self.shed_by_peer);
+        };
+        let Ok(connection) = info.calls.clone().try_acquire_owned() else {
+            return Err(&self.shed_by_connection);
+        };
+        Ok(Some(Slots {
+            _call: call,
+            _peer: Some(peer),
+            _connection: Some(connection),
+        }))
     }
 
     fn refusal(&self) -> Response<tonic::body::Body> {
@@ -219,17 +335,13 @@ where
     }
 
     fn call(&mut self, request: Request<tonic::body::Body>) -> Self::Future {
-        let permit = if request.uri().path().starts_with(NEVER_SHED_PREFIX) {
-            None
-        } else {
-            match self.layer.permits.clone().try_acquire_owned() {
-                Ok(permit) => Some(permit),
-                Err(_) => {
-                    self.layer.shed.increment(1);
-                    return ShedFuture::Refused {
-                        response: Some(self.layer.refusal()),
-                    };
-                }
+        let permit = match self.layer.admit(&request) {
+            Ok(slots) => slots,
+            Err(refused) => {
+                refused.increment(1);
+                return ShedFuture::Refused {
+                    response: Some(self.layer.refusal()),
+                };
             }
         };
         let timeout = self.layer.deadline(&request);
@@ -254,7 +366,7 @@ pin_project! {
             // registers a timer.
             #[pin] deadline: tokio::time::Sleep,
             timeout: Option<Duration>,
-            permit: Option<OwnedSemaphorePermit>,
+            permit: Option<Slots>,
             layer: ShedLayer,
         },
         Refused { response: Option<Response<tonic::body::Body>> },
@@ -328,6 +440,15 @@ pin_project! {
     }
 }
 
+/// What an admitted call holds, given back when it is dropped: a global
+/// slot (or, for a health Watch, a watch slot), its client IP's and its
+/// connection's.
+pub struct Slots {
+    _call: OwnedSemaphorePermit,
+    _peer: Option<OwnedSemaphorePermit>,
+    _connection: Option<OwnedSemaphorePermit>,
+}
+
 /// A call's concurrency slot and the timer that takes it back from a client
 /// that stopped reading.
 ///
@@ -344,7 +465,7 @@ pub struct IdleWatch {
 /// What the timer's waker reaches: it runs on the timer driver, not on the
 /// call's task, which is not being polled.
 struct Lease {
-    permit: Mutex<Option<OwnedSemaphorePermit>>,
+    permit: Mutex<Option<Slots>>,
     /// True between handing hyper a frame and hyper asking for the next.
     waiting_on_client: AtomicBool,
     expired: AtomicBool,
@@ -372,7 +493,7 @@ impl Wake for Lease {
 }
 
 impl IdleWatch {
-    fn new(permit: OwnedSemaphorePermit, timeout: Duration, expired_total: Counter) -> Self {
+    fn new(permit: Slots, timeout: Duration, expired_total: Counter) -> Self {
         let mut watch = Self {
             lease: Arc::new(Lease {
                 permit: Mutex::new(Some(permit)),
@@ -388,7 +509,7 @@ impl IdleWatch {
         watch
     }
 
-    fn unwatched(permit: OwnedSemaphorePermit) -> Self {
+    fn unwatched(permit: Slots) -> Self {
         Self {
             lease: Arc::new(Lease {
                 permit: Mutex::new(Some(permit)),
@@ -493,101 +614,6 @@ where
     }
 }
 
-/// A connection that holds one of the `--max-connections` slots while open.
-pub struct LimitedConnection {
-    stream: TcpStream,
-    _permit: OwnedSemaphorePermit,
-    open: Gauge,
-}
-
-impl Drop for LimitedConnection {
-    fn drop(&mut self) {
-        self.open.decrement(1.0);
-    }
-}
-
-/// Accepted connections, at most `max` open at once; one more is closed as
-/// soon as it is accepted, and counted.
-pub fn limit_connections<S>(
-    incoming: S,
-    max: usize,
-) -> impl Stream<Item = io::Result<LimitedConnection>> + Send + 'static
-where
-    S: Stream<Item = io::Result<TcpStream>> + Send + 'static,
-{
-    let slots = Arc::new(Semaphore::new(max.min(Semaphore::MAX_PERMITS)));
-    let refused = counter!(names::CONNECTIONS_REFUSED);
-    let open = gauge!(names::CONNECTIONS_OPEN);
-    incoming.filter_map(move |accepted| {
-        let connection = match accepted {
-            Ok(stream) => match slots.clone().try_acquire_owned() {
-                Ok(permit) => {
-                    open.increment(1.0);
-                    Some(Ok(LimitedConnection {
-                        stream,
-                        _permit: permit,
-                        open: open.clone(),
-                    }))
-                }
-                Err(_) => {
-                    refused.increment(1);
-                    None
-                }
-            },
-            Err(error) => Some(Err(error)),
-        };
-        std::future::ready(connection)
-    })
-}
-
-impl Connected for LimitedConnection {
-    type ConnectInfo = TcpConnectInfo;
-
-    fn connect_info(&self) -> Self::ConnectInfo {
-        self.stream.connect_info()
-    }
-}
-
-impl AsyncRead for LimitedConnection {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().stream).poll_read(cx, buf)
-    }
-}
-
-impl AsyncWrite for LimitedConnection {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().stream).poll_write(cx, buf)
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().stream).poll_flush(cx)
-    }
-
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().stream).poll_shutdown(cx)
-    }
-
-    fn poll_write_vectored(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[io::IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().stream).poll_write_vectored(cx, bufs)
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        self.stream.is_write_vectored()
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -599,6 +625,11 @@ mod tests {
             request_timeout,
             stream_idle_timeout: None,
             max_connections: 1,
+            max_connections_per_peer: 1,
+            handshake_timeout: None,
+            max_calls_per_connection: 1,
+            max_calls_per_peer: 1,
+            max_health_watches: 1,
             upstream_guarded: true,
         })
     }

@@ -8,23 +8,30 @@
 //! - `GET /readyz`: readiness: 200 when the store answers and the service is
 //!   not draining, 503 with the reason otherwise;
 //! - `GET /debug/pprof/…`: CPU and heap profiles and task dumps (see
-//!   [`pprof`]), behind `--admin-token` when one is set;
+//!   [`pprof`]);
 //! - `GET /log-level`, `PUT /log-level` (a `RUST_LOG`-style filter as the
 //!   body): the log filter in force, changed without a restart; a bad
-//!   filter is a 400 and changes nothing. Behind `--admin-token` too.
+//!   filter is a 400 and changes nothing.
+//!
+//! Every route but those in [`guard::OPEN_ROUTES`] needs `--admin-token`
+//! when one is set; without one, only requests for `localhost` or the
+//! server's own IP are answered (see [`guard`]).
 
+pub mod guard;
 pub mod pprof;
+pub mod server;
+pub mod settings;
 
-use std::{fmt, sync::Arc};
+use std::sync::Arc;
 
 use axum::{
     Json, Router,
     body::Bytes,
     extract::{Request, State},
-    http::{HeaderMap, StatusCode, header},
+    http::{StatusCode, header},
     middleware::{self, Next},
     response::{IntoResponse, Response},
-    routing::get,
+    routing::{MethodRouter, any, get},
 };
 use tokio::sync::watch;
 
@@ -34,7 +41,9 @@ use crate::{
     telemetry::{LogFilter, LogLevel, runtime::Sampler},
 };
 
+pub use guard::{AdminGuard, AdminToken};
 pub use pprof::TaskNames;
+pub use settings::AdminConfig;
 
 /// What the admin routes look at.
 #[derive(Clone)]
@@ -46,10 +55,8 @@ pub struct AdminState {
     /// Turns true when shutdown begins: from then on the instance is not
     /// ready, so load balancers stop sending it new calls.
     pub stopping: watch::Receiver<bool>,
-    /// When set, `/debug/*` answers only requests bearing it: profiles and
-    /// task dumps reveal internals and cost CPU. Health stays open so probes
-    /// need no secret.
-    pub admin_token: Option<AdminToken>,
+    /// Who may call which route (see [`guard`]).
+    pub guard: Arc<AdminGuard>,
     /// Names of the tasks the app spawned, for the task dump.
     pub task_names: TaskNames,
     /// The log filter, changed by `PUT /log-level`.
@@ -59,21 +66,18 @@ pub struct AdminState {
 }
 
 pub fn router(state: AdminState) -> Router {
-    let debug = pprof::routes()
-        .route("/log-level", get(get_log_level).put(put_log_level))
-        .route_layer(middleware::from_fn_with_state(
-            state.admin_token.clone(),
-            require_token,
-        ));
     Router::new()
         .route("/metrics", get(metrics))
-        .route(
-            "/faults",
-            get(get_faults).put(put_faults).delete(delete_faults),
-        )
+        .route("/faults", faults_routes(&state.faults))
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(ready))
-        .merge(debug)
+        .route("/log-level", get(get_log_level).put(put_log_level))
+        .merge(pprof::routes())
+        // Every route above, and the 404 of any other path, passes the guard.
+        .layer(middleware::from_fn_with_state(
+            state.guard.clone(),
+            guard::guard,
+        ))
         .layer(middleware::from_fn_with_state(
             state.dispatch.clone(),
             with_dispatch,
@@ -107,6 +111,19 @@ async fn metrics(State(state): State<AdminState>) -> impl IntoResponse {
         )],
         state.metrics.render(),
     )
+}
+
+/// `/faults`, or with fault injection off a 403 saying how to turn it on.
+fn faults_routes(faults: &FaultInjector) -> MethodRouter<AdminState> {
+    if faults.enabled() {
+        return get(get_faults).put(put_faults).delete(delete_faults);
+    }
+    any(|| async {
+        (
+            StatusCode::FORBIDDEN,
+            "fault injection is off: start the server with --enable-faults to use /faults\n",
+        )
+    })
 }
 
 async fn get_faults(State(state): State<AdminState>) -> Response {
@@ -191,95 +208,5 @@ async fn ready(State(state): State<AdminState>) -> (StatusCode, String) {
                 "store unavailable\n".into(),
             )
         }
-    }
-}
-
-/// The secret `/debug/*` requests must bear as `Authorization: Bearer …`.
-/// Its `Debug` output is redacted, so logging the configuration is safe.
-#[derive(Clone, PartialEq, Eq)]
-pub struct AdminToken(String);
-
-impl AdminToken {
-    /// Refuses an empty token, which would protect nothing.
-    pub fn parse(token: &str) -> Result<Self, String> {
-        if token.is_empty() {
-            return Err("the admin token must not be empty".into());
-        }
-        Ok(Self(token.to_owned()))
-    }
-
-    /// Compares in time independent of where the first difference is, so
-    /// response times do not reveal the token a prefix at a time.
-    fn matches(&self, presented: &str) -> bool {
-        let (expected, presented) = (self.0.as_bytes(), presented.as_bytes());
-        expected.len() == presented.len()
-            && expected
-                .iter()
-                .zip(presented)
-                .fold(0u8, |difference, (a, b)| difference | (a ^ b))
-                == 0
-    }
-}
-
-impl fmt::Debug for AdminToken {
-    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
-        formatter.write_str("AdminToken(<redacted>)")
-    }
-}
-
-/// Lets a request through when no token is configured or it bears the token.
-async fn require_token(
-    State(token): State<Option<AdminToken>>,
-    request: Request,
-    next: Next,
-) -> Response {
-    match token {
-        Some(token)
-            if !bearer(request.headers()).is_some_and(|presented| token.matches(presented)) =>
-        {
-            (
-                StatusCode::UNAUTHORIZED,
-                [(header::WWW_AUTHENTICATE, "Bearer")],
-                "missing or wrong bearer token: send Authorization: Bearer <--admin-token>\n",
-            )
-                .into_response()
-        }
-        _ => next.run(request).await,
-    }
-}
-
-/// The credentials of an `Authorization: Bearer …` header (the scheme is
-/// case-insensitive, RFC 9110).
-fn bearer(headers: &HeaderMap) -> Option<&str> {
-    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
-    let (scheme, credentials) = value.split_once(' ')?;
-    scheme
-        .eq_ignore_ascii_case("bearer")
-        .then(|| credentials.trim())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn token_matches_only_itself() {
-        let token = AdminToken::parse("secret").unwrap();
-        assert!(token.matches("secret"));
-        assert!(!token.matches("secreT"));
-        assert!(!token.matches("secret2"));
-        assert!(!token.matches(""));
-        assert!(AdminToken::parse("").is_err());
-        assert_eq!(format!("{token:?}"), "AdminToken(<redacted>)");
-    }
-
-    #[test]
-    fn bearer_credentials_are_read_case_insensitively() {
-        let mut headers = HeaderMap::new();
-        assert_eq!(bearer(&headers), None);
-        headers.insert(header::AUTHORIZATION, "bearer abc".parse().unwrap());
-        assert_eq!(bearer(&headers), Some("abc"));
-        headers.insert(header::AUTHORIZATION, "Basic abc".parse().unwrap());
-        assert_eq!(bearer(&headers), None);
     }
 }

@@ -75,9 +75,13 @@ pub const SHED: &str = "catalogue_shed_total";
 /// Calls whose client read nothing for `--stream-idle-timeout`: their slot
 /// was given back and they ended with DEADLINE_EXCEEDED.
 pub const IDLE_CALLS_EXPIRED: &str = "catalogue_idle_calls_expired_total";
-/// Connections closed at once because too many were open.
+/// Connections closed by the server before serving them (label: reason:
+/// `max_connections`, `max_connections_per_peer`, `handshake_timeout`), and
+/// failed accepts (`accept_error`).
 pub const CONNECTIONS_REFUSED: &str = "catalogue_connections_refused_total";
 pub const CONNECTIONS_OPEN: &str = "catalogue_connections_open";
+/// Admin connections closed at once (label: reason).
+pub const ADMIN_CONNECTIONS_REFUSED: &str = "catalogue_admin_connections_refused_total";
 
 pub const BUILD_INFO: &str = "catalogue_build_info";
 /// 1 while a fault is injected (label: fault).
@@ -336,9 +340,13 @@ pub fn describe() {
     );
     describe_counter!(
         CONNECTIONS_REFUSED,
-        "connections closed at once because --max-connections were open"
+        "connections closed before they were served, by reason: max_connections, max_connections_per_peer, handshake_timeout; and failed accepts (accept_error)"
     );
     describe_gauge!(CONNECTIONS_OPEN, "client connections open now");
+    describe_counter!(
+        ADMIN_CONNECTIONS_REFUSED,
+        "admin connections closed at once because --admin-max-connections were open"
+    );
 
     describe_gauge!(BUILD_INFO, "build information: always 1");
     describe_gauge!(

@@ -54,6 +54,11 @@ fn a_bad_value_exits_2_naming_the_flag_for_every_subcommand() {
             "--fault-error-rate",
         ),
         (
+            &["serve", "--fault-latency-ms", "5"],
+            &[],
+            "--enable-faults",
+        ),
+        (
             &["serve", "--fault-methods", "DropTables"],
             &[],
             "--fault-methods",

@@ -83,6 +83,9 @@ fn every_dashboard_and_rule_query_selects_exported_metrics_and_labels() {
                     "5",
                     "--max-concurrent-calls",
                     &max_calls,
+                    "--max-calls-per-connection",
+                    &max_calls,
+                    "--enable-faults",
                 ],
             )
             .await

@@ -11,9 +11,12 @@ use tonic::Code;
 use crate::helpers::{Backend, put_faults, seed_products, spawn_app_with, value};
 
 async fn slow_get_product(request_timeout: &str) -> tonic::Status {
-    let mut app = spawn_app_with(Backend::Memory, &["--request-timeout", request_timeout])
-        .await
-        .expect("memory app");
+    let mut app = spawn_app_with(
+        Backend::Memory,
+        &["--enable-faults", "--request-timeout", request_timeout],
+    )
+    .await
+    .expect("memory app");
     let (status, body) = put_faults(&app, r#"{"latency_ms": 2000}"#).await;
     assert_eq!(status, 200, "{body}");
     let request = tonic::Request::new(GetProductRequest {

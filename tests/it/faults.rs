@@ -7,7 +7,14 @@ use catalogue::{
 };
 use tonic::Code;
 
-use crate::helpers::{Backend, TestApp, bucket, put_faults, seed_products, spawn_app, value};
+use crate::helpers::{Backend, TestApp, bucket, put_faults, seed_products, spawn_app_with, value};
+
+/// An app with fault injection allowed (`--enable-faults`).
+async fn faulty_app() -> TestApp {
+    spawn_app_with(Backend::Memory, &["--enable-faults"])
+        .await
+        .expect("memory app")
+}
 
 const GET: &[(&str, &str)] = &[("grpc_method", "GetProduct")];
 
@@ -45,7 +52,7 @@ async fn latency_signals(app: &TestApp) -> (f64, Option<f64>) {
 
 #[tokio::test]
 async fn latency_shows_in_the_handling_time_histogram_until_reset() {
-    let mut app = spawn_app(Backend::Memory).await.expect("memory app");
+    let mut app = faulty_app().await;
     let (status, body) = put_faults(&app, r#"{"latency_ms": 60}"#).await;
     assert_eq!(status, 200, "{body}");
 
@@ -63,7 +70,7 @@ async fn latency_shows_in_the_handling_time_histogram_until_reset() {
 
 #[tokio::test]
 async fn injected_errors_carry_the_chosen_code_only_on_chosen_methods() {
-    let mut app = spawn_app(Backend::Memory).await.expect("memory app");
+    let mut app = faulty_app().await;
     let (status, body) = put_faults(
         &app,
         r#"{"error_rate": 1.0, "error_code": "RESOURCE_EXHAUSTED", "methods": ["GetProduct"]}"#,
@@ -98,7 +105,7 @@ async fn injected_errors_carry_the_chosen_code_only_on_chosen_methods() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn blocking_and_cpu_burn_show_as_long_polls_of_the_rpc_task() {
-    let mut app = spawn_app(Backend::Memory).await.expect("memory app");
+    let mut app = faulty_app().await;
     let poll_seconds = |scrape: &prometheus_parse::Scrape| {
         value(scrape, "tokio_task_poll_seconds_total", GET).unwrap()
     };
@@ -122,7 +129,7 @@ async fn blocking_and_cpu_burn_show_as_long_polls_of_the_rpc_task() {
 
 #[tokio::test]
 async fn a_leak_is_retained_until_reset() {
-    let mut app = spawn_app(Backend::Memory).await.expect("memory app");
+    let mut app = faulty_app().await;
     put_faults(&app, r#"{"leak_bytes_per_call": 1048576}"#).await;
     for _ in 0..4 {
         get_product(&mut app).await.unwrap();
@@ -143,7 +150,7 @@ async fn a_leak_is_retained_until_reset() {
 
 #[tokio::test]
 async fn slow_streams_show_in_stream_duration() {
-    let mut app = spawn_app(Backend::Memory).await.expect("memory app");
+    let mut app = faulty_app().await;
     put_faults(&app, r#"{"slow_stream_ms": 15}"#).await;
 
     app.list_to_end(10).await;
@@ -164,7 +171,7 @@ async fn slow_streams_show_in_stream_duration() {
 
 #[tokio::test]
 async fn bad_payloads_are_refused_and_change_nothing() {
-    let app = spawn_app(Backend::Memory).await.expect("memory app");
+    let app = faulty_app().await;
     put_faults(&app, r#"{"latency_ms": 1}"#).await;
 
     for body in [
@@ -230,7 +237,7 @@ async fn every_fault_applies_to(method: Method) {
         r#""blocking_ms": 60"#,
         r#""cpu_burn_ms": 60"#,
     ] {
-        let mut app = spawn_app(Backend::Memory).await.expect("memory app");
+        let mut app = faulty_app().await;
         let body = format!(r#"{{{fault}, "methods": ["{method}"]}}"#);
         let (status, message) = put_faults(&app, &body).await;
         assert_eq!(status, 200, "{message}");
@@ -253,7 +260,7 @@ async fn every_fault_applies_to(method: Method) {
         );
     }
 
-    let mut app = spawn_app(Backend::Memory).await.expect("memory app");
+    let mut app = faulty_app().await;
     let body = format!(r#"{{"error_rate": 1, "error_code": "ABORTED", "methods": ["{method}"]}}"#);
     put_faults(&app, &body).await;
     let failed = call(&mut app, method).await.expect_err("injected error");
@@ -265,7 +272,7 @@ async fn every_fault_applies_to(method: Method) {
         Some(1.0)
     );
 
-    let mut app = spawn_app(Backend::Memory).await.expect("memory app");
+    let mut app = faulty_app().await;
     let body = format!(r#"{{"leak_bytes_per_call": 4096, "methods": ["{method}"]}}"#);
     put_faults(&app, &body).await;
     call(&mut app, method).await.unwrap();

@@ -358,6 +358,11 @@ pub fn value(
     })
 }
 
+/// Calls refused at once for `reason` (`catalogue_shed_total`).
+pub fn shed(scrape: &prometheus_parse::Scrape, reason: &str) -> Option<f64> {
+    value(scrape, "catalogue_shed_total", &[("reason", reason)])
+}
+
 /// The cumulative count of the histogram bucket `le` of the one series of
 /// `name` whose labels include `labels`.
 pub fn bucket(

@@ -1,8 +1,11 @@
+mod admin;
 mod cli;
+mod connections;
 mod console;
 mod consul;
 mod dashboards;
 mod deadlines;
+mod fairness;
 mod faults;
 mod get_product;
 mod health;

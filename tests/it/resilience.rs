@@ -127,7 +127,14 @@ async fn calls_beyond_the_limit_are_shed_at_once_but_health_checks_are_not() {
     let app = behind_upstream(
         10_000,
         0.0,
-        &["--max-concurrent-calls", "2", "--upstream-timeout", "5s"],
+        &[
+            "--max-concurrent-calls",
+            "2",
+            "--max-calls-per-connection",
+            "2",
+            "--upstream-timeout",
+            "5s",
+        ],
     )
     .await;
     let slow: Vec<_> = (0..2)
@@ -159,11 +166,7 @@ async fn calls_beyond_the_limit_are_shed_at_once_but_health_checks_are_not() {
     assert_eq!(health.into_inner().status(), ServingStatus::Serving);
     let scrape = app.scrape().await;
     assert_eq!(
-        value(
-            &scrape,
-            "catalogue_shed_total",
-            &[("reason", "concurrency_limit")]
-        ),
+        crate::helpers::shed(&scrape, "concurrency_limit"),
         Some(1.0)
     );
     for call in slow {
@@ -199,7 +202,8 @@ async fn connections_beyond_the_limit_are_closed() {
 
     assert!(refused, "a second connection is not served");
     let scrape = app.scrape().await;
-    assert!(value(&scrape, "catalogue_connections_refused_total", &[]).unwrap() >= 1.0);
+    let refused = &[("reason", "max_connections")];
+    assert!(value(&scrape, "catalogue_connections_refused_total", refused).unwrap() >= 1.0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -333,6 +337,7 @@ async fn a_stream_the_server_is_slow_to_produce_is_not_idle() {
         &[
             "--stream-idle-timeout",
             "300ms",
+            "--enable-faults",
             "--fault-slow-stream-ms",
             "100",
             "--fault-methods",

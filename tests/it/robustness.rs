@@ -67,14 +67,19 @@ async fn a_panicking_handler_fails_its_call_with_internal_and_the_server_keeps_s
 #[tokio::test]
 async fn an_oversized_message_is_refused_and_the_server_keeps_serving() {
     let mut app = spawn_app(Backend::Memory).await.expect("memory app");
-    let huge = "x".repeat(5 * 1024 * 1024);
+    // Requests are decoded up to 64 KiB (a request of the contract is a few
+    // hundred bytes), far below the 4 MiB --max-message-bytes of responses.
+    let over = "x".repeat(65 * 1024);
+    let under = "x".repeat(63 * 1024);
 
     let status = app
-        .get_product(&huge)
+        .get_product(&over)
         .await
         .expect_err("oversized request refused");
     // tonic reports a message over the limit as OUT_OF_RANGE.
     assert_eq!(status.code(), Code::OutOfRange, "{status:?}");
+    let status = app.get_product(&under).await.expect_err("no such id");
+    assert_ne!(status.code(), Code::OutOfRange, "decoded: {status:?}");
 
     app.get_product(&seed_products()[0].id)
         .await

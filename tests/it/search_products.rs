@@ -17,6 +17,8 @@ backend_tests!(
     empty_query_is_invalid_argument,
     a_query_without_a_word_is_invalid_argument,
     out_of_range_page_size_and_malformed_token_are_invalid_argument,
+    a_repeated_word_counts_once,
+    more_than_16_distinct_words_is_invalid_argument,
 );
 
 fn contains_word(text: &str, word: &str) -> bool {
@@ -157,6 +159,39 @@ async fn a_query_without_a_word_is_invalid_argument(backend: Backend) {
             "{query:?}"
         );
     }
+}
+
+async fn a_repeated_word_counts_once(backend: Backend) {
+    let Some(mut app) = spawn_app(backend).await else {
+        return;
+    };
+    let expected = expected_matches("oak", None);
+    assert!(!expected.is_empty());
+
+    // 64 copies: the longest query of one word the byte limit lets through.
+    let results = search_all(&mut app.client, &"oak ".repeat(64), "").await;
+
+    assert_eq!(ids(&results), expected);
+}
+
+async fn more_than_16_distinct_words_is_invalid_argument(backend: Backend) {
+    let Some(mut app) = spawn_app(backend).await else {
+        return;
+    };
+    let words: Vec<String> = (0..17).map(|n| format!("w{n}")).collect();
+
+    let status = refused(&mut app.client, &words.join(" ")).await;
+    let sixteen = search_all(&mut app.client, &words[..16].join(" "), "").await;
+
+    assert_eq!(status.code(), Code::InvalidArgument);
+    assert_eq!(
+        status.message(),
+        "query has 17 distinct words; at most 16 are allowed"
+    );
+    assert!(
+        sixteen.is_empty(),
+        "16 words are searched (and match nothing)"
+    );
 }
 
 async fn out_of_range_page_size_and_malformed_token_are_invalid_argument(backend: Backend) {

@@ -340,3 +340,33 @@ fn prometheus_and_grafana_find_their_files_where_compose_mounts_them() {
         "the admin password must be required, not defaulted: {password}"
     );
 }
+
+/// The catalogue's admin port listens on the compose network: it starts only
+/// with a token or `--admin-insecure`, and without a token every health
+/// check that calls it by its service name sends `Host: localhost` (an
+/// admin port without a token refuses other names: DNS rebinding).
+#[test]
+fn the_admin_port_off_loopback_is_insecure_on_purpose_and_called_by_an_allowed_host() {
+    let compose = compose();
+    let command = strings(&compose["services"]["catalogue"]["command"]);
+    let admin_addr = flag(&command, "--admin-addr").expect("--admin-addr");
+    assert!(!admin_addr.starts_with("127."), "{admin_addr}");
+    let token = command.contains(&"--admin-token");
+    assert!(
+        token || command.contains(&"--admin-insecure"),
+        "the server refuses {admin_addr} without --admin-token or --admin-insecure"
+    );
+    if token {
+        return;
+    }
+    let admin = format!("catalogue:{}", port(admin_addr));
+    for (name, service) in services(&compose) {
+        let check = health_check(service);
+        if check.contains(&admin) {
+            assert!(
+                check.contains("Host: localhost"),
+                "{name}'s health check {check:?} calls {admin} by name without Host: localhost"
+            );
+        }
+    }
+}

@@ -1,0 +1,544 @@
+//! Connection hygiene for the gRPC listener: what tonic's accept loop does
+//! not do. `guard_connections` wraps the accepted stream and
+//!
+//! - closes a connection beyond `--max-connections`, or beyond
+//!   `--max-connections-per-peer` from one client IP, as soon as it is
+//!   accepted;
+//! - closes one that has not sent the HTTP/2 preface and a whole first
+//!   HEADERS block within `--handshake-timeout` (silent or slowloris
+//!   connections that would hold a slot forever);
+//! - backs off after a failed accept (out of file descriptors, say), 5 ms
+//!   doubling to 1 s, where tonic would retry at once and spin;
+//! - gives each connection its own call slots (`--max-calls-per-connection`)
+//!   and each client IP its own (`--max-calls-per-peer`), which tonic hands
+//!   every request as `ConnectionInfo`.
+//!
+//! Each refusal is counted in `catalogue_connections_refused_total{reason}`.
+//! `raise_fd_limit` lifts the soft `RLIMIT_NOFILE` to the hard limit at start.
+
+use std::{
+    collections::HashMap,
+    io,
+    net::IpAddr,
+    pin::Pin,
+    sync::{Arc, Mutex, PoisonError},
+    task::{Context, Poll, ready},
+    time::Duration,
+};
+
+use futures::Stream;
+use http::Request;
+use metrics::{Counter, Gauge, counter, gauge};
+use tokio::{
+    io::{AsyncRead, AsyncWrite, ReadBuf},
+    net::TcpStream,
+    sync::{OwnedSemaphorePermit, Semaphore},
+    time::Sleep,
+};
+use tonic::transport::server::{Connected, TcpConnectInfo};
+
+use super::Limits;
+use crate::telemetry::names;
+
+/// The first and the longest pause after a failed accept.
+const ACCEPT_BACKOFF_MIN: Duration = Duration::from_millis(5);
+const ACCEPT_BACKOFF_MAX: Duration = Duration::from_secs(1);
+
+/// Why a connection was closed at once (the `reason` label).
+const MAX_CONNECTIONS: &str = "max_connections";
+const MAX_CONNECTIONS_PER_PEER: &str = "max_connections_per_peer";
+const HANDSHAKE_TIMEOUT: &str = "handshake_timeout";
+const ACCEPT_ERROR: &str = "accept_error";
+
+/// The client IPs with a connection open: how many, and their call slots.
+struct Peers {
+    open: Mutex<HashMap<IpAddr, Peer>>,
+    max_connections: usize,
+    max_calls: usize,
+}
+
+struct Peer {
+    connections: usize,
+    /// Shared by the peer's connections (`--max-calls-per-peer`).
+    calls: Arc<Semaphore>,
+}
+
+/// One of a peer's connections; counted down when the connection goes.
+struct PeerSlot {
+    peers: Arc<Peers>,
+    ip: IpAddr,
+    calls: Arc<Semaphore>,
+}
+
+impl Peers {
+    fn new(max_connections: usize, max_calls: usize) -> Arc<Self> {
+        Arc::new(Self {
+            open: Mutex::default(),
+            max_connections,
+            max_calls: max_calls.min(Semaphore::MAX_PERMITS),
+        })
+    }
+
+    fn admit(self: &Arc<Self>, ip: IpAddr) -> Option<PeerSlot> {
+        let mut open = self.open.lock().unwrap_or_else(PoisonError::into_inner);
+        let peer = open.entry(ip).or_insert_with(|| Peer {
+            connections: 0,
+            calls: Arc::new(Semaphore::new(self.max_calls)),
+        });
+        if peer.connections >= self.max_connections {
+            return None;
+        }
+        peer.connections += 1;
+        Some(PeerSlot {
+            peers: self.clone(),
+            ip,
+            calls: peer.calls.clone(),
+        })
+    }
+}
+
+impl Drop for PeerSlot {
+    fn drop(&mut self) {
+        let mut open = self
+            .peers
+            .open
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if let Some(peer) = open.get_mut(&self.ip) {
+            peer.connections -= 1;
+            if peer.connections == 0 {
+                open.remove(&self.ip);
+            }
+        }
+    }
+}
+
+/// The refusal counters, one per reason.
+#[derive(Clone)]
+struct Refusals {
+    max_connections: Counter,
+    per_peer: Counter,
+    handshake_timeout: Counter,
+    accept_error: Counter,
+}
+
+impl Refusals {
+    fn new() -> Self {
+        let reason =
+            |reason: &'static str| counter!(names::CONNECTIONS_REFUSED, "reason" => reason);
+        Self {
+            max_connections: reason(MAX_CONNECTIONS),
+            per_peer: reason(MAX_CONNECTIONS_PER_PEER),
+            handshake_timeout: reason(HANDSHAKE_TIMEOUT),
+            accept_error: reason(ACCEPT_ERROR),
+        }
+    }
+}
+
+/// Accepted connections under the rules in the module docs.
+pub fn guard_connections<S>(incoming: S, limits: &Limits) -> GuardedIncoming<S>
+where
+    S: Stream<Item = io::Result<TcpStream>> + Unpin,
+{
+    GuardedIncoming {
+        incoming,
+        slots: Arc::new(Semaphore::new(
+            limits.max_connections.min(Semaphore::MAX_PERMITS),
+        )),
+        peers: Peers::new(limits.max_connections_per_peer, limits.max_calls_per_peer),
+        calls_per_connection: limits.max_calls_per_connection.min(Semaphore::MAX_PERMITS),
+        handshake_timeout: limits.handshake_timeout,
+        backoff: None,
+        next_backoff: ACCEPT_BACKOFF_MIN,
+        refusals: Refusals::new(),
+        open: gauge!(names::CONNECTIONS_OPEN),
+    }
+}
+
+/// The stream `guard_connections` returns.
+pub struct GuardedIncoming<S> {
+    incoming: S,
+    slots: Arc<Semaphore>,
+    peers: Arc<Peers>,
+    calls_per_connection: usize,
+    /// `None`: a connection may take as long as it likes to start.
+    handshake_timeout: Option<Duration>,
+    /// Set after a failed accept: nothing is accepted until it fires.
+    backoff: Option<Pin<Box<Sleep>>>,
+    next_backoff: Duration,
+    refusals: Refusals,
+    open: Gauge,
+}
+
+impl<S> GuardedIncoming<S> {
+    /// The accepted stream as a connection, or `None` (closed, counted) when
+    /// a bound refuses it.
+    fn admit(&self, stream: TcpStream) -> Option<GuardedConnection> {
+        let peer = match stream.peer_addr() {
+            Ok(peer) => peer.ip(),
+            // Gone already.
+            Err(_) => return None,
+        };
+        let Some(peer) = self.peers.admit(peer) else {
+            self.refusals.per_peer.increment(1);
+            return None;
+        };
+        let Ok(slot) = self.slots.clone().try_acquire_owned() else {
+            self.refusals.max_connections.increment(1);
+            return None;
+        };
+        self.open.increment(1.0);
+        Some(GuardedConnection {
+            stream,
+            _slot: slot,
+            peer,
+            open: self.open.clone(),
+            calls: Arc::new(Semaphore::new(self.calls_per_connection)),
+            handshake: self.handshake_timeout.map(|timeout| Handshake {
+                deadline: Box::pin(tokio::time::sleep(timeout)),
+                frames: FrameScanner::default(),
+                timed_out: self.refusals.handshake_timeout.clone(),
+            }),
+        })
+    }
+}
+
+impl<S> Stream for GuardedIncoming<S>
+where
+    S: Stream<Item = io::Result<TcpStream>> + Unpin,
+{
+    type Item = io::Result<GuardedConnection>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        loop {
+            if let Some(backoff) = &mut self.backoff {
+                ready!(backoff.as_mut().poll(cx));
+                self.backoff = None;
+            }
+            match ready!(Pin::new(&mut self.incoming).poll_next(cx)) {
+                None => return Poll::Ready(None),
+                Some(Err(error)) => {
+                    let pause = self.next_backoff;
+                    tracing::warn!(%error, ?pause, "accept failed; backing off");
+                    self.refusals.accept_error.increment(1);
+                    self.backoff = Some(Box::pin(tokio::time::sleep(pause)));
+                    self.next_backoff = (pause * 2).min(ACCEPT_BACKOFF_MAX);
+                }
+                Some(Ok(stream)) => {
+                    self.next_backoff = ACCEPT_BACKOFF_MIN;
+                    if let Some(connection) = self.admit(stream) {
+                        return Poll::Ready(Some(Ok(connection)));
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Reads the client's first bytes as HTTP/2 frames until a header block
+/// ends: the 24-byte preface, then frames (a 9-byte header: length, type,
+/// flags, stream), skipping payloads, until a HEADERS or CONTINUATION
+/// frame with END_HEADERS. Validating them is h2's job; this only tells
+/// when the client has asked for something.
+#[derive(Debug, Default)]
+struct FrameScanner {
+    preface_read: usize,
+    header: [u8; 9],
+    header_read: usize,
+    payload_left: usize,
+}
+
+const PREFACE_LEN: usize = 24;
+const FRAME_HEADERS: u8 = 0x1;
+const FRAME_CONTINUATION: u8 = 0x9;
+const FLAG_END_HEADERS: u8 = 0x4;
+
+impl FrameScanner {
+    /// Feeds bytes read; true once a header block has ended.
+    fn header_block_ended(&mut self, mut bytes: &[u8]) -> bool {
+        let preface = (PREFACE_LEN - self.preface_read).min(bytes.len());
+        self.preface_read += preface;
+        bytes = &bytes[preface..];
+        while !bytes.is_empty() {
+            if self.payload_left > 0 {
+                let skipped = self.payload_left.min(bytes.len());
+                self.payload_left -= skipped;
+                bytes = &bytes[skipped..];
+                continue;
+            }
+            let taken = (9 - self.header_read).min(bytes.len());
+            self.header[self.header_read..self.header_read + taken]
+                .copy_from_slice(&bytes[..taken]);
+            self.header_read += taken;
+            bytes = &bytes[taken..];
+            if self.header_read < 9 {
+                break;
+            }
+            self.header_read = 0;
+            let [len_high, len_mid, len_low, kind, flags, ..] = self.header;
+            if matches!(kind, FRAME_HEADERS | FRAME_CONTINUATION) && flags & FLAG_END_HEADERS != 0 {
+                return true;
+            }
+            self.payload_left =
+                usize::from(len_high) << 16 | usize::from(len_mid) << 8 | usize::from(len_low);
+        }
+        false
+    }
+}
+
+/// A connection's start: the deadline for its first whole header block.
+struct Handshake {
+    deadline: Pin<Box<Sleep>>,
+    frames: FrameScanner,
+    timed_out: Counter,
+}
+
+/// An accepted connection: it holds a slot of `--max-connections` and of its
+/// peer's `--max-connections-per-peer` while open, and is closed if its
+/// handshake does not end in time.
+pub struct GuardedConnection {
+    stream: TcpStream,
+    _slot: OwnedSemaphorePermit,
+    peer: PeerSlot,
+    open: Gauge,
+    /// Its calls' slots (`--max-calls-per-connection`).
+    calls: Arc<Semaphore>,
+    /// `None` once the first header block has arrived (or with no timeout).
+    handshake: Option<Handshake>,
+}
+
+impl Drop for GuardedConnection {
+    fn drop(&mut self) {
+        self.open.decrement(1.0);
+    }
+}
+
+/// What tonic puts in each request's extensions for a `GuardedConnection`:
+/// the TCP addresses and the connection's call slots.
+#[derive(Debug, Clone)]
+pub struct ConnectionInfo {
+    tcp: TcpConnectInfo,
+    pub(super) calls: Arc<Semaphore>,
+    /// Its client IP's, shared with the IP's other connections.
+    pub(super) peer_calls: Arc<Semaphore>,
+}
+
+/// Copies a request's TCP addresses into its extensions as
+/// `TcpConnectInfo`, where the telemetry and tonic's `remote_addr` read
+/// them (tonic inserts only `ConnectionInfo`). The outermost layer.
+pub fn expose_tcp_info<B>(mut request: Request<B>) -> Request<B> {
+    if let Some(tcp) = request
+        .extensions()
+        .get::<ConnectionInfo>()
+        .map(|info| info.tcp.clone())
+    {
+        request.extensions_mut().insert(tcp);
+    }
+    request
+}
+
+impl Connected for GuardedConnection {
+    type ConnectInfo = ConnectionInfo;
+
+    fn connect_info(&self) -> Self::ConnectInfo {
+        ConnectionInfo {
+            tcp: self.stream.connect_info(),
+            calls: self.calls.clone(),
+            peer_calls: self.peer.calls.clone(),
+        }
+    }
+}
+
+impl AsyncRead for GuardedConnection {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        let Some(handshake) = &mut this.handshake else {
+            return Pin::new(&mut this.stream).poll_read(cx, buf);
+        };
+        // Checked before every read, so a client trickling bytes is cut off
+        // as surely as a silent one.
+        if handshake.deadline.as_mut().poll(cx).is_ready() {
+            handshake.timed_out.increment(1);
+            this.handshake = None;
+            return Poll::Ready(Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                "no HTTP/2 preface and first HEADERS within --handshake-timeout",
+            )));
+        }
+        let before = buf.filled().len();
+        ready!(Pin::new(&mut this.stream).poll_read(cx, buf))?;
+        if handshake.frames.header_block_ended(&buf.filled()[before..]) {
+            this.handshake = None;
+        }
+        Poll::Ready(Ok(()))
+    }
+}
+
+impl AsyncWrite for GuardedConnection {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().stream).poll_write(cx, buf)
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().stream).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().stream).poll_shutdown(cx)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().stream).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.stream.is_write_vectored()
+    }
+}
+
+/// Raises the soft limit on open files to the hard limit (a service started
+/// under `ulimit -Sn 1024` would otherwise stop accepting near a thousand
+/// connections) and returns the soft limit in force, `None` where it cannot
+/// be read.
+pub fn raise_fd_limit() -> Option<u64> {
+    #[cfg(unix)]
+    {
+        use rustix::process::{Resource, getrlimit, setrlimit};
+        let limit = getrlimit(Resource::Nofile);
+        let (Some(current), hard) = (limit.current, limit.maximum) else {
+            return None;
+        };
+        let Some(hard) = hard else {
+            // Unlimited: keep whatever is set (setting "unlimited" fails).
+            return Some(current);
+        };
+        if current >= hard {
+            return Some(current);
+        }
+        let raised = rustix::process::Rlimit {
+            current: Some(hard),
+            maximum: Some(hard),
+        };
+        match setrlimit(Resource::Nofile, raised) {
+            Ok(()) => {
+                tracing::info!(
+                    from = current,
+                    to = hard,
+                    "raised the soft limit on open files"
+                );
+                Some(hard)
+            }
+            Err(error) => {
+                tracing::warn!(%error, soft = current, "could not raise the soft limit on open files");
+                Some(current)
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn frame(kind: u8, flags: u8, payload: &[u8]) -> Vec<u8> {
+        let len = payload.len();
+        let mut frame = vec![
+            (len >> 16) as u8,
+            (len >> 8) as u8,
+            len as u8,
+            kind,
+            flags,
+            0,
+            0,
+            0,
+            1,
+        ];
+        frame.extend_from_slice(payload);
+        frame
+    }
+
+    #[test]
+    fn a_handshake_ends_with_the_first_whole_header_block() {
+        let preface = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+        let settings = frame(0x4, 0, &[0; 12]);
+        let open_headers = frame(FRAME_HEADERS, 0, &[1, 2, 3]);
+        let continuation = frame(FRAME_CONTINUATION, FLAG_END_HEADERS, &[4]);
+        let mut bytes = preface.to_vec();
+        bytes.extend(&settings);
+        bytes.extend(&open_headers);
+
+        // Byte by byte: a trickle reads the same as one read.
+        let mut scanner = FrameScanner::default();
+        assert!(
+            !bytes
+                .iter()
+                .any(|byte| scanner.header_block_ended(&[*byte]))
+        );
+        assert!(scanner.header_block_ended(&continuation));
+
+        let mut scanner = FrameScanner::default();
+        let mut whole = preface.to_vec();
+        whole.extend(&settings);
+        whole.extend(frame(FRAME_HEADERS, FLAG_END_HEADERS | 0x1, &[9; 40]));
+        assert!(scanner.header_block_ended(&whole));
+
+        // A DATA frame's payload that looks like HEADERS is skipped.
+        let mut scanner = FrameScanner::default();
+        let mut tricky = preface.to_vec();
+        tricky.extend(frame(0x0, 0, &frame(FRAME_HEADERS, FLAG_END_HEADERS, &[])));
+        assert!(!scanner.header_block_ended(&tricky));
+    }
+
+    #[tokio::test]
+    async fn a_failed_accept_pauses_the_loop_instead_of_spinning() {
+        use futures::{FutureExt as _, StreamExt as _};
+        let too_many_files = || Err(io::Error::from_raw_os_error(24));
+        let failing = futures::stream::iter([too_many_files(), too_many_files(), too_many_files()]);
+        #[derive(clap::Parser)]
+        struct Flags {
+            #[command(flatten)]
+            protection: crate::protection::ProtectionConfig,
+        }
+        let limits = <Flags as clap::Parser>::parse_from(["test"])
+            .protection
+            .limits();
+        let mut incoming = guard_connections(failing, &limits);
+
+        // Two more errors are ready, yet the stream waits out its backoff.
+        assert!(incoming.next().now_or_never().is_none());
+        assert_eq!(incoming.next_backoff, ACCEPT_BACKOFF_MIN * 2);
+        // It resumes after it and backs off longer at each failure.
+        assert!(incoming.next().await.is_none());
+        assert_eq!(incoming.next_backoff, ACCEPT_BACKOFF_MIN * 8);
+    }
+
+    #[test]
+    fn a_peer_holds_at_most_its_connections_and_gets_them_back() {
+        let peers = Peers::new(2, 3);
+        let ip: IpAddr = "10.0.0.1".parse().unwrap();
+        let first = peers.admit(ip).unwrap();
+        let second = peers.admit(ip).unwrap();
+        assert!(peers.admit(ip).is_none());
+        assert!(peers.admit("10.0.0.2".parse().unwrap()).is_some());
+        assert!(
+            Arc::ptr_eq(&first.calls, &second.calls),
+            "one IP, one call bound"
+        );
+        drop(first);
+        assert!(peers.admit(ip).is_some());
+    }
+}

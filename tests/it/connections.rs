@@ -1,0 +1,209 @@
+//! Connection hygiene on the gRPC port: a connection that does not start
+//! HTTP/2 in time is closed, one client IP holds a bounded number of
+//! connections, and the open-files limit is raised at start (and
+//! `--max-connections` fitted to it).
+
+use std::{
+    io::{BufRead, BufReader},
+    net::SocketAddr,
+    process::{Command, Stdio},
+    time::Duration,
+};
+
+use tokio::{
+    io::{AsyncReadExt, AsyncWriteExt},
+    net::{TcpSocket, TcpStream},
+};
+
+use crate::helpers::{Backend, TestApp, spawn_app_with, value};
+
+/// Longest a test waits for the server to close a connection (reached only
+/// when the rule is missing: it turns a hang into a failure).
+const PATIENCE: Duration = Duration::from_secs(20);
+
+const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+/// An empty SETTINGS frame.
+const SETTINGS: &[u8] = &[0, 0, 0, 0x4, 0, 0, 0, 0, 0];
+
+/// Whether the server closes `stream` (EOF or reset) within `PATIENCE`;
+/// whatever it sent first (its SETTINGS, a GOAWAY) is read and dropped.
+async fn closed_by_server(stream: &mut TcpStream) -> bool {
+    let mut sink = Vec::new();
+    match tokio::time::timeout(PATIENCE, stream.read_to_end(&mut sink)).await {
+        Ok(Ok(_)) => true,
+        Ok(Err(error)) => error.kind() == std::io::ErrorKind::ConnectionReset,
+        Err(_) => false,
+    }
+}
+
+fn refused(app_scrape: &prometheus_parse::Scrape, reason: &str) -> Option<f64> {
+    value(
+        app_scrape,
+        "catalogue_connections_refused_total",
+        &[("reason", reason)],
+    )
+}
+
+#[tokio::test]
+async fn a_connection_that_does_not_start_http2_in_time_is_closed() {
+    let mut app = spawn_app_with(Backend::Memory, &["--handshake-timeout", "300ms"])
+        .await
+        .unwrap();
+
+    // Silent; the preface and SETTINGS but no request; a trickle of the
+    // preface, a byte at a time.
+    let mut silent = TcpStream::connect(app.grpc_addr).await.unwrap();
+    let mut no_request = TcpStream::connect(app.grpc_addr).await.unwrap();
+    no_request.write_all(PREFACE).await.unwrap();
+    no_request.write_all(SETTINGS).await.unwrap();
+    let mut trickle = TcpStream::connect(app.grpc_addr).await.unwrap();
+    let trickling = async {
+        for byte in PREFACE {
+            if trickle.write_all(&[*byte]).await.is_err() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        closed_by_server(&mut trickle).await
+    };
+
+    let (silent, no_request, trickle) = tokio::join!(
+        closed_by_server(&mut silent),
+        closed_by_server(&mut no_request),
+        trickling
+    );
+
+    assert!(silent, "a silent connection is closed");
+    assert!(no_request, "a connection that never asks is closed");
+    assert!(trickle, "a trickling connection is closed");
+    // A client that starts at once (the test's own channel, reconnected
+    // if it sat idle past the timeout) is served.
+    app.get_product(&crate::helpers::seed_products()[0].id)
+        .await
+        .expect("served");
+    assert!(refused(&app.scrape().await, "handshake_timeout") >= Some(3.0));
+}
+
+/// A TCP connection to `addr` from the loopback address `from`.
+async fn connect_from(from: &str, addr: SocketAddr) -> TcpStream {
+    let socket = TcpSocket::new_v4().unwrap();
+    socket
+        .bind(format!("{from}:0").parse().unwrap())
+        .expect("any 127/8 address is loopback on Linux");
+    socket.connect(addr).await.unwrap()
+}
+
+/// Whether a connection is still open: the server answered the preface
+/// with its SETTINGS and has not closed it.
+async fn served(stream: &mut TcpStream) -> bool {
+    stream.write_all(PREFACE).await.unwrap();
+    stream.write_all(SETTINGS).await.unwrap();
+    let mut first = [0u8; 9];
+    matches!(
+        tokio::time::timeout(PATIENCE, stream.read_exact(&mut first)).await,
+        Ok(Ok(_)) if first[3] == 0x4
+    )
+}
+
+#[tokio::test]
+async fn one_client_ip_holds_at_most_max_connections_per_peer() {
+    let app: TestApp = spawn_app_with(
+        Backend::Memory,
+        &[
+            "--max-connections-per-peer",
+            "2",
+            "--handshake-timeout",
+            "1h",
+        ],
+    )
+    .await
+    .unwrap();
+    // The test's own channel is 127.0.0.1's first connection.
+    let mut second = connect_from("127.0.0.1", app.grpc_addr).await;
+    assert!(served(&mut second).await, "the second is served");
+
+    let mut third = connect_from("127.0.0.1", app.grpc_addr).await;
+    let mut other_peer = connect_from("127.0.0.2", app.grpc_addr).await;
+
+    assert!(closed_by_server(&mut third).await, "the third is closed");
+    assert!(served(&mut other_peer).await, "another IP is served");
+    assert_eq!(
+        refused(&app.scrape().await, "max_connections_per_peer"),
+        Some(1.0)
+    );
+    drop(second);
+}
+
+const BINARY: &str = env!("CARGO_BIN_EXE_catalogue");
+
+/// Starts the binary under `ulimit` arguments `limit` with `extra` flags;
+/// returns its soft open-files limit once serving and its log up to then.
+fn serve_under_ulimit(limit: &str, extra: &str) -> (u64, String) {
+    let script = format!(
+        "ulimit {limit} && exec {BINARY} serve --database-url memory --seed-products 10 \
+         --grpc-addr 127.0.0.1:0 --admin-addr 127.0.0.1:0 --drain-delay 0s {extra}"
+    );
+    let mut child = Command::new("sh")
+        .args(["-c", &script])
+        .env("CATALOGUE_LOG_FORMAT", "text")
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("the binary starts");
+    let mut log = String::new();
+    for line in BufReader::new(child.stdout.take().unwrap())
+        .lines()
+        .map_while(Result::ok)
+    {
+        log.push_str(&line);
+        log.push('\n');
+        if line.contains("catalogue is serving") {
+            break;
+        }
+    }
+    let limits = std::fs::read_to_string(format!("/proc/{}/limits", child.id())).unwrap();
+    let _ = Command::new("kill").arg(child.id().to_string()).status();
+    let _ = child.wait();
+    let soft = limits
+        .lines()
+        .find(|line| line.starts_with("Max open files"))
+        .and_then(|line| line.split_whitespace().nth(3))
+        .and_then(|soft| soft.parse().ok())
+        .unwrap_or_else(|| panic!("no open-files limit in {limits}"));
+    (soft, log)
+}
+
+#[test]
+fn the_soft_open_files_limit_is_raised_to_the_hard_one() {
+    let hard: u64 = String::from_utf8(
+        Command::new("sh")
+            .args(["-c", "ulimit -Hn"])
+            .output()
+            .unwrap()
+            .stdout,
+    )
+    .unwrap()
+    .trim()
+    .parse()
+    .expect("a finite hard limit");
+    assert!(
+        hard > 1,
+        "the machine's hard limit ({hard}) leaves nothing to raise"
+    );
+
+    let (soft, log) = serve_under_ulimit(&format!("-Sn {}", hard / 2), "");
+
+    assert_eq!(soft, hard, "{log}");
+    assert!(log.contains("raised the soft limit on open files"), "{log}");
+}
+
+#[test]
+fn max_connections_beyond_the_open_files_limit_is_lowered_with_a_warning() {
+    let (soft, log) = serve_under_ulimit("-n 1024", "--max-connections 4096");
+
+    assert_eq!(soft, 1024);
+    let warning = log
+        .lines()
+        .find(|line| line.contains("--max-connections is more than the open-files limit allows"))
+        .unwrap_or_else(|| panic!("no warning in {log}"));
+    assert!(warning.contains("lowered_to=768"), "{warning}");
+}

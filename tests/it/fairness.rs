@@ -1,0 +1,182 @@
+//! Fair calls: one connection cannot hold every call slot, and health
+//! Watch streams, never shed by the global limit, have a bound of their own.
+
+use catalogue::api::proto::{
+    GetProductRequest, ListProductsRequest, catalogue_service_client::CatalogueServiceClient,
+};
+use tonic::{Code, transport::Channel};
+use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
+
+use tokio::task::JoinHandle;
+
+use crate::helpers::{
+    Backend, TestApp, seed_products, shed, spawn_app_with, wait_for_in_flight, wait_for_value,
+};
+
+/// An app with 8 call slots whose GetProduct waits a minute, so that every
+/// admitted call holds its slot; `extra` flags besides.
+async fn slow_get_product_app(extra: &[&str]) -> TestApp {
+    let flags = [
+        &[
+            "--max-concurrent-calls",
+            "8",
+            "--enable-faults",
+            "--fault-latency-ms",
+            "60000",
+            "--fault-methods",
+            "GetProduct",
+        ],
+        extra,
+    ]
+    .concat();
+    spawn_app_with(Backend::Memory, &flags).await.unwrap()
+}
+
+/// `calls` GetProduct calls on the app's own connection, left running.
+fn hold_calls(app: &TestApp, calls: usize) -> Vec<JoinHandle<Result<(), tonic::Status>>> {
+    (0..calls)
+        .map(|_| {
+            let mut client = app.client.clone();
+            let request = GetProductRequest {
+                product_id: seed_products()[0].id.clone(),
+            };
+            tokio::spawn(async move { client.get_product(request).await.map(drop) })
+        })
+        .collect()
+}
+
+/// Reads a short ListProducts stream (never slowed) to its end.
+async fn list_a_page(client: &mut CatalogueServiceClient<Channel>) {
+    let request = ListProductsRequest {
+        page_size: 3,
+        ..Default::default()
+    };
+    let mut stream = client
+        .list_products(request)
+        .await
+        .expect("served")
+        .into_inner();
+    while stream.message().await.expect("streamed").is_some() {}
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_connection_holds_at_most_a_quarter_of_the_call_slots() {
+    // Arrange: 8 slots, so 2 per connection by default.
+    let app = slow_get_product_app(&[]).await;
+
+    // Act: one connection (the app's channel) asks for every slot.
+    let held = hold_calls(&app, 8);
+
+    // Assert: two admitted, six refused by the connection's bound...
+    wait_for_value(
+        &app,
+        "catalogue_shed_total",
+        &[("reason", "connection_limit")],
+        6.0,
+    )
+    .await;
+    wait_for_in_flight(&app, 2.0).await;
+    // ...and a fresh client's connection is served.
+    list_a_page(&mut client_from(&app, "127.0.0.1").await).await;
+    let scrape = app.scrape().await;
+    assert_eq!(
+        shed(&scrape, "concurrency_limit"),
+        Some(0.0),
+        "the global limit was never reached"
+    );
+    for call in held {
+        call.abort();
+    }
+}
+
+#[tokio::test]
+async fn health_watches_have_their_own_bound_and_take_no_call_slot() {
+    let mut app = spawn_app_with(
+        Backend::Memory,
+        &["--max-health-watches", "2", "--max-concurrent-calls", "1"],
+    )
+    .await
+    .unwrap();
+    let mut health = HealthClient::new(app.channel.clone());
+    let mut watches = Vec::new();
+    for _ in 0..2 {
+        let mut watch = health
+            .watch(HealthCheckRequest::default())
+            .await
+            .expect("watch admitted")
+            .into_inner();
+        watch.message().await.expect("first status");
+        watches.push(watch);
+    }
+
+    let refused = health
+        .watch(HealthCheckRequest::default())
+        .await
+        .expect_err("a third watch is refused");
+
+    assert_eq!(refused.code(), Code::Unavailable, "{refused:?}");
+    health
+        .check(HealthCheckRequest::default())
+        .await
+        .expect("checks are never refused");
+    app.get_product(&seed_products()[0].id)
+        .await
+        .expect("the watches hold no call slot");
+    let scrape = app.scrape().await;
+    assert_eq!(shed(&scrape, "health_watch_limit"), Some(1.0));
+    drop(watches);
+    for _ in 0..1000 {
+        if health.watch(HealthCheckRequest::default()).await.is_ok() {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    panic!("closed watches never gave their slots back");
+}
+
+/// A client of the app's gRPC port from the loopback address `from`.
+async fn client_from(app: &TestApp, from: &str) -> CatalogueServiceClient<Channel> {
+    let channel = Channel::from_shared(format!("http://{}", app.grpc_addr))
+        .unwrap()
+        .local_address(Some(from.parse().unwrap()))
+        .connect()
+        .await
+        .unwrap();
+    CatalogueServiceClient::new(channel)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_client_ip_cannot_hold_every_call_slot_over_many_connections() {
+    let app = slow_get_product_app(&[
+        "--max-calls-per-connection",
+        "8",
+        "--max-calls-per-peer",
+        "3",
+    ])
+    .await;
+    let request = || GetProductRequest {
+        product_id: seed_products()[0].id.clone(),
+    };
+    let held = hold_calls(&app, 5);
+    wait_for_value(
+        &app,
+        "catalogue_shed_total",
+        &[("reason", "peer_limit")],
+        2.0,
+    )
+    .await;
+
+    let mut same_ip = client_from(&app, "127.0.0.1").await;
+    let mut other_ip = client_from(&app, "127.0.0.2").await;
+    let refused = same_ip
+        .get_product(request())
+        .await
+        .expect_err("127.0.0.1 holds its share on another connection");
+    list_a_page(&mut other_ip).await;
+
+    assert_eq!(refused.code(), Code::Unavailable);
+    assert_eq!(shed(&app.scrape().await, "peer_limit"), Some(3.0));
+    for call in held {
+        call.abort();
+    }
+}
