@@ -1,7 +1,8 @@
 //! The HTTP admin server, on its own port (`--admin-addr`).
 //!
 //! Routes:
-//! - `GET /metrics`: Prometheus text exposition of every metric;
+//! - `GET /metrics`: Prometheus text exposition of every metric, or
+//!   OpenMetrics with exemplars when asked for (`Accept`);
 //! - `GET /faults`, `PUT /faults` (merge a JSON object), `DELETE /faults`
 //!   (reset): fault injection, see `crate::faults`;
 //! - `GET /healthz`: liveness: 200 while the process serves HTTP at all;
@@ -28,7 +29,7 @@ use axum::{
     Json, Router,
     body::Bytes,
     extract::{Request, State},
-    http::{StatusCode, header},
+    http::{HeaderMap, StatusCode, header},
     middleware::{self, Next},
     response::{IntoResponse, Response},
     routing::{MethodRouter, any, get},
@@ -38,7 +39,7 @@ use tokio::sync::watch;
 use crate::{
     faults::{FaultInjector, FaultPatch},
     store::Store,
-    telemetry::{LogFilter, LogLevel, runtime::Sampler},
+    telemetry::{LogFilter, LogLevel, openmetrics, runtime::Sampler},
 };
 
 pub use guard::{AdminGuard, AdminToken};
@@ -103,14 +104,28 @@ async fn with_dispatch(
     .await
 }
 
-async fn metrics(State(state): State<AdminState>) -> impl IntoResponse {
-    (
-        [(
-            header::CONTENT_TYPE,
-            "text/plain; version=0.0.4; charset=utf-8",
-        )],
-        state.metrics.render(),
-    )
+/// Prometheus text, or OpenMetrics with exemplars when the scraper asks for
+/// it (Prometheus does).
+async fn metrics(State(state): State<AdminState>, headers: HeaderMap) -> impl IntoResponse {
+    let openmetrics = headers
+        .get_all(header::ACCEPT)
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .any(openmetrics::accepts_openmetrics);
+    if openmetrics {
+        (
+            [(header::CONTENT_TYPE, openmetrics::CONTENT_TYPE)],
+            state.metrics.render_openmetrics(),
+        )
+    } else {
+        (
+            [(
+                header::CONTENT_TYPE,
+                "text/plain; version=0.0.4; charset=utf-8",
+            )],
+            state.metrics.render(),
+        )
+    }
 }
 
 /// `/faults`, or with fault injection off a 403 saying how to turn it on.

@@ -18,6 +18,7 @@ mod exposition;
 pub mod grpc;
 mod logs;
 pub mod names;
+pub mod openmetrics;
 pub mod prometheus;
 pub mod runtime;
 pub mod sampling;

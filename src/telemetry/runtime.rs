@@ -109,6 +109,11 @@ impl Sampler {
         text
     }
 
+    /// Samples, then renders OpenMetrics text with exemplars.
+    pub fn render_openmetrics(&self) -> String {
+        self.metrics.exemplars().openmetrics(&self.render())
+    }
+
     /// The families the recorder cannot hold, read now.
     fn write_sampled(&self, exposition: &mut Exposition<'_>) {
         let tasks: Vec<_> = self

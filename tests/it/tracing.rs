@@ -419,3 +419,61 @@ async fn an_unreachable_collector_does_not_fail_calls() {
             .expect("served while the collector is down");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn latency_exemplars_name_traces_that_were_exported() {
+    let logs = Logs::default();
+    let (mut app, receiver) = traced_app(&logs).await;
+    for product in &seed_products()[..5] {
+        app.get_product(&product.id).await.expect("found");
+    }
+    let spans = receiver.spans_ended(&app, &[GET_PRODUCT]).await;
+    let exported: Vec<String> = spans.iter().map(|span| hex(&span.trace_id)).collect();
+
+    let response = reqwest::Client::new()
+        .get(app.admin_url("/metrics"))
+        .header(
+            "accept",
+            "application/openmetrics-text;version=1.0.0,text/plain;q=0.5",
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        response.headers()["content-type"],
+        "application/openmetrics-text; version=1.0.0; charset=utf-8"
+    );
+    let text = response.text().await.unwrap();
+    assert!(
+        text.ends_with("# EOF\n") && !text.contains("\n\n"),
+        "OpenMetrics"
+    );
+    for histogram in [
+        "grpc_server_handling_seconds_bucket",
+        "rpc_server_call_duration_seconds_bucket",
+    ] {
+        let trace_ids: Vec<&str> = text
+            .lines()
+            .filter(|line| line.starts_with(histogram) && line.contains("GetProduct"))
+            .filter_map(|line| line.split_once(" # {trace_id=\"")?.1.split_once('"'))
+            .map(|(trace_id, _)| trace_id)
+            .collect();
+        assert!(!trace_ids.is_empty(), "no exemplar on {histogram}: {text}");
+        for trace_id in trace_ids {
+            assert!(
+                exported.iter().any(|t| t == trace_id),
+                "{trace_id} was not exported"
+            );
+        }
+    }
+
+    let plain = reqwest::get(app.admin_url("/metrics")).await.unwrap();
+    assert_eq!(
+        plain.headers()["content-type"],
+        "text/plain; version=0.0.4; charset=utf-8"
+    );
+    assert!(
+        !plain.text().await.unwrap().contains(" # {"),
+        "no exemplars in Prometheus text"
+    );
+}
