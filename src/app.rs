@@ -35,7 +35,7 @@ use crate::{
     store::{self, InstrumentedStore, Store, StoreError},
     telemetry::{
         LogLevel, Metrics, Telemetry,
-        grpc::{GrpcTelemetryLayer, Rpc},
+        grpc::{GrpcTelemetryLayer, Rpc, kept::KeptCalls},
         runtime::{Sampler, ScrapeHook},
         sampling::HeadSampler,
     },
@@ -115,6 +115,8 @@ pub struct App {
     console_addr: Option<SocketAddr>,
     /// Which calls are traced; `None` when traces are not exported.
     head_sampler: Option<HeadSampler>,
+    /// What exports untraced calls that end with an error or slowly.
+    kept_calls: Option<KeptCalls>,
     consul: Option<Registrar>,
 }
 
@@ -174,6 +176,7 @@ impl App {
             dispatch: telemetry.dispatch(),
             log_level: telemetry.log_level(),
             head_sampler: telemetry.head_sampler(),
+            kept_calls: telemetry.kept_calls(),
             grpc_listener,
             grpc_addr,
             admin_listener,
@@ -234,6 +237,7 @@ impl App {
             dispatch,
             log_level,
             head_sampler,
+            kept_calls,
             grpc_listener,
             admin_listener,
             admin_addr,
@@ -256,6 +260,7 @@ impl App {
         let telemetry_layer = GrpcTelemetryLayer::new(
             &served_rpcs(config.telemetry.trace_health_checks),
             head_sampler,
+            kept_calls,
             &metrics,
             dispatch.clone(),
         );

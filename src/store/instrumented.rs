@@ -11,7 +11,7 @@ use tracing_opentelemetry::OpenTelemetrySpanExt as _;
 use super::{ListPage, Operation, PoolStats, Store, StoreError};
 use crate::{
     domain::{Product, ProductId, SearchQuery},
-    telemetry::names,
+    telemetry::{StoreCall, names, record_store_call},
 };
 
 const OPERATIONS: [Operation; 3] = [
@@ -82,6 +82,18 @@ impl InstrumentedStore {
         self.durations[operation as usize][outcome].record(started.elapsed().as_secs_f64());
         if result.is_err() {
             span.record("otel.status_code", "ERROR");
+        }
+        if span.is_none() {
+            // For a span made afterwards, should the untraced call be kept.
+            record_store_call(|| StoreCall {
+                name: span_name,
+                system: self.inner.system(),
+                operation: operation.name(),
+                statement,
+                started,
+                ended: Instant::now(),
+                failed: result.is_err(),
+            });
         }
         result
     }

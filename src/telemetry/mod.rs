@@ -37,6 +37,7 @@ use tracing::Dispatch;
 use tracing_subscriber::{EnvFilter, Layer, Registry, layer::SubscriberExt};
 
 pub use self::{
+    grpc::kept::{StoreCall, record_store_call},
     logs::LogLevel,
     prometheus::Metrics,
     settings::{LogConfig, LogFilter, LogFormat, LogSink, TelemetryConfig},
@@ -71,6 +72,8 @@ pub struct Telemetry {
     tracer_provider: Option<SdkTracerProvider>,
     /// `None` without an exporter: then no call makes a span.
     head_sampler: Option<sampling::HeadSampler>,
+    /// `None` without an exporter or with `--no-trace-keep`.
+    kept_calls: Option<grpc::kept::KeptCalls>,
 }
 
 impl Telemetry {
@@ -141,6 +144,15 @@ impl Telemetry {
         let head_sampler = tracer_provider.as_ref().map(|_| {
             sampling::HeadSampler::new(config.trace_sampler, config.trace_sampler_arg.get())
         });
+        let kept_calls = tracer_provider
+            .as_ref()
+            .filter(|_| !config.no_trace_keep)
+            .map(|provider| {
+                grpc::kept::KeptCalls::new(
+                    provider.tracer("catalogue"),
+                    config.trace_slow_threshold,
+                )
+            });
         Ok(Self {
             metrics,
             dispatch,
@@ -148,6 +160,7 @@ impl Telemetry {
             console,
             tracer_provider,
             head_sampler,
+            kept_calls,
         })
     }
 
@@ -165,6 +178,7 @@ impl Telemetry {
             console: None,
             tracer_provider: None,
             head_sampler: None,
+            kept_calls: None,
         })
     }
 
@@ -179,6 +193,11 @@ impl Telemetry {
     /// Which calls get spans; `None` when traces are not exported.
     pub fn head_sampler(&self) -> Option<sampling::HeadSampler> {
         self.head_sampler
+    }
+
+    /// What exports the untraced calls that end badly.
+    pub fn kept_calls(&self) -> Option<grpc::kept::KeptCalls> {
+        self.kept_calls.clone()
     }
 
     /// The app's recorder.

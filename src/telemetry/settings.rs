@@ -139,6 +139,17 @@ pub struct TelemetryConfig {
     #[arg(long, env = "OTEL_SERVICE_NAME", default_value = "catalogue")]
     pub service_name: String,
 
+    /// A call the head sampler did not trace is exported anyway when it
+    /// takes at least this long (and always when it ends with an error).
+    #[arg(long, env = "CATALOGUE_TRACE_SLOW_THRESHOLD", default_value = "250ms",
+          value_parser = humantime::parse_duration)]
+    pub trace_slow_threshold: std::time::Duration,
+
+    /// Export only the calls the head sampler traces: no error or slow call
+    /// beyond the ratio.
+    #[arg(long, env = "CATALOGUE_NO_TRACE_KEEP", value_parser = BoolishValueParser::new())]
+    pub no_trace_keep: bool,
+
     /// Trace health checks and reflection calls too (off: they would drown
     /// real traffic).
     #[arg(long, env = "CATALOGUE_TRACE_HEALTH_CHECKS", value_parser = BoolishValueParser::new())]

@@ -67,17 +67,18 @@ impl Receiver {
     }
 
     /// Flushes `app`'s traces until a span of each of `names` has arrived
-    /// (at most 30 s), and returns every span received. A server span ends
+    /// (a name twice: two spans of it; at most 30 s), and returns every span received. A server span ends
     /// just after the call's last frame is written, so the client can hold
     /// its answer a moment before the span exists to be flushed.
     async fn spans_ended(&self, app: &TestApp, names: &[&str]) -> Vec<Span> {
         for _ in 0..1500 {
             app.flush_traces();
             let spans = self.spans.lock().unwrap().clone();
-            if names
-                .iter()
-                .all(|name| spans.iter().any(|span| span.name == *name))
-            {
+            let arrived = |name: &&str| {
+                let wanted = names.iter().filter(|n| *n == name).count();
+                spans.iter().filter(|span| span.name == *name).count() >= wanted
+            };
+            if names.iter().all(arrived) {
                 return spans;
             }
             tokio::time::sleep(std::time::Duration::from_millis(20)).await;
@@ -163,7 +164,14 @@ async fn the_callers_sampling_decision_travels_on_to_the_upstream() {
     let upstream = inventory.start().await;
     let app = crate::helpers::spawn_app_with(
         Backend::Memory,
-        &["--otlp-endpoint", &endpoint, "--upstream-url", &upstream],
+        // Only the head sampler's decision: no call is kept for being slow.
+        &[
+            "--otlp-endpoint",
+            &endpoint,
+            "--upstream-url",
+            &upstream,
+            "--no-trace-keep",
+        ],
     )
     .await
     .unwrap();
@@ -476,4 +484,87 @@ async fn latency_exemplars_name_traces_that_were_exported() {
         !plain.text().await.unwrap().contains(" # {"),
         "no exemplars in Prometheus text"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn errors_and_slow_calls_are_exported_whatever_the_sampling_ratio() {
+    let receiver = Receiver::default();
+    let endpoint = receiver.start().await;
+    let mut app = crate::helpers::spawn_app_with(
+        Backend::Sqlite,
+        &[
+            "--otlp-endpoint",
+            &endpoint,
+            "--trace-sampler",
+            "traceidratio",
+            "--trace-sampler-arg",
+            "0",
+            "--trace-slow-threshold",
+            "500ms",
+            "--enable-faults",
+        ],
+    )
+    .await
+    .expect("sqlite app");
+    let product = seed_products()[0].id.clone();
+    for _ in 0..5 {
+        app.get_product(&product).await.expect("found");
+    }
+    app.get_product("prod-missing")
+        .await
+        .expect_err("not found");
+    crate::helpers::put_faults(&app, r#"{"latency_ms": 600}"#).await;
+    app.get_product(&product).await.expect("found, slowly");
+    reqwest::Client::new()
+        .delete(app.admin_url("/faults"))
+        .send()
+        .await
+        .unwrap();
+
+    let spans = receiver
+        .spans_ended(&app, &[GET_PRODUCT, GET_PRODUCT])
+        .await;
+    let calls: Vec<&Span> = spans
+        .iter()
+        .filter(|span| span.name == GET_PRODUCT)
+        .collect();
+    let reason = |span: &Span| match attribute(span, "catalogue.trace.kept") {
+        Some(Value::StringValue(reason)) => reason.clone(),
+        other => panic!("{other:?}"),
+    };
+    let mut reasons: Vec<String> = calls.iter().map(|span| reason(span)).collect();
+    reasons.sort();
+    assert_eq!(
+        reasons,
+        ["error", "slow"],
+        "the fast OK calls are not exported"
+    );
+    for call in calls {
+        assert_eq!(call.kind, SpanKind::Server as i32);
+        let error = reason(call) == "error";
+        assert_eq!(
+            call.status.as_ref().map(|s| s.code) == Some(StatusCode::Error as i32),
+            error
+        );
+        assert_eq!(
+            attribute(call, "rpc.grpc.status_code"),
+            Some(&Value::IntValue(if error { 5 } else { 0 }))
+        );
+        assert!(
+            call.end_time_unix_nano - call.start_time_unix_nano
+                >= if error { 0 } else { 500_000_000 },
+            "the span covers the call"
+        );
+        let store = spans
+            .iter()
+            .find(|span| span.parent_span_id == call.span_id)
+            .expect("the store call is a child");
+        assert_eq!(store.trace_id, call.trace_id);
+        assert_eq!(
+            attribute(store, "db.operation"),
+            Some(&string("get_product"))
+        );
+        assert!(store.start_time_unix_nano >= call.start_time_unix_nano);
+        assert!(store.end_time_unix_nano <= call.end_time_unix_nano);
+    }
 }

@@ -69,7 +69,10 @@ where
         let inner = this.inner;
         let span = &*this.span;
         let frame = ready!(tracing::dispatcher::with_default(&call.dispatch, || {
-            span.in_scope(|| inner.poll_frame(cx))
+            match &call.recording {
+                Some(recording) => super::kept::polling(recording, || inner.poll_frame(cx)),
+                None => span.in_scope(|| inner.poll_frame(cx)),
+            }
         }));
         let code = match &frame {
             Some(Ok(frame)) => match (frame.data_ref(), frame.trailers_ref()) {

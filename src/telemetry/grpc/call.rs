@@ -12,7 +12,13 @@ use tonic::Code;
 use tracing::{Dispatch, Span};
 use tracing_opentelemetry::OpenTelemetrySpanExt as _;
 
-use super::{body::FrameCounter, codes::OTEL_CODE_NAMES, handles::RpcMetrics, span::traced_span};
+use super::{
+    body::FrameCounter,
+    codes::OTEL_CODE_NAMES,
+    handles::RpcMetrics,
+    kept::{KeptCalls, Recording},
+    span::traced_span,
+};
 use crate::telemetry::sampling::HeadSampler;
 
 /// One call in flight: records its outcome exactly once, when it finishes
@@ -30,6 +36,8 @@ pub(super) struct Call {
     pub(super) finished: bool,
     /// The app's subscriber, for the response body's polls.
     pub(super) dispatch: Dispatch,
+    /// An untraced call's record, kept if it ends badly.
+    pub(super) recording: Option<Arc<Recording>>,
 }
 
 impl Call {
@@ -37,6 +45,7 @@ impl Call {
         method: Arc<RpcMetrics>,
         request: &mut Request<B>,
         sampler: Option<HeadSampler>,
+        kept: Option<&KeptCalls>,
         dispatch: Dispatch,
     ) -> Self {
         method.started.increment(1);
@@ -44,9 +53,22 @@ impl Call {
         if let Some(streams) = &method.streams {
             streams.active.increment(1.0);
         }
-        let span = match sampler {
-            Some(sampler) if method.traced => traced_span(&method, request, sampler),
-            _ => Span::none(),
+        let (span, recording) = match sampler {
+            Some(sampler) if method.traced => {
+                let (span, parent) = traced_span(&method, request, sampler);
+                let recording = match kept {
+                    Some(kept) if span.is_none() => {
+                        let peer = request
+                            .extensions()
+                            .get::<tonic::transport::server::TcpConnectInfo>()
+                            .and_then(|connection| connection.remote_addr());
+                        Some(Recording::start(kept, parent, peer))
+                    }
+                    _ => None,
+                };
+                (span, recording)
+            }
+            _ => (Span::none(), None),
         };
         let sampled = !span.is_none();
         Self {
@@ -60,6 +82,7 @@ impl Call {
             blocked: Duration::ZERO,
             finished: false,
             dispatch,
+            recording,
         }
     }
 
@@ -76,24 +99,28 @@ impl Call {
         if std::mem::replace(&mut self.finished, true) {
             return;
         }
-        let elapsed = self.started_at.elapsed().as_secs_f64();
+        let took = self.started_at.elapsed();
+        let elapsed = took.as_secs_f64();
         let method = &self.method;
         let outcome = method.outcome(code);
         outcome.handled.increment(1);
         outcome.handling_seconds.record(elapsed);
         outcome.rpc_duration.record(elapsed);
-        if self.sampled {
-            let context = self.span.context();
-            let span = context.span();
-            let ids = span.span_context();
-            if ids.is_valid() {
-                outcome
-                    .handling_exemplars
-                    .record(elapsed, ids.trace_id(), ids.span_id());
-                outcome
-                    .rpc_exemplars
-                    .record(elapsed, ids.trace_id(), ids.span_id());
-            }
+        let exported = if self.sampled {
+            Some(self.span.context().span().span_context().clone())
+        } else {
+            // Kept (an error or slow) or dropped, now that it has ended.
+            self.recording
+                .take()
+                .and_then(|recording| recording.finish(method, code, took))
+        };
+        if let Some(ids) = exported.filter(|ids| ids.is_valid()) {
+            outcome
+                .handling_exemplars
+                .record(elapsed, ids.trace_id(), ids.span_id());
+            outcome
+                .rpc_exemplars
+                .record(elapsed, ids.trace_id(), ids.span_id());
         }
         method.in_flight.decrement(1.0);
         let cancelled = code == Code::Cancelled;

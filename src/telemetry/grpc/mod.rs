@@ -25,6 +25,7 @@ mod body;
 mod call;
 mod codes;
 mod handles;
+pub mod kept;
 mod span;
 
 use std::{
@@ -43,7 +44,9 @@ use tonic::Code;
 use tower::{Layer, Service};
 use tracing::{Dispatch, Instrument, instrument::WithSubscriber};
 
-use self::{body::MessageCountingBody, call::Call, codes::grpc_status, handles::RpcMetrics};
+use self::{
+    body::MessageCountingBody, call::Call, codes::grpc_status, handles::RpcMetrics, kept::KeptCalls,
+};
 pub use self::{body::TelemetryBody, codes::code_name};
 use super::{Metrics, sampling::HeadSampler};
 use crate::method::Kind;
@@ -79,6 +82,8 @@ pub struct GrpcTelemetryLayer {
     methods: Arc<Methods>,
     /// `None`: traces are not exported, no call makes a span.
     sampler: Option<HeadSampler>,
+    /// `None`: an untraced call is never exported.
+    kept: Option<KeptCalls>,
     /// The app's subscriber: a call's spans and events go to it, whichever
     /// task hyper polls the call on.
     dispatch: Dispatch,
@@ -87,11 +92,12 @@ pub struct GrpcTelemetryLayer {
 impl GrpcTelemetryLayer {
     /// `trace_health_checks` also traces health and reflection calls;
     /// Records the calls of `rpcs`; `sampler` decides which calls are
-    /// traced (none without one); metrics go to `metrics`, spans and events
-    /// to `dispatch`.
+    /// traced (none without one), `kept` exports the others that end badly;
+    /// metrics go to `metrics`, spans and events to `dispatch`.
     pub fn new(
         rpcs: &[Rpc],
         sampler: Option<HeadSampler>,
+        kept: Option<KeptCalls>,
         metrics: &Metrics,
         dispatch: Dispatch,
     ) -> Self {
@@ -109,6 +115,7 @@ impl GrpcTelemetryLayer {
         Self {
             methods: Arc::new(Methods { by_path, unknown }),
             sampler,
+            kept,
             dispatch,
         }
     }
@@ -131,6 +138,7 @@ impl<S> Layer<S> for GrpcTelemetryLayer {
             inner,
             methods: self.methods.clone(),
             sampler: self.sampler,
+            kept: self.kept.clone(),
             dispatch: self.dispatch.clone(),
         }
     }
@@ -141,6 +149,7 @@ pub struct GrpcTelemetry<S> {
     inner: S,
     methods: Arc<Methods>,
     sampler: Option<HeadSampler>,
+    kept: Option<KeptCalls>,
     dispatch: Dispatch,
 }
 
@@ -161,7 +170,13 @@ where
         let dispatch = self.dispatch.clone();
         tracing::dispatcher::with_default(&dispatch, || {
             let method = self.methods.lookup(request.uri().path()).clone();
-            let call = Call::start(method.clone(), &mut request, self.sampler, dispatch.clone());
+            let call = Call::start(
+                method.clone(),
+                &mut request,
+                self.sampler,
+                self.kept.as_ref(),
+                dispatch.clone(),
+            );
             let span = call.span.clone();
             let request = request.map(|body| {
                 tonic::body::Body::new(MessageCountingBody::new(body, method.received.clone()))
@@ -195,7 +210,12 @@ where
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
-        let result = ready!(this.inner.poll(cx));
+        let recording = this.call.as_ref().and_then(|call| call.recording.as_ref());
+        let inner = this.inner;
+        let result = ready!(match recording {
+            Some(recording) => kept::polling(recording, || inner.poll(cx)),
+            None => inner.poll(cx),
+        });
         let mut call = this.call.take().expect("polled after completion");
         Poll::Ready(match result {
             Ok(response) => {

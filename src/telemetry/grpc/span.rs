@@ -1,7 +1,10 @@
 //! The call's SERVER span.
 
 use http::{HeaderMap, Request};
-use opentelemetry::{propagation::Extractor, trace::TraceContextExt};
+use opentelemetry::{
+    propagation::Extractor,
+    trace::{SpanContext, TraceContextExt},
+};
 use tonic::transport::server::TcpConnectInfo;
 use tracing::{Span, field::Empty};
 use tracing_opentelemetry::OpenTelemetrySpanExt;
@@ -12,12 +15,13 @@ use crate::telemetry::sampling::{HeadSampler, UnsampledTrace};
 /// The call's SERVER span, continuing the caller's trace when the request
 /// carries W3C trace context, if `sampler` says the call is traced. If not,
 /// no span: the request carries an `UnsampledTrace` instead, for the calls
-/// the handler makes.
+/// the handler makes. Also the caller's span context (invalid if it sent
+/// none).
 pub(super) fn traced_span<B>(
     method: &RpcMetrics,
     request: &mut Request<B>,
     sampler: HeadSampler,
-) -> Span {
+) -> (Span, SpanContext) {
     let parent = opentelemetry::global::get_text_map_propagator(|propagator| {
         propagator.extract(&HeaderExtractor(request.headers()))
     });
@@ -26,14 +30,14 @@ pub(super) fn traced_span<B>(
         request
             .extensions_mut()
             .insert(UnsampledTrace::continuing(&remote));
-        return Span::none();
+        return (Span::none(), remote);
     }
     let span = server_span(method);
     // Fails only when no OpenTelemetry layer is installed: then there is no
     // trace to continue.
     let _ = span.set_parent(parent);
     record_attributes(&span, method, request);
-    span
+    (span, remote)
 }
 
 /// A SERVER span with its attributes declared and empty.
