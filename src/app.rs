@@ -20,7 +20,7 @@ use tower_http::catch_panic::CatchPanicLayer;
 use tracing::{Dispatch, instrument::WithSubscriber as _};
 
 use crate::{
-    admin::{self, AdminState, TaskNames},
+    admin::{self, AdminState},
     api::{
         CatalogueApi, proto,
         proto::catalogue_service_server::{CatalogueServiceServer, SERVICE_NAME},
@@ -36,6 +36,7 @@ use crate::{
         grpc::{GrpcTelemetryLayer, Rpc},
         runtime::{Sampler, ScrapeHook},
         sampling::HeadSampler,
+        tasks::TaskList,
     },
     upstream::Upstream,
 };
@@ -96,6 +97,8 @@ pub struct App {
     /// Which calls are traced; `None` when traces are not exported.
     head_sampler: Option<HeadSampler>,
     consul: Option<Registrar>,
+    /// The runtime's live tasks, for the task dump.
+    tasks: TaskList,
 }
 
 impl App {
@@ -156,6 +159,7 @@ impl App {
             console,
             console_addr,
             consul,
+            tasks: telemetry.tasks(),
         })
     }
 
@@ -212,6 +216,7 @@ impl App {
             admin_listener,
             console,
             consul,
+            tasks,
             ..
         } = self;
         let (health, health_service) = tonic_health::server::health_reporter();
@@ -251,8 +256,7 @@ impl App {
             )
         })?;
         // Named, so task dumps (and tokio-console) say which task is which.
-        let task_names = TaskNames::default();
-        let grpc = task_names
+        let grpc = tasks
             .spawn("grpc-server", grpc_server)
             .map_err(StartupError::Spawn)?;
         let admin_router = admin::router(AdminState {
@@ -261,15 +265,15 @@ impl App {
             faults,
             stopping,
             admin_token: config.admin_token.clone(),
-            task_names: task_names.clone(),
+            tasks: tasks.clone(),
             dispatch,
         });
         let admin_server =
             axum::serve(admin_listener, admin_router).with_graceful_shutdown(drained(draining));
-        let admin = task_names
+        let admin = tasks
             .spawn("admin-server", async move { admin_server.await })
             .map_err(StartupError::Spawn)?;
-        let upkeep = task_names
+        let upkeep = tasks
             .spawn("metrics-upkeep", upkeep(metrics))
             .map_err(StartupError::Spawn)?;
         Ok(Running {

@@ -28,10 +28,8 @@ use tokio::sync::watch;
 use crate::{
     faults::{FaultInjector, FaultPatch},
     store::Store,
-    telemetry::runtime::Sampler,
+    telemetry::{runtime::Sampler, tasks::TaskList},
 };
-
-pub use pprof::TaskNames;
 
 /// What the admin routes look at.
 #[derive(Clone)]
@@ -47,8 +45,8 @@ pub struct AdminState {
     /// task dumps reveal internals and cost CPU. Health stays open so probes
     /// need no secret.
     pub admin_token: Option<AdminToken>,
-    /// Names of the tasks the app spawned, for the task dump.
-    pub task_names: TaskNames,
+    /// The runtime's live tasks, for the task dump.
+    pub tasks: TaskList,
     /// The app's subscriber: axum polls each request on a task of its own.
     pub dispatch: tracing::Dispatch,
 }

@@ -8,22 +8,16 @@
 //! - `GET /debug/pprof/heap`: live allocations sampled by jemalloc, as gzipped
 //!   pprof protobuf or (`&format=flamegraph`) SVG; 501 when jemalloc
 //!   profiling is off;
-//! - `GET /debug/pprof/tasks`: every Tokio task of the runtime with the
-//!   backtrace of where it waits, as text (Go's `goroutine?debug=2`).
+//! - `GET /debug/pprof/tasks`: every live Tokio task of the runtime, with
+//!   its name (if it has one), spawn location and age, as text; 501 when
+//!   the runtime does not list its tasks (see `telemetry::tasks`).
 //!
 //! Only one CPU profile runs at a time (the sampler is process-wide); a second
 //! request gets 409. Sampling only awaits a timer, and symbolisation, which is
 //! CPU-heavy, runs on the blocking pool, so profiling never stalls the
 //! runtime's workers; the parsed debug info is dropped after each profile.
 
-use std::{
-    collections::HashMap,
-    future::Future,
-    io::Write,
-    ops::RangeInclusive,
-    sync::{Arc, Mutex, PoisonError},
-    time::Duration,
-};
+use std::{collections::HashMap, io::Write, ops::RangeInclusive, sync::Arc, time::Duration};
 
 use axum::{
     Router,
@@ -35,12 +29,10 @@ use axum::{
 use flate2::{Compression, write::GzEncoder};
 use pprof::protos::Message;
 use serde::Deserialize;
-use tokio::{
-    sync::Semaphore,
-    task::{JoinError, JoinHandle},
-};
+use tokio::{sync::Semaphore, task::JoinError};
 
 use super::AdminState;
+use crate::telemetry::tasks::LiveTask;
 
 /// jemalloc's options when it is the global allocator: profiling on and
 /// active from the start, one sample per 2^19 bytes (512 KiB) allocated on
@@ -79,8 +71,6 @@ const FREQUENCY: Bounded = Bounded {
     default: 99,
     range: 1..=1000,
 };
-/// `Handle::dump` never finishes while a worker is blocked; give up then.
-const TASK_DUMP_TIMEOUT: Duration = Duration::from_secs(5);
 /// A CPU sample that interrupts code in these shared objects is dropped:
 /// unwinding from a signal handler through them (libc's syscall wrappers and
 /// locks, signal trampolines, the vDSO) is unreliable. So profiles leave out
@@ -112,7 +102,7 @@ const INDEX: &str = r#"<!DOCTYPE html>
 <tr><td><a href="profile?seconds=10&amp;format=flamegraph">profile flame graph</a></td><td>10 s of CPU as an SVG flame graph.</td></tr>
 <tr><td><a href="heap">heap</a></td><td>live allocations sampled by jemalloc (<code>&amp;format=flamegraph</code> for SVG).</td></tr>
 <tr><td><a href="heap?format=flamegraph">heap flame graph</a></td><td>the same as an SVG flame graph.</td></tr>
-<tr><td><a href="tasks">tasks</a></td><td>every Tokio task with the backtrace where it waits, as text.</td></tr>
+<tr><td><a href="tasks">tasks</a></td><td>every live Tokio task with its name, spawn location and age, as text.</td></tr>
 </table>
 <p>Profiles are gzipped pprof protobuf: <code>go tool pprof -http=: URL</code>.</p>
 </body></html>
@@ -127,10 +117,6 @@ pub enum PprofError {
     Busy,
     #[error("{0}")]
     Unsupported(&'static str),
-    #[error(
-        "the task dump did not finish within {0:?}: a runtime worker may be blocked or the runtime shutting down"
-    )]
-    TaskDumpTimedOut(Duration),
     #[error("cpu profiler failed: {0}")]
     Cpu(#[from] pprof::Error),
     #[error("heap profile failed: {0}")]
@@ -147,7 +133,6 @@ impl IntoResponse for PprofError {
             Self::BadRequest(_) => StatusCode::BAD_REQUEST,
             Self::Busy => StatusCode::CONFLICT,
             Self::Unsupported(_) => StatusCode::NOT_IMPLEMENTED,
-            Self::TaskDumpTimedOut(_) => StatusCode::SERVICE_UNAVAILABLE,
             Self::Cpu(_) | Self::Heap(_) | Self::Encode(_) | Self::Task(_) => {
                 tracing::error!(error = %self, "profile failed");
                 return (
@@ -360,75 +345,43 @@ async fn heap_profile(Query(query): Query<ProfileQuery>) -> Result<Response, Ppr
     Ok(format.respond("heap", body))
 }
 
-/// Names of tasks spawned through [`TaskNames::spawn`], by task id: a task
-/// dump knows only ids, so this is how it can say which task is which. For a
-/// few long-lived tasks: names are never forgotten.
-#[derive(Debug, Clone, Default)]
-pub struct TaskNames(Arc<Mutex<HashMap<tokio::task::Id, &'static str>>>);
-
-impl TaskNames {
-    /// Spawns `future` as a task called `name` (shown by tokio-console and
-    /// the tracing spans too) and remembers the name for task dumps. The
-    /// task keeps the spawner's subscriber: it logs where its app logs.
-    pub fn spawn<F>(&self, name: &'static str, future: F) -> std::io::Result<JoinHandle<F::Output>>
-    where
-        F: Future + Send + 'static,
-        F::Output: Send + 'static,
-    {
-        use tracing::instrument::WithSubscriber as _;
-        let future = future.with_current_subscriber();
-        #[cfg(tokio_unstable)]
-        let handle = tokio::task::Builder::new().name(name).spawn(future)?;
-        #[cfg(not(tokio_unstable))]
-        let handle = tokio::spawn(future);
-        self.0
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .insert(handle.id(), name);
-        Ok(handle)
-    }
-
-    #[cfg(task_dumps)]
-    fn get(&self, id: tokio::task::Id) -> Option<&'static str> {
-        self.0
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .get(&id)
-            .copied()
-    }
-}
-
-#[cfg(task_dumps)]
 async fn task_dump(State(state): State<AdminState>) -> Result<String, PprofError> {
-    let names = state.task_names;
-    let handle = tokio::runtime::Handle::current();
-    let dump = tokio::time::timeout(TASK_DUMP_TIMEOUT, handle.dump())
-        .await
-        .map_err(|_| PprofError::TaskDumpTimedOut(TASK_DUMP_TIMEOUT))?;
-    // Formatting the traces resolves every frame's symbol.
-    let text = symbolise(move || {
-        use std::fmt::Write as _;
-        let tasks: Vec<_> = dump.tasks().iter().collect();
-        let mut text = format!("{} tasks\n", tasks.len());
-        for task in tasks {
-            let id = task.id();
-            let name = names
-                .get(id)
-                .map(|name| format!(" {name:?}"))
-                .unwrap_or_default();
-            let _ = write!(text, "\ntask {id}{name}:\n{}\n", task.trace());
-        }
-        text
-    })
-    .await?;
-    Ok(text)
+    let tasks = state.tasks.live().ok_or(PprofError::Unsupported(
+        "the runtime was not built to list its tasks (TaskList::record)",
+    ))?;
+    Ok(render_tasks(&tasks))
 }
 
-#[cfg(not(task_dumps))]
-async fn task_dump() -> Result<String, PprofError> {
-    Err(PprofError::Unsupported(
-        "task dumps need tokio built with --cfg tokio_unstable and the taskdump feature, on Linux x86, x86_64, aarch64 or s390x",
-    ))
+/// The dump's text: how many tasks, how many were spawned where, then each
+/// task, oldest first.
+fn render_tasks(tasks: &[LiveTask]) -> String {
+    use std::fmt::Write as _;
+    let mut by_location: HashMap<String, usize> = HashMap::new();
+    for task in tasks {
+        *by_location.entry(task.spawned_at.to_string()).or_default() += 1;
+    }
+    let mut by_location: Vec<_> = by_location.into_iter().collect();
+    by_location.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+    let mut text = format!(
+        "{} tasks (from the runtime's spawn and terminate hooks: where each task waits is not traced)\n\nby spawn location:\n",
+        tasks.len()
+    );
+    for (location, count) in by_location {
+        let _ = writeln!(text, "{count:>7}  {location}");
+    }
+    text.push('\n');
+    for task in tasks {
+        let name = task
+            .name
+            .map(|name| format!(" {name:?}"))
+            .unwrap_or_default();
+        let _ = writeln!(
+            text,
+            "task {}{name}: spawned at {}, {:.1?} ago",
+            task.id, task.spawned_at, task.age
+        );
+    }
+    text
 }
 
 #[cfg(test)]

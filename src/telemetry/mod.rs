@@ -9,6 +9,7 @@
 //! - `grpc`: the tower layer that makes a span, RED metrics and stream
 //!   metrics of every call;
 //! - `runtime`: the sampler of Tokio runtime, task, process and pool metrics;
+//! - `tasks`: the runtime's live tasks, from its spawn and terminate hooks;
 //! - `logs`: log lines, which see events only and carry trace ids;
 //! - `sampling`: the head-sampling decision, made before any span exists;
 //! - `names`: every metric name and help text;
@@ -21,6 +22,7 @@ pub mod prometheus;
 pub mod runtime;
 pub mod sampling;
 mod settings;
+pub mod tasks;
 
 use opentelemetry::{
     KeyValue, global, propagation::TextMapCompositePropagator, trace::TracerProvider as _,
@@ -66,6 +68,8 @@ pub struct Telemetry {
     tracer_provider: Option<SdkTracerProvider>,
     /// `None` without an exporter: then no call makes a span.
     head_sampler: Option<sampling::HeadSampler>,
+    /// The runtime's live tasks, when its builder reports them here.
+    tasks: tasks::TaskList,
 }
 
 impl Telemetry {
@@ -142,6 +146,7 @@ impl Telemetry {
             console,
             tracer_provider,
             head_sampler,
+            tasks: tasks::TaskList::default(),
         })
     }
 
@@ -157,6 +162,7 @@ impl Telemetry {
             console: None,
             tracer_provider: None,
             head_sampler: None,
+            tasks: tasks::TaskList::default(),
         })
     }
 
@@ -171,6 +177,21 @@ impl Telemetry {
     /// Which calls get spans; `None` when traces are not exported.
     pub fn head_sampler(&self) -> Option<sampling::HeadSampler> {
         self.head_sampler
+    }
+
+    /// Lists the tasks of the runtime `tasks` records (`TaskList::record`
+    /// on its builder) in the app's task dump. Without it the dump answers
+    /// that the runtime lists no tasks.
+    #[must_use]
+    pub fn with_tasks(mut self, tasks: tasks::TaskList) -> Self {
+        self.tasks = tasks;
+        self
+    }
+
+    /// The runtime's live tasks (an empty, unrecorded list without
+    /// [`Telemetry::with_tasks`]).
+    pub fn tasks(&self) -> tasks::TaskList {
+        self.tasks.clone()
     }
 
     /// The app's recorder.
