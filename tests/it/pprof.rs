@@ -7,7 +7,7 @@ use catalogue::api::proto::{GetProductRequest, SearchRequest};
 use flate2::read::GzDecoder;
 use pprof::protos::{Message, Profile};
 
-use crate::helpers::{Backend, TestApp, seed_products, spawn_app, spawn_app_with};
+use crate::helpers::{Backend, TestApp, put_faults, seed_products, spawn_app, spawn_app_with};
 
 /// The SIGPROF sampler is one per process, and this test binary runs many
 /// apps in one: a test that takes a CPU profile holds this first, so the
@@ -260,6 +260,35 @@ async fn heap_profile_decodes_and_holds_allocation_samples() {
         "the ballast's allocation site is missing from {names:?}"
     );
     drop(ballast);
+}
+
+#[tokio::test]
+async fn heap_profile_under_the_leak_fault_names_the_leaking_function() {
+    let mut app = memory_app().await;
+    put_faults(&app, r#"{"leak_bytes_per_call": 1048576}"#).await;
+    for _ in 0..32 {
+        app.get_product("prod-0000001").await.expect("served");
+    }
+
+    let response = get(app.admin_url("/debug/pprof/heap")).await;
+
+    assert_eq!(response.status(), 200);
+    let profile = pprof_attachment(response, "heap").await;
+    let names = function_names(&profile);
+    assert!(
+        names
+            .iter()
+            .any(|name| name.contains("catalogue::faults::FaultInjector::before_call")),
+        "the leak's allocation site is missing from {names:?}"
+    );
+    let reset = reqwest::Client::new()
+        .delete(app.admin_url("/faults"))
+        .send();
+    assert_eq!(
+        reset.await.expect("admin answers").status(),
+        200,
+        "frees the leak"
+    );
 }
 
 #[tokio::test]
