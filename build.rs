@@ -26,7 +26,6 @@ fn main() -> Result<(), Box<dyn Error>> {
     println!("cargo:rustc-env=CATALOGUE_RUSTC_VERSION={rustc_version}");
     println!("cargo:rustc-env=CATALOGUE_GIT_SHA={git_sha}");
     println!("cargo:rerun-if-changed=.git/HEAD");
-    declare_task_dumps()?;
     declare_postgres_tests();
     Ok(())
 }
@@ -41,21 +40,6 @@ fn declare_postgres_tests() {
     if env::var_os("TEST_DATABASE_URL").is_some_and(|url| !url.is_empty()) {
         println!("cargo::rustc-cfg=postgres_tests");
     }
-}
-
-/// Sets `cfg(task_dumps)` where tokio has `Handle::dump`: `--cfg
-/// tokio_unstable` (set in `.cargo/config.toml`) on Linux x86, x86_64,
-/// aarch64 or s390x (tokio's own `cfg_taskdump`; the `taskdump` feature is
-/// always on in Cargo.toml).
-fn declare_task_dumps() -> Result<(), Box<dyn Error>> {
-    println!("cargo::rustc-check-cfg=cfg(task_dumps)");
-    let tokio_unstable = env::var_os("CARGO_CFG_TOKIO_UNSTABLE").is_some();
-    let linux = env::var("CARGO_CFG_TARGET_OS")? == "linux";
-    let arch = env::var("CARGO_CFG_TARGET_ARCH")?;
-    if tokio_unstable && linux && matches!(arch.as_str(), "x86" | "x86_64" | "aarch64" | "s390x") {
-        println!("cargo::rustc-cfg=task_dumps");
-    }
-    Ok(())
 }
 
 /// A command's first output line, or "unknown" where it cannot run (a

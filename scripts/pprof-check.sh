@@ -17,8 +17,9 @@ debug="http://$admin_addr/debug/pprof"
 target/debug/catalogue load --target "http://$grpc_addr" --duration 6s --concurrency 8 \
   --mix get=8,search=2 >"$out/load.txt" &
 load=$!
-curl -sSf -o "$out/cpu.pb.gz" "$debug/profile?seconds=3"
+curl -sSf -D "$out/cpu.headers" -o "$out/cpu.pb.gz" "$debug/profile?seconds=3"
 wait "$load"
+grep -i '^x-profile-' "$out/cpu.headers" || { echo "no coverage headers:"; cat "$out/cpu.headers"; exit 1; }
 cat "$out/load.txt"
 curl -sSf -o "$out/heap.pb.gz" "$debug/heap"
 curl -sSf -o "$out/tasks.txt" "$debug/tasks"

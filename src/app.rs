@@ -20,9 +20,7 @@ use tower_http::catch_panic::CatchPanicLayer;
 use tracing::{Dispatch, instrument::WithSubscriber as _};
 
 use crate::{
-    admin::{
-        self, AdminGuard, AdminState, TaskNames, server::AdminLimits, settings::InsecureAdmin,
-    },
+    admin::{self, AdminGuard, AdminState, server::AdminLimits, settings::InsecureAdmin},
     api::{
         CatalogueApi, proto,
         proto::catalogue_service_server::{CatalogueServiceServer, SERVICE_NAME},
@@ -38,6 +36,7 @@ use crate::{
         grpc::{GrpcTelemetryLayer, Rpc, kept::KeptCalls},
         runtime::{Sampler, ScrapeHook},
         sampling::HeadSampler,
+        tasks::TaskList,
     },
     upstream::Upstream,
 };
@@ -118,6 +117,8 @@ pub struct App {
     /// What exports untraced calls that end with an error or slowly.
     kept_calls: Option<KeptCalls>,
     consul: Option<Registrar>,
+    /// The runtime's live tasks, for the task dump.
+    tasks: TaskList,
 }
 
 impl App {
@@ -184,6 +185,7 @@ impl App {
             console,
             console_addr,
             consul,
+            tasks: telemetry.tasks(),
         })
     }
 
@@ -243,6 +245,7 @@ impl App {
             admin_addr,
             console,
             consul,
+            tasks,
             ..
         } = self;
         let (health, health_service) = tonic_health::server::health_reporter();
@@ -283,8 +286,7 @@ impl App {
             )
         })?;
         // Named, so task dumps (and tokio-console) say which task is which.
-        let task_names = TaskNames::default();
-        let grpc = task_names
+        let grpc = tasks
             .spawn("grpc-server", grpc_server)
             .map_err(StartupError::Spawn)?;
         let admin_router = admin::router(AdminState {
@@ -293,7 +295,7 @@ impl App {
             faults,
             stopping,
             guard: AdminGuard::new(config.admin.admin_token.clone(), admin_addr),
-            task_names: task_names.clone(),
+            tasks: tasks.clone(),
             log_level,
             dispatch,
         });
@@ -309,10 +311,10 @@ impl App {
                 drained(draining),
             )
         });
-        let admin = task_names
+        let admin = tasks
             .spawn("admin-server", admin_server)
             .map_err(StartupError::Spawn)?;
-        let upkeep = task_names
+        let upkeep = tasks
             .spawn("metrics-upkeep", upkeep(metrics))
             .map_err(StartupError::Spawn)?;
         Ok(Running {

@@ -2,7 +2,7 @@ use catalogue::{
     app::{self, App},
     config::{Cli, Command},
     load,
-    telemetry::{LogSink, Telemetry, runtime::runtime_builder},
+    telemetry::{LogSink, Telemetry, runtime::runtime_builder, tasks::TaskList},
     upstream::simulator::UpstreamSimulator,
 };
 use clap::Parser;
@@ -12,10 +12,14 @@ catalogue::jemalloc_global_allocator!();
 
 fn main() -> anyhow::Result<()> {
     let command = Cli::parse().into_command();
-    runtime_builder().build()?.block_on(async {
+    // Lists its live tasks for /debug/pprof/tasks.
+    let tasks = TaskList::default();
+    let runtime = tasks.record(&mut runtime_builder()).build()?;
+    runtime.block_on(async {
         match command {
             Command::Serve(config) => {
-                let mut telemetry = Telemetry::init(&config.telemetry, LogSink::stdout())?;
+                let mut telemetry =
+                    Telemetry::init(&config.telemetry, LogSink::stdout())?.with_tasks(tasks);
                 telemetry.set_global_default()?;
                 let app = App::build(config, &mut telemetry).await?;
                 app.run_until_stopped(app::shutdown_signal()).await?;

@@ -39,11 +39,10 @@ use tokio::sync::watch;
 use crate::{
     faults::{FaultInjector, FaultPatch},
     store::Store,
-    telemetry::{LogFilter, LogLevel, openmetrics, runtime::Sampler},
+    telemetry::{LogFilter, LogLevel, openmetrics, runtime::Sampler, tasks::TaskList},
 };
 
 pub use guard::{AdminGuard, AdminToken};
-pub use pprof::TaskNames;
 pub use settings::AdminConfig;
 
 /// What the admin routes look at.
@@ -58,8 +57,8 @@ pub struct AdminState {
     pub stopping: watch::Receiver<bool>,
     /// Who may call which route (see [`guard`]).
     pub guard: Arc<AdminGuard>,
-    /// Names of the tasks the app spawned, for the task dump.
-    pub task_names: TaskNames,
+    /// The runtime's live tasks, for the task dump.
+    pub tasks: TaskList,
     /// The log filter, changed by `PUT /log-level`.
     pub log_level: LogLevel,
     /// The app's subscriber: axum polls each request on a task of its own.

@@ -4,26 +4,22 @@
 //! - `GET /debug/pprof/`: an index of what follows;
 //! - `GET /debug/pprof/profile?seconds=30&frequency=99`: a CPU profile
 //!   sampled for `seconds` (1–300) at `frequency` Hz (1–1000), as gzipped
-//!   pprof protobuf; `&format=flamegraph` answers an SVG flame graph;
+//!   pprof protobuf; `&format=flamegraph` answers an SVG flame graph; the
+//!   `x-profile-coverage` header is the share of the process's CPU time
+//!   over the window its samples account for;
 //! - `GET /debug/pprof/heap`: live allocations sampled by jemalloc, as gzipped
 //!   pprof protobuf or (`&format=flamegraph`) SVG; 501 when jemalloc
 //!   profiling is off;
-//! - `GET /debug/pprof/tasks`: every Tokio task of the runtime with the
-//!   backtrace of where it waits, as text (Go's `goroutine?debug=2`).
+//! - `GET /debug/pprof/tasks`: every live Tokio task of the runtime, with
+//!   its name (if it has one), spawn location and age, as text; 501 when
+//!   the runtime does not list its tasks (see `telemetry::tasks`).
 //!
 //! Only one CPU profile runs at a time (the sampler is process-wide); a second
 //! request gets 409. Sampling only awaits a timer, and symbolisation, which is
 //! CPU-heavy, runs on the blocking pool, so profiling never stalls the
 //! runtime's workers; the parsed debug info is dropped after each profile.
 
-use std::{
-    collections::HashMap,
-    future::Future,
-    io::Write,
-    ops::RangeInclusive,
-    sync::{Arc, Mutex, PoisonError},
-    time::Duration,
-};
+use std::{collections::HashMap, io::Write, ops::RangeInclusive, sync::Arc, time::Duration};
 
 use axum::{
     Router,
@@ -35,12 +31,10 @@ use axum::{
 use flate2::{Compression, write::GzEncoder};
 use pprof::protos::Message;
 use serde::Deserialize;
-use tokio::{
-    sync::Semaphore,
-    task::{JoinError, JoinHandle},
-};
+use tokio::{sync::Semaphore, task::JoinError};
 
 use super::AdminState;
+use crate::telemetry::tasks::LiveTask;
 
 /// jemalloc's options when it is the global allocator: profiling on and
 /// active from the start, one sample per 2^19 bytes (512 KiB) allocated on
@@ -79,13 +73,6 @@ const FREQUENCY: Bounded = Bounded {
     default: 99,
     range: 1..=1000,
 };
-/// `Handle::dump` never finishes while a worker is blocked; give up then.
-const TASK_DUMP_TIMEOUT: Duration = Duration::from_secs(5);
-/// A CPU sample that interrupts code in these shared objects is dropped:
-/// unwinding from a signal handler through them (libc's syscall wrappers and
-/// locks, signal trampolines, the vDSO) is unreliable. So profiles leave out
-/// system-call time.
-const CPU_BLOCKLIST: [&str; 4] = ["libc", "libgcc", "pthread", "vdso"];
 
 /// The CPU sampler (SIGPROF and one global collector) exists once per
 /// process, so the gate is process-wide too, not per `App`.
@@ -112,7 +99,7 @@ const INDEX: &str = r#"<!DOCTYPE html>
 <tr><td><a href="profile?seconds=10&amp;format=flamegraph">profile flame graph</a></td><td>10 s of CPU as an SVG flame graph.</td></tr>
 <tr><td><a href="heap">heap</a></td><td>live allocations sampled by jemalloc (<code>&amp;format=flamegraph</code> for SVG).</td></tr>
 <tr><td><a href="heap?format=flamegraph">heap flame graph</a></td><td>the same as an SVG flame graph.</td></tr>
-<tr><td><a href="tasks">tasks</a></td><td>every Tokio task with the backtrace where it waits, as text.</td></tr>
+<tr><td><a href="tasks">tasks</a></td><td>every live Tokio task with its name, spawn location and age, as text.</td></tr>
 </table>
 <p>Profiles are gzipped pprof protobuf: <code>go tool pprof -http=: URL</code>.</p>
 </body></html>
@@ -127,10 +114,6 @@ pub enum PprofError {
     Busy,
     #[error("{0}")]
     Unsupported(&'static str),
-    #[error(
-        "the task dump did not finish within {0:?}: a runtime worker may be blocked or the runtime shutting down"
-    )]
-    TaskDumpTimedOut(Duration),
     #[error("cpu profiler failed: {0}")]
     Cpu(#[from] pprof::Error),
     #[error("heap profile failed: {0}")]
@@ -147,7 +130,6 @@ impl IntoResponse for PprofError {
             Self::BadRequest(_) => StatusCode::BAD_REQUEST,
             Self::Busy => StatusCode::CONFLICT,
             Self::Unsupported(_) => StatusCode::NOT_IMPLEMENTED,
-            Self::TaskDumpTimedOut(_) => StatusCode::SERVICE_UNAVAILABLE,
             Self::Cpu(_) | Self::Heap(_) | Self::Encode(_) | Self::Task(_) => {
                 tracing::error!(error = %self, "profile failed");
                 return (
@@ -258,37 +240,150 @@ impl CpuProfileRequest {
 async fn cpu_profile(Query(query): Query<ProfileQuery>) -> Result<Response, PprofError> {
     let request = CpuProfileRequest::parse(&query)?;
     let permit = CPU_PROFILER.try_acquire().map_err(|_| PprofError::Busy)?;
+    // Building resolves a backtrace first (loading the debug info, most of
+    // a second of CPU), then starts the timer: the window starts here.
     let profiler = pprof::ProfilerGuardBuilder::default()
         .frequency(request.frequency)
-        .blocklist(&CPU_BLOCKLIST)
         .build()?;
+    let used_before = ProcessCpu::read();
     // SIGPROF samples whichever thread is on the CPU; this task only waits.
     // If the client goes away the future is dropped and sampling stops.
     tokio::time::sleep(request.duration).await;
-    let body = symbolise(move || {
+    let (body, coverage) = symbolise(move || {
         // Both live until the report is built: no second sampler meanwhile.
         let _permit = permit;
-        let report = profiler.report().build()?;
-        match request.format {
+        // Counted before symbolising, whose own CPU is not the window's.
+        let coverage = Coverage::measure(&profiler, request.frequency, used_before)?;
+        let report = profiler
+            .report()
+            .frames_post_processor(strip_sampler_frames)
+            .build()?;
+        let body = match request.format {
             ProfileFormat::Pprof => {
                 let profile = report
                     .pprof()?
                     .write_to_bytes()
                     .map_err(|error| PprofError::Encode(error.to_string()))?;
-                gzip(&profile)
+                gzip(&profile)?
             }
-            ProfileFormat::Flamegraph if report.data.is_empty() => Ok(nothing_sampled(
-                "no CPU samples: the process was idle for the whole profile",
-            )),
+            ProfileFormat::Flamegraph if report.data.is_empty() => {
+                nothing_sampled("no CPU samples: the process was idle for the whole profile")
+            }
             ProfileFormat::Flamegraph => {
                 let mut svg = Vec::new();
                 report.flamegraph(&mut svg)?;
-                Ok(svg)
+                svg
             }
-        }
+        };
+        Ok::<_, PprofError>((body, coverage))
     })
     .await??;
-    Ok(request.format.respond("profile", body))
+    let mut response = request.format.respond("profile", body);
+    coverage.annotate(response.headers_mut());
+    Ok(response)
+}
+
+/// Drops the sampler's own frames from the leaf end of a sample, where
+/// they are not inlined into its signal handler (pprof-rs drops the handler
+/// and the signal trampoline itself), so the leaf is the code interrupted.
+fn strip_sampler_frames(frames: &mut pprof::Frames) {
+    let sampler = frames
+        .frames
+        .iter()
+        .take_while(|symbols| {
+            symbols.iter().all(|symbol| {
+                let name = symbol.name();
+                name.starts_with("backtrace::backtrace::")
+                    || name.starts_with("<pprof::backtrace::")
+            })
+        })
+        .count();
+    frames.frames.drain(..sampler);
+}
+
+/// The header saying which share of the process's CPU time over the
+/// profile's window its samples account for (`0.973`); absent when the
+/// process's CPU time could not be read or was zero.
+pub const COVERAGE_HEADER: &str = "x-profile-coverage";
+/// The header with both numbers: `sampled=9.71s used=9.98s`.
+pub const CPU_SECONDS_HEADER: &str = "x-profile-cpu-seconds";
+
+/// The CPU time the samples of a profile stand for, against the time the
+/// process used (`utime + stime` of `/proc/self/stat`) over the same window.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct Coverage {
+    sampled_seconds: f64,
+    used_seconds: Option<f64>,
+}
+
+impl Coverage {
+    /// Counts the samples taken so far: each stands for `1 / frequency`
+    /// seconds of the process's CPU time (`ITIMER_PROF`).
+    fn measure(
+        profiler: &pprof::ProfilerGuard<'_>,
+        frequency: i32,
+        used_before: Option<ProcessCpu>,
+    ) -> Result<Self, PprofError> {
+        let used_after = ProcessCpu::read();
+        let samples: isize = profiler.report().build_unresolved()?.data.values().sum();
+        let used_seconds = used_before
+            .zip(used_after)
+            .map(|(before, after)| after.seconds_since(before));
+        Ok(Self {
+            sampled_seconds: samples as f64 / f64::from(frequency),
+            used_seconds,
+        })
+    }
+
+    fn ratio(&self) -> Option<f64> {
+        self.used_seconds
+            .filter(|used| *used > 0.0)
+            .map(|used| self.sampled_seconds / used)
+    }
+
+    fn annotate(&self, headers: &mut axum::http::HeaderMap) {
+        let used = self
+            .used_seconds
+            .map_or_else(|| "unknown".to_owned(), |used| format!("{used:.2}s"));
+        let both = format!("sampled={:.2}s used={used}", self.sampled_seconds);
+        if let Ok(value) = header::HeaderValue::from_str(&both) {
+            headers.insert(CPU_SECONDS_HEADER, value);
+        }
+        if let Some(ratio) = self.ratio()
+            && let Ok(value) = header::HeaderValue::from_str(&format!("{ratio:.3}"))
+        {
+            headers.insert(COVERAGE_HEADER, value);
+        }
+    }
+}
+
+/// The process's CPU time so far, in clock ticks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct ProcessCpu(u64);
+
+impl ProcessCpu {
+    /// `/proc`'s clock tick: `USER_HZ`, 100 on every Linux architecture
+    /// this builds for (what `sysconf(_SC_CLK_TCK)` answers).
+    const TICKS_PER_SECOND: f64 = 100.0;
+
+    /// `None` off Linux or if `/proc` cannot be read.
+    fn read() -> Option<Self> {
+        Self::parse(&std::fs::read_to_string("/proc/self/stat").ok()?)
+    }
+
+    /// `utime + stime`, fields 14 and 15 of `stat`: counted after the
+    /// command name, which is in parentheses and may hold spaces.
+    fn parse(stat: &str) -> Option<Self> {
+        let (_, after_name) = stat.rsplit_once(')')?;
+        let mut fields = after_name.split_whitespace().skip(11);
+        let utime: u64 = fields.next()?.parse().ok()?;
+        let stime: u64 = fields.next()?.parse().ok()?;
+        Some(Self(utime + stime))
+    }
+
+    fn seconds_since(self, earlier: Self) -> f64 {
+        self.0.saturating_sub(earlier.0) as f64 / Self::TICKS_PER_SECOND
+    }
 }
 
 /// Runs `work`, which resolves symbols, on the blocking pool: parsing debug
@@ -360,75 +455,43 @@ async fn heap_profile(Query(query): Query<ProfileQuery>) -> Result<Response, Ppr
     Ok(format.respond("heap", body))
 }
 
-/// Names of tasks spawned through [`TaskNames::spawn`], by task id: a task
-/// dump knows only ids, so this is how it can say which task is which. For a
-/// few long-lived tasks: names are never forgotten.
-#[derive(Debug, Clone, Default)]
-pub struct TaskNames(Arc<Mutex<HashMap<tokio::task::Id, &'static str>>>);
-
-impl TaskNames {
-    /// Spawns `future` as a task called `name` (shown by tokio-console and
-    /// the tracing spans too) and remembers the name for task dumps. The
-    /// task keeps the spawner's subscriber: it logs where its app logs.
-    pub fn spawn<F>(&self, name: &'static str, future: F) -> std::io::Result<JoinHandle<F::Output>>
-    where
-        F: Future + Send + 'static,
-        F::Output: Send + 'static,
-    {
-        use tracing::instrument::WithSubscriber as _;
-        let future = future.with_current_subscriber();
-        #[cfg(tokio_unstable)]
-        let handle = tokio::task::Builder::new().name(name).spawn(future)?;
-        #[cfg(not(tokio_unstable))]
-        let handle = tokio::spawn(future);
-        self.0
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .insert(handle.id(), name);
-        Ok(handle)
-    }
-
-    #[cfg(task_dumps)]
-    fn get(&self, id: tokio::task::Id) -> Option<&'static str> {
-        self.0
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .get(&id)
-            .copied()
-    }
-}
-
-#[cfg(task_dumps)]
 async fn task_dump(State(state): State<AdminState>) -> Result<String, PprofError> {
-    let names = state.task_names;
-    let handle = tokio::runtime::Handle::current();
-    let dump = tokio::time::timeout(TASK_DUMP_TIMEOUT, handle.dump())
-        .await
-        .map_err(|_| PprofError::TaskDumpTimedOut(TASK_DUMP_TIMEOUT))?;
-    // Formatting the traces resolves every frame's symbol.
-    let text = symbolise(move || {
-        use std::fmt::Write as _;
-        let tasks: Vec<_> = dump.tasks().iter().collect();
-        let mut text = format!("{} tasks\n", tasks.len());
-        for task in tasks {
-            let id = task.id();
-            let name = names
-                .get(id)
-                .map(|name| format!(" {name:?}"))
-                .unwrap_or_default();
-            let _ = write!(text, "\ntask {id}{name}:\n{}\n", task.trace());
-        }
-        text
-    })
-    .await?;
-    Ok(text)
+    let tasks = state.tasks.live().ok_or(PprofError::Unsupported(
+        "the runtime was not built to list its tasks (TaskList::record)",
+    ))?;
+    Ok(render_tasks(&tasks))
 }
 
-#[cfg(not(task_dumps))]
-async fn task_dump() -> Result<String, PprofError> {
-    Err(PprofError::Unsupported(
-        "task dumps need tokio built with --cfg tokio_unstable and the taskdump feature, on Linux x86, x86_64, aarch64 or s390x",
-    ))
+/// The dump's text: how many tasks, how many were spawned where, then each
+/// task, oldest first.
+fn render_tasks(tasks: &[LiveTask]) -> String {
+    use std::fmt::Write as _;
+    let mut by_location: HashMap<String, usize> = HashMap::new();
+    for task in tasks {
+        *by_location.entry(task.spawned_at.to_string()).or_default() += 1;
+    }
+    let mut by_location: Vec<_> = by_location.into_iter().collect();
+    by_location.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+    let mut text = format!(
+        "{} tasks (from the runtime's spawn and terminate hooks: where each task waits is not traced)\n\nby spawn location:\n",
+        tasks.len()
+    );
+    for (location, count) in by_location {
+        let _ = writeln!(text, "{count:>7}  {location}");
+    }
+    text.push('\n');
+    for task in tasks {
+        let name = task
+            .name
+            .map(|name| format!(" {name:?}"))
+            .unwrap_or_default();
+        let _ = writeln!(
+            text,
+            "task {}{name}: spawned at {}, {:.1?} ago",
+            task.id, task.spawned_at, task.age
+        );
+    }
+    text
 }
 
 #[cfg(test)]
@@ -475,6 +538,38 @@ mod tests {
         assert_eq!(request.duration, Duration::from_secs(300));
         assert_eq!(request.frequency, 1000);
         assert_eq!(request.format, ProfileFormat::Flamegraph);
+    }
+
+    #[test]
+    fn process_cpu_is_utime_plus_stime_after_a_name_with_spaces_and_parentheses() {
+        let stat = "4242 (tokio (rt) worker) S 1 4242 4242 0 -1 4194560 2893 0 0 0 \
+                    731 269 0 0 20 0 6 0 1234 0 0";
+
+        let cpu = ProcessCpu::parse(stat).unwrap();
+
+        assert_eq!(cpu, ProcessCpu(1000));
+        assert_eq!(cpu.seconds_since(ProcessCpu(500)), 5.0);
+        assert_eq!(ProcessCpu::parse("4242 (cut"), None);
+    }
+
+    #[test]
+    fn coverage_is_sampled_over_used_and_absent_without_used_time() {
+        let coverage = Coverage {
+            sampled_seconds: 9.5,
+            used_seconds: Some(10.0),
+        };
+        let mut headers = axum::http::HeaderMap::new();
+        coverage.annotate(&mut headers);
+        assert_eq!(headers[COVERAGE_HEADER], "0.950");
+        assert_eq!(headers[CPU_SECONDS_HEADER], "sampled=9.50s used=10.00s");
+
+        let idle = Coverage {
+            sampled_seconds: 0.0,
+            used_seconds: Some(0.0),
+        };
+        let mut headers = axum::http::HeaderMap::new();
+        idle.annotate(&mut headers);
+        assert!(headers.get(COVERAGE_HEADER).is_none());
     }
 
     #[test]

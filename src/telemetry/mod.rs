@@ -9,6 +9,7 @@
 //! - `grpc`: the tower layer that makes a span, RED metrics and stream
 //!   metrics of every call;
 //! - `runtime`: the sampler of Tokio runtime, task, process and pool metrics;
+//! - `tasks`: the runtime's live tasks, from its spawn and terminate hooks;
 //! - `logs`: log lines, which see events only and carry trace ids;
 //! - `sampling`: the head-sampling decision, made before any span exists;
 //! - `names`: every metric name and help text;
@@ -23,6 +24,7 @@ pub mod prometheus;
 pub mod runtime;
 pub mod sampling;
 mod settings;
+pub mod tasks;
 
 use opentelemetry::{
     KeyValue, global, propagation::TextMapCompositePropagator, trace::TracerProvider as _,
@@ -74,6 +76,8 @@ pub struct Telemetry {
     head_sampler: Option<sampling::HeadSampler>,
     /// `None` without an exporter or with `--no-trace-keep`.
     kept_calls: Option<grpc::kept::KeptCalls>,
+    /// The runtime's live tasks, when its builder reports them here.
+    tasks: tasks::TaskList,
 }
 
 impl Telemetry {
@@ -161,6 +165,7 @@ impl Telemetry {
             tracer_provider,
             head_sampler,
             kept_calls,
+            tasks: tasks::TaskList::default(),
         })
     }
 
@@ -179,6 +184,7 @@ impl Telemetry {
             tracer_provider: None,
             head_sampler: None,
             kept_calls: None,
+            tasks: tasks::TaskList::default(),
         })
     }
 
@@ -198,6 +204,21 @@ impl Telemetry {
     /// What exports the untraced calls that end badly.
     pub fn kept_calls(&self) -> Option<grpc::kept::KeptCalls> {
         self.kept_calls.clone()
+    }
+
+    /// Lists the tasks of the runtime `tasks` records (`TaskList::record`
+    /// on its builder) in the app's task dump. Without it the dump answers
+    /// that the runtime lists no tasks.
+    #[must_use]
+    pub fn with_tasks(mut self, tasks: tasks::TaskList) -> Self {
+        self.tasks = tasks;
+        self
+    }
+
+    /// The runtime's live tasks (an empty, unrecorded list without
+    /// [`Telemetry::with_tasks`]).
+    pub fn tasks(&self) -> tasks::TaskList {
+        self.tasks.clone()
     }
 
     /// The app's recorder.

@@ -17,7 +17,7 @@ use catalogue::{
     config::{Cli, Command, ServeConfig},
     load::LoadConfig,
     store::{self, Store},
-    telemetry::Telemetry,
+    telemetry::{Telemetry, tasks::TaskList},
     upstream::simulator::UpstreamSimulator,
 };
 use clap::Parser;
@@ -217,6 +217,17 @@ pub async fn spawn_app_logging_to(
     extra: &[&str],
     sink: BoxMakeWriter,
 ) -> Option<TestApp> {
+    spawn_app_listing(backend, extra, sink, TaskList::default()).await
+}
+
+/// Spawns an app whose task dump lists `tasks` (which the test's runtime
+/// records).
+pub async fn spawn_app_listing(
+    backend: Backend,
+    extra: &[&str],
+    sink: BoxMakeWriter,
+    tasks: TaskList,
+) -> Option<TestApp> {
     let data_dir = tempfile::tempdir().expect("temporary directory");
     let database_url = match backend {
         Backend::Memory => "memory".to_owned(),
@@ -227,7 +238,9 @@ pub async fn spawn_app_logging_to(
         Backend::Postgres => postgres_schema(&test_database_url()).await,
     };
     let config = test_config(&database_url, extra);
-    let mut telemetry = Telemetry::init(&config.telemetry, sink).expect(TELEMETRY_ONCE);
+    let mut telemetry = Telemetry::init(&config.telemetry, sink)
+        .expect(TELEMETRY_ONCE)
+        .with_tasks(tasks);
     let app = App::build(config, &mut telemetry)
         .await
         .expect("app builds");
@@ -311,7 +324,7 @@ pub async fn postgres_schema(url: &str) -> String {
 const TELEMETRY_ONCE: &str = "test telemetry builds";
 
 /// Logs are silent unless `TEST_LOG` is set.
-fn test_log_sink() -> BoxMakeWriter {
+pub fn test_log_sink() -> BoxMakeWriter {
     if std::env::var_os("TEST_LOG").is_some() {
         BoxMakeWriter::new(std::io::stderr)
     } else {

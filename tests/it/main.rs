@@ -22,6 +22,7 @@ mod robustness;
 mod search_products;
 mod shutdown;
 mod stack;
+mod tasks;
 mod tracing;
 
 // The service's allocator, so heap profiles work here as in the binary.

@@ -7,7 +7,7 @@ use catalogue::api::proto::{GetProductRequest, SearchRequest};
 use flate2::read::GzDecoder;
 use pprof::protos::{Message, Profile};
 
-use crate::helpers::{Backend, TestApp, seed_products, spawn_app, spawn_app_with};
+use crate::helpers::{Backend, TestApp, put_faults, seed_products, spawn_app, spawn_app_with};
 
 /// The SIGPROF sampler is one per process, and this test binary runs many
 /// apps in one: a test that takes a CPU profile holds this first, so the
@@ -99,8 +99,17 @@ async fn cpu_profile_under_traffic(path: &str, content_type: &str) -> reqwest::R
     get_under_traffic(&app, path, content_type).await
 }
 
+/// The process's CPU seconds so far (`utime + stime`, in 100 Hz ticks).
+fn process_cpu_seconds() -> f64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").expect("/proc/self/stat");
+    let (_, fields) = stat.rsplit_once(')').expect("stat has a name");
+    let mut fields = fields.split_whitespace().skip(11);
+    let mut next = || fields.next().unwrap().parse::<f64>().unwrap();
+    (next() + next()) / 100.0
+}
+
 #[tokio::test]
-async fn cpu_profile_of_a_busy_service_names_this_crates_functions() {
+async fn cpu_profile_names_frames_with_their_module_paths() {
     let response = cpu_profile_under_traffic(
         "/debug/pprof/profile?seconds=2&frequency=500",
         "application/octet-stream",
@@ -110,10 +119,78 @@ async fn cpu_profile_of_a_busy_service_names_this_crates_functions() {
     let profile = pprof_attachment(response, "profile").await;
     assert!(!profile.sample.is_empty(), "no samples");
     let names = function_names(&profile);
+    for module in ["catalogue::api::", "catalogue::telemetry::grpc::"] {
+        assert!(
+            names.iter().any(|name| name.contains(module)),
+            "no frame of {module} in {names:?}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn cpu_profile_accounts_for_the_cpu_the_process_used_system_calls_included() {
+    let before = process_cpu_seconds();
+    let response =
+        cpu_profile_under_traffic("/debug/pprof/profile?seconds=5", "application/octet-stream")
+            .await;
+    let used_around = process_cpu_seconds() - before;
+
+    let coverage: f64 = response.headers()["x-profile-coverage"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let seconds = response.headers()["x-profile-cpu-seconds"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    eprintln!("coverage {coverage} {seconds} (process used {used_around:.2}s around the request)");
+    let used_in_window: f64 = seconds
+        .split_once("used=")
+        .and_then(|(_, used)| used.strip_suffix('s'))
+        .unwrap()
+        .parse()
+        .unwrap();
     assert!(
-        names.iter().any(|name| name.contains("catalogue")),
-        "no catalogue function in {names:?}"
+        used_in_window <= used_around + 0.02,
+        "{seconds}: the window is within the request ({used_around:.2}s)"
     );
+    assert!(coverage >= 0.9, "coverage {coverage}: {seconds}");
+    let profile = pprof_attachment(response, "profile").await;
+    let names = function_names(&profile);
+    assert!(
+        names.iter().any(|name| [
+            "write",
+            "writev",
+            "sendmsg",
+            "epoll_wait",
+            "recvfrom",
+            "read"
+        ]
+        .contains(name)),
+        "no system call's frame in {names:?}"
+    );
+}
+
+#[tokio::test]
+async fn twenty_cpu_profiles_back_to_back_under_load_leave_the_service_healthy() {
+    let _profiler = CPU_PROFILER.lock().await;
+    let mut app = memory_app().await;
+    let traffic = drive_traffic(&app);
+
+    for round in 0..20 {
+        let response = get(app.admin_url("/debug/pprof/profile?seconds=1&frequency=250")).await;
+        assert_eq!(response.status(), 200, "profile {round}");
+        pprof_attachment(response, "profile").await;
+    }
+
+    assert!(!traffic.is_finished(), "traffic kept being served");
+    traffic.abort();
+    app.get_product("prod-0000001")
+        .await
+        .expect("still serving");
+    assert_eq!(get(app.admin_url("/healthz")).await.status(), 200);
+    app.stop().await.expect("clean shutdown");
 }
 
 #[tokio::test]
@@ -186,6 +263,35 @@ async fn heap_profile_decodes_and_holds_allocation_samples() {
 }
 
 #[tokio::test]
+async fn heap_profile_under_the_leak_fault_names_the_leaking_function() {
+    let mut app = memory_app().await;
+    put_faults(&app, r#"{"leak_bytes_per_call": 1048576}"#).await;
+    for _ in 0..32 {
+        app.get_product("prod-0000001").await.expect("served");
+    }
+
+    let response = get(app.admin_url("/debug/pprof/heap")).await;
+
+    assert_eq!(response.status(), 200);
+    let profile = pprof_attachment(response, "heap").await;
+    let names = function_names(&profile);
+    assert!(
+        names
+            .iter()
+            .any(|name| name.contains("catalogue::faults::FaultInjector::before_call")),
+        "the leak's allocation site is missing from {names:?}"
+    );
+    let reset = reqwest::Client::new()
+        .delete(app.admin_url("/faults"))
+        .send();
+    assert_eq!(
+        reset.await.expect("admin answers").status(),
+        200,
+        "frees the leak"
+    );
+}
+
+#[tokio::test]
 async fn heap_profile_as_flamegraph_is_svg() {
     let app = memory_app().await;
     let ballast = heap_ballast();
@@ -211,15 +317,14 @@ async fn cpu_flamegraph_of_an_idle_service_is_still_svg() {
 }
 
 #[tokio::test]
-async fn task_dump_lists_the_named_server_tasks() {
+async fn task_dump_of_a_runtime_that_lists_no_tasks_is_501() {
     let app = memory_app().await;
 
     let response = get(app.admin_url("/debug/pprof/tasks")).await;
 
-    assert_eq!(response.status(), 200);
-    let dump = response.text().await.unwrap();
-    assert!(dump.contains("\"grpc-server\""), "{dump}");
-    assert!(dump.contains("\"admin-server\""), "{dump}");
+    assert_eq!(response.status(), 501);
+    let message = response.text().await.unwrap();
+    assert!(message.contains("TaskList::record"), "{message}");
 }
 
 #[tokio::test]
