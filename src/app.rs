@@ -538,6 +538,13 @@ fn grpc_server<H: Health>(
         .http2_max_header_list_size(MAX_HEADER_LIST_BYTES)
         .http2_keepalive_interval(Some(KEEPALIVE_INTERVAL))
         .http2_keepalive_timeout(Some(KEEPALIVE_TIMEOUT));
+    // Only the age: tonic 0.14 given a grace as well never sends the
+    // GOAWAY (it waits out age and grace, then drops the connection).
+    // `GuardedConnection` closes it once the grace is over.
+    let server = match limits.max_connection_age {
+        Some((age, _grace)) => server.max_connection_age(age),
+        None => server,
+    };
     let shed = ShedLayer::new(&limits);
     Ok(server
         // Outermost first: telemetry sees the INTERNAL a caught panic becomes
