@@ -75,6 +75,19 @@ pub struct ServeConfig {
           value_parser = clap::value_parser!(u32).range(1..=1000))]
     pub db_pool_size: u32,
 
+    /// Longest a call waits for a database connection from the pool (less
+    /// than --request-timeout, so a saturated pool fails calls, not waits
+    /// them out).
+    #[arg(long, env = "CATALOGUE_DB_ACQUIRE_TIMEOUT", default_value = "1s",
+          value_parser = humantime::parse_duration)]
+    pub db_acquire_timeout: Duration,
+
+    /// Longest one SQL statement may run (PostgreSQL's statement_timeout;
+    /// for SQLite, the longest wait for a lock).
+    #[arg(long, env = "CATALOGUE_DB_STATEMENT_TIMEOUT", default_value = "5s",
+          value_parser = humantime::parse_duration)]
+    pub db_statement_timeout: Duration,
+
     /// How long the server keeps serving after SIGTERM/Ctrl-C with health
     /// NOT_SERVING and /readyz failing, before it stops accepting calls:
     /// time for balancers watching its health to stop sending new ones.
@@ -121,6 +134,8 @@ impl ServeConfig {
             database_url: self.database_url.clone(),
             seed_products: self.seed_products,
             pool_size: self.db_pool_size,
+            acquire_timeout: self.db_acquire_timeout,
+            statement_timeout: self.db_statement_timeout,
         }
     }
 }

@@ -226,12 +226,23 @@ pub async fn spawn_app_logging_to(
         ),
         Backend::Postgres => postgres_schema(&test_database_url()).await,
     };
-    let config = test_config(&database_url, extra);
+    Some(spawn_app_at(&database_url, extra, sink, data_dir).await)
+}
+
+/// Spawns an app on `database_url` (a PostgreSQL schema the test made, to
+/// reach behind the app's back); `data_dir` lives as long as the app.
+pub async fn spawn_app_at(
+    database_url: &str,
+    extra: &[&str],
+    sink: BoxMakeWriter,
+    data_dir: tempfile::TempDir,
+) -> TestApp {
+    let config = test_config(database_url, extra);
     let mut telemetry = Telemetry::init(&config.telemetry, sink).expect(TELEMETRY_ONCE);
     let app = App::build(config, &mut telemetry)
         .await
         .expect("app builds");
-    Some(start(app, telemetry, data_dir).await)
+    start(app, telemetry, data_dir).await
 }
 
 /// Spawns an app around a store the test made (to observe or break it).
@@ -311,7 +322,7 @@ pub async fn postgres_schema(url: &str) -> String {
 const TELEMETRY_ONCE: &str = "test telemetry builds";
 
 /// Logs are silent unless `TEST_LOG` is set.
-fn test_log_sink() -> BoxMakeWriter {
+pub fn test_log_sink() -> BoxMakeWriter {
     if std::env::var_os("TEST_LOG").is_some() {
         BoxMakeWriter::new(std::io::stderr)
     } else {
