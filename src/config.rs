@@ -88,6 +88,14 @@ pub struct ServeConfig {
           value_parser = humantime::parse_duration)]
     pub db_statement_timeout: Duration,
 
+    /// How often the store is pinged in the background: while it fails,
+    /// the catalogue service's gRPC health is NOT_SERVING (the server's, "",
+    /// stays SERVING: a liveness probe must not restart a pod for its
+    /// database's outage).
+    #[arg(long, env = "CATALOGUE_STORE_HEALTH_INTERVAL", default_value = "2s",
+          value_parser = humantime::parse_duration)]
+    pub store_health_interval: Duration,
+
     /// How long the server keeps serving after SIGTERM/Ctrl-C with health
     /// NOT_SERVING and /readyz failing, before it stops accepting calls:
     /// time for balancers watching its health to stop sending new ones.

@@ -247,8 +247,13 @@ pub async fn spawn_app_at(
 
 /// Spawns an app around a store the test made (to observe or break it).
 pub async fn spawn_app_with_store(store: Arc<dyn Store>) -> TestApp {
+    spawn_app_with_store_and(store, &[]).await
+}
+
+/// `spawn_app_with_store` with `extra` flags.
+pub async fn spawn_app_with_store_and(store: Arc<dyn Store>, extra: &[&str]) -> TestApp {
     let data_dir = tempfile::tempdir().expect("temporary directory");
-    let config = test_config("memory", &[]);
+    let config = test_config("memory", extra);
     let mut telemetry = Telemetry::init(&config.telemetry, test_log_sink()).expect(TELEMETRY_ONCE);
     let app = App::build_with_store(config, store, &mut telemetry)
         .await
