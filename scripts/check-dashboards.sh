@@ -52,7 +52,12 @@ trap cleanup EXIT
 # the service's low breaker thresholds, the circuit breaker opens and closes.
 start_upstream "$work/upstream.log" --latency-ms 5 --error-rate 0.3
 pids+=("$upstream")
+# Traces at 10 % head sampling, exported to a port nothing listens on: the
+# sampled calls still leave exemplars on the latency buckets.
+dead_port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
 start_catalogue "$work/catalogue.log" --database-url "sqlite://$work/catalogue.db" \
+  --otlp-endpoint "http://127.0.0.1:$dead_port" \
+  --trace-sampler parentbased_traceidratio --trace-sampler-arg 0.1 \
   --seed-products 2000 --upstream-url "http://$upstream_addr" \
   --breaker-min-requests 5 --breaker-interval 2s --breaker-open-timeout 1s \
   --max-concurrent-calls "$MAX_CONCURRENT_CALLS" --enable-faults
@@ -83,6 +88,7 @@ scrape_configs:
       - targets: ["$go_metrics_addr"]
 CONFIG
 prometheus --config.file="$work/prometheus.yml" --storage.tsdb.path="$work/tsdb" \
+  --enable-feature=exemplar-storage \
   --web.listen-address="127.0.0.1:$prometheus_port" >"$work/prometheus.log" 2>&1 &
 pids+=($!)
 prometheus_url="http://127.0.0.1:$prometheus_port"
@@ -109,6 +115,30 @@ echo "steady load:" && cat "$work/steady.txt"
 echo "Go peer, GetProduct:" && cat "$work/go-peer-load.txt"
 echo "burst over --max-concurrent-calls $MAX_CONCURRENT_CALLS:" && cat "$work/burst.txt"
 echo "circuit breaker changes: $(grep -c 'circuit breaker changed state' "$work/catalogue.log" || true)"
+
+# Prometheus' own linter on a live scrape, every family present after load:
+# no finding allowed (base units, histograms typed as histograms, counters
+# named _total).
+curl -fsS "http://$admin_addr/metrics" >"$work/scrape.txt"
+if ! promtool check metrics <"$work/scrape.txt"; then
+  echo "promtool check metrics found problems in /metrics" >&2
+  exit 1
+fi
+echo "promtool check metrics: clean ($(grep -c '^# TYPE' "$work/scrape.txt") families)"
+
+# Prometheus scraped OpenMetrics and stored the exemplars of sampled calls.
+python3 - "$prometheus_url" <<'PYTHON'
+import json, re, sys, time, urllib.parse, urllib.request
+now = time.time()
+for name in ("grpc_server_handling_seconds_bucket", "rpc_server_call_duration_seconds_bucket"):
+    query = urllib.parse.urlencode({"query": name, "start": now - 600, "end": now})
+    answer = json.load(urllib.request.urlopen(f"{sys.argv[1]}/api/v1/query_exemplars?{query}"))
+    exemplars = [e for series in answer["data"] for e in series["exemplars"]]
+    trace_ids = {e["labels"].get("trace_id", "") for e in exemplars}
+    if not exemplars or not all(re.fullmatch("[0-9a-f]{32}", t) for t in trace_ids):
+        sys.exit(f"no exemplars with trace ids stored for {name}: {answer}")
+    print(f"exemplars: {name}: {len(exemplars)} stored, {len(trace_ids)} traces")
+PYTHON
 
 # Two more scrapes and a rule evaluation after the last call.
 sleep 3

@@ -19,7 +19,7 @@ second; a second `catalogue load --mix health=1 --rps 20` measures health
 checks through the whole flood. Scheduling latency is each runtime's own
 metric over the step: Go's go_sched_latencies_seconds histogram (p99), and
 for Tokio the per-RPC mean scheduling delay from tokio-metrics
-(tokio_task_scheduled_microseconds_total / tokio_task_scheduled_total; the
+(tokio_task_scheduled_seconds_total / tokio_task_scheduled_total; the
 runtime's schedule-latency histogram comes with issue 15). Then the upstream
 heals (5 ms) and the recovery is timed: until live stock is served again
 (breaker closed too, for the catalogue).
@@ -247,8 +247,8 @@ class Run:
             p99 = quantile(0.99, buckets(before, name), buckets(after, name))
             return {"p99": p99 and p99[0], "p99_bucket": p99 and p99[1:],
                     "mean": ratio(f"{name}_sum", f"{name}_count")}
-        mean = ratio("tokio_task_scheduled_microseconds_total", "tokio_task_scheduled_total")
-        return {"p99": None, "mean": None if mean is None else mean / 1e6}
+        mean = ratio("tokio_task_scheduled_seconds_total", "tokio_task_scheduled_total")
+        return {"p99": None, "mean": mean}
 
     def live_answers(self, values):
         if self.kind == "go":

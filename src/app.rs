@@ -34,7 +34,7 @@ use crate::{
     protection::{ShedLayer, expose_tcp_info, guard_connections, raise_fd_limit},
     store::{self, InstrumentedStore, Store, StoreError},
     telemetry::{
-        Metrics, Telemetry,
+        LogLevel, Metrics, Telemetry,
         grpc::{GrpcTelemetryLayer, Rpc},
         runtime::{Sampler, ScrapeHook},
         sampling::HeadSampler,
@@ -105,6 +105,8 @@ pub struct App {
     metrics: Metrics,
     /// The app's subscriber: everything it runs logs and traces through it.
     dispatch: Dispatch,
+    /// The log filter, changed by `PUT /log-level`.
+    log_level: LogLevel,
     grpc_listener: TcpListener,
     grpc_addr: SocketAddr,
     admin_listener: TcpListener,
@@ -170,6 +172,7 @@ impl App {
             upstream,
             metrics,
             dispatch: telemetry.dispatch(),
+            log_level: telemetry.log_level(),
             head_sampler: telemetry.head_sampler(),
             grpc_listener,
             grpc_addr,
@@ -229,6 +232,7 @@ impl App {
             upstream,
             metrics,
             dispatch,
+            log_level,
             head_sampler,
             grpc_listener,
             admin_listener,
@@ -286,6 +290,7 @@ impl App {
             stopping,
             guard: AdminGuard::new(config.admin.admin_token.clone(), admin_addr),
             task_names: task_names.clone(),
+            log_level,
             dispatch,
         });
         let admin_limits = AdminLimits {

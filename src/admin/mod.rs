@@ -1,14 +1,18 @@
 //! The HTTP admin server, on its own port (`--admin-addr`).
 //!
 //! Routes:
-//! - `GET /metrics`: Prometheus text exposition of every metric;
+//! - `GET /metrics`: Prometheus text exposition of every metric, or
+//!   OpenMetrics with exemplars when asked for (`Accept`);
 //! - `GET /faults`, `PUT /faults` (merge a JSON object), `DELETE /faults`
 //!   (reset): fault injection, see `crate::faults`;
 //! - `GET /healthz`: liveness: 200 while the process serves HTTP at all;
 //! - `GET /readyz`: readiness: 200 when the store answers and the service is
 //!   not draining, 503 with the reason otherwise;
 //! - `GET /debug/pprof/…`: CPU and heap profiles and task dumps (see
-//!   [`pprof`]).
+//!   [`pprof`]);
+//! - `GET /log-level`, `PUT /log-level` (a `RUST_LOG`-style filter as the
+//!   body): the log filter in force, changed without a restart; a bad
+//!   filter is a 400 and changes nothing.
 //!
 //! Every route but those in [`guard::OPEN_ROUTES`] needs `--admin-token`
 //! when one is set; without one, only requests for `localhost` or the
@@ -25,7 +29,7 @@ use axum::{
     Json, Router,
     body::Bytes,
     extract::{Request, State},
-    http::{StatusCode, header},
+    http::{HeaderMap, StatusCode, header},
     middleware::{self, Next},
     response::{IntoResponse, Response},
     routing::{MethodRouter, any, get},
@@ -35,7 +39,7 @@ use tokio::sync::watch;
 use crate::{
     faults::{FaultInjector, FaultPatch},
     store::Store,
-    telemetry::runtime::Sampler,
+    telemetry::{LogFilter, LogLevel, openmetrics, runtime::Sampler},
 };
 
 pub use guard::{AdminGuard, AdminToken};
@@ -56,6 +60,8 @@ pub struct AdminState {
     pub guard: Arc<AdminGuard>,
     /// Names of the tasks the app spawned, for the task dump.
     pub task_names: TaskNames,
+    /// The log filter, changed by `PUT /log-level`.
+    pub log_level: LogLevel,
     /// The app's subscriber: axum polls each request on a task of its own.
     pub dispatch: tracing::Dispatch,
 }
@@ -66,6 +72,7 @@ pub fn router(state: AdminState) -> Router {
         .route("/faults", faults_routes(&state.faults))
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(ready))
+        .route("/log-level", get(get_log_level).put(put_log_level))
         .merge(pprof::routes())
         // Every route above, and the 404 of any other path, passes the guard.
         .layer(middleware::from_fn_with_state(
@@ -80,24 +87,45 @@ pub fn router(state: AdminState) -> Router {
 }
 
 /// Runs the request with the app's subscriber, so its logs go where the
-/// app's go.
+/// app's go, and logs it at DEBUG (`catalogue::admin=debug`).
 async fn with_dispatch(
     State(dispatch): State<tracing::Dispatch>,
     request: Request,
     next: Next,
 ) -> Response {
     use tracing::instrument::WithSubscriber as _;
-    next.run(request).with_subscriber(dispatch).await
+    let (method, path) = (request.method().clone(), request.uri().path().to_owned());
+    async move {
+        let response = next.run(request).await;
+        tracing::debug!(%method, %path, status = response.status().as_u16(), "admin request");
+        response
+    }
+    .with_subscriber(dispatch)
+    .await
 }
 
-async fn metrics(State(state): State<AdminState>) -> impl IntoResponse {
-    (
-        [(
-            header::CONTENT_TYPE,
-            "text/plain; version=0.0.4; charset=utf-8",
-        )],
-        state.metrics.render(),
-    )
+/// Prometheus text, or OpenMetrics with exemplars when the scraper asks for
+/// it (Prometheus does).
+async fn metrics(State(state): State<AdminState>, headers: HeaderMap) -> impl IntoResponse {
+    let openmetrics = headers
+        .get_all(header::ACCEPT)
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .any(openmetrics::accepts_openmetrics);
+    if openmetrics {
+        (
+            [(header::CONTENT_TYPE, openmetrics::CONTENT_TYPE)],
+            state.metrics.render_openmetrics(),
+        )
+    } else {
+        (
+            [(
+                header::CONTENT_TYPE,
+                "text/plain; version=0.0.4; charset=utf-8",
+            )],
+            state.metrics.render(),
+        )
+    }
 }
 
 /// `/faults`, or with fault injection off a 403 saying how to turn it on.
@@ -142,6 +170,44 @@ async fn put_faults(State(state): State<AdminState>, body: Bytes) -> Response {
 
 async fn delete_faults(State(state): State<AdminState>) -> Response {
     Json(state.faults.reset()).into_response()
+}
+
+async fn get_log_level(State(state): State<AdminState>) -> String {
+    format!("{}\n", state.log_level.current())
+}
+
+/// Replaces the log filter with the body's directives. The change is logged
+/// at WARN, so that it shows under any but the quietest filter.
+async fn put_log_level(State(state): State<AdminState>, body: Bytes) -> Response {
+    let bad = |message: String| (StatusCode::BAD_REQUEST, message).into_response();
+    let Ok(directives) = std::str::from_utf8(&body) else {
+        return bad("invalid log filter: the body is not UTF-8\n".into());
+    };
+    if directives.trim().is_empty() {
+        return bad(
+            "invalid log filter: the body is empty; send RUST_LOG-style directives, \
+             e.g. info,catalogue=debug\n"
+                .into(),
+        );
+    }
+    let filter = match LogFilter::parse(directives) {
+        Ok(filter) => filter,
+        Err(error) => return bad(format!("invalid log filter: {error}\n")),
+    };
+    match state.log_level.set(filter.clone()) {
+        Ok(previous) => {
+            tracing::warn!(from = %previous, to = %filter, "log filter changed");
+            format!("{filter}\n").into_response()
+        }
+        Err(error) => {
+            tracing::error!(%error, "changing the log filter failed");
+            (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "the log filter could not be changed\n",
+            )
+                .into_response()
+        }
+    }
 }
 
 async fn ready(State(state): State<AdminState>) -> (StatusCode, String) {

@@ -6,6 +6,7 @@ use std::{future::Future, sync::Arc, time::Instant};
 use async_trait::async_trait;
 use metrics::{Histogram, gauge, histogram};
 use tracing::{Instrument, field::Empty};
+use tracing_opentelemetry::OpenTelemetrySpanExt as _;
 
 use super::{ListPage, Operation, PoolStats, Store, StoreError};
 use crate::{
@@ -55,8 +56,9 @@ impl InstrumentedStore {
         };
         // Only for a call whose trace is exported: building a span the
         // sampler then drops costs more than a memory-store query.
-        let span = if crate::telemetry::is_sampled(&tracing::Span::current()) {
-            tracing::info_span!(
+        let span = if let Some(parent) = crate::telemetry::sampled_parent() {
+            let span = tracing::info_span!(
+                parent: None,
                 "store",
                 otel.name = span_name,
                 otel.kind = "client",
@@ -68,7 +70,9 @@ impl InstrumentedStore {
                 db.statement = statement,
                 db.query.text = statement,
                 db.collection.name = "products",
-            )
+            );
+            let _ = span.set_parent(parent);
+            span
         } else {
             tracing::Span::none()
         };

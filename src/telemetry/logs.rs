@@ -12,7 +12,7 @@
 
 use std::{
     fmt,
-    sync::{Arc, OnceLock},
+    sync::{Arc, Mutex, OnceLock, PoisonError},
 };
 
 use opentelemetry::trace::{SpanId, TraceContextExt as _, TraceId};
@@ -24,10 +24,12 @@ use tracing_subscriber::{
         FmtContext, FormatEvent, FormatFields,
         format::{Format, Writer},
     },
+    layer::Filter,
     registry::LookupSpan,
+    reload,
 };
 
-use super::{LogConfig, LogFormat, LogSink};
+use super::{LogConfig, LogFilter, LogFormat, LogSink};
 
 /// The dispatch the log layer is part of, set once it is built: a line's
 /// trace ids are read through it. (While an event is being written the
@@ -35,20 +37,53 @@ use super::{LogConfig, LogFormat, LogSink};
 /// nested lookup with none.)
 pub type OwnDispatch = Arc<OnceLock<WeakDispatch>>;
 
-/// The log layer for `format`, writing to `sink`.
+type ReloadableFilter = reload::Layer<Box<dyn Filter<Registry> + Send + Sync>, Registry>;
+
+/// The log layer's filter, changed while the app runs (`PUT /log-level`).
+/// Clones share it.
+#[derive(Clone)]
+pub struct LogLevel {
+    handle: reload::Handle<Box<dyn Filter<Registry> + Send + Sync>, Registry>,
+    /// The directives in force, as they were given.
+    current: Arc<Mutex<LogFilter>>,
+}
+
+impl LogLevel {
+    /// The directives in force.
+    pub fn current(&self) -> LogFilter {
+        self.current
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Filters log lines by `filter` from now on; returns the directives it
+    /// replaced. Spans and their sampling are not affected.
+    pub fn set(&self, filter: LogFilter) -> Result<LogFilter, reload::Error> {
+        let mut current = self.current.lock().unwrap_or_else(PoisonError::into_inner);
+        self.handle.reload(filter.layer_filter())?;
+        Ok(std::mem::replace(&mut *current, filter))
+    }
+}
+
+/// The log layer for `format`, writing to `sink`, and the handle that
+/// changes its filter.
 pub fn layer(
     config: &LogConfig,
     sink: LogSink,
     dispatch: OwnDispatch,
-) -> Box<dyn Layer<Registry> + Send + Sync> {
-    let events_only = config
-        .log_filter
-        .layer_filter()
-        .and(filter_fn(|metadata| metadata.is_event()));
+) -> (Box<dyn Layer<Registry> + Send + Sync>, LogLevel) {
+    let (filter, handle): (ReloadableFilter, _) =
+        reload::Layer::new(config.log_filter.layer_filter());
+    let level = LogLevel {
+        handle,
+        current: Arc::new(Mutex::new(config.log_filter.clone())),
+    };
+    let events_only = filter.and(filter_fn(|metadata| metadata.is_event()));
     let layer = tracing_subscriber::fmt::layer()
         .with_writer(sink.writer)
         .with_ansi(sink.ansi);
-    match config.log_format {
+    let layer = match config.log_format {
         LogFormat::Text => layer
             .event_format(WithTraceIds {
                 inner: Format::default(),
@@ -69,7 +104,8 @@ pub fn layer(
             })
             .with_filter(events_only)
             .boxed(),
-    }
+    };
+    (layer, level)
 }
 
 /// An event format that adds the current trace's ids to the line `inner`

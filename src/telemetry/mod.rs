@@ -14,9 +14,11 @@
 //! - `names`: every metric name and help text;
 //! - `prometheus`: the app's recorder.
 
+mod exposition;
 pub mod grpc;
 mod logs;
 pub mod names;
+pub mod openmetrics;
 pub mod prometheus;
 pub mod runtime;
 pub mod sampling;
@@ -35,6 +37,7 @@ use tracing::Dispatch;
 use tracing_subscriber::{EnvFilter, Layer, Registry, layer::SubscriberExt};
 
 pub use self::{
+    logs::LogLevel,
     prometheus::Metrics,
     settings::{LogConfig, LogFilter, LogFormat, LogSink, TelemetryConfig},
 };
@@ -62,6 +65,8 @@ pub struct Telemetry {
     metrics: Metrics,
     /// The app's subscriber: logs, traces and the console layer.
     dispatch: Dispatch,
+    /// The log filter, changeable at run time.
+    log_level: LogLevel,
     console: Option<console_subscriber::Server>,
     tracer_provider: Option<SdkTracerProvider>,
     /// `None` without an exporter: then no call makes a span.
@@ -131,7 +136,7 @@ impl Telemetry {
                     .boxed(),
             );
         }
-        let dispatch = dispatch(layers, &config.logs, log_sink.into());
+        let (dispatch, log_level) = dispatch(layers, &config.logs, log_sink.into());
 
         let head_sampler = tracer_provider.as_ref().map(|_| {
             sampling::HeadSampler::new(config.trace_sampler, config.trace_sampler_arg.get())
@@ -139,6 +144,7 @@ impl Telemetry {
         Ok(Self {
             metrics,
             dispatch,
+            log_level,
             console,
             tracer_provider,
             head_sampler,
@@ -151,9 +157,11 @@ impl Telemetry {
         config: &LogConfig,
         log_sink: impl Into<LogSink>,
     ) -> Result<Self, TelemetryError> {
+        let (dispatch, log_level) = dispatch(Vec::new(), config, log_sink.into());
         Ok(Self {
             metrics: Metrics::new()?,
-            dispatch: dispatch(Vec::new(), config, log_sink.into()),
+            dispatch,
+            log_level,
             console: None,
             tracer_provider: None,
             head_sampler: None,
@@ -179,6 +187,10 @@ impl Telemetry {
     }
 
     /// The app's subscriber: what its tasks and calls run with.
+    pub fn log_level(&self) -> LogLevel {
+        self.log_level.clone()
+    }
+
     pub fn dispatch(&self) -> Dispatch {
         self.dispatch.clone()
     }
@@ -209,36 +221,46 @@ impl Drop for Telemetry {
     }
 }
 
-/// Whether `span` belongs to a trace that will be exported: false for a
-/// disabled span, without an OpenTelemetry layer, or when the sampler
-/// dropped the trace. Asking makes the sampling decision if none was made.
-pub fn is_sampled(span: &tracing::Span) -> bool {
-    span_context(span).is_some_and(|context| context.is_sampled())
-}
-
-/// The OpenTelemetry context of `span`: `None` for a disabled span, or
-/// without an OpenTelemetry layer.
-fn span_context(span: &tracing::Span) -> Option<opentelemetry::trace::SpanContext> {
+/// The OpenTelemetry context to parent a child span on, when the current
+/// span belongs to a trace that will be exported; `None` for no span, no
+/// OpenTelemetry layer, or a trace the sampler dropped.
+///
+/// A child span made for work handed to a library (a query, an upstream
+/// call) is created with `parent: None` and given this context with
+/// `set_parent`, so that it has no parent in tracing's registry. The
+/// library may drop its last handle on a thread of its own (sqlx's SQLite
+/// workers, tower's buffer worker), and the registry releases a closing
+/// span's parent through that thread's default dispatch: with the app's
+/// dispatch not the process default (tests, several apps in one process)
+/// the parent would never close, and its trace would never be exported.
+pub fn sampled_parent() -> Option<opentelemetry::Context> {
     use opentelemetry::trace::TraceContextExt as _;
     use tracing_opentelemetry::OpenTelemetrySpanExt as _;
-    if span.is_none() {
+    let current = tracing::Span::current();
+    if current.is_none() {
         return None;
     }
-    let context = span.context().span().span_context().clone();
-    context.is_valid().then_some(context)
+    let context = current.context();
+    context
+        .span()
+        .span_context()
+        .is_sampled()
+        .then_some(context)
 }
 
-/// The registry of `layers` and the log layer, as a dispatch.
+/// The registry of `layers` and the log layer, as a dispatch, and the
+/// handle of the log layer's filter.
 fn dispatch(
     mut layers: Vec<Box<dyn Layer<Registry> + Send + Sync>>,
     logs: &LogConfig,
     sink: LogSink,
-) -> Dispatch {
+) -> (Dispatch, LogLevel) {
     let own_dispatch = logs::OwnDispatch::default();
-    layers.push(logs::layer(logs, sink, own_dispatch.clone()));
+    let (log_layer, log_level) = logs::layer(logs, sink, own_dispatch.clone());
+    layers.push(log_layer);
     let dispatch = Dispatch::new(Registry::default().with(layers));
     let _ = own_dispatch.set(dispatch.downgrade());
-    dispatch
+    (dispatch, log_level)
 }
 
 /// Batch export over OTLP/gRPC. The batch processor runs on its own thread

@@ -24,17 +24,13 @@ pub const STREAM_CANCELLED: &str = "grpc_server_stream_cancelled_total";
 pub const STREAM_DURATION_SECONDS: &str = "grpc_server_stream_duration_seconds";
 
 // Per-RPC task metrics from tokio-metrics' TaskMonitor (labels: grpc_service,
-// grpc_method). Durations are integer microsecond counters, as tokio-metrics
-// itself exports them: Prometheus counters are integers in the metrics crate.
+// grpc_method). Their durations are `Sampled` families below: the metrics
+// crate's counters are integers, and these are seconds.
 pub const TASK_INSTRUMENTED: &str = "tokio_task_instrumented_total";
-pub const TASK_FIRST_POLL_DELAY_MICROS: &str = "tokio_task_first_poll_delay_microseconds_total";
 pub const TASK_SCHEDULED: &str = "tokio_task_scheduled_total";
-pub const TASK_SCHEDULED_MICROS: &str = "tokio_task_scheduled_microseconds_total";
 pub const TASK_LONG_DELAYS: &str = "tokio_task_long_delays_total";
 pub const TASK_POLLS: &str = "tokio_task_polls_total";
-pub const TASK_POLL_MICROS: &str = "tokio_task_poll_microseconds_total";
 pub const TASK_SLOW_POLLS: &str = "tokio_task_slow_polls_total";
-pub const TASK_IDLE_MICROS: &str = "tokio_task_idle_microseconds_total";
 
 // Tokio runtime (per worker: label `worker`).
 pub const RT_WORKERS: &str = "tokio_workers";
@@ -49,7 +45,6 @@ pub const RT_BLOCKING_QUEUE_DEPTH: &str = "tokio_blocking_queue_depth";
 pub const RT_IO_READY_EVENTS: &str = "tokio_io_driver_ready_events_total";
 pub const RT_IO_FD_REGISTERED: &str = "tokio_io_driver_fd_registered_total";
 pub const RT_IO_FD_DEREGISTERED: &str = "tokio_io_driver_fd_deregistered_total";
-pub const RT_WORKER_BUSY_MICROS: &str = "tokio_worker_busy_microseconds_total";
 pub const RT_WORKER_PARKS: &str = "tokio_worker_parks_total";
 pub const RT_WORKER_PARK_UNPARKS: &str = "tokio_worker_park_unparks_total";
 pub const RT_WORKER_POLLS: &str = "tokio_worker_polls_total";
@@ -60,9 +55,6 @@ pub const RT_WORKER_OVERFLOWS: &str = "tokio_worker_overflows_total";
 pub const RT_WORKER_LOCAL_SCHEDULES: &str = "tokio_worker_local_schedules_total";
 pub const RT_WORKER_LOCAL_QUEUE_DEPTH: &str = "tokio_worker_local_queue_depth";
 pub const RT_WORKER_MEAN_POLL_SECONDS: &str = "tokio_worker_mean_poll_seconds";
-/// Cumulative poll counts by upper bound (`le`), summed over workers: the
-/// runtime's own histogram, exposed bucket by bucket for a heatmap.
-pub const RT_POLL_TIME_BUCKET: &str = "tokio_poll_time_seconds_bucket";
 
 // Store (labels: db_system, operation, outcome; pool: db_system, state).
 pub const STORE_QUERY_SECONDS: &str = "catalogue_store_query_duration_seconds";
@@ -96,6 +88,77 @@ pub const BUILD_INFO: &str = "catalogue_build_info";
 pub const FAULT_ACTIVE: &str = "catalogue_fault_active";
 /// Bytes the `leak_bytes_per_call` fault holds.
 pub const FAULT_LEAKED_BYTES: &str = "catalogue_fault_leaked_bytes";
+
+/// A family the sampler writes straight into the exposition (see
+/// `exposition`), because the metrics crate cannot type it: a counter of
+/// seconds, or a histogram whose buckets Tokio keeps.
+pub struct Sampled {
+    pub name: &'static str,
+    pub help: &'static str,
+}
+
+pub const TASK_FIRST_POLL_DELAY_SECONDS: Sampled = Sampled {
+    name: "tokio_task_first_poll_delay_seconds_total",
+    help: "time from an RPC future's creation to its first poll",
+};
+pub const TASK_SCHEDULED_SECONDS: Sampled = Sampled {
+    name: "tokio_task_scheduled_seconds_total",
+    help: "time RPC futures spent woken but waiting for a worker (scheduling delay)",
+};
+pub const TASK_POLL_SECONDS: Sampled = Sampled {
+    name: "tokio_task_poll_seconds_total",
+    help: "time spent polling RPC futures",
+};
+pub const TASK_IDLE_SECONDS: Sampled = Sampled {
+    name: "tokio_task_idle_seconds_total",
+    help: "time RPC futures spent idle, waiting to be woken",
+};
+pub const RT_WORKER_BUSY_SECONDS: Sampled = Sampled {
+    name: "tokio_worker_busy_seconds_total",
+    help: "time each worker spent busy; rate() is its busy ratio",
+};
+/// Tokio's own histogram, summed over workers.
+pub const RT_POLL_TIME: Sampled = Sampled {
+    name: "tokio_poll_time_seconds",
+    help: "duration of task polls, all workers (Tokio's poll-time histogram)",
+};
+/// Tokio's own histogram, summed over workers: Go's `/sched/latencies`.
+pub const RT_SCHEDULE_LATENCY: Sampled = Sampled {
+    name: "tokio_schedule_latency_seconds",
+    help: "time from a task's wake-up to its poll, all workers (Tokio's schedule-latency histogram)",
+};
+pub const PROCESS_CPU_SECONDS: Sampled = Sampled {
+    name: "process_cpu_seconds_total",
+    help: "user and system CPU time the process used",
+};
+pub const PROCESS_OPEN_FDS: Sampled = Sampled {
+    name: "process_open_fds",
+    help: "open file descriptors",
+};
+pub const PROCESS_MAX_FDS: Sampled = Sampled {
+    name: "process_max_fds",
+    help: "the limit on open file descriptors",
+};
+pub const PROCESS_VIRTUAL_MEMORY: Sampled = Sampled {
+    name: "process_virtual_memory_bytes",
+    help: "virtual memory size",
+};
+pub const PROCESS_VIRTUAL_MEMORY_MAX: Sampled = Sampled {
+    name: "process_virtual_memory_max_bytes",
+    help: "the limit on virtual memory (0: none)",
+};
+pub const PROCESS_RESIDENT_MEMORY: Sampled = Sampled {
+    name: "process_resident_memory_bytes",
+    help: "resident memory size",
+};
+pub const PROCESS_START_TIME: Sampled = Sampled {
+    name: "process_start_time_seconds",
+    help: "when the process started, in seconds since the Unix epoch",
+};
+pub const PROCESS_THREADS: Sampled = Sampled {
+    name: "process_threads",
+    help: "OS threads of the process",
+};
 
 /// Handling-time buckets, in seconds: from 50 µs (a GetProduct from the
 /// memory store is well under 100 µs) to 10 s (a call waiting on a slow
@@ -154,18 +217,8 @@ pub fn describe() {
         "RPC futures instrumented by the task monitor"
     );
     describe_counter!(
-        TASK_FIRST_POLL_DELAY_MICROS,
-        Unit::Microseconds,
-        "time from an RPC future's creation to its first poll"
-    );
-    describe_counter!(
         TASK_SCHEDULED,
         "times an RPC future was woken and waited for a worker"
-    );
-    describe_counter!(
-        TASK_SCHEDULED_MICROS,
-        Unit::Microseconds,
-        "time RPC futures spent woken but waiting for a worker (scheduling delay)"
     );
     describe_counter!(
         TASK_LONG_DELAYS,
@@ -173,18 +226,8 @@ pub fn describe() {
     );
     describe_counter!(TASK_POLLS, "polls of RPC futures");
     describe_counter!(
-        TASK_POLL_MICROS,
-        Unit::Microseconds,
-        "time spent polling RPC futures"
-    );
-    describe_counter!(
         TASK_SLOW_POLLS,
         "polls of RPC futures longer than the slow-poll threshold"
-    );
-    describe_counter!(
-        TASK_IDLE_MICROS,
-        Unit::Microseconds,
-        "time RPC futures spent idle, waiting to be woken"
     );
 
     describe_gauge!(RT_WORKERS, "Tokio worker threads");
@@ -223,11 +266,6 @@ pub fn describe() {
         RT_IO_FD_DEREGISTERED,
         "file descriptors deregistered from the I/O driver"
     );
-    describe_counter!(
-        RT_WORKER_BUSY_MICROS,
-        Unit::Microseconds,
-        "time each worker spent busy; rate() / 1e6 is its busy ratio"
-    );
     describe_counter!(RT_WORKER_PARKS, "times each worker parked (found no work)");
     describe_counter!(
         RT_WORKER_PARK_UNPARKS,
@@ -262,10 +300,6 @@ pub fn describe() {
         RT_WORKER_MEAN_POLL_SECONDS,
         Unit::Seconds,
         "each worker's moving average of task poll time"
-    );
-    describe_counter!(
-        RT_POLL_TIME_BUCKET,
-        "task polls at most `le` seconds long, cumulative, all workers"
     );
 
     describe_histogram!(

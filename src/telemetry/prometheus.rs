@@ -15,13 +15,15 @@ use metrics_exporter_prometheus::{
     BuildError, Matcher, PrometheusBuilder, PrometheusHandle, PrometheusRecorder,
 };
 
-use super::names;
+use super::{names, openmetrics::Exemplars};
 
-/// One app's recorder and its renderer; clones share both.
+/// One app's recorder and its renderer, and the exemplars of its latency
+/// histograms; clones share them.
 #[derive(Clone)]
 pub struct Metrics {
     recorder: Arc<PrometheusRecorder>,
     handle: PrometheusHandle,
+    exemplars: Arc<Exemplars>,
 }
 
 impl Metrics {
@@ -38,6 +40,7 @@ impl Metrics {
         let metrics = Self {
             handle: recorder.handle(),
             recorder: Arc::new(recorder),
+            exemplars: Arc::default(),
         };
         metrics.scope(names::describe);
         Ok(metrics)
@@ -52,6 +55,11 @@ impl Metrics {
     /// The Prometheus text exposition of everything recorded.
     pub fn render(&self) -> String {
         self.handle.render()
+    }
+
+    /// The exemplars of the app's latency histograms.
+    pub fn exemplars(&self) -> &Exemplars {
+        &self.exemplars
     }
 
     /// Folds histogram samples into their buckets (a render does it too).

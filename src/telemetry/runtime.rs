@@ -7,7 +7,10 @@
 //! collect: values are as fresh as the scrape and cost nothing between
 //! scrapes. Tokio keeps cumulative counters; the sampler copies them into
 //! Prometheus counters with `absolute`, so `rate()` in PromQL gives
-//! per-second values and nothing is lost between samples.
+//! per-second values and nothing is lost between samples. What the metrics
+//! crate cannot type (durations in seconds, Tokio's histograms, the
+//! process's CPU seconds) it writes after the recorder's text, through
+//! `exposition`.
 
 use std::time::Duration;
 
@@ -15,26 +18,38 @@ use metrics::{Counter, Gauge, counter, gauge};
 use tokio::runtime::{Handle, HistogramConfiguration, LogHistogram};
 use tokio_metrics::TaskMonitor;
 
-use super::{Metrics, names};
+use super::{
+    Metrics,
+    exposition::Exposition,
+    names::{self, Sampled},
+};
 
 /// Run on every scrape, before rendering: sets the gauges of something
 /// telemetry does not know (it registers them when built, inside
 /// `Metrics::scope`).
 pub type ScrapeHook = Box<dyn Fn() + Send + Sync>;
 
-/// A multi-threaded runtime that records how long each poll takes, in a
-/// log-scaled histogram from 10 µs to 1 s (±25 %).
+/// A multi-threaded runtime that records how long each poll takes and how
+/// long each woken task waits to be polled, in log-scaled histograms from
+/// 10 µs to 1 s (±25 %).
 pub fn runtime_builder() -> tokio::runtime::Builder {
-    let mut builder = tokio::runtime::Builder::new_multi_thread();
-    builder.enable_all();
-    builder
-        .enable_metrics_poll_time_histogram()
-        .metrics_poll_time_histogram_configuration(HistogramConfiguration::log(
+    let histogram = || {
+        HistogramConfiguration::log(
             LogHistogram::builder()
                 .min_value(Duration::from_micros(10))
                 .max_value(Duration::from_secs(1))
                 .max_error(0.25),
-        ));
+        )
+    };
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    builder.enable_all();
+    builder
+        .enable_metrics_poll_time_histogram()
+        .metrics_poll_time_histogram_configuration(histogram());
+    #[cfg(tokio_unstable)]
+    builder
+        .enable_metrics_schedule_latency_histogram()
+        .metrics_schedule_latency_histogram_configuration(histogram());
     builder
 }
 
@@ -45,7 +60,6 @@ pub struct Sampler {
     hooks: Vec<ScrapeHook>,
     task_monitors: Vec<TaskHandles>,
     runtime_handles: Option<RuntimeHandles>,
-    process: metrics_process::Collector,
 }
 
 impl Sampler {
@@ -58,21 +72,16 @@ impl Sampler {
         task_monitors: Vec<(&'static str, &'static str, TaskMonitor)>,
         runtime_metrics: bool,
     ) -> Self {
-        let process = metrics_process::Collector::default();
-        metrics.scope(|| {
-            process.describe();
-            Self {
-                runtime_handles: runtime_metrics.then(|| RuntimeHandles::new(&runtime)),
-                task_monitors: if runtime_metrics {
-                    task_monitors.into_iter().map(TaskHandles::new).collect()
-                } else {
-                    Vec::new()
-                },
-                runtime,
-                hooks,
-                process,
-                metrics: metrics.clone(),
-            }
+        metrics.scope(|| Self {
+            runtime_handles: runtime_metrics.then(|| RuntimeHandles::new(&runtime)),
+            task_monitors: if runtime_metrics {
+                task_monitors.into_iter().map(TaskHandles::new).collect()
+            } else {
+                Vec::new()
+            },
+            runtime,
+            hooks,
+            metrics: metrics.clone(),
         })
     }
 
@@ -83,8 +92,6 @@ impl Sampler {
             for task in &self.task_monitors {
                 task.sample();
             }
-            // It looks its handles up on every collection.
-            self.metrics.scope(|| self.process.collect());
         }
         for hook in &self.hooks {
             hook();
@@ -95,21 +102,145 @@ impl Sampler {
     /// Samples, then renders the Prometheus text exposition.
     pub fn render(&self) -> String {
         self.sample();
-        self.metrics.render()
+        let mut text = self.metrics.render();
+        if self.runtime_handles.is_some() {
+            self.write_sampled(&mut Exposition::new(&mut text));
+        }
+        text
+    }
+
+    /// Samples, then renders OpenMetrics text with exemplars.
+    pub fn render_openmetrics(&self) -> String {
+        self.metrics.exemplars().openmetrics(&self.render())
+    }
+
+    /// The families the recorder cannot hold, read now.
+    fn write_sampled(&self, exposition: &mut Exposition<'_>) {
+        let tasks: Vec<_> = self
+            .task_monitors
+            .iter()
+            .map(|task| (task.labels, task.monitor.cumulative()))
+            .collect();
+        let durations: [(&Sampled, TaskDuration); 4] = [
+            (&names::TASK_FIRST_POLL_DELAY_SECONDS, |task| {
+                task.total_first_poll_delay
+            }),
+            (&names::TASK_SCHEDULED_SECONDS, |task| {
+                task.total_scheduled_duration
+            }),
+            (&names::TASK_POLL_SECONDS, |task| task.total_poll_duration),
+            (&names::TASK_IDLE_SECONDS, |task| task.total_idle_duration),
+        ];
+        for (family, duration) in durations {
+            let mut family = exposition.counter(family);
+            for (labels, task) in &tasks {
+                family.sample(labels, duration(task).as_secs_f64());
+            }
+        }
+
+        let metrics = self.runtime.metrics();
+        let mut busy = exposition.counter(&names::RT_WORKER_BUSY_SECONDS);
+        for worker in 0..metrics.num_workers() {
+            let index = worker.to_string();
+            busy.sample(
+                &[("worker", &index)],
+                metrics.worker_total_busy_duration(worker).as_secs_f64(),
+            );
+        }
+        #[cfg(tokio_unstable)]
+        write_histograms(&metrics, exposition);
+        write_process(exposition);
+    }
+}
+
+/// Which of a task monitor's totals a family holds.
+type TaskDuration = fn(&tokio_metrics::TaskMetrics) -> Duration;
+
+/// Tokio's poll-time and schedule-latency histograms, summed over workers.
+#[cfg(tokio_unstable)]
+fn write_histograms(metrics: &tokio::runtime::RuntimeMetrics, exposition: &mut Exposition<'_>) {
+    if metrics.poll_time_histogram_enabled() {
+        write_histogram(
+            exposition,
+            &names::RT_POLL_TIME,
+            metrics.num_workers(),
+            metrics.poll_time_histogram_num_buckets(),
+            |bucket| metrics.poll_time_histogram_bucket_range(bucket).end,
+            |worker, bucket| metrics.poll_time_histogram_bucket_count(worker, bucket),
+        );
+    }
+    if metrics.schedule_latency_histogram_enabled() {
+        write_histogram(
+            exposition,
+            &names::RT_SCHEDULE_LATENCY,
+            metrics.num_workers(),
+            metrics.schedule_latency_histogram_num_buckets(),
+            |bucket| metrics.schedule_latency_histogram_bucket_range(bucket).end,
+            |worker, bucket| metrics.schedule_latency_histogram_bucket_count(worker, bucket),
+        );
+    }
+}
+
+/// One of Tokio's per-worker histograms as one series: each bucket's count
+/// summed over workers, the last bucket (which Tokio leaves open) `+Inf`.
+#[cfg(tokio_unstable)]
+fn write_histogram(
+    exposition: &mut Exposition<'_>,
+    family: &Sampled,
+    workers: usize,
+    buckets: usize,
+    upper: impl Fn(usize) -> Duration,
+    count: impl Fn(usize, usize) -> u64,
+) {
+    exposition.histogram(
+        family,
+        (0..buckets).map(|bucket| {
+            let end = upper(bucket);
+            let open = bucket + 1 == buckets || end == Duration::MAX;
+            let total = (0..workers).map(|worker| count(worker, bucket)).sum();
+            ((!open).then_some(end.as_secs_f64()), total)
+        }),
+    );
+}
+
+/// The standard process metrics, from `/proc`.
+fn write_process(exposition: &mut Exposition<'_>) {
+    let process = metrics_process::collector::collect();
+    if let Some(cpu) = process.cpu_seconds_total {
+        exposition
+            .counter(&names::PROCESS_CPU_SECONDS)
+            .sample(&[], cpu);
+    }
+    let gauges = [
+        (&names::PROCESS_OPEN_FDS, process.open_fds),
+        (&names::PROCESS_MAX_FDS, process.max_fds),
+        (&names::PROCESS_VIRTUAL_MEMORY, process.virtual_memory_bytes),
+        (
+            &names::PROCESS_VIRTUAL_MEMORY_MAX,
+            process.virtual_memory_max_bytes,
+        ),
+        (
+            &names::PROCESS_RESIDENT_MEMORY,
+            process.resident_memory_bytes,
+        ),
+        (&names::PROCESS_START_TIME, process.start_time_seconds),
+        (&names::PROCESS_THREADS, process.threads),
+    ];
+    for (family, value) in gauges {
+        if let Some(value) = value {
+            exposition.gauge(family).sample(&[], value as f64);
+        }
     }
 }
 
 struct TaskHandles {
     monitor: TaskMonitor,
+    labels: [(&'static str, &'static str); 2],
     instrumented: Counter,
-    first_poll_delay: Counter,
     scheduled: Counter,
-    scheduled_micros: Counter,
     long_delays: Counter,
     polls: Counter,
-    poll_micros: Counter,
     slow_polls: Counter,
-    idle_micros: Counter,
 }
 
 impl TaskHandles {
@@ -117,36 +248,23 @@ impl TaskHandles {
         let labels = [("grpc_service", service), ("grpc_method", method)];
         Self {
             monitor,
+            labels,
             instrumented: counter!(names::TASK_INSTRUMENTED, &labels),
-            first_poll_delay: counter!(names::TASK_FIRST_POLL_DELAY_MICROS, &labels),
             scheduled: counter!(names::TASK_SCHEDULED, &labels),
-            scheduled_micros: counter!(names::TASK_SCHEDULED_MICROS, &labels),
             long_delays: counter!(names::TASK_LONG_DELAYS, &labels),
             polls: counter!(names::TASK_POLLS, &labels),
-            poll_micros: counter!(names::TASK_POLL_MICROS, &labels),
             slow_polls: counter!(names::TASK_SLOW_POLLS, &labels),
-            idle_micros: counter!(names::TASK_IDLE_MICROS, &labels),
         }
     }
 
     fn sample(&self) {
         let task = self.monitor.cumulative();
         self.instrumented.absolute(task.instrumented_count);
-        self.first_poll_delay
-            .absolute(micros(task.total_first_poll_delay));
         self.scheduled.absolute(task.total_scheduled_count);
-        self.scheduled_micros
-            .absolute(micros(task.total_scheduled_duration));
         self.long_delays.absolute(task.total_long_delay_count);
         self.polls.absolute(task.total_poll_count);
-        self.poll_micros.absolute(micros(task.total_poll_duration));
         self.slow_polls.absolute(task.total_slow_poll_count);
-        self.idle_micros.absolute(micros(task.total_idle_duration));
     }
-}
-
-fn micros(duration: Duration) -> u64 {
-    u64::try_from(duration.as_micros()).unwrap_or(u64::MAX)
 }
 
 /// Handles for the runtime-wide and per-worker metrics, made once.
@@ -160,7 +278,6 @@ struct RuntimeHandles {
 }
 
 struct WorkerHandles {
-    busy_micros: Counter,
     parks: Counter,
     park_unparks: Counter,
     #[cfg(tokio_unstable)]
@@ -191,8 +308,6 @@ struct UnstableHandles {
     io_ready_events: Counter,
     io_fd_registered: Counter,
     io_fd_deregistered: Counter,
-    /// One counter per histogram bucket, labelled with its upper bound.
-    poll_time_buckets: Vec<Counter>,
 }
 
 impl RuntimeHandles {
@@ -202,7 +317,6 @@ impl RuntimeHandles {
             .map(|worker| {
                 let labels = [("worker", worker.to_string())];
                 WorkerHandles {
-                    busy_micros: counter!(names::RT_WORKER_BUSY_MICROS, &labels),
                     parks: counter!(names::RT_WORKER_PARKS, &labels),
                     park_unparks: counter!(names::RT_WORKER_PARK_UNPARKS, &labels),
                     #[cfg(tokio_unstable)]
@@ -216,7 +330,7 @@ impl RuntimeHandles {
             global_queue_depth: gauge!(names::RT_GLOBAL_QUEUE_DEPTH),
             per_worker,
             #[cfg(tokio_unstable)]
-            unstable: UnstableHandles::new(runtime),
+            unstable: UnstableHandles::new(),
         }
     }
 
@@ -227,9 +341,6 @@ impl RuntimeHandles {
         self.global_queue_depth
             .set(metrics.global_queue_depth() as f64);
         for (worker, handles) in self.per_worker.iter().enumerate() {
-            handles
-                .busy_micros
-                .absolute(micros(metrics.worker_total_busy_duration(worker)));
             handles.parks.absolute(metrics.worker_park_count(worker));
             handles
                 .park_unparks
@@ -238,7 +349,7 @@ impl RuntimeHandles {
             handles.unstable.sample(&metrics, worker);
         }
         #[cfg(tokio_unstable)]
-        self.unstable.sample(&metrics, self.per_worker.len());
+        self.unstable.sample(&metrics);
     }
 }
 
@@ -276,25 +387,7 @@ impl UnstableWorkerHandles {
 
 #[cfg(tokio_unstable)]
 impl UnstableHandles {
-    fn new(runtime: &Handle) -> Self {
-        let metrics = runtime.metrics();
-        let poll_time_buckets = if metrics.poll_time_histogram_enabled() {
-            (0..metrics.poll_time_histogram_num_buckets())
-                .map(|bucket| {
-                    let upper = metrics.poll_time_histogram_bucket_range(bucket).end;
-                    let le = if upper == Duration::MAX
-                        || bucket + 1 == metrics.poll_time_histogram_num_buckets()
-                    {
-                        "+Inf".to_owned()
-                    } else {
-                        format!("{}", upper.as_secs_f64())
-                    };
-                    counter!(names::RT_POLL_TIME_BUCKET, "le" => le)
-                })
-                .collect()
-        } else {
-            Vec::new()
-        };
+    fn new() -> Self {
         Self {
             spawned_tasks: counter!(names::RT_SPAWNED_TASKS),
             remote_schedules: counter!(names::RT_REMOTE_SCHEDULES),
@@ -305,11 +398,10 @@ impl UnstableHandles {
             io_ready_events: counter!(names::RT_IO_READY_EVENTS),
             io_fd_registered: counter!(names::RT_IO_FD_REGISTERED),
             io_fd_deregistered: counter!(names::RT_IO_FD_DEREGISTERED),
-            poll_time_buckets,
         }
     }
 
-    fn sample(&self, metrics: &tokio::runtime::RuntimeMetrics, workers: usize) {
+    fn sample(&self, metrics: &tokio::runtime::RuntimeMetrics) {
         self.spawned_tasks.absolute(metrics.spawned_tasks_count());
         self.remote_schedules
             .absolute(metrics.remote_schedule_count());
@@ -327,12 +419,5 @@ impl UnstableHandles {
             .absolute(metrics.io_driver_fd_registered_count());
         self.io_fd_deregistered
             .absolute(metrics.io_driver_fd_deregistered_count());
-        let mut cumulative = 0;
-        for (bucket, counter) in self.poll_time_buckets.iter().enumerate() {
-            cumulative += (0..workers)
-                .map(|worker| metrics.poll_time_histogram_bucket_count(worker, bucket))
-                .sum::<u64>();
-            counter.absolute(cumulative);
-        }
     }
 }

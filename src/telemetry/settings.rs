@@ -36,6 +36,12 @@ pub struct LogConfig {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LogFilter(String);
 
+impl std::fmt::Display for LogFilter {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter.write_str(&self.0)
+    }
+}
+
 impl LogFilter {
     pub fn parse(directives: &str) -> Result<Self, String> {
         let directives = match directives.trim() {

@@ -239,8 +239,9 @@ impl Upstream {
         let ticket = ticket.ok_or(Degraded::BreakerOpen)?;
 
         // A CLIENT span only inside a traced call.
-        let span = if crate::telemetry::is_sampled(&Span::current()) {
-            tracing::info_span!(
+        let span = if let Some(parent) = crate::telemetry::sampled_parent() {
+            let span = tracing::info_span!(
+                parent: None,
                 "inventory.GetStock",
                 otel.name = "inventory.v1.InventoryService/GetStock",
                 otel.kind = "client",
@@ -249,7 +250,9 @@ impl Upstream {
                 rpc.system.name = "grpc",
                 rpc.service = "inventory.v1.InventoryService",
                 rpc.method = "GetStock",
-            )
+            );
+            let _ = span.set_parent(parent);
+            span
         } else {
             Span::none()
         };

@@ -12,6 +12,7 @@ mod health;
 mod helpers;
 mod list_products;
 mod load;
+mod log_level;
 mod metrics;
 mod postgres;
 mod pprof;

@@ -1,9 +1,6 @@
 //! Spans exported over real OTLP/gRPC to a receiver inside the test.
 
-use std::{
-    io::Write,
-    sync::{Arc, Mutex},
-};
+use std::sync::{Arc, Mutex};
 
 use catalogue::{
     api::proto::GetProductRequest,
@@ -29,7 +26,7 @@ use tonic::{
 use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
 use tracing_subscriber::fmt::writer::BoxMakeWriter;
 
-use crate::helpers::{Backend, TestApp, seed_products, spawn_app_logging_to};
+use crate::helpers::{Backend, Logs, TestApp, seed_products, spawn_app_logging_to};
 
 /// Serves `router` on a loopback port until the test ends; returns its url.
 async fn serve_on_loopback(router: Router) -> String {
@@ -86,20 +83,6 @@ impl Receiver {
             tokio::time::sleep(std::time::Duration::from_millis(20)).await;
         }
         panic!("no span of each of {names:?} ever arrived");
-    }
-}
-
-/// Log lines written by the app, kept for the test to read.
-#[derive(Clone, Default)]
-struct Logs(Arc<Mutex<Vec<u8>>>);
-
-impl Write for Logs {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().write(buf)
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
     }
 }
 
@@ -388,7 +371,7 @@ async fn a_stream_span_records_its_messages_and_log_lines_carry_the_trace_id() {
         .rev()
         .find(|span| span.name == GET_PRODUCT)
         .expect("the failed call's span");
-    let text = String::from_utf8(logs.0.lock().unwrap().clone()).unwrap();
+    let text = String::from_utf8(logs.bytes()).unwrap();
     let lines: Vec<serde_json::Value> = text
         .lines()
         .map(|line| serde_json::from_str(line).expect("every log line is JSON"))
@@ -435,4 +418,62 @@ async fn an_unreachable_collector_does_not_fail_calls() {
             .await
             .expect("served while the collector is down");
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn latency_exemplars_name_traces_that_were_exported() {
+    let logs = Logs::default();
+    let (mut app, receiver) = traced_app(&logs).await;
+    for product in &seed_products()[..5] {
+        app.get_product(&product.id).await.expect("found");
+    }
+    let spans = receiver.spans_ended(&app, &[GET_PRODUCT]).await;
+    let exported: Vec<String> = spans.iter().map(|span| hex(&span.trace_id)).collect();
+
+    let response = reqwest::Client::new()
+        .get(app.admin_url("/metrics"))
+        .header(
+            "accept",
+            "application/openmetrics-text;version=1.0.0,text/plain;q=0.5",
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        response.headers()["content-type"],
+        "application/openmetrics-text; version=1.0.0; charset=utf-8"
+    );
+    let text = response.text().await.unwrap();
+    assert!(
+        text.ends_with("# EOF\n") && !text.contains("\n\n"),
+        "OpenMetrics"
+    );
+    for histogram in [
+        "grpc_server_handling_seconds_bucket",
+        "rpc_server_call_duration_seconds_bucket",
+    ] {
+        let trace_ids: Vec<&str> = text
+            .lines()
+            .filter(|line| line.starts_with(histogram) && line.contains("GetProduct"))
+            .filter_map(|line| line.split_once(" # {trace_id=\"")?.1.split_once('"'))
+            .map(|(trace_id, _)| trace_id)
+            .collect();
+        assert!(!trace_ids.is_empty(), "no exemplar on {histogram}: {text}");
+        for trace_id in trace_ids {
+            assert!(
+                exported.iter().any(|t| t == trace_id),
+                "{trace_id} was not exported"
+            );
+        }
+    }
+
+    let plain = reqwest::get(app.admin_url("/metrics")).await.unwrap();
+    assert_eq!(
+        plain.headers()["content-type"],
+        "text/plain; version=0.0.4; charset=utf-8"
+    );
+    assert!(
+        !plain.text().await.unwrap().contains(" # {"),
+        "no exemplars in Prometheus text"
+    );
 }

@@ -7,8 +7,10 @@ use std::{
 
 use bytes::Bytes;
 use http::Request;
+use opentelemetry::trace::TraceContextExt as _;
 use tonic::Code;
 use tracing::{Dispatch, Span};
+use tracing_opentelemetry::OpenTelemetrySpanExt as _;
 
 use super::{body::FrameCounter, codes::OTEL_CODE_NAMES, handles::RpcMetrics, span::traced_span};
 use crate::telemetry::sampling::HeadSampler;
@@ -80,6 +82,19 @@ impl Call {
         outcome.handled.increment(1);
         outcome.handling_seconds.record(elapsed);
         outcome.rpc_duration.record(elapsed);
+        if self.sampled {
+            let context = self.span.context();
+            let span = context.span();
+            let ids = span.span_context();
+            if ids.is_valid() {
+                outcome
+                    .handling_exemplars
+                    .record(elapsed, ids.trace_id(), ids.span_id());
+                outcome
+                    .rpc_exemplars
+                    .record(elapsed, ids.trace_id(), ids.span_id());
+            }
+        }
         method.in_flight.decrement(1.0);
         let cancelled = code == Code::Cancelled;
         if let Some(streams) = &method.streams {

@@ -1,7 +1,7 @@
 //! The metric handles of one method, registered once: per method when the
 //! layer is built, per (method, status code) on the code's first call.
 
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 
 use metrics::{Counter, Gauge, Histogram, counter, gauge, histogram};
 use tokio_metrics::TaskMonitor;
@@ -10,7 +10,7 @@ use tonic::Code;
 use super::{Rpc, codes::GO_CODE_NAMES};
 use crate::{
     method::Kind,
-    telemetry::{Metrics, names},
+    telemetry::{Metrics, names, openmetrics::SeriesExemplars},
 };
 
 /// Everything recorded about one method, made once.
@@ -37,6 +37,9 @@ pub(super) struct Outcome {
     pub(super) handled: Counter,
     pub(super) handling_seconds: Histogram,
     pub(super) rpc_duration: Histogram,
+    /// The latest traced call of each bucket of the two histograms.
+    pub(super) handling_exemplars: Arc<SeriesExemplars>,
+    pub(super) rpc_exemplars: Arc<SeriesExemplars>,
 }
 
 pub(super) struct StreamMetrics {
@@ -102,16 +105,31 @@ impl RpcMetrics {
                 ("grpc_method", self.name),
                 ("grpc_code", code_name),
             ];
+            let code = index.to_string();
             let otel_labels = [
-                ("rpc_system", "grpc".to_owned()),
-                ("rpc_service", self.service.to_owned()),
-                ("rpc_method", self.name.to_owned()),
-                ("rpc_grpc_status_code", index.to_string()),
+                ("rpc_system", "grpc"),
+                ("rpc_service", self.service),
+                ("rpc_method", self.name),
+                ("rpc_grpc_status_code", code.as_str()),
             ];
+            let exemplars = self.metrics.exemplars();
             Outcome {
                 handled: counter!(names::GRPC_HANDLED, &labels),
                 handling_seconds: histogram!(names::GRPC_HANDLING_SECONDS, &labels),
-                rpc_duration: histogram!(names::RPC_SERVER_DURATION, &otel_labels),
+                rpc_duration: histogram!(
+                    names::RPC_SERVER_DURATION,
+                    &otel_labels.map(|(key, value)| (key, value.to_owned()))
+                ),
+                handling_exemplars: exemplars.series(
+                    names::GRPC_HANDLING_SECONDS,
+                    &labels,
+                    names::LATENCY_BUCKETS,
+                ),
+                rpc_exemplars: exemplars.series(
+                    names::RPC_SERVER_DURATION,
+                    &otel_labels,
+                    names::LATENCY_BUCKETS,
+                ),
             }
         }
     }
