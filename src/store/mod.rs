@@ -72,6 +72,14 @@ pub struct StoreOptions {
     pub statement_timeout: Duration,
 }
 
+impl StoreError {
+    /// No pooled connection came free within `--db-acquire-timeout`: the
+    /// database is saturated, and a retry (elsewhere, or later) may succeed.
+    pub fn is_busy(&self) -> bool {
+        matches!(self, Self::Database(sqlx::Error::PoolTimedOut))
+    }
+}
+
 /// One page of products in id order: ids after `after`, optionally of one
 /// category, at most `limit`.
 #[derive(Debug, Clone)]

@@ -156,8 +156,8 @@ async fn a_call_waits_for_a_pooled_connection_at_most_the_acquire_timeout() {
 
     assert_eq!(
         code,
-        tonic::Code::Internal,
-        "no connection within the acquire timeout"
+        tonic::Code::Unavailable,
+        "no connection within the acquire timeout: busy, retry"
     );
     drop(lock);
     holding
