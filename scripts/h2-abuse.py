@@ -5,7 +5,7 @@ a call refused with UNAVAILABLE), then that the server still serves a call
 from a fresh client and that its resident memory stayed bounded. It prints
 what it sent, what the server did, and the RSS before and after.
 
-Rows: rapid reset (CVE-2023-44487), CONTINUATION flood, PING and SETTINGS
+Rows: rapid reset (CVE-2023-44487), MadeYouReset (CVE-2025-8671), CONTINUATION flood, PING and SETTINGS
 floods, slowloris on the preface and on the headers, connections that send
 the preface and nothing more, 4,097 silent connections then a health check
 from a fresh client, 6 connections x 200 never-ending calls then a call from
@@ -207,6 +207,27 @@ def rapid_reset(addr):
     return f"{sent} streams opened and reset", f"GOAWAY {codes[-1]}, connection closed"
 
 
+def made_you_reset(addr):
+    """CVE-2025-8671: frames that make the server reset the stream itself
+    (a WINDOW_UPDATE that overflows the stream's window is a stream error),
+    which rapid reset's count of client resets does not see."""
+    sock, encoder = connect(addr), Encoder()
+    sent = 0
+    for stream in range(1, 2 * 20_000, 2):
+        burst = frame(HEADERS, END_HEADERS, stream, request_headers(encoder)) + frame(WINDOW_UPDATE, 0, stream, struct.pack(">I", 0x7FFFFFFF))
+        if not send_quietly(sock, burst):
+            break
+        sent += 1
+    reader = Reader(sock)
+    answers = list(reader.frames(5))
+    resets = sum(1 for kind, _, _, _ in answers if kind == RST_STREAM)
+    codes = [code for kind, _, _, payload in answers if (code := goaway(kind, payload))]
+    sock.close()
+    assert "ENHANCE_YOUR_CALM" in codes, f"no GOAWAY ENHANCE_YOUR_CALM (GOAWAYs: {codes}, {resets} resets read)"
+    return f"{sent} streams, each sent a WINDOW_UPDATE overflowing its window", \
+        f"reset them ({resets} RST_STREAM read), then GOAWAY {codes[-1]} (1,024 local resets)"
+
+
 def continuation_flood(addr):
     sock, encoder = connect(addr), Encoder()
     send_quietly(sock, frame(HEADERS, 0, 1, request_headers(encoder)))
@@ -406,7 +427,7 @@ def rss_mb(pid):
     raise AssertionError(f"process {pid} is gone")
 
 
-ROWS = (rapid_reset, continuation_flood, ping_flood, settings_flood, slowloris_preface, slowloris_headers,
+ROWS = (rapid_reset, made_you_reset, continuation_flood, ping_flood, settings_flood, slowloris_preface, slowloris_headers,
         preface_only, silent_connections, never_ending_calls, watch_flood)
 
 

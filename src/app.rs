@@ -289,6 +289,7 @@ impl App {
         let grpc = tasks
             .spawn("grpc-server", grpc_server)
             .map_err(StartupError::Spawn)?;
+        let store_for_health = store.clone();
         let admin_router = admin::router(AdminState {
             store,
             metrics: Arc::new(sampler),
@@ -317,6 +318,16 @@ impl App {
         let upkeep = tasks
             .spawn("metrics-upkeep", upkeep(metrics))
             .map_err(StartupError::Spawn)?;
+        let store_health = task_names
+            .spawn(
+                "store-health",
+                follow_store_health(
+                    store_for_health,
+                    health.clone(),
+                    config.store_health_interval,
+                ),
+            )
+            .map_err(StartupError::Spawn)?;
         Ok(Running {
             grpc,
             admin,
@@ -327,6 +338,7 @@ impl App {
             drain_delay: config.drain_delay,
             shutdown_grace: config.shutdown_grace,
             _upkeep: AbortOnDropHandle::new(upkeep),
+            store_health: AbortOnDropHandle::new(store_health),
         })
     }
 }
@@ -344,6 +356,9 @@ struct Running {
     drain_delay: std::time::Duration,
     shutdown_grace: std::time::Duration,
     _upkeep: AbortOnDropHandle<()>,
+    /// Sets the catalogue's health from the store's; stopped before the
+    /// drain turns it NOT_SERVING for good.
+    store_health: AbortOnDropHandle<()>,
 }
 
 impl Running {
@@ -385,6 +400,7 @@ impl Running {
     /// for the drain delay, so that balancers watching health stop sending.
     async fn stop_being_ready(&mut self) {
         tracing::info!(grace = ?self.shutdown_grace, "shutting down: draining in-flight calls");
+        self.store_health.abort();
         self.health
             .set_not_serving::<CatalogueServiceServer<CatalogueApi>>()
             .await;
@@ -444,6 +460,45 @@ fn scrape_hooks(
         }));
     }
     hooks
+}
+
+/// Pings the store every `interval` (each ping bounded by it) and sets the
+/// catalogue service's gRPC health to follow: NOT_SERVING while the store
+/// fails, SERVING again once it answers, so probes and Consul checks that
+/// ask gRPC health (not `/readyz`) see a database outage. The server's own
+/// status ("") is left alone: liveness must not restart a pod for it.
+async fn follow_store_health(
+    store: Arc<dyn Store>,
+    health: tonic_health::server::HealthReporter,
+    interval: std::time::Duration,
+) {
+    let mut ticks = tokio::time::interval(interval);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut serving = true;
+    loop {
+        ticks.tick().await;
+        let answered = tokio::time::timeout(interval, store.ping()).await;
+        let up = matches!(answered, Ok(Ok(())));
+        if up == serving {
+            continue;
+        }
+        serving = up;
+        if up {
+            tracing::info!("the store answers again: health SERVING");
+            health
+                .set_serving::<CatalogueServiceServer<CatalogueApi>>()
+                .await;
+        } else {
+            let error = match answered {
+                Ok(Err(error)) => error.to_string(),
+                _ => format!("no answer within {interval:?}"),
+            };
+            tracing::warn!(%error, "the store does not answer: health NOT_SERVING");
+            health
+                .set_not_serving::<CatalogueServiceServer<CatalogueApi>>()
+                .await;
+        }
+    }
 }
 
 /// Folds histogram samples into their buckets every second. Scrapes do it
@@ -550,6 +605,13 @@ fn grpc_server<H: Health>(
         .http2_max_header_list_size(MAX_HEADER_LIST_BYTES)
         .http2_keepalive_interval(Some(KEEPALIVE_INTERVAL))
         .http2_keepalive_timeout(Some(KEEPALIVE_TIMEOUT));
+    // Only the age: tonic 0.14 given a grace as well never sends the
+    // GOAWAY (it waits out age and grace, then drops the connection).
+    // `GuardedConnection` closes it once the grace is over.
+    let server = match limits.max_connection_age {
+        Some((age, _grace)) => server.max_connection_age(age),
+        None => server,
+    };
     let shed = ShedLayer::new(&limits);
     Ok(server
         // Outermost first: telemetry sees the INTERNAL a caught panic becomes

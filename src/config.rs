@@ -75,6 +75,27 @@ pub struct ServeConfig {
           value_parser = clap::value_parser!(u32).range(1..=1000))]
     pub db_pool_size: u32,
 
+    /// Longest a call waits for a database connection from the pool (less
+    /// than --request-timeout, so a saturated pool fails calls, not waits
+    /// them out).
+    #[arg(long, env = "CATALOGUE_DB_ACQUIRE_TIMEOUT", default_value = "1s",
+          value_parser = humantime::parse_duration)]
+    pub db_acquire_timeout: Duration,
+
+    /// Longest one SQL statement may run (PostgreSQL's statement_timeout;
+    /// for SQLite, the longest wait for a lock).
+    #[arg(long, env = "CATALOGUE_DB_STATEMENT_TIMEOUT", default_value = "5s",
+          value_parser = humantime::parse_duration)]
+    pub db_statement_timeout: Duration,
+
+    /// How often the store is pinged in the background: while it fails,
+    /// the catalogue service's gRPC health is NOT_SERVING (the server's, "",
+    /// stays SERVING: a liveness probe must not restart a pod for its
+    /// database's outage).
+    #[arg(long, env = "CATALOGUE_STORE_HEALTH_INTERVAL", default_value = "2s",
+          value_parser = humantime::parse_duration)]
+    pub store_health_interval: Duration,
+
     /// How long the server keeps serving after SIGTERM/Ctrl-C with health
     /// NOT_SERVING and /readyz failing, before it stops accepting calls:
     /// time for balancers watching its health to stop sending new ones.
@@ -121,6 +142,8 @@ impl ServeConfig {
             database_url: self.database_url.clone(),
             seed_products: self.seed_products,
             pool_size: self.db_pool_size,
+            acquire_timeout: self.db_acquire_timeout,
+            statement_timeout: self.db_statement_timeout,
         }
     }
 }

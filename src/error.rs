@@ -26,6 +26,10 @@ impl From<Error> for Status {
         match error {
             Error::InvalidInput(invalid) => Status::invalid_argument(invalid.to_string()),
             error @ Error::NotFound(_) => Status::not_found(error.to_string()),
+            Error::Store(store) if store.is_busy() => {
+                tracing::warn!(error = %store, "store busy");
+                Status::unavailable("the database is busy: retry later")
+            }
             Error::Store(store) => internal(&store),
             Error::Injected(code) => Status::new(code, "injected fault"),
         }
@@ -43,6 +47,12 @@ pub fn internal(cause: &dyn std::error::Error) -> Status {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_pool_with_no_connection_to_spare_is_unavailable_not_internal() {
+        let busy = StoreError::Database(sqlx::Error::PoolTimedOut);
+        assert_eq!(Status::from(Error::from(busy)).code(), Code::Unavailable);
+    }
 
     #[test]
     fn statuses_carry_readable_messages_and_never_internal_causes() {

@@ -96,6 +96,19 @@ pub struct ProtectionConfig {
           value_parser = clap::value_parser!(u32).range(1..))]
     pub max_connections_per_peer: u32,
 
+    /// Close a connection this long after it opened: a GOAWAY, then
+    /// --max-connection-age-grace for its calls to finish. Off by default;
+    /// behind an L4 load balancer it makes clients reconnect, and so
+    /// spread over replicas added since they first connected.
+    #[arg(long, env = "CATALOGUE_MAX_CONNECTION_AGE", value_parser = humantime::parse_duration)]
+    pub max_connection_age: Option<Duration>,
+
+    /// After --max-connection-age, how long a connection's calls may take
+    /// to finish before it is closed.
+    #[arg(long, env = "CATALOGUE_MAX_CONNECTION_AGE_GRACE", default_value = "30s",
+          value_parser = humantime::parse_duration)]
+    pub max_connection_age_grace: Duration,
+
     /// A connection that has not sent the HTTP/2 preface and a whole first
     /// HEADERS block this long after it was accepted is closed.
     #[arg(long, env = "CATALOGUE_HANDSHAKE_TIMEOUT", default_value = "5s",
@@ -145,6 +158,9 @@ pub struct Limits {
     pub max_connections_per_peer: usize,
     /// `None`: a connection may take as long as it likes to start.
     pub handshake_timeout: Option<Duration>,
+    /// `--max-connection-age` and its grace: a GOAWAY at the age, the
+    /// connection closed at age + grace. `None`: connections live on.
+    pub max_connection_age: Option<(Duration, Duration)>,
     pub max_calls_per_connection: usize,
     pub max_calls_per_peer: usize,
     pub max_health_watches: usize,
@@ -153,6 +169,11 @@ pub struct Limits {
 }
 
 impl ProtectionConfig {
+    fn connection_age(&self) -> Option<(Duration, Duration)> {
+        self.max_connection_age
+            .map(|age| (age, self.max_connection_age_grace))
+    }
+
     pub fn limits(&self) -> Limits {
         if self.no_protection {
             return Limits {
@@ -163,6 +184,7 @@ impl ProtectionConfig {
                 max_connections: usize::MAX,
                 max_connections_per_peer: usize::MAX,
                 handshake_timeout: None,
+                max_connection_age: self.connection_age(),
                 max_calls_per_connection: usize::MAX,
                 max_calls_per_peer: usize::MAX,
                 max_health_watches: usize::MAX,
@@ -185,6 +207,7 @@ impl ProtectionConfig {
             max_connections: self.max_connections,
             max_connections_per_peer: self.max_connections_per_peer as usize,
             handshake_timeout: Some(self.handshake_timeout),
+            max_connection_age: self.connection_age(),
             max_calls_per_connection: per_connection.max(1),
             max_calls_per_peer: per_peer.max(1),
             max_health_watches: self.max_health_watches,
@@ -627,6 +650,7 @@ mod tests {
             max_connections: 1,
             max_connections_per_peer: 1,
             handshake_timeout: None,
+            max_connection_age: None,
             max_calls_per_connection: 1,
             max_calls_per_peer: 1,
             max_health_watches: 1,

@@ -7,6 +7,8 @@
 //! - closes one that has not sent the HTTP/2 preface and a whole first
 //!   HEADERS block within `--handshake-timeout` (silent or slowloris
 //!   connections that would hold a slot forever);
+//! - closes one `--max-connection-age-grace` after `--max-connection-age`
+//!   (tonic sends the GOAWAY at the age);
 //! - backs off after a failed accept (out of file descriptors, say), 5 ms
 //!   doubling to 1 s, where tonic would retry at once and spin;
 //! - gives each connection its own call slots (`--max-calls-per-connection`)
@@ -148,6 +150,9 @@ where
         peers: Peers::new(limits.max_connections_per_peer, limits.max_calls_per_peer),
         calls_per_connection: limits.max_calls_per_connection.min(Semaphore::MAX_PERMITS),
         handshake_timeout: limits.handshake_timeout,
+        lifetime: limits
+            .max_connection_age
+            .map(|(age, grace)| age.saturating_add(grace)),
         backoff: None,
         next_backoff: ACCEPT_BACKOFF_MIN,
         refusals: Refusals::new(),
@@ -163,6 +168,8 @@ pub struct GuardedIncoming<S> {
     calls_per_connection: usize,
     /// `None`: a connection may take as long as it likes to start.
     handshake_timeout: Option<Duration>,
+    /// `--max-connection-age` plus its grace.
+    lifetime: Option<Duration>,
     /// Set after a failed accept: nothing is accepted until it fires.
     backoff: Option<Pin<Box<Sleep>>>,
     next_backoff: Duration,
@@ -194,6 +201,9 @@ impl<S> GuardedIncoming<S> {
             peer,
             open: self.open.clone(),
             calls: Arc::new(Semaphore::new(self.calls_per_connection)),
+            ends: self
+                .lifetime
+                .map(|lifetime| Box::pin(tokio::time::sleep(lifetime))),
             handshake: self.handshake_timeout.map(|timeout| Handshake {
                 deadline: Box::pin(tokio::time::sleep(timeout)),
                 frames: FrameScanner::default(),
@@ -305,6 +315,9 @@ pub struct GuardedConnection {
     calls: Arc<Semaphore>,
     /// `None` once the first header block has arrived (or with no timeout).
     handshake: Option<Handshake>,
+    /// When it is closed whatever it is doing: `--max-connection-age` (tonic
+    /// sends the GOAWAY) plus its grace.
+    ends: Option<Pin<Box<Sleep>>>,
 }
 
 impl Drop for GuardedConnection {
@@ -356,6 +369,14 @@ impl AsyncRead for GuardedConnection {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         let this = self.get_mut();
+        if let Some(ends) = &mut this.ends
+            && ends.as_mut().poll(cx).is_ready()
+        {
+            return Poll::Ready(Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                "--max-connection-age and its grace are over",
+            )));
+        }
         let Some(handshake) = &mut this.handshake else {
             return Pin::new(&mut this.stream).poll_read(cx, buf);
         };

@@ -14,7 +14,7 @@ pub mod seed;
 mod sql;
 mod sqlite;
 
-use std::sync::Arc;
+use std::{sync::Arc, time::Duration};
 
 use async_trait::async_trait;
 use futures::{Stream, stream};
@@ -65,6 +65,19 @@ pub struct StoreOptions {
     pub seed_products: u32,
     /// Upper bound on open database connections.
     pub pool_size: u32,
+    /// Longest a call waits for a pooled connection before failing.
+    pub acquire_timeout: Duration,
+    /// Longest one statement may run (PostgreSQL's `statement_timeout`;
+    /// SQLite's busy timeout, its wait for a lock).
+    pub statement_timeout: Duration,
+}
+
+impl StoreError {
+    /// No pooled connection came free within `--db-acquire-timeout`: the
+    /// database is saturated, and a retry (elsewhere, or later) may succeed.
+    pub fn is_busy(&self) -> bool {
+        matches!(self, Self::Database(sqlx::Error::PoolTimedOut))
+    }
 }
 
 /// One page of products in id order: ids after `after`, optionally of one

@@ -1,7 +1,7 @@
 //! The production store: PostgreSQL through sqlx, a generated `tsvector`
 //! column with a GIN index for search.
 
-use std::{str::FromStr, time::Duration};
+use std::str::FromStr;
 
 use sqlx::{
     PgPool, Postgres, Row,
@@ -33,10 +33,12 @@ impl PgStore {
     /// Connects, creates the schema `search_path` names if it is missing,
     /// applies migrations and seeds an empty catalogue.
     pub async fn open(options: &StoreOptions) -> Result<Self, StoreError> {
-        let connect = PgConnectOptions::from_str(&options.database_url)?;
+        let statement_timeout = format!("{}ms", options.statement_timeout.as_millis().max(1));
+        let connect = PgConnectOptions::from_str(&options.database_url)?
+            .options([("statement_timeout", statement_timeout)]);
         let pool = PgPoolOptions::new()
             .max_connections(options.pool_size)
-            .acquire_timeout(Duration::from_secs(5))
+            .acquire_timeout(options.acquire_timeout)
             .connect_with(connect)
             .await?;
         create_schema_if_missing(&pool).await?;

@@ -1,6 +1,6 @@
 //! The embedded default store: SQLite through sqlx, FTS5 for search.
 
-use std::{str::FromStr, time::Duration};
+use std::str::FromStr;
 
 use sqlx::{
     Row, Sqlite,
@@ -36,9 +36,10 @@ impl SqliteStore {
             // WAL lets readers proceed while a writer commits.
             .journal_mode(SqliteJournalMode::Wal)
             .synchronous(SqliteSynchronous::Normal)
-            .busy_timeout(Duration::from_secs(5));
+            .busy_timeout(options.statement_timeout);
         let pool = SqlitePoolOptions::new()
             .max_connections(options.pool_size)
+            .acquire_timeout(options.acquire_timeout)
             .connect_with(connect)
             .await?;
         sqlx::migrate!("./migrations/sqlite").run(&pool).await?;

@@ -207,3 +207,84 @@ fn max_connections_beyond_the_open_files_limit_is_lowered_with_a_warning() {
         .unwrap_or_else(|| panic!("no warning in {log}"));
     assert!(warning.contains("lowered_to=768"), "{warning}");
 }
+
+#[tokio::test]
+async fn a_connection_older_than_max_connection_age_gets_a_goaway() {
+    let app = spawn_app_with(
+        Backend::Memory,
+        &[
+            "--max-connection-age",
+            "300ms",
+            "--max-connection-age-grace",
+            "1s",
+            "--request-timeout",
+            "1h",
+        ],
+    )
+    .await
+    .unwrap();
+    let mut stream = TcpStream::connect(app.grpc_addr).await.unwrap();
+    stream.write_all(PREFACE).await.unwrap();
+    stream.write_all(SETTINGS).await.unwrap();
+    // A call whose request never ends: only the grace can end it.
+    stream.write_all(&never_ending_call()).await.unwrap();
+
+    // Frames until the server's GOAWAY, or the end of the connection.
+    let goaway = tokio::time::timeout(PATIENCE, async {
+        loop {
+            let mut header = [0u8; 9];
+            if stream.read_exact(&mut header).await.is_err() {
+                return None;
+            }
+            let length =
+                usize::from(header[0]) << 16 | usize::from(header[1]) << 8 | usize::from(header[2]);
+            let mut payload = vec![0u8; length];
+            stream.read_exact(&mut payload).await.ok()?;
+            if header[3] == 0x4 && header[4] == 0 {
+                stream
+                    .write_all(&[0, 0, 0, 0x4, 0x1, 0, 0, 0, 0])
+                    .await
+                    .ok()?;
+            }
+            if header[3] == 0x6 && header[4] == 0 {
+                let mut ack = vec![0, 0, 8, 0x6, 0x1, 0, 0, 0, 0];
+                ack.extend_from_slice(&payload);
+                stream.write_all(&ack).await.ok()?;
+            }
+            if header[3] == 0x7 {
+                return Some(u32::from_be_bytes(payload[4..8].try_into().unwrap()));
+            }
+        }
+    })
+    .await
+    .expect("a GOAWAY or a close within the patience");
+
+    assert_eq!(goaway, Some(0), "GOAWAY NO_ERROR");
+    assert!(
+        closed_by_server(&mut stream).await,
+        "closed once the grace is over, its call unfinished"
+    );
+}
+
+/// A HEADERS frame (stream 1, END_HEADERS, no END_STREAM) of a GetProduct
+/// call, its header block in HPACK literals without indexing.
+fn never_ending_call() -> Vec<u8> {
+    let mut block = Vec::new();
+    for (name, value) in [
+        (":method", "POST"),
+        (":scheme", "http"),
+        (":path", "/catalogue.v1.CatalogueService/GetProduct"),
+        (":authority", "catalogue"),
+        ("content-type", "application/grpc"),
+        ("te", "trailers"),
+    ] {
+        block.push(0);
+        block.push(name.len() as u8);
+        block.extend_from_slice(name.as_bytes());
+        block.push(value.len() as u8);
+        block.extend_from_slice(value.as_bytes());
+    }
+    let mut frame = vec![0, 0, block.len() as u8, 0x1, 0x4, 0, 0, 0, 1];
+    frame.extend(block);
+    frame
+}

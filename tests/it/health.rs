@@ -1,3 +1,13 @@
+use std::sync::{
+    Arc,
+    atomic::{AtomicBool, Ordering},
+};
+
+use async_trait::async_trait;
+use catalogue::{
+    domain::{Product, ProductId, SearchQuery},
+    store::{ListPage, MemoryStore, Store, StoreError},
+};
 use futures::StreamExt;
 use tonic_health::pb::{
     HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
@@ -7,7 +17,7 @@ use tonic_reflection::pb::v1::{
     server_reflection_request::MessageRequest, server_reflection_response::MessageResponse,
 };
 
-use crate::helpers::{Backend, backend_tests, spawn_app};
+use crate::helpers::{Backend, backend_tests, spawn_app, spawn_app_with_store_and};
 
 backend_tests!(
     health_reports_serving_for_the_server_and_the_service,
@@ -125,4 +135,87 @@ async fn health_watch_streams_the_change_to_not_serving_on_shutdown() {
     assert_eq!(next.status(), ServingStatus::NotServing);
     drop(watch);
     app.stopped().await.expect("clean shutdown");
+}
+
+/// A memory store whose database can be made to go away.
+struct FlakyStore {
+    inner: MemoryStore,
+    down: AtomicBool,
+}
+
+#[async_trait]
+impl Store for FlakyStore {
+    fn system(&self) -> &'static str {
+        "flaky"
+    }
+
+    async fn get_product(&self, id: &ProductId) -> Result<Option<Product>, StoreError> {
+        self.inner.get_product(id).await
+    }
+
+    async fn list_products(&self, page: ListPage<'_>) -> Result<Vec<Product>, StoreError> {
+        self.inner.list_products(page).await
+    }
+
+    async fn search_products(
+        &self,
+        query: &SearchQuery,
+        limit: u32,
+    ) -> Result<Vec<Product>, StoreError> {
+        self.inner.search_products(query, limit).await
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        if self.down.load(Ordering::SeqCst) {
+            return Err(StoreError::UnsupportedUrl("gone".into()));
+        }
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn the_catalogue_is_not_serving_while_its_store_is_down_and_the_server_stays_up() {
+    let store = Arc::new(FlakyStore {
+        inner: MemoryStore::seeded(10),
+        down: false.into(),
+    });
+    let app = spawn_app_with_store_and(store.clone(), &["--store-health-interval", "50ms"]).await;
+    let mut health = HealthClient::new(app.channel.clone());
+    let mut watch = health
+        .watch(HealthCheckRequest {
+            service: SERVICE.into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    // Bounded, so that a status that never comes fails the test.
+    let mut next = async || {
+        let status = tokio::time::timeout(std::time::Duration::from_secs(20), watch.next())
+            .await
+            .expect("a status within 20 s")
+            .expect("a status")
+            .expect("streamed");
+        status.status()
+    };
+    assert_eq!(next().await, ServingStatus::Serving);
+
+    store.down.store(true, Ordering::SeqCst);
+    assert_eq!(
+        next().await,
+        ServingStatus::NotServing,
+        "the store went away"
+    );
+    let server = health
+        .check(HealthCheckRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        server.status(),
+        ServingStatus::Serving,
+        "liveness is untouched"
+    );
+
+    store.down.store(false, Ordering::SeqCst);
+    assert_eq!(next().await, ServingStatus::Serving, "the store is back");
 }

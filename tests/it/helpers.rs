@@ -237,20 +237,46 @@ pub async fn spawn_app_listing(
         ),
         Backend::Postgres => postgres_schema(&test_database_url()).await,
     };
-    let config = test_config(&database_url, extra);
+    Some(start_at(&database_url, extra, sink, data_dir, tasks).await)
+}
+
+/// Spawns an app on `database_url` (a PostgreSQL schema the test made, to
+/// reach behind the app's back); `data_dir` lives as long as the app.
+pub async fn spawn_app_at(
+    database_url: &str,
+    extra: &[&str],
+    sink: BoxMakeWriter,
+    data_dir: tempfile::TempDir,
+) -> TestApp {
+    start_at(database_url, extra, sink, data_dir, TaskList::default()).await
+}
+
+async fn start_at(
+    database_url: &str,
+    extra: &[&str],
+    sink: BoxMakeWriter,
+    data_dir: tempfile::TempDir,
+    tasks: TaskList,
+) -> TestApp {
+    let config = test_config(database_url, extra);
     let mut telemetry = Telemetry::init(&config.telemetry, sink)
         .expect(TELEMETRY_ONCE)
         .with_tasks(tasks);
     let app = App::build(config, &mut telemetry)
         .await
         .expect("app builds");
-    Some(start(app, telemetry, data_dir).await)
+    start(app, telemetry, data_dir).await
 }
 
 /// Spawns an app around a store the test made (to observe or break it).
 pub async fn spawn_app_with_store(store: Arc<dyn Store>) -> TestApp {
+    spawn_app_with_store_and(store, &[]).await
+}
+
+/// `spawn_app_with_store` with `extra` flags.
+pub async fn spawn_app_with_store_and(store: Arc<dyn Store>, extra: &[&str]) -> TestApp {
     let data_dir = tempfile::tempdir().expect("temporary directory");
-    let config = test_config("memory", &[]);
+    let config = test_config("memory", extra);
     let mut telemetry = Telemetry::init(&config.telemetry, test_log_sink()).expect(TELEMETRY_ONCE);
     let app = App::build_with_store(config, store, &mut telemetry)
         .await
