@@ -318,7 +318,7 @@ impl App {
         let upkeep = tasks
             .spawn("metrics-upkeep", upkeep(metrics))
             .map_err(StartupError::Spawn)?;
-        let store_health = task_names
+        let store_health = tasks
             .spawn(
                 "store-health",
                 follow_store_health(
