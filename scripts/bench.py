@@ -344,6 +344,7 @@ def observability_suite(binary, seconds, rounds, body_path, sink):
         "metrics only (RED + runtime)": ([], {}),
         "traces 100% only": (["--no-runtime-metrics", *otlp], {}),
         "default: metrics + traces 10%": (otlp, ratio_10),
+        "metrics + traces 10%, no error/slow keep": ([*otlp, "--no-trace-keep"], ratio_10),
         "metrics + traces 100%": (otlp, {}),
         "console only": (["--console", "--no-runtime-metrics"], {}),
         "a CPU profile running (99 Hz), all else off": (["--no-runtime-metrics"], {"PROFILE": "1"}),

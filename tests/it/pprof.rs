@@ -264,7 +264,9 @@ async fn heap_profile_decodes_and_holds_allocation_samples() {
 
 #[tokio::test]
 async fn heap_profile_under_the_leak_fault_names_the_leaking_function() {
-    let mut app = memory_app().await;
+    let mut app = spawn_app_with(Backend::Memory, &["--enable-faults"])
+        .await
+        .expect("memory app");
     put_faults(&app, r#"{"leak_bytes_per_call": 1048576}"#).await;
     for _ in 0..32 {
         app.get_product("prod-0000001").await.expect("served");

@@ -32,9 +32,14 @@ fn on_service_runtime<F: Future<Output = ()>>(test: impl FnOnce(TestApp) -> F) {
         .build()
         .unwrap()
         .block_on(async {
-            let app = spawn_app_listing(Backend::Memory, &[], test_log_sink(), tasks)
-                .await
-                .expect("memory app");
+            let app = spawn_app_listing(
+                Backend::Memory,
+                &["--enable-faults"],
+                test_log_sink(),
+                tasks,
+            )
+            .await
+            .expect("memory app");
             test(app).await;
         });
 }
@@ -137,7 +142,7 @@ async fn the_binary_exits_0_on_sigterm_after_dumps_every_time() {
             .args(["--grpc-addr", &format!("127.0.0.1:{grpc}")])
             .args(["--admin-addr", &format!("127.0.0.1:{admin}")])
             .args(["--console-addr", "127.0.0.1:0", "--drain-delay", "0s"])
-            .args(["--shutdown-grace", "10s"])
+            .args(["--shutdown-grace", "10s", "--enable-faults"])
             .env("TOKIO_WORKER_THREADS", "2")
             .stdout(Stdio::null())
             .kill_on_drop(true)

@@ -35,7 +35,9 @@ use super::{codes::OTEL_CODE_NAMES, handles::RpcMetrics};
 /// What keeps untraced calls that end badly; `None` in the app when traces
 /// are not exported or keeping is off.
 #[derive(Clone)]
-pub struct KeptCalls {
+pub struct KeptCalls(Arc<Keeping>);
+
+struct Keeping {
     tracer: SdkTracer,
     /// A call at least this long is kept.
     slow: Duration,
@@ -43,7 +45,7 @@ pub struct KeptCalls {
 
 impl KeptCalls {
     pub fn new(tracer: SdkTracer, slow: Duration) -> Self {
-        Self { tracer, slow }
+        Self(Arc::new(Keeping { tracer, slow }))
     }
 }
 
@@ -120,7 +122,7 @@ impl Recording {
     ) -> Option<SpanContext> {
         let reason = if code != Code::Ok {
             "error"
-        } else if elapsed >= self.kept.slow {
+        } else if elapsed >= self.kept.0.slow {
             "slow"
         } else {
             return None;
@@ -153,7 +155,7 @@ impl Recording {
                 self.started,
                 attributes,
             )
-            .start_with_context(&self.kept.tracer, &parent);
+            .start_with_context(&self.kept.0.tracer, &parent);
         if code != Code::Ok {
             span.set_status(Status::error(OTEL_CODE_NAMES[index]));
         }
@@ -183,7 +185,7 @@ impl Recording {
                     self.at(call.started),
                     attributes,
                 )
-                .start_with_context(&self.kept.tracer, &parent);
+                .start_with_context(&self.kept.0.tracer, &parent);
             if call.failed {
                 child.set_status(Status::error("store call failed"));
             }
@@ -201,6 +203,7 @@ impl Recording {
         attributes: Vec<KeyValue>,
     ) -> SpanBuilder {
         self.kept
+            .0
             .tracer
             .span_builder(name)
             .with_kind(kind)
