@@ -18,6 +18,7 @@
 //! - `handles`: the metric handles of one method, registered once;
 //! - `call`: one call in flight, which records its outcome exactly once;
 //! - `span`: the call's SERVER span and its attributes;
+//! - `kept`: untraced calls exported when they end with an error or slowly;
 //! - `body`: the request and response bodies, counting gRPC messages;
 //! - `codes`: status code names as each convention writes them.
 
