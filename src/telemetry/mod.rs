@@ -155,6 +155,7 @@ impl Telemetry {
                 grpc::kept::KeptCalls::new(
                     provider.tracer("catalogue"),
                     config.trace_slow_threshold,
+                    config.trace_keep_per_second,
                 )
             });
         Ok(Self {

@@ -145,6 +145,11 @@ pub struct TelemetryConfig {
           value_parser = humantime::parse_duration)]
     pub trace_slow_threshold: std::time::Duration,
 
+    /// At most this many untraced calls (errors, slow calls) exported a
+    /// second: under a flood every refused call is an error.
+    #[arg(long, env = "CATALOGUE_TRACE_KEEP_PER_SECOND", default_value_t = 100)]
+    pub trace_keep_per_second: u32,
+
     /// Export only the calls the head sampler traces: no error or slow call
     /// beyond the ratio.
     #[arg(long, env = "CATALOGUE_NO_TRACE_KEEP", value_parser = BoolishValueParser::new())]

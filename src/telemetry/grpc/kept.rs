@@ -10,13 +10,17 @@
 //! (`record_store_call`, through a task-local). If it is kept, its spans
 //! are made then, with those timestamps, straight through the OpenTelemetry
 //! SDK (a tracing span cannot be given a start in the past), and go out
-//! through the same bounded batch queue as every other span. The collector's
+//! through the same bounded batch queue as every other span, at most
+//! `--trace-keep-per-second` calls a second. The collector's
 //! `tail_sampling` processor could decide the same across replicas, but only
 //! if every replica exported every span.
 
 use std::{
     net::SocketAddr,
-    sync::{Arc, Mutex, PoisonError},
+    sync::{
+        Arc, Mutex, PoisonError,
+        atomic::{AtomicU32, AtomicU64, Ordering},
+    },
     time::{Duration, Instant, SystemTime},
 };
 
@@ -41,11 +45,37 @@ struct Keeping {
     tracer: SdkTracer,
     /// A call at least this long is kept.
     slow: Duration,
+    /// At most this many calls kept a second: under a flood every refused
+    /// call is an error, and building their spans must not add to it.
+    per_second: u32,
+    since: Instant,
+    /// The second (since `since`) `kept` counts for.
+    second: AtomicU64,
+    kept: AtomicU32,
 }
 
 impl KeptCalls {
-    pub fn new(tracer: SdkTracer, slow: Duration) -> Self {
-        Self(Arc::new(Keeping { tracer, slow }))
+    pub fn new(tracer: SdkTracer, slow: Duration, per_second: u32) -> Self {
+        Self(Arc::new(Keeping {
+            tracer,
+            slow,
+            per_second,
+            since: Instant::now(),
+            second: AtomicU64::new(0),
+            kept: AtomicU32::new(0),
+        }))
+    }
+
+    /// Whether one more call may be kept this second. Approximate under
+    /// contention (two threads may both start a new second), never
+    /// unbounded.
+    fn admit(&self) -> bool {
+        let keeping = &self.0;
+        let second = keeping.since.elapsed().as_secs();
+        if keeping.second.swap(second, Ordering::Relaxed) != second {
+            keeping.kept.store(0, Ordering::Relaxed);
+        }
+        keeping.kept.fetch_add(1, Ordering::Relaxed) < keeping.per_second
     }
 }
 
@@ -127,6 +157,9 @@ impl Recording {
         } else {
             return None;
         };
+        if !self.kept.admit() {
+            return None;
+        }
         let index = (code as usize).min(16);
         let mut attributes = vec![
             KeyValue::new("rpc.system", "grpc"),
@@ -226,4 +259,22 @@ fn sampled(context: &SpanContext, remote: bool) -> SpanContext {
         remote,
         context.trace_state().clone(),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use opentelemetry::trace::TracerProvider as _;
+    use opentelemetry_sdk::trace::SdkTracerProvider;
+
+    use super::*;
+
+    #[test]
+    fn no_more_calls_are_kept_in_a_second_than_the_limit() {
+        let tracer = SdkTracerProvider::builder().build().tracer("test");
+        let kept = KeptCalls::new(tracer, Duration::from_millis(250), 3);
+        let admitted = (0..10).filter(|_| kept.admit()).count();
+        // All ten asked within the same second (unless it turned over:
+        // then at most twice the limit).
+        assert!((3..=6).contains(&admitted), "{admitted}");
+    }
 }
