@@ -102,10 +102,6 @@ impl Call {
         let took = self.started_at.elapsed();
         let elapsed = took.as_secs_f64();
         let method = &self.method;
-        let outcome = method.outcome(code);
-        outcome.handled.increment(1);
-        outcome.handling_seconds.record(elapsed);
-        outcome.rpc_duration.record(elapsed);
         let exported = if self.sampled {
             Some(self.span.context().span().span_context().clone())
         } else {
@@ -114,14 +110,9 @@ impl Call {
                 .take()
                 .and_then(|recording| recording.finish(method, code, took))
         };
-        if let Some(ids) = exported.filter(|ids| ids.is_valid()) {
-            outcome
-                .handling_exemplars
-                .record(elapsed, ids.trace_id(), ids.span_id());
-            outcome
-                .rpc_exemplars
-                .record(elapsed, ids.trace_id(), ids.span_id());
-        }
+        method
+            .outcome(code)
+            .record(elapsed, exported.filter(|ids| ids.is_valid()));
         method.in_flight.decrement(1.0);
         let cancelled = code == Code::Cancelled;
         if let Some(streams) = &method.streams {

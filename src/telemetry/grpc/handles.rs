@@ -4,6 +4,7 @@
 use std::sync::{Arc, OnceLock};
 
 use metrics::{Counter, Gauge, Histogram, counter, gauge, histogram};
+use opentelemetry::trace::SpanContext;
 use tokio_metrics::TaskMonitor;
 use tonic::Code;
 
@@ -34,12 +35,12 @@ pub(super) struct RpcMetrics {
 
 /// The handles of one (method, status code) pair.
 pub(super) struct Outcome {
-    pub(super) handled: Counter,
-    pub(super) handling_seconds: Histogram,
-    pub(super) rpc_duration: Histogram,
+    handled: Counter,
+    handling_seconds: Histogram,
+    rpc_duration: Histogram,
     /// The latest traced call of each bucket of the two histograms.
-    pub(super) handling_exemplars: Arc<SeriesExemplars>,
-    pub(super) rpc_exemplars: Arc<SeriesExemplars>,
+    handling_exemplars: Arc<SeriesExemplars>,
+    rpc_exemplars: Arc<SeriesExemplars>,
 }
 
 pub(super) struct StreamMetrics {
@@ -49,6 +50,22 @@ pub(super) struct StreamMetrics {
     pub(super) blocked: Histogram,
     pub(super) cancelled: Counter,
     pub(super) duration: Histogram,
+}
+
+impl Outcome {
+    /// One call that ended with this outcome after `elapsed` seconds;
+    /// `exported`: the ids of its span, if its trace is exported, for the
+    /// exemplars.
+    pub(super) fn record(&self, elapsed: f64, exported: Option<SpanContext>) {
+        self.handled.increment(1);
+        self.handling_seconds.record(elapsed);
+        self.rpc_duration.record(elapsed);
+        if let Some(ids) = exported {
+            for exemplars in [&self.handling_exemplars, &self.rpc_exemplars] {
+                exemplars.record(elapsed, ids.trace_id(), ids.span_id());
+            }
+        }
+    }
 }
 
 impl RpcMetrics {
