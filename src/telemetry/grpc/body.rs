@@ -9,6 +9,7 @@ use std::{
 
 use bytes::{Buf, Bytes};
 use http_body::{Body, Frame, SizeHint};
+use http_body_util::BodyExt;
 use metrics::Counter;
 use pin_project_lite::pin_project;
 use tonic::Code;
@@ -103,55 +104,15 @@ where
     }
 }
 
-pin_project! {
-    /// The request body, counting the messages the client sends.
-    pub(super) struct MessageCountingBody<B> {
-        #[pin]
-        inner: B,
-        frames: FrameCounter,
-        received: Counter,
-    }
-}
-
-impl<B> MessageCountingBody<B> {
-    pub(super) fn new(inner: B, received: Counter) -> Self {
-        Self {
-            inner,
-            frames: FrameCounter::default(),
-            received,
+/// The request body, counting the messages the client sends.
+pub(super) fn count_received(body: tonic::body::Body, received: Counter) -> tonic::body::Body {
+    let mut frames = FrameCounter::default();
+    tonic::body::Body::new(body.map_frame(move |frame| {
+        if let Some(data) = frame.data_ref() {
+            received.increment(frames.count(data));
         }
-    }
-}
-
-impl<B> Body for MessageCountingBody<B>
-where
-    B: Body<Data = Bytes>,
-{
-    type Data = Bytes;
-    type Error = B::Error;
-
-    fn poll_frame(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
-        let this = self.project();
-        let frame = ready!(this.inner.poll_frame(cx));
-        if let Some(Ok(frame)) = &frame
-            && let Some(data) = frame.data_ref()
-        {
-            let messages = this.frames.count(data);
-            this.received.increment(messages);
-        }
-        Poll::Ready(frame)
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
-    }
+        frame
+    }))
 }
 
 /// Counts gRPC messages in a byte stream cut anywhere: each message is a

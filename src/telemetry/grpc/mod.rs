@@ -45,10 +45,10 @@ use tonic::Code;
 use tower::{Layer, Service};
 use tracing::{Dispatch, Instrument, instrument::WithSubscriber};
 
-use self::{
-    body::MessageCountingBody, call::Call, codes::grpc_status, handles::RpcMetrics, kept::KeptCalls,
-};
 pub use self::{body::TelemetryBody, codes::code_name};
+use self::{
+    body::count_received, call::Call, codes::grpc_status, handles::RpcMetrics, kept::KeptCalls,
+};
 use super::{Metrics, sampling::HeadSampler};
 use crate::method::Kind;
 
@@ -179,9 +179,7 @@ where
                 dispatch.clone(),
             );
             let span = call.span.clone();
-            let request = request.map(|body| {
-                tonic::body::Body::new(MessageCountingBody::new(body, method.received.clone()))
-            });
+            let request = request.map(|body| count_received(body, method.received.clone()));
             let inner = span.in_scope(|| self.inner.call(request));
             ResponseFuture {
                 inner: TaskMonitor::instrument(&method.monitor, inner)
