@@ -20,11 +20,13 @@
 //! - `span`: the call's SERVER span and its attributes;
 //! - `kept`: untraced calls exported when they end with an error or slowly;
 //! - `body`: the request and response bodies, counting gRPC messages;
+//! - `framing`: gRPC's length-prefixed messages counted in bytes cut anywhere;
 //! - `codes`: status code names as each convention writes them.
 
 mod body;
 mod call;
 mod codes;
+mod framing;
 mod handles;
 pub mod kept;
 mod span;
