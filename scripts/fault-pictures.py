@@ -141,11 +141,24 @@ def logged_address(log_path: str, key: str, process: subprocess.Popen, timeout=2
     raise SystemExit(f"{os.path.basename(log_path)} names no {key} address; log:\n{open(log_path).read()}")
 
 
-def http(method: str, url: str, body: dict | None = None) -> None:
+def http(method: str, url: str, body: dict | None = None, timeout: float = 5) -> None:
     data = json.dumps(body).encode() if body is not None else None
     request = urllib.request.Request(url, data=data, method=method)
-    with urllib.request.urlopen(request, timeout=5) as response:
+    with urllib.request.urlopen(request, timeout=timeout) as response:
         response.read()
+
+
+def switch(method: str, url: str, body: dict | None = None) -> float:
+    """Sends a change of the faults and returns when it was answered (the
+    fault is in effect, or gone, from then). The admin port shares the
+    runtime with the calls: under the blocking fault the answer takes
+    seconds, which is printed."""
+    sent = time.time()
+    http(method, url, body, timeout=60)
+    answered = time.time()
+    if answered - sent > 1:
+        print(f"  {method} /faults took {answered - sent:.1f} s to be answered", flush=True)
+    return answered
 
 
 class Run:
@@ -226,11 +239,9 @@ def drive(run: Run, binary: str, grpc: str, admin: str, faults, seconds: float, 
     windows = {}
     for fault in faults:
         print(f"{fault.name}: PUT /faults {json.dumps(fault.body)} for {seconds:g} s", flush=True)
-        on = time.time()
-        http("PUT", f"http://{admin}/faults", fault.body)
+        on = switch("PUT", f"http://{admin}/faults", fault.body)
         time.sleep(seconds)
-        off = time.time()
-        http("DELETE", f"http://{admin}/faults")
+        off = switch("DELETE", f"http://{admin}/faults")
         time.sleep(seconds)
         windows[fault.name] = Window(on - seconds, on, off, off + seconds)
         if load.poll() is not None:
@@ -345,8 +356,8 @@ def draw_lines(axes, drawn: Drawn, window: Window):
     silent = 0
     for s in drawn.series:
         times, values = with_gaps(s)
-        # A series at 0 throughout is drawn but not listed, as the legend
-        # would hide the plot otherwise.
+        # A series at 0 or without data throughout is drawn but not listed,
+        # as the legend would hide the plot otherwise.
         zero = all(v == 0 or not math.isfinite(v) for v in s.values)
         silent += zero
         axes.plot([t - window.on for t in times], [v * scale for v in values],
@@ -354,8 +365,8 @@ def draw_lines(axes, drawn: Drawn, window: Window):
     axes.set_ylabel(label, fontsize=8)
     axes.set_ylim(bottom=min(0, axes.get_ylim()[0]))
     if drawn.series:
-        title = f"{silent} more at 0 throughout" if silent else None
-        axes.legend(fontsize=7, loc="upper left", framealpha=0.7, title=title, title_fontsize=7)
+        title = f"{silent} more at 0 or without data" if silent else None
+        axes.legend(fontsize=7, loc="best", framealpha=0.7, title=title, title_fontsize=7)
 
 
 def render(picture: Picture, fault: Fault, window: Window, drawn: list[Drawn], path: str, footnote: str):
@@ -434,8 +445,10 @@ def summary(item: Drawn, window: Window) -> list[str]:
 
 def problems(item: Drawn, window: Window, seconds: float) -> list[str]:
     """What makes a panel an empty plot: no series with points during the
-    fault, or values that never change over the strip."""
-    need = max(3, int(seconds / 2))
+    fault, or values that never change over the strip. A quarter of the
+    fault's seconds is enough: under the blocking fault some scrapes time
+    out, and Prometheus marks the series stale until the next one."""
+    need = max(3, int(seconds / 4))
     during = [sum(1 for t, v in zip(s.times, s.values) if window.on <= t <= window.off and math.isfinite(v))
               for s in item.series]
     found = []
@@ -445,6 +458,17 @@ def problems(item: Drawn, window: Window, seconds: float) -> list[str]:
     if len(values) < 2:
         found.append(f"{item.panel.title!r}: no value changes over the strip ({sorted(values)})")
     return found
+
+
+def failed_scrapes(prometheus: str, window: Window) -> str:
+    """How many of Prometheus' scrapes of the service failed (`up` 0)
+    before, during and after the fault."""
+    data = get(prometheus, "/api/v1/query_range", query='up{job="catalogue"}', start=window.start,
+               end=window.end, step=SCRAPE_INTERVAL_SECONDS)
+    points = [(float(t), float(v)) for result in data["result"] for t, v in result["values"]]
+    parts = ((window.start, window.on), (window.on, window.off), (window.off, window.end))
+    return " | ".join(f"{sum(1 for t, v in points if start <= t < end and v == 0)}/"
+                      f"{sum(1 for t, _ in points if start <= t < end)}" for start, end in parts)
 
 
 def blank(path: str) -> str | None:
@@ -510,6 +534,7 @@ def main() -> int:
                 print(f"{path}: median before | median (peak) during | median after")
                 for item in drawn:
                     print("\n".join(summary(item, window)))
+                print(f"  failed scrapes (up == 0): {failed_scrapes(prometheus, window)}")
                 if args.check:
                     found += [f"{path}: {p}" for item in drawn for p in problems(item, window, args.seconds)]
                     reason = blank(path)
