@@ -5,7 +5,8 @@ Prometheus scraping it every second run on loopback ports the system picks,
 calls/s, GetProduct, ListProducts, SearchProducts and health checks), and
 each fault of the README's "Break it and watch" is switched on in turn:
 N seconds before, `PUT /faults` (N seconds during), `DELETE /faults` (N
-seconds after, which are the next fault's "before").
+seconds after, which are the next fault's "before"), in the order of
+scripts/fault-pictures.toml.
 
 Then, for each fault, the panels the README's words name (listed in
 scripts/fault-pictures.toml) are read from grafana/dashboards/*.json by
@@ -23,7 +24,7 @@ and that each written PNG reads back as an image that is not blank; it
 exits 1 naming what was missing.
 
 Usage: python3 scripts/fault-pictures.py [--binary PATH] [--seconds N]
-       [--only FAULT[,FAULT...]] [--out DIR] [--rps N] [--check]
+       [--only FAULT[,FAULT...]] [--out DIR] [--rps N] [--label TEXT] [--check]
 Needs matplotlib (scripts/fault-pictures.sh makes a venv with it) and
 Prometheus on PATH (Debian's prometheus package).
 """
@@ -360,8 +361,13 @@ def draw_lines(axes, drawn: Drawn, window: Window):
         # as the legend would hide the plot otherwise.
         zero = all(v == 0 or not math.isfinite(v) for v in s.values)
         silent += zero
-        axes.plot([t - window.on for t in times], [v * scale for v in values],
-                  label="_nolegend_" if zero else s.label, linewidth=1.2)
+        x = [t - window.on for t in times]
+        y = [v * scale for v in values]
+        (line,) = axes.plot(x, y, label="_nolegend_" if zero else s.label, linewidth=1.2)
+        # A point between two gaps draws no line: a dot, as Grafana's.
+        alone = [i for i in range(len(y)) if math.isfinite(y[i])
+                 and (i == 0 or not math.isfinite(y[i - 1])) and (i + 1 == len(y) or not math.isfinite(y[i + 1]))]
+        axes.plot([x[i] for i in alone], [y[i] for i in alone], ".", color=line.get_color(), markersize=4)
     axes.set_ylabel(label, fontsize=8)
     axes.set_ylim(bottom=min(0, axes.get_ylim()[0]))
     if drawn.series:
@@ -497,12 +503,11 @@ def main() -> int:
     parser.add_argument("--only", help="comma-separated faults: " + ",".join(f.name for f in FAULTS))
     parser.add_argument("--out", default="docs/faults")
     parser.add_argument("--rps", type=float, default=200)
+    parser.add_argument("--label", help="the binary as the footnote names it (default: release or debug "
+                        "build, from its path)")
     parser.add_argument("--check", action="store_true", help="fail unless every picture holds a non-empty plot")
     args = parser.parse_args()
 
-    if not os.access(args.binary, os.X_OK):
-        raise SystemExit(f"no catalogue binary at {args.binary}: build it (cargo build --release) "
-                         "and pass --binary PATH")
     faults = FAULTS
     if args.only:
         names = args.only.split(",")
@@ -511,13 +516,16 @@ def main() -> int:
             raise SystemExit(f"unknown fault {', '.join(unknown)}: expected one of "
                              + ", ".join(f.name for f in FAULTS))
         faults = tuple(f for f in FAULTS if f.name in names)
+    if not os.access(args.binary, os.X_OK):
+        raise SystemExit(f"no catalogue binary at {args.binary}: build it (cargo build) "
+                         "or pass --binary PATH")
     # Every panel named exists before anything starts.
     for fault in faults:
         for picture in fault.pictures:
             for wanted in picture.panels:
                 panel(wanted.dashboard, wanted.title)
 
-    footnote = (f"catalogue {build_label(args.binary)}, catalogue load --rps {args.rps:g} --mix {LOAD_MIX}; "
+    footnote = (f"catalogue {args.label or build_label(args.binary)}, catalogue load --rps {args.rps:g} --mix {LOAD_MIX}; "
                 f"Prometheus scraping every {SCRAPE_INTERVAL_SECONDS} s; each panel's own PromQL from "
                 f"grafana/dashboards/, $__rate_interval = {RATE_INTERVAL}; scripts/fault-pictures.sh")
     found = []
