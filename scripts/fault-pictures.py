@@ -231,7 +231,9 @@ scrape_configs:
 def drive(run: Run, binary: str, grpc: str, admin: str, faults, seconds: float, rps: float) -> dict:
     """Runs the load and switches each fault on and off; returns each
     fault's window."""
-    total = WARM_UP_SECONDS + seconds * (2 * len(faults) + 1) + 10
+    # Slack for changes of the faults answered late (see `switch`); the load
+    # is stopped with the rest at the end.
+    total = WARM_UP_SECONDS + seconds * (2 * len(faults) + 1) + 60
     load, _ = run.start("load", [
         binary, "load", "--target", f"http://{grpc}", "--rps", str(rps), "--mix", LOAD_MIX,
         "--duration", f"{math.ceil(total)}s",
