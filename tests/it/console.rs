@@ -256,7 +256,17 @@ fn load(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fifty_wake_and_sleep_cycles_under_load_are_clean() {
-    let app = spawn_app_with(Backend::Memory, &[])
+    // Every layer on, each with a filter of its own (the OpenTelemetry
+    // layer's, the log layer's at DEBUG, the console's), the shape of
+    // tokio-rs/tracing#3406; nothing listens on the OTLP port (dropped
+    // exports only).
+    let flags = [
+        "--otlp-endpoint",
+        "http://127.0.0.1:9",
+        "--log-filter",
+        "debug,h2=info,hyper=info,tower=info",
+    ];
+    let app = spawn_app_with(Backend::Memory, &flags)
         .await
         .expect("memory app");
     let stop = Arc::new(AtomicBool::new(false));
