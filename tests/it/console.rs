@@ -54,8 +54,16 @@ async fn wake(app: &TestApp) -> SocketAddr {
         .unwrap_or_else(|| panic!("an awake console names its address: {state}"))
 }
 
-/// Attaches a console; the stream of updates, first one received.
-async fn attach(addr: SocketAddr) -> Streaming<Update> {
+/// An attached console: its stream of updates and the names of the tasks
+/// it was told of so far.
+struct Attached {
+    updates: Streaming<Update>,
+    names: Vec<String>,
+}
+
+/// Attaches a console and reads its first update (every task the console
+/// knows).
+async fn attach(addr: SocketAddr) -> Attached {
     let mut console: InstrumentClient<Channel> =
         InstrumentClient::connect(format!("http://{addr}"))
             .await
@@ -65,12 +73,13 @@ async fn attach(addr: SocketAddr) -> Streaming<Update> {
         .await
         .expect("watch starts")
         .into_inner();
-    updates
+    let first = updates
         .message()
         .await
         .expect("first update")
         .expect("the stream starts with the current state");
-    updates
+    let names = task_names(&first).collect();
+    Attached { updates, names }
 }
 
 /// The `task.name`s of an update's new tasks.
@@ -90,20 +99,25 @@ fn task_names(update: &Update) -> impl Iterator<Item = String> + '_ {
         })
 }
 
-/// Reads updates until every name in `wanted` was among the new tasks.
-async fn until_tasks_named(updates: &mut Streaming<Update>, wanted: &[&str]) {
-    let mut names = Vec::new();
-    while let Some(update) = updates.message().await.expect("updates stream") {
-        names.extend(task_names(&update));
+/// Reads updates until every name in `wanted` was among the tasks the
+/// console was told of; the names seen by then.
+async fn until_tasks_named<'a>(attached: &'a mut Attached, wanted: &[&str]) -> &'a [String] {
+    loop {
         // Tasks arrive over several updates, in no set order.
         if wanted
             .iter()
-            .all(|wanted| names.iter().any(|name| name == wanted))
+            .all(|wanted| attached.names.iter().any(|name| name == wanted))
         {
-            return;
+            return &attached.names;
+        }
+        match attached.updates.message().await.expect("updates stream") {
+            Some(update) => attached.names.extend(task_names(&update)),
+            None => panic!(
+                "the update stream ended without {wanted:?}: {:?}",
+                attached.names
+            ),
         }
     }
-    panic!("the update stream ended without {wanted:?}: {names:?}");
 }
 
 /// Spawns a task named `name` as the app would (with its subscriber) that
@@ -119,8 +133,8 @@ fn spawn_named(app: &TestApp, name: &str, done: Arc<tokio::sync::Notify>) {
 
 /// Reads what is left of an update stream: it must end (an error or the
 /// end), not hang, once the endpoint is closed.
-async fn until_closed(mut updates: Streaming<Update>) {
-    while let Ok(Some(_)) = updates.message().await {}
+async fn until_closed(mut attached: Attached) {
+    while let Ok(Some(_)) = attached.updates.message().await {}
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -164,7 +178,17 @@ async fn the_console_sleeps_until_woken_sees_tasks_spawned_since_and_detaches_on
     );
     let mut updates = attach(addr).await;
     spawn_named(&app, "spawned-after-waking", done.clone());
-    until_tasks_named(&mut updates, &["spawned-after-waking"]).await;
+    let seen = until_tasks_named(&mut updates, &["spawned-after-waking"]).await;
+    // Its spawn was reported after the dormant one's would have been, on
+    // the same channel: by now the console would know that one too.
+    assert!(
+        !seen.iter().any(|name| name == "spawned-while-dormant"),
+        "a task spawned while dormant stays unseen: {seen:?}"
+    );
+    assert!(
+        !seen.iter().any(|name| name == "grpc-server"),
+        "so do the server's tasks, spawned before waking: {seen:?}"
+    );
 
     let state = console_state(&app, reqwest::Method::DELETE).await;
     assert_eq!(state["state"], "dormant", "{state}");
@@ -181,6 +205,13 @@ async fn the_console_sleeps_until_woken_sees_tasks_spawned_since_and_detaches_on
         again["state"], "dormant",
         "sleeping twice changes nothing: {again}"
     );
+
+    // Woken again, a new console is told of the task seen last time and
+    // still alive.
+    let mut updates = attach(wake(&app).await).await;
+    until_tasks_named(&mut updates, &["spawned-after-waking"]).await;
+    console_state(&app, reqwest::Method::DELETE).await;
+    until_closed(updates).await;
     done.notify_waiters();
 }
 
