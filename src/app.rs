@@ -311,6 +311,7 @@ impl App {
                 admin_listener,
                 admin_router,
                 admin_limits,
+                tasks.clone(),
                 drained(draining),
             )
         });

@@ -178,7 +178,9 @@ async fn the_console_sleeps_until_woken_sees_tasks_spawned_since_and_detaches_on
     );
     let mut updates = attach(addr).await;
     spawn_named(&app, "spawned-after-waking", done.clone());
-    let seen = until_tasks_named(&mut updates, &["spawned-after-waking"]).await;
+    // The second PUT came on a connection of its own: the app's task for
+    // it was spawned after waking.
+    let seen = until_tasks_named(&mut updates, &["spawned-after-waking", "admin-connection"]).await;
     // Its spawn was reported after the dormant one's would have been, on
     // the same channel: by now the console would know that one too.
     assert!(
