@@ -32,7 +32,7 @@ use std::{
     collections::HashSet,
     net::SocketAddr,
     sync::{
-        Arc, Mutex,
+        Arc,
         atomic::{AtomicBool, Ordering},
     },
     time::{Duration, SystemTime},
@@ -175,7 +175,7 @@ impl Console {
         let awake = Arc::new(AtomicBool::new(false));
         let layer = ConsoleView {
             layer,
-            registered: Mutex::default(),
+            registered: std::sync::Mutex::default(),
         }
         .with_filter(DormantFilter {
             awake: awake.clone(),
@@ -357,7 +357,7 @@ impl<S> Filter<S> for DormantFilter {
 struct ConsoleView {
     layer: ConsoleLayer,
     /// The callsites the console has registered.
-    registered: Mutex<HashSet<Identifier>>,
+    registered: std::sync::Mutex<HashSet<Identifier>>,
 }
 
 impl<S> Layer<S> for ConsoleView
