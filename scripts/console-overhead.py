@@ -4,11 +4,12 @@ the layer at all. h2load saturates GetProduct on the memory store
 (-c16 -m32, as scripts/bench.py's observability section does) and the
 server's CPU time per call is read from /proc/PID/stat around each run.
 
-Usage: python scripts/console-overhead.py BASELINE CANDIDATE [--rounds N] [--seconds S] [--traces]
+Usage: python scripts/console-overhead.py BASELINE CANDIDATE [--rounds N] [--seconds S] [--traces] [--dormant-only]
   BASELINE   a release build with no console layer (main before issue 18)
   CANDIDATE  a release build with the dormant layer (this one)
   --traces   the default production profile: metrics, and traces at 10 %
              exported over OTLP to a local sink (otherwise everything off)
+  --dormant-only  leave the awake configuration out (more rounds in the time)
 
 Configurations run in alternating order each round (ABBA); medians and
 ratios to the baseline are printed as JSON. Needs h2load and grpcio (what
@@ -65,6 +66,7 @@ def main():
     parser.add_argument("--rounds", type=int, default=4)
     parser.add_argument("--seconds", type=int, default=8)
     parser.add_argument("--traces", action="store_true")
+    parser.add_argument("--dormant-only", action="store_true")
     args = parser.parse_args()
     flags, env = ALL_OFF, {}
     if args.traces:
@@ -77,6 +79,8 @@ def main():
         "slept (PUT then DELETE /debug/console)": (args.candidate, flags, ["PUT", "DELETE"]),
         "awake (--console, no client)": (args.candidate, [*flags, "--console"], []),
     }
+    if args.dormant_only:
+        del configurations["awake (--console, no client)"]
     with tempfile.NamedTemporaryFile(suffix=".bin", delete=False) as file:
         file.write(bench.get_product_body())
     rps = {name: [] for name in configurations}

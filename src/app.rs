@@ -160,16 +160,22 @@ impl App {
         let (admin_listener, admin_addr) = bind(config.admin.admin_addr).await?;
         let consul = Registrar::from_config(&config.consul, grpc_addr, SERVICE_NAME)?;
         let console = telemetry.console();
-        let console_addr = match &console {
+        let console_addr = match (&console, config.telemetry.console) {
             // `--console`: awake from the start.
-            Some(console) if config.telemetry.console => {
+            (Some(console), true) => {
                 console
                     .wake()
                     .with_subscriber(telemetry.dispatch())
                     .await?
                     .addr
             }
-            _ => None,
+            (None, true) => {
+                tracing::warn!(
+                    "--console: this build has no tokio-console layer (no tokio_unstable)"
+                );
+                None
+            }
+            (_, false) => None,
         };
         Ok(Self {
             config,

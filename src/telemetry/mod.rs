@@ -65,7 +65,7 @@ pub struct Telemetry {
     /// The log filter, changeable at run time.
     log_level: LogLevel,
     /// tokio-console's switch: `None` for `logs_only`, whose subscriber has
-    /// no console layer.
+    /// no console layer, and in a build without `tokio_unstable`.
     console: Option<Console>,
     tracer_provider: Option<SdkTracerProvider>,
     /// `None` without an exporter: then no call makes a span.
@@ -132,12 +132,17 @@ impl Telemetry {
         // `console`). Every layer has its own filter: mixing filtered and
         // unfiltered layers in one registry trips tracing-subscriber's
         // per-layer filter bookkeeping.
-        let (console, console_layer) = Console::new(config.console_addr);
+        // tokio instruments its tasks only when built with `--cfg
+        // tokio_unstable` (.cargo/config.toml): without it there is nothing
+        // for a console to see, and console-subscriber refuses to start.
+        let (console, console_layer) = cfg!(tokio_unstable)
+            .then(|| Console::new(config.console_addr))
+            .unzip();
         let (dispatch, log_level) = dispatch(
             layers,
             &config.logs,
             log_sink.into(),
-            Some(console_layer.boxed()),
+            console_layer.map(Layer::boxed),
         );
 
         let head_sampler = tracer_provider.as_ref().map(|_| {
@@ -157,7 +162,7 @@ impl Telemetry {
             metrics,
             dispatch,
             log_level,
-            console: Some(console),
+            console,
             tracer_provider,
             head_sampler,
             kept_calls,
@@ -241,7 +246,7 @@ impl Telemetry {
     }
 
     /// tokio-console's switch (dormant until woken); `None` for
-    /// [`Telemetry::logs_only`].
+    /// [`Telemetry::logs_only`] and without `tokio_unstable`.
     pub fn console(&self) -> Option<Console> {
         self.console.clone()
     }
