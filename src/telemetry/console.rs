@@ -430,16 +430,28 @@ mod tests {
     }
 
     #[test]
-    fn the_filter_wants_only_tokio_and_only_awake() {
+    fn the_filter_wants_tokio_targets_only_while_awake() {
         let awake = Arc::new(AtomicBool::new(false));
         let filter = DormantFilter {
             awake: awake.clone(),
         };
-        let hint = |filter: &DormantFilter| {
-            <DormantFilter as Filter<tracing_subscriber::Registry>>::max_level_hint(filter)
+        let interest = |metadata| {
+            <DormantFilter as Filter<tracing_subscriber::Registry>>::callsite_enabled(
+                &filter, metadata,
+            )
         };
-        assert_eq!(hint(&filter), Some(LevelFilter::OFF));
-        awake.store(true, Ordering::Release);
-        assert_eq!(hint(&filter), Some(LevelFilter::TRACE));
+        let hint =
+            || <DormantFilter as Filter<tracing_subscriber::Registry>>::max_level_hint(&filter);
+        tracing::subscriber::with_default(tracing_subscriber::registry(), || {
+            let task = tracing::trace_span!(target: "tokio::task", "runtime.spawn");
+            let call = tracing::info_span!(target: "catalogue::app", "call");
+            let (task, call) = (task.metadata().unwrap(), call.metadata().unwrap());
+            assert!(interest(task).is_never(), "dormant: never");
+            assert_eq!(hint(), Some(LevelFilter::OFF));
+            awake.store(true, Ordering::Release);
+            assert!(interest(task).is_always(), "awake: tokio's targets");
+            assert!(interest(call).is_never(), "awake: nothing else");
+            assert_eq!(hint(), Some(LevelFilter::TRACE));
+        });
     }
 }
