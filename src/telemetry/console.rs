@@ -25,8 +25,9 @@
 //!   closed in the console's books after it sleeps, so it never holds a
 //!   task that ended as alive;
 //! - each callsite reaches the console's `register_callsite` once: the
-//!   interest cache is rebuilt on every transition, and the console would
-//!   otherwise store the callsite's metadata again each time.
+//!   interest cache is rebuilt on every transition (and by `PUT /log-level`,
+//!   through `tracing_subscriber::reload`), and the console would otherwise
+//!   store the callsite's metadata again each time.
 
 use std::{
     collections::HashSet,
