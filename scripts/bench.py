@@ -150,6 +150,24 @@ class GoPeer(Server):
                     "-products", str(products)])
 
 
+def cpu_seconds(pid):
+    """utime + stime of a process, in seconds."""
+    with open(f"/proc/{pid}/stat") as stat:
+        fields = stat.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def comparison_arguments(candidate, seconds):
+    """The command line of a comparison of two binaries in alternating
+    rounds (scripts/console-overhead.py, scripts/profile-labels-cost.py)."""
+    parser = argparse.ArgumentParser()
+    parser.add_argument("baseline")
+    parser.add_argument(candidate)
+    parser.add_argument("--rounds", type=int, default=4)
+    parser.add_argument("--seconds", type=int, default=seconds)
+    return parser
+
+
 def h2load(server, seconds, body_path, clients=16, streams=32, method="GetProduct", rate=None):
     """Closed-loop saturation of one method by h2load (a ListProducts stream
     is one request), or with `rate` an open loop at that many calls per

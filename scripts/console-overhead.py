@@ -16,7 +16,6 @@ ratios to the baseline are printed as JSON. Needs h2load and grpcio (what
 bench.py needs); run it under the machine lock.
 """
 
-import argparse
 import json
 import os
 import statistics
@@ -28,14 +27,6 @@ sys.path.insert(0, os.path.dirname(__file__))
 import bench  # noqa: E402
 
 ALL_OFF = ["--database-url", "memory", "--no-runtime-metrics"]
-TICKS = os.sysconf("SC_CLK_TCK")
-
-
-def cpu_seconds(pid):
-    """utime + stime of a process, in seconds."""
-    with open(f"/proc/{pid}/stat") as stat:
-        fields = stat.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / TICKS
 
 
 def admin(server, method, path):
@@ -51,20 +42,16 @@ def run(binary, flags, env, before, seconds, body_path):
     try:
         for method in before:
             admin(server, method, "/debug/console")
-        start = cpu_seconds(server.process.pid)
+        start = bench.cpu_seconds(server.process.pid)
         result = bench.h2load(server, seconds, body_path)
-        used = cpu_seconds(server.process.pid) - start
+        used = bench.cpu_seconds(server.process.pid) - start
         return result["rps"], used / max(result["succeeded"] or 1, 1) * 1e6
     finally:
         server.stop()
 
 
 def main():
-    parser = argparse.ArgumentParser()
-    parser.add_argument("baseline")
-    parser.add_argument("candidate")
-    parser.add_argument("--rounds", type=int, default=4)
-    parser.add_argument("--seconds", type=int, default=8)
+    parser = bench.comparison_arguments("candidate", seconds=8)
     parser.add_argument("--traces", action="store_true")
     parser.add_argument("--dormant-only", action="store_true")
     args = parser.parse_args()
