@@ -38,6 +38,8 @@ pub struct UnresolvedFrames {
     pub thread_name_length: usize,
     pub thread_id: u64,
     pub sample_timestamp: SystemTime,
+    /// The thread's label word when the sample was taken (PATCH.md).
+    pub label: u64,
 }
 
 impl Default for UnresolvedFrames {
@@ -49,6 +51,7 @@ impl Default for UnresolvedFrames {
             thread_name_length: 0,
             thread_id: 0,
             sample_timestamp: SystemTime::now(),
+            label: 0,
         }
     }
 }
@@ -65,6 +68,7 @@ impl UnresolvedFrames {
         tn: &[u8],
         thread_id: u64,
         sample_timestamp: SystemTime,
+        label: u64,
     ) -> Self {
         let thread_name_length = tn.len();
         let mut thread_name = [0; MAX_THREAD_NAME];
@@ -76,6 +80,7 @@ impl UnresolvedFrames {
             thread_name_length,
             thread_id,
             sample_timestamp,
+            label,
         }
     }
 }
@@ -83,7 +88,10 @@ impl UnresolvedFrames {
 impl PartialEq for UnresolvedFrames {
     fn eq(&self, other: &Self) -> bool {
         let (frames1, frames2) = (&self.frames, &other.frames);
-        if self.thread_id != other.thread_id || frames1.len() != frames2.len() {
+        if self.thread_id != other.thread_id
+            || self.label != other.label
+            || frames1.len() != frames2.len()
+        {
             false
         } else {
             Iterator::zip(frames1.iter(), frames2.iter())
@@ -100,6 +108,7 @@ impl Hash for UnresolvedFrames {
             .iter()
             .for_each(|frame| frame.symbol_address().hash(state));
         self.thread_id.hash(state);
+        self.label.hash(state);
     }
 }
 
@@ -187,6 +196,9 @@ pub struct Frames {
     pub thread_name: String,
     pub thread_id: u64,
     pub sample_timestamp: SystemTime,
+    /// The thread's label word when the samples were taken (PATCH.md):
+    /// samples with different labels are never merged.
+    pub label: u64,
 }
 
 impl Frames {
@@ -241,6 +253,7 @@ impl From<UnresolvedFrames> for Frames {
                 .into_owned(),
             thread_id: frames.thread_id,
             sample_timestamp: frames.sample_timestamp,
+            label: frames.label,
         }
     }
 }

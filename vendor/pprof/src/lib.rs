@@ -68,7 +68,8 @@ pub use self::addr_validate::validate;
 pub use self::collector::{Collector, HashCounter};
 pub use self::error::{Error, Result};
 pub use self::frames::{Frames, Symbol};
-pub use self::profiler::{ProfilerGuard, ProfilerGuardBuilder};
+pub use self::profiler::{set_thread_label, ProfilerGuard, ProfilerGuardBuilder};
+pub use self::report::LABEL_KEY;
 pub use self::report::{Report, ReportBuilder, UnresolvedReport};
 
 #[cfg(feature = "flamegraph")]

@@ -25,6 +25,26 @@ use crate::report::ReportBuilder;
 use crate::timer::Timer;
 use crate::{MAX_DEPTH, MAX_THREAD_NAME};
 
+thread_local! {
+    /// The label word of this thread's samples (PATCH.md). Const-initialised
+    /// and without a destructor, so reading it is a plain thread-local load,
+    /// safe in the signal handler.
+    static LABEL: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
+}
+
+/// Sets the label word carried by the samples this thread takes from now
+/// on (0: none) and returns the previous one. The word is opaque to pprof:
+/// samples with different words are never merged, [`crate::Frames::label`]
+/// carries it into the report, and `Report::pprof` writes it as the numeric
+/// label `LABEL_KEY`.
+pub fn set_thread_label(label: u64) -> u64 {
+    let previous = LABEL.replace(label);
+    // The signal handler runs on this thread: the store must not move
+    // across the code it labels.
+    std::sync::atomic::compiler_fence(std::sync::atomic::Ordering::SeqCst);
+    previous
+}
+
 pub(crate) static PROFILER: Lazy<RwLock<Result<Profiler>>> =
     Lazy::new(|| RwLock::new(Profiler::new()));
 
@@ -352,6 +372,7 @@ extern "C" fn perf_signal_handler(
             let mut index = 0;
 
             let sample_timestamp: SystemTime = SystemTime::now();
+            let label = LABEL.get();
             TraceImpl::trace(ucontext, |frame| {
                 #[cfg(feature = "frame-pointer")]
                 {
@@ -377,7 +398,13 @@ extern "C" fn perf_signal_handler(
             write_thread_name(current_thread, &mut name);
 
             let name = unsafe { std::ffi::CStr::from_ptr(name_ptr) };
-            profiler.sample(bt, name.to_bytes(), current_thread as u64, sample_timestamp);
+            profiler.sample(
+                bt,
+                name.to_bytes(),
+                current_thread as u64,
+                sample_timestamp,
+                label,
+            );
         }
     }
 }
@@ -476,8 +503,10 @@ impl Profiler {
         thread_name: &[u8],
         thread_id: u64,
         sample_timestamp: SystemTime,
+        label: u64,
     ) {
-        let frames = UnresolvedFrames::new(backtrace, thread_name, thread_id, sample_timestamp);
+        let frames =
+            UnresolvedFrames::new(backtrace, thread_name, thread_id, sample_timestamp, label);
         self.sample_counter += 1;
 
         if let Ok(()) = self.data.add(frames, 1) {}

@@ -11,6 +11,10 @@ use crate::timer::ReportTiming;
 
 use crate::{Error, Result};
 
+/// The key of the numeric label `Report::pprof` gives a sample whose
+/// label word is not 0 (PATCH.md).
+pub const LABEL_KEY: &str = "label";
+
 /// The final presentation of a report which is actually an `HashMap` from `Frames` to isize (count).
 pub struct Report {
     /// Key is a backtrace captured by profiler and value is count of it.
@@ -244,6 +248,7 @@ mod protobuf {
             dedup_str.insert(CPU.into());
             dedup_str.insert(NANOSECONDS.into());
             dedup_str.insert(THREAD.into());
+            dedup_str.insert(LABEL_KEY.into());
             // string table's first element must be an empty string
             let mut str_tbl = vec!["".to_owned()];
             str_tbl.extend(dedup_str.into_iter());
@@ -300,13 +305,21 @@ mod protobuf {
                     str: *strings.get(&key.thread_name_or_id().as_str()).unwrap() as i64,
                     ..protos::Label::default()
                 };
+                let mut labels = vec![thread_name];
+                if key.label != 0 {
+                    labels.push(protos::Label {
+                        key: *strings.get(LABEL_KEY).unwrap() as i64,
+                        num: key.label as i64,
+                        ..protos::Label::default()
+                    });
+                }
                 let sample = protos::Sample {
                     location_id: locs,
                     value: vec![
                         *count as i64,
                         *count as i64 * 1_000_000_000 / self.timing.frequency as i64,
                     ],
-                    label: vec![thread_name].into(),
+                    label: labels.into(),
                     ..Default::default()
                 };
                 samples.push(sample);
