@@ -274,6 +274,7 @@ impl App {
             telemetry_layer.task_monitors(),
             !config.telemetry.no_runtime_metrics,
         );
+        let labels = telemetry_layer.labels();
         let grpc_server = metrics.scope(|| {
             grpc_server(
                 &config,
@@ -299,6 +300,7 @@ impl App {
             tasks: tasks.clone(),
             log_level,
             dispatch,
+            labels,
         });
         let admin_limits = AdminLimits {
             max_connections: config.admin.admin_max_connections as usize,
