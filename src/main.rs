@@ -7,8 +7,7 @@ use catalogue::{
 };
 use clap::Parser;
 
-// jemalloc with heap profiling on, for /debug/pprof/heap.
-catalogue::jemalloc_global_allocator!();
+catalogue::jemalloc_global_allocator!(); // heap profiling on, for /debug/pprof/heap
 
 fn main() -> anyhow::Result<()> {
     let command = Cli::parse().into_command();

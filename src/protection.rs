@@ -70,20 +70,17 @@ pub struct ProtectionConfig {
     pub max_concurrent_calls: usize,
 
     /// `grpc-retry-pushback-ms` sent with a refused call.
-    #[arg(long, env = "CATALOGUE_RETRY_PUSHBACK", default_value = "100ms",
-          value_parser = humantime::parse_duration)]
+    #[arg(long, env = "CATALOGUE_RETRY_PUSHBACK", default_value = "100ms", value_parser = humantime::parse_duration)]
     pub retry_pushback: Duration,
 
     /// Longest a call may take when the client sets no shorter grpc-timeout.
-    #[arg(long, env = "CATALOGUE_REQUEST_TIMEOUT", default_value = "10s",
-          value_parser = humantime::parse_duration)]
+    #[arg(long, env = "CATALOGUE_REQUEST_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
     pub request_timeout: Duration,
 
     /// A call whose client reads nothing for this long (its flow-control
     /// window stays shut) gives back its slot and ends with
     /// DEADLINE_EXCEEDED. Time the server spends producing does not count.
-    #[arg(long, env = "CATALOGUE_STREAM_IDLE_TIMEOUT", default_value = "30s",
-          value_parser = humantime::parse_duration)]
+    #[arg(long, env = "CATALOGUE_STREAM_IDLE_TIMEOUT", default_value = "30s", value_parser = humantime::parse_duration)]
     pub stream_idle_timeout: Duration,
 
     /// Open client connections; connections beyond it are closed at once.
@@ -105,14 +102,12 @@ pub struct ProtectionConfig {
 
     /// After --max-connection-age, how long a connection's calls may take
     /// to finish before it is closed.
-    #[arg(long, env = "CATALOGUE_MAX_CONNECTION_AGE_GRACE", default_value = "30s",
-          value_parser = humantime::parse_duration)]
+    #[arg(long, env = "CATALOGUE_MAX_CONNECTION_AGE_GRACE", default_value = "30s", value_parser = humantime::parse_duration)]
     pub max_connection_age_grace: Duration,
 
     /// A connection that has not sent the HTTP/2 preface and a whole first
     /// HEADERS block this long after it was accepted is closed.
-    #[arg(long, env = "CATALOGUE_HANDSHAKE_TIMEOUT", default_value = "5s",
-          value_parser = humantime::parse_duration)]
+    #[arg(long, env = "CATALOGUE_HANDSHAKE_TIMEOUT", default_value = "5s", value_parser = humantime::parse_duration)]
     pub handshake_timeout: Duration,
 
     /// Calls one connection may hold at once of --max-concurrent-calls;

@@ -33,8 +33,7 @@ pub struct AdminConfig {
 
     /// An admin connection that has not sent a whole request head this long
     /// after it opened (or after its last answer) is closed.
-    #[arg(long, env = "CATALOGUE_ADMIN_HEADER_TIMEOUT", default_value = "5s",
-          value_parser = humantime::parse_duration)]
+    #[arg(long, env = "CATALOGUE_ADMIN_HEADER_TIMEOUT", default_value = "5s", value_parser = humantime::parse_duration)]
     pub admin_header_timeout: Duration,
 }
 

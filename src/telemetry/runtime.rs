@@ -15,7 +15,7 @@
 use std::time::Duration;
 
 use metrics::{Counter, Gauge, counter, gauge};
-use tokio::runtime::{Handle, HistogramConfiguration, LogHistogram};
+use tokio::runtime::{Handle, HistogramConfiguration, LogHistogram, RuntimeMetrics};
 use tokio_metrics::TaskMonitor;
 
 use super::{
@@ -156,51 +156,54 @@ impl Sampler {
 /// Which of a task monitor's totals a family holds.
 type TaskDuration = fn(&tokio_metrics::TaskMetrics) -> Duration;
 
-/// Tokio's poll-time and schedule-latency histograms, summed over workers.
+/// One of Tokio's per-worker histograms: its family and the runtime's
+/// accessors for it.
 #[cfg(tokio_unstable)]
-fn write_histograms(metrics: &tokio::runtime::RuntimeMetrics, exposition: &mut Exposition<'_>) {
-    if metrics.poll_time_histogram_enabled() {
-        write_histogram(
-            exposition,
-            &names::RT_POLL_TIME,
-            metrics.num_workers(),
-            metrics.poll_time_histogram_num_buckets(),
-            |bucket| metrics.poll_time_histogram_bucket_range(bucket).end,
-            |worker, bucket| metrics.poll_time_histogram_bucket_count(worker, bucket),
-        );
-    }
-    if metrics.schedule_latency_histogram_enabled() {
-        write_histogram(
-            exposition,
-            &names::RT_SCHEDULE_LATENCY,
-            metrics.num_workers(),
-            metrics.schedule_latency_histogram_num_buckets(),
-            |bucket| metrics.schedule_latency_histogram_bucket_range(bucket).end,
-            |worker, bucket| metrics.schedule_latency_histogram_bucket_count(worker, bucket),
-        );
-    }
+struct WorkerHistogram {
+    family: &'static Sampled,
+    enabled: fn(&RuntimeMetrics) -> bool,
+    buckets: fn(&RuntimeMetrics) -> usize,
+    upper: fn(&RuntimeMetrics, usize) -> Duration,
+    count: fn(&RuntimeMetrics, usize, usize) -> u64,
 }
 
-/// One of Tokio's per-worker histograms as one series: each bucket's count
-/// summed over workers, the last bucket (which Tokio leaves open) `+Inf`.
+/// Tokio's poll-time and schedule-latency histograms.
 #[cfg(tokio_unstable)]
-fn write_histogram(
-    exposition: &mut Exposition<'_>,
-    family: &Sampled,
-    workers: usize,
-    buckets: usize,
-    upper: impl Fn(usize) -> Duration,
-    count: impl Fn(usize, usize) -> u64,
-) {
-    exposition.histogram(
-        family,
-        (0..buckets).map(|bucket| {
-            let end = upper(bucket);
-            let open = bucket + 1 == buckets || end == Duration::MAX;
-            let total = (0..workers).map(|worker| count(worker, bucket)).sum();
-            ((!open).then_some(end.as_secs_f64()), total)
-        }),
-    );
+const WORKER_HISTOGRAMS: [WorkerHistogram; 2] = [
+    WorkerHistogram {
+        family: &names::RT_POLL_TIME,
+        enabled: RuntimeMetrics::poll_time_histogram_enabled,
+        buckets: RuntimeMetrics::poll_time_histogram_num_buckets,
+        upper: |metrics, bucket| metrics.poll_time_histogram_bucket_range(bucket).end,
+        count: RuntimeMetrics::poll_time_histogram_bucket_count,
+    },
+    WorkerHistogram {
+        family: &names::RT_SCHEDULE_LATENCY,
+        enabled: RuntimeMetrics::schedule_latency_histogram_enabled,
+        buckets: RuntimeMetrics::schedule_latency_histogram_num_buckets,
+        upper: |metrics, bucket| metrics.schedule_latency_histogram_bucket_range(bucket).end,
+        count: RuntimeMetrics::schedule_latency_histogram_bucket_count,
+    },
+];
+
+/// Each enabled worker histogram as one series: each bucket's count summed
+/// over workers, the last bucket (which Tokio leaves open) `+Inf`.
+#[cfg(tokio_unstable)]
+fn write_histograms(metrics: &RuntimeMetrics, exposition: &mut Exposition<'_>) {
+    for histogram in WORKER_HISTOGRAMS.iter().filter(|h| (h.enabled)(metrics)) {
+        let buckets = (histogram.buckets)(metrics);
+        exposition.histogram(
+            histogram.family,
+            (0..buckets).map(|bucket| {
+                let end = (histogram.upper)(metrics, bucket);
+                let open = bucket + 1 == buckets || end == Duration::MAX;
+                let total = (0..metrics.num_workers())
+                    .map(|worker| (histogram.count)(metrics, worker, bucket))
+                    .sum();
+                ((!open).then_some(end.as_secs_f64()), total)
+            }),
+        );
+    }
 }
 
 /// The standard process metrics, from `/proc`.

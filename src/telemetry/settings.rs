@@ -141,8 +141,7 @@ pub struct TelemetryConfig {
 
     /// A call the head sampler did not trace is exported anyway when it
     /// takes at least this long (and always when it ends with an error).
-    #[arg(long, env = "CATALOGUE_TRACE_SLOW_THRESHOLD", default_value = "250ms",
-          value_parser = humantime::parse_duration)]
+    #[arg(long, env = "CATALOGUE_TRACE_SLOW_THRESHOLD", default_value = "250ms", value_parser = humantime::parse_duration)]
     pub trace_slow_threshold: std::time::Duration,
 
     /// At most this many untraced calls (errors, slow calls) exported a

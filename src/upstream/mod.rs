@@ -78,13 +78,11 @@ pub struct UpstreamConfig {
     pub upstream_url: Option<http::Uri>,
 
     /// Timeout of an upstream call when the caller set no deadline.
-    #[arg(long, env = "CATALOGUE_UPSTREAM_TIMEOUT", default_value = "1s",
-          value_parser = humantime::parse_duration)]
+    #[arg(long, env = "CATALOGUE_UPSTREAM_TIMEOUT", default_value = "1s", value_parser = humantime::parse_duration)]
     pub upstream_timeout: Duration,
 
     /// Kept from the caller's deadline to answer with stale stock in time.
-    #[arg(long, env = "CATALOGUE_UPSTREAM_DEADLINE_MARGIN", default_value = "20ms",
-          value_parser = humantime::parse_duration)]
+    #[arg(long, env = "CATALOGUE_UPSTREAM_DEADLINE_MARGIN", default_value = "20ms", value_parser = humantime::parse_duration)]
     pub upstream_deadline_margin: Duration,
 
     /// Bulkhead: upstream calls in flight at once.
@@ -92,8 +90,7 @@ pub struct UpstreamConfig {
     pub upstream_max_concurrency: usize,
 
     /// How long a call waits for a bulkhead slot before degrading.
-    #[arg(long, env = "CATALOGUE_UPSTREAM_BULKHEAD_WAIT", default_value = "10ms",
-          value_parser = humantime::parse_duration)]
+    #[arg(long, env = "CATALOGUE_UPSTREAM_BULKHEAD_WAIT", default_value = "10ms", value_parser = humantime::parse_duration)]
     pub upstream_bulkhead_wait: Duration,
 
     /// Failure ratio (0..1) over a window that opens the circuit breaker.
@@ -105,13 +102,11 @@ pub struct UpstreamConfig {
     pub breaker_min_requests: u32,
 
     /// Length of the breaker's counting window while closed.
-    #[arg(long, env = "CATALOGUE_BREAKER_INTERVAL", default_value = "10s",
-          value_parser = humantime::parse_duration)]
+    #[arg(long, env = "CATALOGUE_BREAKER_INTERVAL", default_value = "10s", value_parser = humantime::parse_duration)]
     pub breaker_interval: Duration,
 
     /// How long the breaker stays open before probing.
-    #[arg(long, env = "CATALOGUE_BREAKER_OPEN_TIMEOUT", default_value = "5s",
-          value_parser = humantime::parse_duration)]
+    #[arg(long, env = "CATALOGUE_BREAKER_OPEN_TIMEOUT", default_value = "5s", value_parser = humantime::parse_duration)]
     pub breaker_open_timeout: Duration,
 
     /// Probe calls admitted while half-open; that many successes close it.

@@ -27,53 +27,45 @@ fn run(args: &[&str], env: &[(&str, &str)]) -> (Option<i32>, String) {
 
 #[test]
 fn a_bad_value_exits_2_naming_the_flag_for_every_subcommand() {
-    for (args, env, flag) in [
+    let flags: &[(&[&str], &str)] = &[
         (
-            &["serve", "--breaker-failure-ratio", "2"][..],
-            &[][..],
+            &["serve", "--breaker-failure-ratio", "2"],
             "--breaker-failure-ratio",
         ),
         (
             &["serve", "--trace-sampler-arg", "1.5"],
-            &[],
             "--trace-sampler-arg",
         ),
         (
             &["serve", "--upstream-url", "inventory:50052"],
-            &[],
             "--upstream-url",
         ),
         (
             &["serve", "--otlp-endpoint", "127.0.0.1:4317"],
-            &[],
             "--otlp-endpoint",
         ),
-        (
-            &["serve", "--fault-error-rate", "7"],
-            &[],
-            "--fault-error-rate",
-        ),
-        (
-            &["serve", "--fault-latency-ms", "5"],
-            &[],
-            "--enable-faults",
-        ),
+        (&["serve", "--fault-error-rate", "7"], "--fault-error-rate"),
+        (&["serve", "--fault-latency-ms", "5"], "--enable-faults"),
         (
             &["serve", "--fault-methods", "DropTables"],
-            &[],
             "--fault-methods",
         ),
-        (
-            &["serve"],
-            &[("RUST_LOG", "catalogue=loud")],
-            "--log-filter",
-        ),
-        (&["serve"], &[("CATALOGUE_CONSOLE", "maybe")], "--console"),
-        (&["upstream", "--error-rate", "1.5"], &[], "--error-rate"),
-        (&["upstream", "--hang-rate=-1"], &[], "--hang-rate"),
-        (&["load", "--target", "ftp://catalogue"], &[], "--target"),
-        (&["load", "--rps", "0"], &[], "--rps"),
-    ] {
+        (&["upstream", "--error-rate", "1.5"], "--error-rate"),
+        (&["upstream", "--hang-rate=-1"], "--hang-rate"),
+        (&["load", "--target", "ftp://catalogue"], "--target"),
+        (&["load", "--rps", "0"], "--rps"),
+    ];
+    let variables = [
+        (("RUST_LOG", "catalogue=loud"), "--log-filter"),
+        (("CATALOGUE_CONSOLE", "maybe"), "--console"),
+    ];
+    let cases = flags.iter().map(|&(args, flag)| (args, &[][..], flag));
+    let cases = cases.chain(
+        variables
+            .iter()
+            .map(|(variable, flag)| (&["serve"][..], std::slice::from_ref(variable), *flag)),
+    );
+    for (args, env, flag) in cases {
         let (code, stderr) = run(args, env);
         assert_eq!(code, Some(2), "{args:?} {env:?}: {stderr}");
         assert!(

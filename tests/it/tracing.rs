@@ -113,34 +113,34 @@ async fn traced_app(logs: &Logs) -> (TestApp, Receiver) {
     (app, receiver)
 }
 
-/// An inventory upstream that keeps the `traceparent` of every call.
-#[derive(Clone, Default)]
-struct Inventory {
-    traceparents: Arc<Mutex<Vec<String>>>,
-}
+/// An inventory upstream with 7 of everything in stock.
+struct FixedStock;
 
 #[tonic::async_trait]
-impl InventoryService for Inventory {
+impl InventoryService for FixedStock {
     async fn get_stock(
         &self,
-        request: Request<GetStockRequest>,
+        _: Request<GetStockRequest>,
     ) -> Result<Response<GetStockResponse>, Status> {
+        Ok(Response::new(GetStockResponse { stock_qty: 7 }))
+    }
+}
+
+/// Starts an inventory upstream that keeps the `traceparent` of every call
+/// in `traceparents`; returns its url.
+async fn start_inventory(traceparents: Arc<Mutex<Vec<String>>>) -> String {
+    let keep = move |request: Request<()>| {
         let traceparent = request
             .metadata()
             .get("traceparent")
             .and_then(|value| value.to_str().ok())
             .unwrap_or("")
             .to_owned();
-        self.traceparents.lock().unwrap().push(traceparent);
-        Ok(Response::new(GetStockResponse { stock_qty: 7 }))
-    }
-}
-
-impl Inventory {
-    async fn start(&self) -> String {
-        serve_on_loopback(Server::builder().add_service(InventoryServiceServer::new(self.clone())))
-            .await
-    }
+        traceparents.lock().unwrap().push(traceparent);
+        Ok(request)
+    };
+    let inventory = InventoryServiceServer::with_interceptor(FixedStock, keep);
+    serve_on_loopback(Server::builder().add_service(inventory)).await
 }
 
 const TRACE_ID: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
@@ -160,8 +160,8 @@ fn get_request_with(traceparent: &str) -> Request<GetProductRequest> {
 async fn the_callers_sampling_decision_travels_on_to_the_upstream() {
     let receiver = Receiver::default();
     let endpoint = receiver.start().await;
-    let inventory = Inventory::default();
-    let upstream = inventory.start().await;
+    let traceparents = Arc::new(Mutex::new(Vec::new()));
+    let upstream = start_inventory(traceparents.clone()).await;
     let app = crate::helpers::spawn_app_with(
         Backend::Memory,
         // Only the head sampler's decision: no call is kept for being slow.
@@ -199,7 +199,7 @@ async fn the_callers_sampling_decision_travels_on_to_the_upstream() {
         .find(|span| span.name == "inventory.v1.InventoryService/GetStock")
         .expect("the sampled call's upstream span");
     assert_eq!(hex(&client.trace_id), TRACE_ID);
-    let traceparents = inventory.traceparents.lock().unwrap().clone();
+    let traceparents = traceparents.lock().unwrap().clone();
     let [unsampled, sampled] = traceparents.as_slice() else {
         panic!("{traceparents:?}");
     };

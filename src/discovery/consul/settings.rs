@@ -35,14 +35,12 @@ pub struct ConsulConfig {
     pub consul_advertise_addr: Option<AdvertiseAddr>,
 
     /// How often the agent calls the gRPC health check.
-    #[arg(long, env = "CATALOGUE_CONSUL_CHECK_INTERVAL", default_value = "10s",
-          value_parser = humantime::parse_duration)]
+    #[arg(long, env = "CATALOGUE_CONSUL_CHECK_INTERVAL", default_value = "10s", value_parser = humantime::parse_duration)]
     pub consul_check_interval: Duration,
 
     /// How long the check may stay critical before the agent removes the
     /// instance, should it die without deregistering (Consul's minimum: 1m).
-    #[arg(long, env = "CATALOGUE_CONSUL_DEREGISTER_CRITICAL_SERVICE_AFTER", default_value = "1m",
-          value_parser = humantime::parse_duration)]
+    #[arg(long, env = "CATALOGUE_CONSUL_DEREGISTER_CRITICAL_SERVICE_AFTER", default_value = "1m", value_parser = humantime::parse_duration)]
     pub consul_deregister_critical_service_after: Duration,
 }
 

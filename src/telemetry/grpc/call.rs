@@ -13,8 +13,8 @@ use tracing::{Dispatch, Span};
 use tracing_opentelemetry::OpenTelemetrySpanExt as _;
 
 use super::{
-    body::FrameCounter,
     codes::OTEL_CODE_NAMES,
+    framing::FrameCounter,
     handles::RpcMetrics,
     kept::{KeptCalls, Recording},
     labels::{PollLabel, TraceIds},

@@ -20,12 +20,14 @@
 //! - `span`: the call's SERVER span and its attributes;
 //! - `kept`: untraced calls exported when they end with an error or slowly;
 //! - `body`: the request and response bodies, counting gRPC messages;
+//! - `framing`: gRPC's length-prefixed messages counted in bytes cut anywhere;
 //! - `labels`: while a CPU profile runs, the call each sample was taken in;
 //! - `codes`: status code names as each convention writes them.
 
 mod body;
 mod call;
 mod codes;
+mod framing;
 mod handles;
 pub mod kept;
 pub mod labels;
@@ -47,11 +49,11 @@ use tonic::Code;
 use tower::{Layer, Service};
 use tracing::{Dispatch, Instrument, instrument::WithSubscriber};
 
-use self::{
-    body::MessageCountingBody, call::Call, codes::grpc_status, handles::RpcMetrics,
-    kept::KeptCalls, labels::LabelTable,
-};
 pub use self::{body::TelemetryBody, codes::code_name};
+use self::{
+    body::count_received, call::Call, codes::grpc_status, handles::RpcMetrics, kept::KeptCalls,
+    labels::LabelTable,
+};
 use super::{Metrics, sampling::HeadSampler};
 use crate::method::Kind;
 
@@ -208,9 +210,7 @@ where
                 dispatch.clone(),
             );
             let span = call.span.clone();
-            let request = request.map(|body| {
-                tonic::body::Body::new(MessageCountingBody::new(body, method.received.clone()))
-            });
+            let request = request.map(|body| count_received(body, method.received.clone()));
             let inner = span.in_scope(|| self.inner.call(request));
             ResponseFuture {
                 inner: TaskMonitor::instrument(&method.monitor, inner)
