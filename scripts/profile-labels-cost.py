@@ -20,6 +20,7 @@ import tempfile
 import threading
 import urllib.request
 
+sys.dont_write_bytecode = True
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import bench  # noqa: E402
 
