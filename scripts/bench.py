@@ -170,6 +170,7 @@ def h2load(server, seconds, body_path, clients=16, streams=32, method="GetProduc
     mean = re.search(r"time for request:\s+\S+\s+\S+\s+(\S+)", output)
     request_times = re.search(r"time for request:\s+(\S+)\s+(\S+)\s+(\S+)\s+(\S+)", output)
     failed = re.search(r"(\d+) failed", output)
+    succeeded = re.search(r"(\d+) succeeded", output)
     if not rps:
         raise SystemExit(f"h2load failed:\n{output}")
     return {
@@ -178,6 +179,7 @@ def h2load(server, seconds, body_path, clients=16, streams=32, method="GetProduc
         "max_latency": request_times.group(2) if request_times else None,
         "sd_latency": request_times.group(4) if request_times else None,
         "failed": int(failed.group(1)) if failed else None,
+        "succeeded": int(succeeded.group(1)) if succeeded else None,
         "rss_under_load_mb": round(peak_rss, 1),
     }
 

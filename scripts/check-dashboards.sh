@@ -10,8 +10,8 @@
 # packages) runs beside it against the same upstream, scraped as job go-peer
 # and driven by its own load, so that the Go panels of go-and-tokio.json
 # are proved on a Go process and the Tokio ones on the catalogue. Installs
-# Debian's prometheus package when promtool or prometheus is missing (its
-# service is not started).
+# Debian's prometheus package when promtool or prometheus is missing
+# (lib.sh's need_prometheus).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/lib.sh
@@ -20,17 +20,7 @@ LOAD_SECONDS=${LOAD_SECONDS:-30}
 # Low, so that the burst below is partly shed.
 MAX_CONCURRENT_CALLS=8
 
-if ! command -v promtool >/dev/null || ! command -v prometheus >/dev/null; then
-  # policy-rc.d answering 101 keeps the package from starting its service.
-  policy=/usr/sbin/policy-rc.d
-  added_policy=""
-  if [ ! -e "$policy" ]; then
-    printf '#!/bin/sh\nexit 101\n' >"$policy" && chmod +x "$policy" && added_policy=1
-  fi
-  apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null
-  if [ -n "$added_policy" ]; then rm -f "$policy"; fi
-fi
+need_prometheus
 
 promtool check config otel/prometheus.yml
 promtool check rules otel/rules/*.yml

@@ -64,3 +64,17 @@ await_address() {
   kill "$1" 2>/dev/null || true
   return 1
 }
+
+# need_prometheus: installs Debian's prometheus package (prometheus and
+# promtool) when either is missing; its service is not started.
+need_prometheus() {
+  command -v promtool >/dev/null && command -v prometheus >/dev/null && return 0
+  # policy-rc.d answering 101 keeps the package from starting its service.
+  local policy=/usr/sbin/policy-rc.d added_policy=""
+  if [ ! -e "$policy" ]; then
+    printf '#!/bin/sh\nexit 101\n' >"$policy" && chmod +x "$policy" && added_policy=1
+  fi
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null
+  if [ -n "$added_policy" ]; then rm -f "$policy"; fi
+}

@@ -8,32 +8,9 @@ side-by-side dashboard's two halves each prove their own runtime.
 Usage: python scripts/panel-series.py PROMETHEUS_URL
 """
 
-import glob
-import json
 import sys
-import urllib.parse
-import urllib.request
 
-# As Grafana substitutes them, with every job and instance selected.
-VARIABLES = {
-    "${job}": ".*",
-    "${instance}": ".*",
-    "$job": ".*",
-    "$instance": ".*",
-    "$__rate_interval": "1m",
-    "$__interval": "1m",
-    "$__range": "1h",
-}
-
-
-def get(prometheus: str, path: str, **params) -> dict:
-    url = f"{prometheus}{path}?{urllib.parse.urlencode(params)}"
-    with urllib.request.urlopen(url, timeout=10) as response:
-        body = json.load(response)
-    if body["status"] != "success":
-        raise RuntimeError(f"{path} {params}: {body}")
-    return body["data"]
-
+from dashboards import dashboards, get, panels, substitute
 
 # Panel title prefix -> the job its series must come from.
 RUNTIME_JOBS = {"Go:": "go-peer", "Tokio:": "catalogue"}
@@ -41,26 +18,15 @@ RUNTIME_JOBS = {"Go:": "go-peer", "Tokio:": "catalogue"}
 
 def series(prometheus: str, query: str, job: str | None = None) -> int:
     """The number of series the query returns (of `job` only, if given)."""
-    for variable, value in VARIABLES.items():
-        query = query.replace(variable, value)
-    data = get(prometheus, "/api/v1/query", query=query)
+    data = get(prometheus, "/api/v1/query", query=substitute(query))
     if data["resultType"] not in ("vector", "matrix"):
         return 1
     return sum(1 for result in data["result"] if job is None or result["metric"].get("job") == job)
 
 
-def panels(items):
-    for panel in items:
-        yield panel
-        yield from panels(panel.get("panels", []))
-
-
 def main(prometheus: str) -> int:
     rows = []
-    for path in sorted(glob.glob("grafana/dashboards/*.json")):
-        with open(path) as f:
-            dashboard = json.load(f)
-        name = path.rsplit("/", 1)[1].removesuffix(".json")
+    for name, dashboard in dashboards():
         for panel in panels(dashboard["panels"]):
             job = next((job for prefix, job in RUNTIME_JOBS.items() if panel["title"].startswith(prefix)), None)
             for target in panel.get("targets", []):

@@ -32,7 +32,8 @@ use crate::{
     protection::{ShedLayer, expose_tcp_info, guard_connections, raise_fd_limit},
     store::{self, InstrumentedStore, Store, StoreError},
     telemetry::{
-        LogLevel, Metrics, Telemetry,
+        Console, LogLevel, Metrics, Telemetry,
+        console::ConsoleError,
         grpc::{GrpcTelemetryLayer, Rpc, kept::KeptCalls},
         runtime::{Sampler, ScrapeHook},
         sampling::HeadSampler,
@@ -92,6 +93,8 @@ pub enum StartupError {
     Consul(#[from] ConsulError),
     #[error("{0}")]
     InsecureAdmin(#[from] InsecureAdmin),
+    #[error("--console: {0}")]
+    Console(#[from] ConsoleError),
 }
 
 /// A built, bound and not yet serving instance of the service.
@@ -110,7 +113,9 @@ pub struct App {
     grpc_addr: SocketAddr,
     admin_listener: TcpListener,
     admin_addr: SocketAddr,
-    console: Option<(console_subscriber::Server, std::net::TcpListener)>,
+    /// tokio-console's switch, for `/debug/console`.
+    console: Option<Console>,
+    /// Where tokio-console attaches when `--console` woke it at start.
     console_addr: Option<SocketAddr>,
     /// Which calls are traced; `None` when traces are not exported.
     head_sampler: Option<HeadSampler>,
@@ -154,20 +159,24 @@ impl App {
         let (grpc_listener, grpc_addr) = bind(config.grpc_addr).await?;
         let (admin_listener, admin_addr) = bind(config.admin.admin_addr).await?;
         let consul = Registrar::from_config(&config.consul, grpc_addr, SERVICE_NAME)?;
-        let console = match telemetry.take_console() {
-            Some(server) => {
-                let addr = config.telemetry.console_addr;
-                let listener = std::net::TcpListener::bind(addr)
-                    .map_err(|source| StartupError::Bind { addr, source })?;
-                listener.set_nonblocking(true)?;
-                Some((server, listener))
+        let console = telemetry.console();
+        let console_addr = match (&console, config.telemetry.console) {
+            // `--console`: awake from the start.
+            (Some(console), true) => {
+                console
+                    .wake()
+                    .with_subscriber(telemetry.dispatch())
+                    .await?
+                    .addr
             }
-            None => None,
+            (None, true) => {
+                tracing::warn!(
+                    "--console: this build has no tokio-console layer (no tokio_unstable)"
+                );
+                None
+            }
+            (_, false) => None,
         };
-        let console_addr = console
-            .as_ref()
-            .map(|(_, listener)| listener.local_addr())
-            .transpose()?;
         Ok(Self {
             config,
             store,
@@ -197,7 +206,8 @@ impl App {
         self.admin_addr
     }
 
-    /// Where tokio-console attaches; `None` without `--console`.
+    /// Where tokio-console attaches when `--console` woke it at start;
+    /// `None` without (`PUT /debug/console` answers the address).
     pub fn console_addr(&self) -> Option<SocketAddr> {
         self.console_addr
     }
@@ -228,7 +238,7 @@ impl App {
         running.drain().await
     }
 
-    /// Spawns the servers (gRPC, admin, console) and the metrics upkeep.
+    /// Spawns the servers (gRPC, admin) and the metrics upkeep.
     async fn start(self) -> Result<Running, StartupError> {
         let Self {
             config,
@@ -257,9 +267,6 @@ impl App {
         let (stop, stopping) = watch::channel(false);
         let (drain, draining) = watch::channel(false);
 
-        if let Some((server, listener)) = console {
-            serve_console(server, listener)?;
-        }
         let telemetry_layer = GrpcTelemetryLayer::new(
             &served_rpcs(config.telemetry.trace_health_checks),
             head_sampler,
@@ -299,6 +306,7 @@ impl App {
             guard: AdminGuard::new(config.admin.admin_token.clone(), admin_addr),
             tasks: tasks.clone(),
             log_level,
+            console,
             dispatch,
             labels,
         });
@@ -311,6 +319,7 @@ impl App {
                 admin_listener,
                 admin_router,
                 admin_limits,
+                tasks.clone(),
                 drained(draining),
             )
         });
@@ -629,39 +638,6 @@ fn grpc_server<H: Health>(
         .add_service(reflection_v1alpha)
         .add_service(catalogue)
         .serve_with_incoming_shutdown(incoming, drained(draining)))
-}
-
-/// tokio-console's gRPC server and aggregator, on a thread and runtime of
-/// their own so that attaching a console never competes with the service's
-/// workers (and the console's own tasks do not crowd the service's view).
-fn serve_console(
-    server: console_subscriber::Server,
-    listener: std::net::TcpListener,
-) -> std::io::Result<()> {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
-    std::thread::Builder::new()
-        .name("tokio-console".into())
-        .spawn(move || {
-            runtime.block_on(async move {
-                let parts = server.into_parts();
-                let aggregator = tokio::spawn(parts.aggregator.run());
-                let served = match TcpListener::from_std(listener) {
-                    Ok(listener) => Server::builder()
-                        .add_service(parts.instrument_server)
-                        .serve_with_incoming(TcpIncoming::from(listener))
-                        .await
-                        .map_err(|error| error.to_string()),
-                    Err(error) => Err(error.to_string()),
-                };
-                if let Err(error) = served {
-                    tracing::error!(%error, "tokio-console server failed");
-                }
-                aggregator.abort();
-            });
-        })?;
-    Ok(())
 }
 
 /// Raises the soft limit on open files to the hard one, then lowers

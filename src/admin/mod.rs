@@ -10,6 +10,8 @@
 //!   not draining, 503 with the reason otherwise;
 //! - `GET /debug/pprof/…`: CPU and heap profiles and task dumps (see
 //!   [`pprof`]);
+//! - `GET`, `PUT`, `DELETE /debug/console`: tokio-console's state, woken,
+//!   put to sleep (see [`console`]);
 //! - `GET /log-level`, `PUT /log-level` (a `RUST_LOG`-style filter as the
 //!   body): the log filter in force, changed without a restart; a bad
 //!   filter is a 400 and changes nothing.
@@ -18,6 +20,7 @@
 //! when one is set; without one, only requests for `localhost` or the
 //! server's own IP are answered (see [`guard`]).
 
+pub mod console;
 pub mod guard;
 pub mod pprof;
 pub mod server;
@@ -40,7 +43,7 @@ use crate::{
     faults::{FaultInjector, FaultPatch},
     store::Store,
     telemetry::{
-        LogFilter, LogLevel, grpc::labels::LabelTable, openmetrics, runtime::Sampler,
+        Console, LogFilter, LogLevel, grpc::labels::LabelTable, openmetrics, runtime::Sampler,
         tasks::TaskList,
     },
 };
@@ -64,6 +67,9 @@ pub struct AdminState {
     pub tasks: TaskList,
     /// The log filter, changed by `PUT /log-level`.
     pub log_level: LogLevel,
+    /// tokio-console's switch, for `/debug/console`; `None` without a
+    /// console layer.
+    pub console: Option<Console>,
     /// The app's subscriber: axum polls each request on a task of its own.
     pub dispatch: tracing::Dispatch,
     /// The app's methods as CPU profile labels name them.
@@ -78,6 +84,7 @@ pub fn router(state: AdminState) -> Router {
         .route("/readyz", get(ready))
         .route("/log-level", get(get_log_level).put(put_log_level))
         .merge(pprof::routes())
+        .merge(console::routes())
         // Every route above, and the 404 of any other path, passes the guard.
         .layer(middleware::from_fn_with_state(
             state.guard.clone(),

@@ -3,7 +3,8 @@
 //! and counted), and a connection that has not sent a whole request head
 //! within `--admin-header-timeout` is closed (hyper's header read timeout,
 //! which `axum::serve` leaves off). On shutdown, open connections finish
-//! the request in hand and close.
+//! the request in hand and close. Each connection is a task named
+//! `admin-connection` (task dumps, tokio-console).
 
 use std::{future::Future, sync::Arc, time::Duration};
 
@@ -16,7 +17,7 @@ use metrics::{Counter, counter};
 use tokio::{net::TcpListener, sync::Semaphore};
 use tokio_util::task::TaskTracker;
 
-use crate::telemetry::names;
+use crate::telemetry::{names, tasks::TaskList};
 
 /// The bounds of the admin server.
 #[derive(Debug, Clone, Copy)]
@@ -36,16 +37,18 @@ pub fn serve(
     listener: TcpListener,
     router: Router,
     limits: AdminLimits,
+    tasks: TaskList,
     shutdown: impl Future<Output = ()> + Send,
 ) -> impl Future<Output = std::io::Result<()>> + Send {
     let refused = counter!(names::ADMIN_CONNECTIONS_REFUSED, "reason" => "max_connections");
-    accept_loop(listener, router, limits, refused, shutdown)
+    accept_loop(listener, router, limits, tasks, refused, shutdown)
 }
 
 async fn accept_loop(
     listener: TcpListener,
     router: Router,
     limits: AdminLimits,
+    tasks: TaskList,
     refused: Counter,
     shutdown: impl Future<Output = ()> + Send,
 ) -> std::io::Result<()> {
@@ -73,7 +76,7 @@ async fn accept_loop(
         };
         let service = TowerToHyperService::new(router.clone());
         let mut closed = closed.clone();
-        connections.spawn(async move {
+        let connection = connections.track_future(async move {
             let _permit = permit;
             let mut builder = hyper::server::conn::http1::Builder::new();
             builder
@@ -88,6 +91,9 @@ async fn accept_loop(
             connection.as_mut().graceful_shutdown();
             let _ = connection.await;
         });
+        if let Err(error) = tasks.spawn("admin-connection", connection) {
+            tracing::warn!(%error, "admin server: cannot spawn a connection's task");
+        }
     }
     closing.send_replace(true);
     connections.close();

@@ -10,11 +10,13 @@
 //!   metrics of every call;
 //! - `runtime`: the sampler of Tokio runtime, task, process and pool metrics;
 //! - `tasks`: the runtime's live tasks, from its spawn and terminate hooks;
+//! - `console`: tokio-console's layer, dormant until woken, and its endpoint;
 //! - `logs`: log lines, which see events only and carry trace ids;
 //! - `sampling`: the head-sampling decision, made before any span exists;
 //! - `names`: every metric name and help text;
 //! - `prometheus`: the app's recorder.
 
+pub mod console;
 mod exposition;
 pub mod grpc;
 mod logs;
@@ -36,23 +38,15 @@ use opentelemetry_sdk::{
     trace::{Sampler, SdkTracerProvider},
 };
 use tracing::Dispatch;
-use tracing_subscriber::{EnvFilter, Layer, Registry, layer::SubscriberExt};
+use tracing_subscriber::{Layer, Registry, layer::SubscriberExt};
 
 pub use self::{
+    console::Console,
     grpc::kept::{StoreCall, record_store_call},
     logs::LogLevel,
     prometheus::Metrics,
     settings::{LogConfig, LogFilter, LogFormat, LogSink, TelemetryConfig},
 };
-
-/// What tokio-console needs: the runtime's task and resource spans.
-const CONSOLE_FILTER: &str = "tokio=trace,runtime=trace";
-/// Completed tasks tokio-console keeps (its default, an hour, grows without
-/// bound under load).
-const CONSOLE_RETENTION: std::time::Duration = std::time::Duration::from_secs(60);
-/// Events buffered between instrumented tasks and the console aggregator;
-/// beyond it events are dropped, not queued.
-const CONSOLE_EVENT_BUFFER: usize = 16 * 1024;
 
 #[derive(Debug, thiserror::Error)]
 pub enum TelemetryError {
@@ -70,7 +64,9 @@ pub struct Telemetry {
     dispatch: Dispatch,
     /// The log filter, changeable at run time.
     log_level: LogLevel,
-    console: Option<console_subscriber::Server>,
+    /// tokio-console's switch: `None` for `logs_only`, whose subscriber has
+    /// no console layer, and in a build without `tokio_unstable`.
+    console: Option<Console>,
     tracer_provider: Option<SdkTracerProvider>,
     /// `None` without an exporter: then no call makes a span.
     head_sampler: Option<sampling::HeadSampler>,
@@ -113,17 +109,6 @@ impl Telemetry {
             .transpose()?;
 
         let mut layers: Vec<Box<dyn Layer<Registry> + Send + Sync>> = Vec::new();
-        let console = config.console.then(|| {
-            let (layer, server) = console_subscriber::ConsoleLayer::builder()
-                .retention(CONSOLE_RETENTION)
-                .event_buffer_capacity(CONSOLE_EVENT_BUFFER)
-                .build();
-            // Every layer has its own filter: mixing filtered and unfiltered
-            // layers in one registry trips tracing-subscriber's per-layer
-            // filter bookkeeping ("Span not found") under concurrent load.
-            layers.push(layer.with_filter(EnvFilter::new(CONSOLE_FILTER)).boxed());
-            server
-        });
         if let Some(provider) = &tracer_provider {
             let tracer = provider.tracer("catalogue");
             // Each of these costs every span, sampled or not, on every
@@ -143,7 +128,22 @@ impl Telemetry {
                     .boxed(),
             );
         }
-        let (dispatch, log_level) = dispatch(layers, &config.logs, log_sink.into());
+        // Always there, dormant until woken; last, after the log layer (see
+        // `console`). Every layer has its own filter: mixing filtered and
+        // unfiltered layers in one registry trips tracing-subscriber's
+        // per-layer filter bookkeeping.
+        // tokio instruments its tasks only when built with `--cfg
+        // tokio_unstable` (.cargo/config.toml): without it there is nothing
+        // for a console to see, and console-subscriber refuses to start.
+        let (console, console_layer) = cfg!(tokio_unstable)
+            .then(|| Console::new(config.console_addr))
+            .unzip();
+        let (dispatch, log_level) = dispatch(
+            layers,
+            &config.logs,
+            log_sink.into(),
+            console_layer.map(Layer::boxed),
+        );
 
         let head_sampler = tracer_provider.as_ref().map(|_| {
             sampling::HeadSampler::new(config.trace_sampler, config.trace_sampler_arg.get())
@@ -176,7 +176,7 @@ impl Telemetry {
         config: &LogConfig,
         log_sink: impl Into<LogSink>,
     ) -> Result<Self, TelemetryError> {
-        let (dispatch, log_level) = dispatch(Vec::new(), config, log_sink.into());
+        let (dispatch, log_level) = dispatch(Vec::new(), config, log_sink.into(), None);
         Ok(Self {
             metrics: Metrics::new()?,
             dispatch,
@@ -245,10 +245,10 @@ impl Telemetry {
         }
     }
 
-    /// The tokio-console server, to be bound and served by the app; `None`
-    /// when the console is off (or was taken already).
-    pub fn take_console(&mut self) -> Option<console_subscriber::Server> {
-        self.console.take()
+    /// tokio-console's switch (dormant until woken); `None` for
+    /// [`Telemetry::logs_only`] and without `tokio_unstable`.
+    pub fn console(&self) -> Option<Console> {
+        self.console.clone()
     }
 }
 
@@ -289,16 +289,18 @@ pub fn sampled_parent() -> Option<opentelemetry::Context> {
         .then_some(context)
 }
 
-/// The registry of `layers` and the log layer, as a dispatch, and the
-/// handle of the log layer's filter.
+/// The registry of `layers`, the log layer and `last`, as a dispatch, and
+/// the handle of the log layer's filter.
 fn dispatch(
     mut layers: Vec<Box<dyn Layer<Registry> + Send + Sync>>,
     logs: &LogConfig,
     sink: LogSink,
+    last: Option<Box<dyn Layer<Registry> + Send + Sync>>,
 ) -> (Dispatch, LogLevel) {
     let own_dispatch = logs::OwnDispatch::default();
     let (log_layer, log_level) = logs::layer(logs, sink, own_dispatch.clone());
     layers.push(log_layer);
+    layers.extend(last);
     let dispatch = Dispatch::new(Registry::default().with(layers));
     let _ = own_dispatch.set(dispatch.downgrade());
     (dispatch, log_level)

@@ -159,14 +159,13 @@ pub struct TelemetryConfig {
     #[arg(long, env = "CATALOGUE_TRACE_HEALTH_CHECKS", value_parser = BoolishValueParser::new())]
     pub trace_health_checks: bool,
 
-    /// Address tokio-console attaches to.
+    /// Address tokio-console attaches to, open while the console is awake.
     #[arg(long, env = "CATALOGUE_CONSOLE_ADDR", default_value = "127.0.0.1:6669")]
     pub console_addr: SocketAddr,
 
-    /// Serve tokio-console. Off by default: its instrumentation halves
-    /// throughput under load, and with it on, tracing-subscriber can panic
-    /// creating a span whose parent one layer filtered out
-    /// (tokio-rs/tracing#3406).
+    /// Wake tokio-console at start. Without it the console's layer is
+    /// dormant (costs nothing measurable) until `PUT /debug/console` on the
+    /// admin port; awake, its instrumentation halves throughput under load.
     #[arg(long, env = "CATALOGUE_CONSOLE", value_parser = BoolishValueParser::new())]
     pub console: bool,
 

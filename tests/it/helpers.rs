@@ -101,6 +101,11 @@ impl TestApp {
         self._data_dir.path().join("catalogue.db")
     }
 
+    /// The app's subscriber, for work a test runs as the app would.
+    pub fn dispatch(&self) -> tracing::Dispatch {
+        self.telemetry.dispatch()
+    }
+
     /// Exports the spans finished so far.
     pub fn flush_traces(&self) {
         self.telemetry.flush_traces();
@@ -262,6 +267,17 @@ async fn start_at(
     let mut telemetry = Telemetry::init(&config.telemetry, sink)
         .expect(TELEMETRY_ONCE)
         .with_tasks(tasks);
+    let app = App::build(config, &mut telemetry)
+        .await
+        .expect("app builds");
+    start(app, telemetry, data_dir).await
+}
+
+/// Spawns a memory app from a configuration the test adjusted
+/// (`test_config`'s, changed where a flag cannot say it).
+pub async fn spawn_app_configured(config: ServeConfig) -> TestApp {
+    let data_dir = tempfile::tempdir().expect("temporary directory");
+    let mut telemetry = Telemetry::init(&config.telemetry, test_log_sink()).expect(TELEMETRY_ONCE);
     let app = App::build(config, &mut telemetry)
         .await
         .expect("app builds");

@@ -1,0 +1,115 @@
+"""The cost of tokio-console's layer: dormant (installed, never woken),
+slept (woken, then put back to sleep) and awake, against a build without
+the layer at all. h2load saturates GetProduct on the memory store
+(-c16 -m32, as scripts/bench.py's observability section does) and the
+server's CPU time per call is read from /proc/PID/stat around each run.
+
+Usage: python scripts/console-overhead.py BASELINE CANDIDATE [--rounds N] [--seconds S] [--traces] [--dormant-only]
+  BASELINE   a release build with no console layer (main before issue 18)
+  CANDIDATE  a release build with the dormant layer (this one)
+  --traces   the default production profile: metrics, and traces at 10 %
+             exported over OTLP to a local sink (otherwise everything off)
+  --dormant-only  leave the awake configuration out (more rounds in the time)
+
+Configurations run in alternating order each round (ABBA); medians and
+ratios to the baseline are printed as JSON. Needs h2load and grpcio (what
+bench.py needs); run it under the machine lock.
+"""
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import tempfile
+import urllib.request
+
+sys.path.insert(0, os.path.dirname(__file__))
+import bench  # noqa: E402
+
+ALL_OFF = ["--database-url", "memory", "--no-runtime-metrics"]
+TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_seconds(pid):
+    """utime + stime of a process, in seconds."""
+    with open(f"/proc/{pid}/stat") as stat:
+        fields = stat.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / TICKS
+
+
+def admin(server, method, path):
+    request = urllib.request.Request(f"http://{server.admin}{path}", method=method)
+    with urllib.request.urlopen(request, timeout=10) as response:
+        return json.loads(response.read())
+
+
+def run(binary, flags, env, before, seconds, body_path):
+    """One h2load run against a fresh server: calls per second and server
+    CPU microseconds per call."""
+    server = bench.Server(binary, flags, env)
+    try:
+        for method in before:
+            admin(server, method, "/debug/console")
+        start = cpu_seconds(server.process.pid)
+        result = bench.h2load(server, seconds, body_path)
+        used = cpu_seconds(server.process.pid) - start
+        return result["rps"], used / max(result["succeeded"] or 1, 1) * 1e6
+    finally:
+        server.stop()
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("baseline")
+    parser.add_argument("candidate")
+    parser.add_argument("--rounds", type=int, default=4)
+    parser.add_argument("--seconds", type=int, default=8)
+    parser.add_argument("--traces", action="store_true")
+    parser.add_argument("--dormant-only", action="store_true")
+    args = parser.parse_args()
+    flags, env = ALL_OFF, {}
+    if args.traces:
+        sink = bench.OtlpSink()
+        flags = ["--database-url", "memory", "--otlp-endpoint", sink.endpoint]
+        env = {"OTEL_TRACES_SAMPLER": "traceidratio", "OTEL_TRACES_SAMPLER_ARG": "0.1"}
+    configurations = {
+        "no console layer (baseline)": (args.baseline, flags, []),
+        "dormant": (args.candidate, flags, []),
+        "slept (PUT then DELETE /debug/console)": (args.candidate, flags, ["PUT", "DELETE"]),
+        "awake (--console, no client)": (args.candidate, [*flags, "--console"], []),
+    }
+    if args.dormant_only:
+        del configurations["awake (--console, no client)"]
+    with tempfile.NamedTemporaryFile(suffix=".bin", delete=False) as file:
+        file.write(bench.get_product_body())
+    rps = {name: [] for name in configurations}
+    cpu = {name: [] for name in configurations}
+    try:
+        for round_number in range(args.rounds):
+            order = list(configurations.items())
+            if round_number % 2:
+                order.reverse()
+            for name, (binary, server_flags, before) in order:
+                calls, micros = run(binary, server_flags, env, before, args.seconds, file.name)
+                rps[name].append(round(calls))
+                cpu[name].append(round(micros, 2))
+    finally:
+        os.unlink(file.name)
+    base_rps = statistics.median(rps["no console layer (baseline)"])
+    base_cpu = statistics.median(cpu["no console layer (baseline)"])
+    print(json.dumps({
+        name: {
+            "median_rps": round(statistics.median(rps[name])),
+            "rps_vs_baseline": round(statistics.median(rps[name]) / base_rps, 3),
+            "median_cpu_us_per_call": round(statistics.median(cpu[name]), 2),
+            "cpu_vs_baseline": round(statistics.median(cpu[name]) / base_cpu, 3),
+            "runs_rps": rps[name],
+            "runs_cpu_us_per_call": cpu[name],
+        }
+        for name in configurations
+    }, indent=2))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

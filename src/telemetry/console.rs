@@ -1,0 +1,458 @@
+//! tokio-console on demand. The console's layer is always in the app's
+//! subscriber, but dormant: its filter gives every callsite the interest
+//! `never` (and a level hint of `OFF`), so tokio's instrumentation is
+//! skipped where it stands, at the macro's level check, and nothing is
+//! recorded. [`Console::wake`] turns the filter on for tokio's targets,
+//! rebuilds tracing's per-callsite interest cache and opens the console's
+//! gRPC endpoint; [`Console::sleep`] turns it off again and closes the
+//! endpoint, with its connections.
+//!
+//! Why the layer cannot trip tracing-subscriber's "Span not found"
+//! (tokio-rs/tracing#3406): a per-layer filter's decision for a span lives
+//! in a thread-local bit set between `enabled` and the layers' `on_new_span`;
+//! a layer that makes tracing emit while it handles a span (the console's
+//! event channel wakes its aggregator, and tokio instruments wakers)
+//! rewrites those bits, so a layer *after* it in the same pass can be handed
+//! a span its filter refused, and the formatting and OpenTelemetry layers
+//! `expect` to find it. Hence:
+//! - the console layer is the last layer of the subscriber, so whatever it
+//!   emits comes after every other layer has had its turn;
+//! - it is handed a new span only if the registry says its own filter
+//!   enabled that span (`ConsoleView`), whatever the thread-local says;
+//! - a span keeps the filter decision it was created with: spans created
+//!   while dormant are never seen by the console, even when they close
+//!   after it wakes, and spans created while awake are still entered and
+//!   closed in the console's books after it sleeps, so it never holds a
+//!   task that ended as alive;
+//! - each callsite reaches the console's `register_callsite` once: the
+//!   interest cache is rebuilt on every transition (and by `PUT /log-level`,
+//!   through `tracing_subscriber::reload`), and the console would otherwise
+//!   store the callsite's metadata again each time.
+
+use std::{
+    collections::HashSet,
+    net::SocketAddr,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::{Duration, SystemTime},
+};
+
+use console_api::instrument::instrument_server::InstrumentServer;
+use console_subscriber::ConsoleLayer;
+use serde::Serialize;
+use tokio::sync::oneshot;
+use tonic::transport::{Server, server::TcpIncoming};
+use tracing::{
+    Metadata, Subscriber,
+    callsite::{self, Identifier},
+    span,
+    subscriber::Interest,
+};
+use tracing_subscriber::{
+    Layer,
+    filter::LevelFilter,
+    layer::{Context, Filter},
+    registry::LookupSpan,
+};
+
+/// Completed tasks tokio-console keeps (its default, an hour, grows without
+/// bound under load).
+const RETENTION: Duration = Duration::from_secs(60);
+/// Events buffered between instrumented tasks and the console aggregator;
+/// beyond it events are dropped, not queued.
+const EVENT_BUFFER: usize = 16 * 1024;
+
+/// The targets tokio-console reads: tokio's task, waker and resource spans
+/// and events (tracing-subscriber's `tokio=trace,runtime=trace`).
+fn wanted(metadata: &Metadata<'_>) -> bool {
+    let target = metadata.target();
+    target.starts_with("tokio") || target.starts_with("runtime")
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConsoleError {
+    #[error("cannot open the tokio-console endpoint on {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("cannot start the tokio-console thread: {0}")]
+    Thread(std::io::Error),
+}
+
+impl ConsoleError {
+    /// The address is taken (another process, or a console of another app).
+    pub fn address_in_use(&self) -> bool {
+        matches!(self, Self::Bind { source, .. } if source.kind() == std::io::ErrorKind::AddrInUse)
+    }
+}
+
+/// Awake or dormant, since when, and where a console attaches.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct ConsoleStatus {
+    pub state: ConsoleState,
+    /// When the console last woke or fell asleep (RFC 3339, UTC); the
+    /// app's start while it never woke.
+    #[serde(serialize_with = "rfc3339")]
+    pub since: SystemTime,
+    /// The endpoint's address, while awake.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub addr: Option<SocketAddr>,
+}
+
+#[derive(Debug, Clone, Copy, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum ConsoleState {
+    Dormant,
+    Awake,
+}
+
+fn rfc3339<S: serde::Serializer>(time: &SystemTime, serializer: S) -> Result<S::Ok, S::Error> {
+    serializer.collect_str(&humantime::format_rfc3339_seconds(*time))
+}
+
+/// The console's switch and endpoint; clones share them. Dropping the last
+/// one closes the endpoint and stops the aggregator.
+#[derive(Clone)]
+pub struct Console(Arc<Shared>);
+
+struct Shared {
+    /// Read by the layer's filter on every callsite it is asked about.
+    awake: Arc<AtomicBool>,
+    /// `--console-addr`.
+    addr: SocketAddr,
+    /// Transitions one at a time.
+    control: tokio::sync::Mutex<Control>,
+}
+
+struct Control {
+    since: SystemTime,
+    /// Before the first wake: the console's server, not started.
+    unstarted: Option<console_subscriber::Server>,
+    /// After it: the gRPC service each endpoint serves, and the aggregator
+    /// feeding it, kept running while dormant so that the tasks seen awake
+    /// are still closed in its books (and forgotten after the retention).
+    instrument: Option<InstrumentServer<console_subscriber::Server>>,
+    _aggregator: Option<Stopper>,
+    /// While awake.
+    endpoint: Option<Endpoint>,
+}
+
+/// The endpoint of one awake period, on a thread and runtime of its own:
+/// attaching a console never competes with the service's workers, and
+/// dropping the runtime at sleep closes every connection with it.
+struct Endpoint {
+    addr: SocketAddr,
+    stop: Stopper,
+}
+
+/// Stops a thread's runtime when told (or dropped); `closed` resolves once
+/// the runtime, and everything it ran, is gone.
+struct Stopper {
+    stop: Option<oneshot::Sender<()>>,
+    closed: Option<oneshot::Receiver<()>>,
+}
+
+impl Stopper {
+    async fn stop(mut self) {
+        drop(self.stop.take());
+        if let Some(closed) = self.closed.take() {
+            // An error means the thread is gone already.
+            let _ = closed.await;
+        }
+    }
+}
+
+impl Console {
+    /// A dormant console on `addr`, and its layer: the app's subscriber's
+    /// last layer.
+    pub(super) fn new(addr: SocketAddr) -> (Self, impl Layer<tracing_subscriber::Registry>) {
+        let (layer, server) = ConsoleLayer::builder()
+            .retention(RETENTION)
+            .event_buffer_capacity(EVENT_BUFFER)
+            .build();
+        let awake = Arc::new(AtomicBool::new(false));
+        let layer = ConsoleView {
+            layer,
+            registered: std::sync::Mutex::default(),
+        }
+        .with_filter(DormantFilter {
+            awake: awake.clone(),
+        });
+        let console = Self(Arc::new(Shared {
+            awake,
+            addr,
+            control: tokio::sync::Mutex::new(Control {
+                since: SystemTime::now(),
+                unstarted: Some(server),
+                instrument: None,
+                _aggregator: None,
+                endpoint: None,
+            }),
+        }));
+        (console, layer)
+    }
+
+    /// Awake or dormant, and since when.
+    pub async fn status(&self) -> ConsoleStatus {
+        self.0.control.lock().await.status()
+    }
+
+    /// Opens the endpoint on `--console-addr` and wakes the layer: tasks
+    /// spawned from now on are seen. Awake already: the status, unchanged.
+    pub async fn wake(&self) -> Result<ConsoleStatus, ConsoleError> {
+        let mut control = self.0.control.lock().await;
+        if control.endpoint.is_some() {
+            return Ok(control.status());
+        }
+        let addr = self.0.addr;
+        let bind_error = |source| ConsoleError::Bind { addr, source };
+        let listener = std::net::TcpListener::bind(addr).map_err(bind_error)?;
+        listener.set_nonblocking(true).map_err(bind_error)?;
+        let bound = listener.local_addr().map_err(bind_error)?;
+        let instrument = control.instrument()?;
+        let stop = on_own_thread("tokio-console", move || async move {
+            match tokio::net::TcpListener::from_std(listener) {
+                Ok(listener) => {
+                    if let Err(error) = Server::builder()
+                        .add_service(instrument)
+                        .serve_with_incoming(TcpIncoming::from(listener))
+                        .await
+                    {
+                        tracing::error!(%error, "tokio-console endpoint failed");
+                    }
+                }
+                Err(error) => tracing::error!(%error, "tokio-console endpoint failed"),
+            }
+        })?;
+        control.endpoint = Some(Endpoint { addr: bound, stop });
+        control.since = SystemTime::now();
+        self.0.awake.store(true, Ordering::Release);
+        callsite::rebuild_interest_cache();
+        tracing::warn!(addr = %bound, "tokio-console awake");
+        Ok(control.status())
+    }
+
+    /// Puts the layer back to sleep and closes the endpoint (a connected
+    /// console sees its connection end). Dormant already: the status,
+    /// unchanged.
+    pub async fn sleep(&self) -> ConsoleStatus {
+        let mut control = self.0.control.lock().await;
+        let Some(endpoint) = control.endpoint.take() else {
+            return control.status();
+        };
+        self.0.awake.store(false, Ordering::Release);
+        callsite::rebuild_interest_cache();
+        endpoint.stop.stop().await;
+        control.since = SystemTime::now();
+        tracing::warn!(addr = %endpoint.addr, "tokio-console dormant");
+        control.status()
+    }
+}
+
+impl Control {
+    fn status(&self) -> ConsoleStatus {
+        let addr = self.endpoint.as_ref().map(|endpoint| endpoint.addr);
+        ConsoleStatus {
+            state: match addr {
+                Some(_) => ConsoleState::Awake,
+                None => ConsoleState::Dormant,
+            },
+            since: self.since,
+            addr,
+        }
+    }
+
+    /// The console's gRPC service; the first call starts the aggregator.
+    fn instrument(&mut self) -> Result<InstrumentServer<console_subscriber::Server>, ConsoleError> {
+        if let Some(server) = self.unstarted.take() {
+            let parts = server.into_parts();
+            let aggregator = parts.aggregator;
+            self._aggregator = Some(on_own_thread("tokio-console-aggregator", move || {
+                aggregator.run()
+            })?);
+            self.instrument = Some(parts.instrument_server);
+        }
+        Ok(self
+            .instrument
+            .clone()
+            .expect("the console's service exists once its aggregator started"))
+    }
+}
+
+/// Runs `make()`'s future on a new thread's current-thread runtime until the
+/// stopper is told to stop or dropped; then the runtime, and every task it
+/// spawned, is dropped.
+fn on_own_thread<F, Fut>(name: &str, make: F) -> Result<Stopper, ConsoleError>
+where
+    F: FnOnce() -> Fut + Send + 'static,
+    Fut: Future<Output = ()>,
+{
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(ConsoleError::Thread)?;
+    let (stop, stopped) = oneshot::channel::<()>();
+    let (closed, on_closed) = oneshot::channel::<()>();
+    std::thread::Builder::new()
+        .name(name.to_owned())
+        .spawn(move || {
+            runtime.block_on(async move {
+                tokio::select! {
+                    () = make() => {}
+                    _ = stopped => {}
+                }
+            });
+            drop(runtime);
+            let _ = closed.send(());
+        })
+        .map_err(ConsoleError::Thread)?;
+    Ok(Stopper {
+        stop: Some(stop),
+        closed: Some(on_closed),
+    })
+}
+
+/// The console layer's filter: `never` for every callsite while dormant,
+/// `always` for tokio's targets while awake. Its decisions are cached per
+/// callsite by tracing, so `wake` and `sleep` rebuild that cache.
+struct DormantFilter {
+    awake: Arc<AtomicBool>,
+}
+
+impl DormantFilter {
+    fn wants(&self, metadata: &Metadata<'_>) -> bool {
+        self.awake.load(Ordering::Acquire) && wanted(metadata)
+    }
+}
+
+impl<S> Filter<S> for DormantFilter {
+    fn enabled(&self, metadata: &Metadata<'_>, _: &Context<'_, S>) -> bool {
+        self.wants(metadata)
+    }
+
+    fn callsite_enabled(&self, metadata: &'static Metadata<'static>) -> Interest {
+        if self.wants(metadata) {
+            Interest::always()
+        } else {
+            Interest::never()
+        }
+    }
+
+    /// `OFF` while dormant: with the other layers at INFO, tracing's global
+    /// maximum level stays there and tokio's TRACE instrumentation stops at
+    /// its first comparison.
+    fn max_level_hint(&self) -> Option<LevelFilter> {
+        Some(if self.awake.load(Ordering::Acquire) {
+            LevelFilter::TRACE
+        } else {
+            LevelFilter::OFF
+        })
+    }
+}
+
+/// The console layer, handed only the spans its own filter enabled, and
+/// each callsite once.
+struct ConsoleView {
+    layer: ConsoleLayer,
+    /// The callsites the console has registered.
+    registered: std::sync::Mutex<HashSet<Identifier>>,
+}
+
+impl<S> Layer<S> for ConsoleView
+where
+    S: Subscriber + for<'lookup> LookupSpan<'lookup>,
+{
+    fn register_callsite(&self, metadata: &'static Metadata<'static>) -> Interest {
+        let first = self
+            .registered
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .insert(metadata.callsite());
+        if first {
+            Layer::<S>::register_callsite(&self.layer, metadata)
+        } else {
+            Interest::always()
+        }
+    }
+
+    fn on_new_span(&self, attrs: &span::Attributes<'_>, id: &span::Id, ctx: Context<'_, S>) {
+        // `ctx` is the filtered context: it finds the span only if the
+        // registry recorded the console's filter as enabling it.
+        if ctx.span(id).is_some() {
+            self.layer.on_new_span(attrs, id, ctx);
+        }
+    }
+
+    fn on_event(&self, event: &tracing::Event<'_>, ctx: Context<'_, S>) {
+        self.layer.on_event(event, ctx);
+    }
+
+    fn on_enter(&self, id: &span::Id, ctx: Context<'_, S>) {
+        self.layer.on_enter(id, ctx);
+    }
+
+    fn on_exit(&self, id: &span::Id, ctx: Context<'_, S>) {
+        self.layer.on_exit(id, ctx);
+    }
+
+    fn on_close(&self, id: span::Id, ctx: Context<'_, S>) {
+        self.layer.on_close(id, ctx);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_status_says_dormant_then_awake_with_the_address() {
+        let since = SystemTime::UNIX_EPOCH + Duration::from_secs(1_780_000_000);
+        let dormant = ConsoleStatus {
+            state: ConsoleState::Dormant,
+            since,
+            addr: None,
+        };
+        assert_eq!(
+            serde_json::to_value(&dormant).unwrap(),
+            serde_json::json!({"state": "dormant", "since": "2026-05-28T20:26:40Z"})
+        );
+        let awake = ConsoleStatus {
+            state: ConsoleState::Awake,
+            since,
+            addr: Some("127.0.0.1:6669".parse().unwrap()),
+        };
+        assert_eq!(
+            serde_json::to_value(&awake).unwrap()["addr"],
+            "127.0.0.1:6669"
+        );
+    }
+
+    #[test]
+    fn the_filter_wants_tokio_targets_only_while_awake() {
+        let awake = Arc::new(AtomicBool::new(false));
+        let filter = DormantFilter {
+            awake: awake.clone(),
+        };
+        let interest = |metadata| {
+            <DormantFilter as Filter<tracing_subscriber::Registry>>::callsite_enabled(
+                &filter, metadata,
+            )
+        };
+        let hint =
+            || <DormantFilter as Filter<tracing_subscriber::Registry>>::max_level_hint(&filter);
+        tracing::subscriber::with_default(tracing_subscriber::registry(), || {
+            let task = tracing::trace_span!(target: "tokio::task", "runtime.spawn");
+            let call = tracing::info_span!(target: "catalogue::app", "call");
+            let (task, call) = (task.metadata().unwrap(), call.metadata().unwrap());
+            assert!(interest(task).is_never(), "dormant: never");
+            assert_eq!(hint(), Some(LevelFilter::OFF));
+            awake.store(true, Ordering::Release);
+            assert!(interest(task).is_always(), "awake: tokio's targets");
+            assert!(interest(call).is_never(), "awake: nothing else");
+            assert_eq!(hint(), Some(LevelFilter::TRACE));
+        });
+    }
+}
