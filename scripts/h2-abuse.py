@@ -193,14 +193,22 @@ def closed_by_server(socks, seconds):
 # The rows. Each returns (what it sent, what the server did) and raises
 # AssertionError when the server's answer is not the defence expected.
 
-def rapid_reset(addr):
+def open_streams_each_with(addr, kind, payload):
+    """Opens up to 20,000 streams, each HEADERS followed at once by a frame
+    of `kind` with `payload` on the same stream; returns the socket and how
+    many were sent before the server stopped reading."""
     sock, encoder = connect(addr), Encoder()
     sent = 0
     for stream in range(1, 2 * 20_000, 2):
-        burst = frame(HEADERS, END_HEADERS, stream, request_headers(encoder)) + frame(RST_STREAM, 0, stream, struct.pack(">I", 8))
+        burst = frame(HEADERS, END_HEADERS, stream, request_headers(encoder)) + frame(kind, 0, stream, payload)
         if not send_quietly(sock, burst):
             break
         sent += 1
+    return sock, sent
+
+
+def rapid_reset(addr):
+    sock, sent = open_streams_each_with(addr, RST_STREAM, struct.pack(">I", 8))
     codes = [code for kind, _, _, payload in Reader(sock).frames(5) if (code := goaway(kind, payload))]
     sock.close()
     assert "ENHANCE_YOUR_CALM" in codes, f"no GOAWAY ENHANCE_YOUR_CALM (GOAWAYs: {codes})"
@@ -211,13 +219,7 @@ def made_you_reset(addr):
     """CVE-2025-8671: frames that make the server reset the stream itself
     (a WINDOW_UPDATE that overflows the stream's window is a stream error),
     which rapid reset's count of client resets does not see."""
-    sock, encoder = connect(addr), Encoder()
-    sent = 0
-    for stream in range(1, 2 * 20_000, 2):
-        burst = frame(HEADERS, END_HEADERS, stream, request_headers(encoder)) + frame(WINDOW_UPDATE, 0, stream, struct.pack(">I", 0x7FFFFFFF))
-        if not send_quietly(sock, burst):
-            break
-        sent += 1
+    sock, sent = open_streams_each_with(addr, WINDOW_UPDATE, struct.pack(">I", 0x7FFFFFFF))
     reader = Reader(sock)
     answers = list(reader.frames(5))
     resets = sum(1 for kind, _, _, _ in answers if kind == RST_STREAM)
