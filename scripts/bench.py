@@ -159,7 +159,7 @@ def cpu_seconds(pid):
 
 def comparison_arguments(candidate, seconds):
     """The command line of a comparison of two binaries in alternating
-    rounds (scripts/console-overhead.py)."""
+    rounds (scripts/console-overhead.py, scripts/profile-labels-cost.py)."""
     parser = argparse.ArgumentParser()
     parser.add_argument("baseline")
     parser.add_argument(candidate)

@@ -281,6 +281,7 @@ impl App {
             telemetry_layer.task_monitors(),
             !config.telemetry.no_runtime_metrics,
         );
+        let labels = telemetry_layer.labels();
         let grpc_server = metrics.scope(|| {
             grpc_server(
                 &config,
@@ -307,6 +308,7 @@ impl App {
             log_level,
             console,
             dispatch,
+            labels,
         });
         let admin_limits = AdminLimits {
             max_connections: config.admin.admin_max_connections as usize,

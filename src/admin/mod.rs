@@ -42,7 +42,10 @@ use tokio::sync::watch;
 use crate::{
     faults::{FaultInjector, FaultPatch},
     store::Store,
-    telemetry::{Console, LogFilter, LogLevel, openmetrics, runtime::Sampler, tasks::TaskList},
+    telemetry::{
+        Console, LogFilter, LogLevel, grpc::labels::LabelTable, openmetrics, runtime::Sampler,
+        tasks::TaskList,
+    },
 };
 
 pub use guard::{AdminGuard, AdminToken};
@@ -69,6 +72,8 @@ pub struct AdminState {
     pub console: Option<Console>,
     /// The app's subscriber: axum polls each request on a task of its own.
     pub dispatch: tracing::Dispatch,
+    /// The app's methods as CPU profile labels name them.
+    pub labels: LabelTable,
 }
 
 pub fn router(state: AdminState) -> Router {

@@ -6,7 +6,10 @@
 //!   sampled for `seconds` (1–300) at `frequency` Hz (1–1000), as gzipped
 //!   pprof protobuf; `&format=flamegraph` answers an SVG flame graph; the
 //!   `x-profile-coverage` header is the share of the process's CPU time
-//!   over the window its samples account for;
+//!   over the window its samples account for; each sample taken in a call
+//!   is labelled `rpc_service`, `rpc_method` and, for a traced call,
+//!   `trace_id` and `span_id` (`telemetry::grpc::labels`);
+//!   `&rpc_method=SearchProducts` keeps only that method's samples;
 //! - `GET /debug/pprof/heap`: live allocations sampled by jemalloc, as gzipped
 //!   pprof protobuf or (`&format=flamegraph`) SVG; 501 when jemalloc
 //!   profiling is off;
@@ -34,7 +37,10 @@ use serde::Deserialize;
 use tokio::{sync::Semaphore, task::JoinError};
 
 use super::AdminState;
-use crate::telemetry::tasks::LiveTask;
+use crate::telemetry::{
+    grpc::labels::{CallLabel, LabelTable, Labelled, Labelling},
+    tasks::LiveTask,
+};
 
 /// jemalloc's options when it is the global allocator: profiling on and
 /// active from the start, one sample per 2^19 bytes (512 KiB) allocated on
@@ -96,12 +102,12 @@ const INDEX: &str = r#"<!DOCTYPE html>
 <h1>/debug/pprof/</h1>
 <table>
 <tr><td><a href="profile?seconds=30">profile</a></td><td>CPU profile: <code>?seconds=</code> (1&ndash;300, default 30), <code>&amp;frequency=</code> Hz (1&ndash;1000, default 99), <code>&amp;format=flamegraph</code> for SVG. One at a time.</td></tr>
-<tr><td><a href="profile?seconds=10&amp;format=flamegraph">profile flame graph</a></td><td>10 s of CPU as an SVG flame graph.</td></tr>
+<tr><td><a href="profile?seconds=10&amp;format=flamegraph">profile flame graph</a></td><td>10 s of CPU as an SVG flame graph; <code>&amp;rpc_method=SearchProducts</code> for one method's calls only.</td></tr>
 <tr><td><a href="heap">heap</a></td><td>live allocations sampled by jemalloc (<code>&amp;format=flamegraph</code> for SVG).</td></tr>
 <tr><td><a href="heap?format=flamegraph">heap flame graph</a></td><td>the same as an SVG flame graph.</td></tr>
 <tr><td><a href="tasks">tasks</a></td><td>every live Tokio task with its name, spawn location and age, as text.</td></tr>
 </table>
-<p>Profiles are gzipped pprof protobuf: <code>go tool pprof -http=: URL</code>.</p>
+<p>Profiles are gzipped pprof protobuf: <code>go tool pprof -http=: URL</code>. Samples taken in a call carry the labels <code>rpc_method</code>, <code>rpc_service</code> and, for a traced call, <code>trace_id</code> and <code>span_id</code>: <code>go tool pprof -tags</code>, <code>-tagfocus rpc_method=SearchProducts</code>.</p>
 </body></html>
 "#;
 
@@ -149,6 +155,7 @@ pub struct ProfileQuery {
     seconds: Option<String>,
     frequency: Option<String>,
     format: Option<String>,
+    rpc_method: Option<String>,
 }
 
 /// How a profile is encoded.
@@ -223,28 +230,53 @@ struct CpuProfileRequest {
     duration: Duration,
     frequency: i32,
     format: ProfileFormat,
+    /// Only the samples of this method's calls (`None`: every sample).
+    rpc_method: Option<&'static str>,
 }
 
 impl CpuProfileRequest {
-    fn parse(query: &ProfileQuery) -> Result<Self, PprofError> {
+    /// `methods`: the names `rpc_method` may take.
+    fn parse(query: &ProfileQuery, methods: &[&'static str]) -> Result<Self, PprofError> {
         let seconds = SECONDS.parse(query.seconds.as_deref())?;
         let frequency = FREQUENCY.parse(query.frequency.as_deref())?;
+        let rpc_method = query
+            .rpc_method
+            .as_deref()
+            .map(|wanted| {
+                methods
+                    .iter()
+                    .find(|name| **name == wanted)
+                    .copied()
+                    .ok_or_else(|| {
+                        PprofError::BadRequest(format!(
+                            "rpc_method must be one of {}, got {wanted:?}",
+                            methods.join(", ")
+                        ))
+                    })
+            })
+            .transpose()?;
         Ok(Self {
             duration: Duration::from_secs(seconds.into()),
             frequency: i32::try_from(frequency).expect("bounded by FREQUENCY"),
             format: ProfileFormat::parse(query.format.as_deref())?,
+            rpc_method,
         })
     }
 }
 
-async fn cpu_profile(Query(query): Query<ProfileQuery>) -> Result<Response, PprofError> {
-    let request = CpuProfileRequest::parse(&query)?;
+async fn cpu_profile(
+    State(state): State<AdminState>,
+    Query(query): Query<ProfileQuery>,
+) -> Result<Response, PprofError> {
+    let labels = state.labels;
+    let request = CpuProfileRequest::parse(&query, &labels.method_names())?;
     let permit = CPU_PROFILER.try_acquire().map_err(|_| PprofError::Busy)?;
     // Building resolves a backtrace first (loading the debug info, most of
     // a second of CPU), then starts the timer: the window starts here.
     let profiler = pprof::ProfilerGuardBuilder::default()
         .frequency(request.frequency)
         .build()?;
+    let labelling = Labelling::start();
     let used_before = ProcessCpu::read();
     // SIGPROF samples whichever thread is on the CPU; this task only waits.
     // If the client goes away the future is dropped and sampling stops.
@@ -254,20 +286,32 @@ async fn cpu_profile(Query(query): Query<ProfileQuery>) -> Result<Response, Ppro
         let _permit = permit;
         // Counted before symbolising, whose own CPU is not the window's.
         let coverage = Coverage::measure(&profiler, request.frequency, used_before)?;
-        let report = profiler
+        let labelled = labelling.finish();
+        let mut report = profiler
             .report()
             .frames_post_processor(strip_sampler_frames)
             .build()?;
+        if let Some(method) = request.rpc_method {
+            report.data.retain(|frames, _| {
+                labels
+                    .resolve(&labelled, frames.label)
+                    .is_some_and(|label| label.method == method)
+            });
+        }
         let body = match request.format {
             ProfileFormat::Pprof => {
-                let profile = report
-                    .pprof()?
+                let mut profile = report.pprof()?;
+                name_labels(&mut profile, &labels, &labelled);
+                let profile = profile
                     .write_to_bytes()
                     .map_err(|error| PprofError::Encode(error.to_string()))?;
                 gzip(&profile)?
             }
             ProfileFormat::Flamegraph if report.data.is_empty() => {
-                nothing_sampled("no CPU samples: the process was idle for the whole profile")
+                nothing_sampled(&match request.rpc_method {
+                    Some(method) => format!("no CPU samples in calls of {method}"),
+                    None => "no CPU samples: the process was idle for the whole profile".into(),
+                })
             }
             ProfileFormat::Flamegraph => {
                 let mut svg = Vec::new();
@@ -281,6 +325,70 @@ async fn cpu_profile(Query(query): Query<ProfileQuery>) -> Result<Response, Ppro
     let mut response = request.format.respond("profile", body);
     coverage.annotate(response.headers_mut());
     Ok(response)
+}
+
+/// The pprof label keys of a sample taken in a call.
+pub const RPC_SERVICE_LABEL: &str = "rpc_service";
+pub const RPC_METHOD_LABEL: &str = "rpc_method";
+pub const TRACE_ID_LABEL: &str = "trace_id";
+pub const SPAN_ID_LABEL: &str = "span_id";
+
+/// Replaces the label word pprof gives each sample taken in a call (the
+/// numeric label `pprof::LABEL_KEY`) with string labels naming the call:
+/// `rpc_service`, `rpc_method` and, if it was traced, `trace_id` and
+/// `span_id`. A word of another app's call is dropped.
+fn name_labels(profile: &mut pprof::protos::Profile, labels: &LabelTable, labelled: &Labelled) {
+    let mut strings: HashMap<String, i64> = profile
+        .string_table
+        .iter()
+        .enumerate()
+        .map(|(index, string)| (string.clone(), index as i64))
+        .collect();
+    let Some(&word_key) = strings.get(pprof::LABEL_KEY) else {
+        return;
+    };
+    let mut string = |value: String| -> i64 {
+        let next = strings.len() as i64;
+        *strings.entry(value.clone()).or_insert_with(|| {
+            profile.string_table.push(value);
+            next
+        })
+    };
+    for sample in &mut profile.sample {
+        let words: Vec<u64> = sample
+            .label
+            .iter()
+            .filter(|label| label.key == word_key)
+            .map(|label| label.num as u64)
+            .collect();
+        sample.label.retain(|label| label.key != word_key);
+        for CallLabel {
+            service,
+            method,
+            trace,
+        } in words
+            .into_iter()
+            .filter_map(|word| labels.resolve(labelled, word))
+        {
+            let mut pairs = vec![
+                (RPC_SERVICE_LABEL, service.to_owned()),
+                (RPC_METHOD_LABEL, method.to_owned()),
+            ];
+            if let Some(ids) = trace {
+                pairs.push((TRACE_ID_LABEL, ids.trace_id.to_string()));
+                pairs.push((SPAN_ID_LABEL, ids.span_id.to_string()));
+            }
+            for (key, value) in pairs {
+                let key = string(key.to_owned());
+                let value = string(value);
+                sample.label.push(pprof::protos::Label {
+                    key,
+                    str: value,
+                    ..Default::default()
+                });
+            }
+        }
+    }
 }
 
 /// Drops the sampler's own frames from the leaf end of a sample, where
@@ -503,18 +611,22 @@ mod tests {
             seconds: seconds.map(Into::into),
             frequency: frequency.map(Into::into),
             format: format.map(Into::into),
+            rpc_method: None,
         }
     }
 
+    const METHODS: &[&str] = &["GetProduct", "SearchProducts"];
+
     #[test]
     fn cpu_profile_defaults_to_30_seconds_at_99_hz_in_pprof() {
-        let request = CpuProfileRequest::parse(&ProfileQuery::default()).unwrap();
+        let request = CpuProfileRequest::parse(&ProfileQuery::default(), METHODS).unwrap();
         assert_eq!(
             request,
             CpuProfileRequest {
                 duration: Duration::from_secs(30),
                 frequency: 99,
                 format: ProfileFormat::Pprof,
+                rpc_method: None,
             }
         );
     }
@@ -529,12 +641,15 @@ mod tests {
             (None, Some("0")),
             (None, Some("1001")),
         ] {
-            let error = CpuProfileRequest::parse(&query(seconds, frequency, None)).unwrap_err();
+            let error =
+                CpuProfileRequest::parse(&query(seconds, frequency, None), METHODS).unwrap_err();
             assert!(matches!(error, PprofError::BadRequest(_)), "{error}");
         }
-        let request =
-            CpuProfileRequest::parse(&query(Some("300"), Some("1000"), Some("flamegraph")))
-                .unwrap();
+        let request = CpuProfileRequest::parse(
+            &query(Some("300"), Some("1000"), Some("flamegraph")),
+            METHODS,
+        )
+        .unwrap();
         assert_eq!(request.duration, Duration::from_secs(300));
         assert_eq!(request.frequency, 1000);
         assert_eq!(request.format, ProfileFormat::Flamegraph);
@@ -570,6 +685,26 @@ mod tests {
         let mut headers = axum::http::HeaderMap::new();
         idle.annotate(&mut headers);
         assert!(headers.get(COVERAGE_HEADER).is_none());
+    }
+
+    #[test]
+    fn rpc_method_is_one_of_the_served_methods() {
+        let wanted = ProfileQuery {
+            rpc_method: Some("SearchProducts".into()),
+            ..ProfileQuery::default()
+        };
+        let request = CpuProfileRequest::parse(&wanted, METHODS).unwrap();
+        assert_eq!(request.rpc_method, Some("SearchProducts"));
+
+        let unknown = ProfileQuery {
+            rpc_method: Some("searchproducts".into()),
+            ..ProfileQuery::default()
+        };
+        let error = CpuProfileRequest::parse(&unknown, METHODS).unwrap_err();
+        assert_eq!(
+            error.to_string(),
+            "rpc_method must be one of GetProduct, SearchProducts, got \"searchproducts\""
+        );
     }
 
     #[test]

@@ -5,7 +5,7 @@
 
 use std::{net::SocketAddr, time::Duration};
 
-use catalogue::{app::App, telemetry::Telemetry};
+use catalogue::app::App;
 use tokio::{
     io::{AsyncReadExt, AsyncWriteExt},
     net::TcpStream,
@@ -99,7 +99,7 @@ async fn build_on_every_interface(extra: &[&str]) -> Option<String> {
     let mut config = test_config("memory", extra);
     config.admin.admin_addr = "0.0.0.0:0".parse().unwrap();
     let mut telemetry =
-        Telemetry::init(&config.telemetry, BoxMakeWriter::new(std::io::sink)).unwrap();
+        crate::helpers::telemetry(&config, BoxMakeWriter::new(std::io::sink)).unwrap();
     App::build(config, &mut telemetry)
         .await
         .err()

@@ -73,9 +73,11 @@ async fn attach(addr: SocketAddr) -> Attached {
         .await
         .expect("watch starts")
         .into_inner();
-    let Some(first) = updates.message().await.expect("first update") else {
-        panic!("the stream starts with the current state")
-    };
+    let first = updates
+        .message()
+        .await
+        .expect("first update")
+        .expect("the stream starts with the current state");
     let names = task_names(&first).collect();
     Attached { updates, names }
 }

@@ -21,7 +21,6 @@ use catalogue::{
     app::{App, StartupError},
     config::ServeConfig,
     discovery::consul::{ConsulAddr, ConsulClient, ConsulError, Instance, WatchOptions},
-    telemetry::Telemetry,
 };
 use futures::{Stream, StreamExt};
 use serde_json::{Value, json};
@@ -371,7 +370,7 @@ async fn bad_answers_are_clear_errors_and_a_watch_outlives_them() {
 
 /// Builds and runs an app that is expected to fail before it serves.
 async fn build_and_run(config: ServeConfig) -> Result<(), StartupError> {
-    let mut telemetry = Telemetry::init(&config.telemetry, BoxMakeWriter::new(std::io::sink))
+    let mut telemetry = crate::helpers::telemetry(&config, BoxMakeWriter::new(std::io::sink))
         .expect("telemetry initialises once per test process");
     let app = App::build(config, &mut telemetry).await?;
     tokio::time::timeout(PATIENCE, app.run_until_stopped(std::future::pending()))

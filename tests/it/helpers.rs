@@ -264,7 +264,7 @@ async fn start_at(
     tasks: TaskList,
 ) -> TestApp {
     let config = test_config(database_url, extra);
-    let mut telemetry = Telemetry::init(&config.telemetry, sink)
+    let mut telemetry = telemetry(&config, sink)
         .expect(TELEMETRY_ONCE)
         .with_tasks(tasks);
     let app = App::build(config, &mut telemetry)
@@ -277,7 +277,7 @@ async fn start_at(
 /// (`test_config`'s, changed where a flag cannot say it).
 pub async fn spawn_app_configured(config: ServeConfig) -> TestApp {
     let data_dir = tempfile::tempdir().expect("temporary directory");
-    let mut telemetry = Telemetry::init(&config.telemetry, test_log_sink()).expect(TELEMETRY_ONCE);
+    let mut telemetry = telemetry(&config, test_log_sink()).expect(TELEMETRY_ONCE);
     let app = App::build(config, &mut telemetry)
         .await
         .expect("app builds");
@@ -293,7 +293,7 @@ pub async fn spawn_app_with_store(store: Arc<dyn Store>) -> TestApp {
 pub async fn spawn_app_with_store_and(store: Arc<dyn Store>, extra: &[&str]) -> TestApp {
     let data_dir = tempfile::tempdir().expect("temporary directory");
     let config = test_config("memory", extra);
-    let mut telemetry = Telemetry::init(&config.telemetry, test_log_sink()).expect(TELEMETRY_ONCE);
+    let mut telemetry = telemetry(&config, test_log_sink()).expect(TELEMETRY_ONCE);
     let app = App::build_with_store(config, store, &mut telemetry)
         .await
         .expect("app builds");
@@ -305,15 +305,9 @@ async fn start(app: App, telemetry: Telemetry, data_dir: tempfile::TempDir) -> T
     let admin_addr = app.admin_addr();
     let console_addr = app.console_addr();
     let (shutdown, shutdown_signal) = oneshot::channel::<()>();
-    // Spawned with the app's dispatch current: the first spawn registers
-    // tokio's task-span callsite, and while a process has one dispatch,
-    // tracing-core takes the thread's current one for the whole process
-    // (with none, tokio-console would never see a task).
-    let server = tracing::dispatcher::with_default(&telemetry.dispatch(), || {
-        tokio::spawn(app.run_until_stopped(async {
-            let _ = shutdown_signal.await;
-        }))
-    });
+    let server = tokio::spawn(app.run_until_stopped(async {
+        let _ = shutdown_signal.await;
+    }));
     let channel = Channel::from_shared(format!("http://{grpc_addr}"))
         .expect("valid uri")
         .connect()
@@ -364,6 +358,57 @@ pub async fn postgres_schema(url: &str) -> String {
 }
 
 const TELEMETRY_ONCE: &str = "test telemetry builds";
+
+/// An app's telemetry, in a process that never sets a global default
+/// dispatch (each test's app has its own).
+///
+/// While a process has exactly one live `Dispatch`, tracing-core takes a
+/// shortcut: a callsite's interest (cached until the next rebuild) and the
+/// maximum level are asked of the *calling thread's* default dispatch, not
+/// of the registered ones. A test process whose only dispatch is its app's
+/// (`cargo nextest`, or one test run alone) would then cache `never` for
+/// every callsite first reached outside the app's scope: tokio's task
+/// spans first reached by the test's own runtime, say, and tokio-console
+/// sees no task. The binary is unaffected (its app's dispatch is the global
+/// default, which is what a thread without its own gets). A second,
+/// silent dispatch kept for the whole process ends the shortcut: interest
+/// is asked of every registered dispatch, as when several tests' apps run
+/// in one process.
+pub fn telemetry(
+    config: &ServeConfig,
+    sink: BoxMakeWriter,
+) -> Result<Telemetry, catalogue::telemetry::TelemetryError> {
+    static WITNESS: std::sync::LazyLock<tracing::Dispatch> =
+        std::sync::LazyLock::new(|| tracing::Dispatch::new(Silent));
+    std::sync::LazyLock::force(&WITNESS);
+    Telemetry::init(&config.telemetry, sink)
+}
+
+/// A subscriber that wants nothing and raises no level.
+struct Silent;
+
+impl tracing::Subscriber for Silent {
+    fn register_callsite(
+        &self,
+        _: &'static tracing::Metadata<'static>,
+    ) -> tracing::subscriber::Interest {
+        tracing::subscriber::Interest::never()
+    }
+    fn enabled(&self, _: &tracing::Metadata<'_>) -> bool {
+        false
+    }
+    fn max_level_hint(&self) -> Option<tracing::level_filters::LevelFilter> {
+        Some(tracing::level_filters::LevelFilter::OFF)
+    }
+    fn new_span(&self, _: &tracing::span::Attributes<'_>) -> tracing::span::Id {
+        tracing::span::Id::from_u64(1)
+    }
+    fn record(&self, _: &tracing::span::Id, _: &tracing::span::Record<'_>) {}
+    fn record_follows_from(&self, _: &tracing::span::Id, _: &tracing::span::Id) {}
+    fn event(&self, _: &tracing::Event<'_>) {}
+    fn enter(&self, _: &tracing::span::Id) {}
+    fn exit(&self, _: &tracing::span::Id) {}
+}
 
 /// Logs are silent unless `TEST_LOG` is set.
 pub fn test_log_sink() -> BoxMakeWriter {

@@ -1,8 +1,10 @@
 //! `/debug/pprof/*`: profiles decode as pprof and name this crate's code;
-//! bad requests, concurrent CPU profiles and missing tokens are refused.
+//! CPU samples are labelled with the call they were taken in; bad
+//! requests, concurrent CPU profiles and missing tokens are refused.
 
 use std::io::Read;
 
+use catalogue::api::proto::catalogue_service_client::CatalogueServiceClient;
 use catalogue::api::proto::{GetProductRequest, SearchRequest};
 use flate2::read::GzDecoder;
 use pprof::protos::{Message, Profile};
@@ -244,6 +246,7 @@ async fn out_of_range_or_malformed_parameters_are_400_with_a_message() {
         ("seconds=301", "seconds"),
         ("seconds=1&frequency=0", "frequency"),
         ("seconds=1&format=pdf", "format"),
+        ("seconds=1&rpc_method=DeleteProduct", "rpc_method"),
     ] {
         let response = get(app.admin_url(&format!("/debug/pprof/profile?{query}"))).await;
         assert_eq!(response.status(), 400, "{query}");
@@ -370,4 +373,174 @@ async fn admin_token_guards_debug_routes_but_not_health() {
     for path in ["/healthz", "/readyz"] {
         assert_eq!(send(client.get(app.admin_url(path))).await, 200, "{path}");
     }
+}
+
+/// The string labels of each sample: (key, value) pairs.
+fn sample_labels(profile: &Profile) -> Vec<Vec<(&str, &str)>> {
+    let string = |index: i64| profile.string_table[index as usize].as_str();
+    profile
+        .sample
+        .iter()
+        .map(|sample| {
+            sample
+                .label
+                .iter()
+                .filter(|label| label.str != 0)
+                .map(|label| (string(label.key), string(label.str)))
+                .collect()
+        })
+        .collect()
+}
+
+fn label<'a>(labels: &[(&str, &'a str)], key: &str) -> Option<&'a str> {
+    labels
+        .iter()
+        .find(|(name, _)| *name == key)
+        .map(|(_, value)| *value)
+}
+
+/// An app whose SearchProducts calls each burn 5 ms of CPU: samples in
+/// them are all but certain.
+async fn app_burning_cpu_in_search(extra: &[&str]) -> TestApp {
+    let app = spawn_app_with(Backend::Memory, &[&["--enable-faults"], extra].concat())
+        .await
+        .expect("memory app");
+    let (status, body) =
+        put_faults(&app, r#"{"cpu_burn_ms": 5, "methods": ["SearchProducts"]}"#).await;
+    assert_eq!(status, 200, "{body}");
+    app
+}
+
+fn search_request() -> SearchRequest {
+    SearchRequest {
+        query: "oak".into(),
+        page_size: 20,
+        ..Default::default()
+    }
+}
+
+/// Calls SearchProducts, and nothing else, until aborted; `traceparent`
+/// goes on every call if given.
+fn drive_searches(
+    mut client: CatalogueServiceClient<tonic::transport::Channel>,
+    traceparent: Option<&'static str>,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        loop {
+            let mut request = tonic::Request::new(search_request());
+            if let Some(traceparent) = traceparent {
+                request
+                    .metadata_mut()
+                    .insert("traceparent", traceparent.parse().unwrap());
+            }
+            client
+                .search_products(request)
+                .await
+                .expect("SearchProducts answers");
+        }
+    })
+}
+
+#[tokio::test]
+async fn a_profile_of_searches_only_labels_its_samples_search_products_and_none_get_product() {
+    let _profiler = CPU_PROFILER.lock().await;
+    let app = app_burning_cpu_in_search(&[]).await;
+    let searches = drive_searches(app.client.clone(), None);
+
+    let response = get(app.admin_url("/debug/pprof/profile?seconds=2&frequency=500")).await;
+    searches.abort();
+
+    assert_eq!(response.status(), 200);
+    let profile = pprof_attachment(response, "profile").await;
+    let labels = sample_labels(&profile);
+    let methods: Vec<&str> = labels
+        .iter()
+        .filter_map(|labels| label(labels, "rpc_method"))
+        .collect();
+    assert!(
+        methods.contains(&"SearchProducts"),
+        "no sample labelled SearchProducts: {labels:?}"
+    );
+    assert!(
+        !methods.contains(&"GetProduct"),
+        "a GetProduct sample in a load of searches: {labels:?}"
+    );
+    let services: Vec<&str> = labels
+        .iter()
+        .filter(|labels| label(labels, "rpc_method") == Some("SearchProducts"))
+        .filter_map(|labels| label(labels, "rpc_service"))
+        .collect();
+    assert!(
+        services
+            .iter()
+            .all(|service| *service == "catalogue.v1.CatalogueService"),
+        "{services:?}"
+    );
+    assert!(
+        labels
+            .iter()
+            .any(|labels| label(labels, "rpc_method").is_none()),
+        "samples outside any call carry no method"
+    );
+}
+
+const TRACE_ID: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
+const TRACEPARENT: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+
+#[tokio::test]
+async fn the_samples_of_a_traced_call_carry_its_trace_and_span_ids() {
+    let _profiler = CPU_PROFILER.lock().await;
+    // Nothing listens there: spans are made and their export fails, which
+    // is all labels need.
+    let app = app_burning_cpu_in_search(&["--otlp-endpoint", "http://127.0.0.1:9"]).await;
+    let searches = drive_searches(app.client.clone(), Some(TRACEPARENT));
+
+    let response = get(app.admin_url("/debug/pprof/profile?seconds=2&frequency=500")).await;
+    searches.abort();
+
+    assert_eq!(response.status(), 200);
+    let profile = pprof_attachment(response, "profile").await;
+    let labels = sample_labels(&profile);
+    let traced: Vec<_> = labels
+        .iter()
+        .filter(|labels| label(labels, "trace_id") == Some(TRACE_ID))
+        .collect();
+    assert!(
+        !traced.is_empty(),
+        "no sample of trace {TRACE_ID}: {labels:?}"
+    );
+    for labels in &traced {
+        assert_eq!(label(labels, "rpc_method"), Some("SearchProducts"));
+        let span_id = label(labels, "span_id").expect("a span id");
+        assert_eq!(span_id.len(), 16, "{span_id}");
+        assert_ne!(
+            span_id, "00f067aa0ba902b7",
+            "the server span's, not the caller's"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_flame_graph_for_one_method_holds_only_its_calls() {
+    let _profiler = CPU_PROFILER.lock().await;
+    let app = app_burning_cpu_in_search(&[]).await;
+    let traffic = drive_traffic(&app);
+
+    let searches = get(app.admin_url(
+        "/debug/pprof/profile?seconds=2&frequency=500&format=flamegraph&rpc_method=SearchProducts",
+    ))
+    .await;
+    let gets = get(app.admin_url(
+        "/debug/pprof/profile?seconds=2&frequency=500&format=flamegraph&rpc_method=GetProduct",
+    ))
+    .await;
+    traffic.abort();
+
+    assert_eq!(searches.status(), 200);
+    let searches = searches.text().await.unwrap();
+    assert!(searches.contains("burn_cpu"), "{searches}");
+    assert!(!searches.contains("get_product"), "{searches}");
+    assert_eq!(gets.status(), 200);
+    let gets = gets.text().await.unwrap();
+    assert!(!gets.contains("burn_cpu"), "{gets}");
 }

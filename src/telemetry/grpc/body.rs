@@ -69,12 +69,21 @@ where
         }
         let inner = this.inner;
         let span = &*this.span;
-        let frame = ready!(tracing::dispatcher::with_default(&call.dispatch, || {
-            match &call.recording {
+        let Call {
+            label,
+            span: call_span,
+            sampled,
+            recording,
+            dispatch,
+            ..
+        } = call;
+        let frame = ready!(label.polling(
+            || super::call::trace_ids(call_span, *sampled),
+            || tracing::dispatcher::with_default(dispatch, || match recording {
                 Some(recording) => super::kept::polling(recording, || inner.poll_frame(cx)),
                 None => span.in_scope(|| inner.poll_frame(cx)),
-            }
-        }));
+            })
+        ));
         let code = match &frame {
             Some(Ok(frame)) => match (frame.data_ref(), frame.trailers_ref()) {
                 (Some(data), _) => {

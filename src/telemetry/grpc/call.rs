@@ -17,6 +17,7 @@ use super::{
     framing::FrameCounter,
     handles::RpcMetrics,
     kept::{KeptCalls, Recording},
+    labels::{PollLabel, TraceIds},
     span::traced_span,
 };
 use crate::telemetry::sampling::HeadSampler;
@@ -38,6 +39,8 @@ pub(super) struct Call {
     pub(super) dispatch: Dispatch,
     /// An untraced call's record, kept if it ends badly.
     pub(super) recording: Option<Arc<Recording>>,
+    /// What the samples of a CPU profile taken in its polls are labelled.
+    pub(super) label: PollLabel,
 }
 
 impl Call {
@@ -72,6 +75,7 @@ impl Call {
         };
         let sampled = !span.is_none();
         Self {
+            label: PollLabel::new(method.label),
             method,
             started_at: Instant::now(),
             span,
@@ -153,6 +157,20 @@ impl Call {
                 .record("otel.status_message", OTEL_CODE_NAMES[index]);
         }
     }
+}
+
+/// The ids of a traced call's span, for the labels of a CPU profile; `None`
+/// for a call that is not traced or has ended.
+pub(super) fn trace_ids(span: &Span, sampled: bool) -> Option<TraceIds> {
+    if !sampled {
+        return None;
+    }
+    let context = span.context();
+    let ids = context.span().span_context().clone();
+    ids.is_valid().then(|| TraceIds {
+        trace_id: ids.trace_id(),
+        span_id: ids.span_id(),
+    })
 }
 
 impl Drop for Call {

@@ -8,7 +8,7 @@ use opentelemetry::trace::SpanContext;
 use tokio_metrics::TaskMonitor;
 use tonic::Code;
 
-use super::{Rpc, codes::GO_CODE_NAMES};
+use super::{Rpc, codes::GO_CODE_NAMES, labels::MethodLabel};
 use crate::{
     method::Kind,
     telemetry::{Metrics, names, openmetrics::SeriesExemplars},
@@ -31,6 +31,8 @@ pub(super) struct RpcMetrics {
     pub(super) metrics: Metrics,
     pub(super) streams: Option<StreamMetrics>,
     pub(super) monitor: TaskMonitor,
+    /// Its calls' part of a CPU profile's label word.
+    pub(super) label: MethodLabel,
 }
 
 /// The handles of one (method, status code) pair.
@@ -70,7 +72,7 @@ impl Outcome {
 
 impl RpcMetrics {
     /// Registers the method's handles: call inside `metrics.scope`.
-    pub(super) fn new(rpc: Rpc, metrics: Metrics) -> Self {
+    pub(super) fn new(rpc: Rpc, label: MethodLabel, metrics: Metrics) -> Self {
         let Rpc {
             service,
             name,
@@ -105,6 +107,7 @@ impl RpcMetrics {
             metrics,
             streams,
             monitor: TaskMonitor::new(),
+            label,
         }
     }
 

@@ -21,6 +21,7 @@
 //! - `kept`: untraced calls exported when they end with an error or slowly;
 //! - `body`: the request and response bodies, counting gRPC messages;
 //! - `framing`: gRPC's length-prefixed messages counted in bytes cut anywhere;
+//! - `labels`: while a CPU profile runs, the call each sample was taken in;
 //! - `codes`: status code names as each convention writes them.
 
 mod body;
@@ -29,6 +30,7 @@ mod codes;
 mod framing;
 mod handles;
 pub mod kept;
+pub mod labels;
 mod span;
 
 use std::{
@@ -50,6 +52,7 @@ use tracing::{Dispatch, Instrument, instrument::WithSubscriber};
 pub use self::{body::TelemetryBody, codes::code_name};
 use self::{
     body::count_received, call::Call, codes::grpc_status, handles::RpcMetrics, kept::KeptCalls,
+    labels::LabelTable,
 };
 use super::{Metrics, sampling::HeadSampler};
 use crate::method::Kind;
@@ -71,6 +74,8 @@ pub struct Rpc {
 struct Methods {
     by_path: HashMap<String, Arc<RpcMetrics>>,
     unknown: Arc<RpcMetrics>,
+    /// The same methods as CPU profile labels name them.
+    labels: LabelTable,
 }
 
 impl Methods {
@@ -104,23 +109,47 @@ impl GrpcTelemetryLayer {
         metrics: &Metrics,
         dispatch: Dispatch,
     ) -> Self {
-        let recorded = |rpc| Arc::new(metrics.scope(|| RpcMetrics::new(rpc, metrics.clone())));
-        let by_path = rpcs
-            .iter()
-            .map(|&rpc| (format!("/{}/{}", rpc.service, rpc.name), recorded(rpc)))
-            .collect();
-        let unknown = recorded(Rpc {
+        let unknown = Rpc {
             service: "unknown",
             name: "unknown",
             kind: Kind::Unary,
             traced: true,
-        });
+        };
+        let labels = LabelTable::new(
+            rpcs.iter()
+                .chain([&unknown])
+                .map(|rpc| (rpc.service, rpc.name))
+                .collect(),
+        );
+        let recorded = |index, rpc| {
+            let label = labels.method(index);
+            Arc::new(metrics.scope(|| RpcMetrics::new(rpc, label, metrics.clone())))
+        };
+        let by_path = rpcs
+            .iter()
+            .enumerate()
+            .map(|(index, &rpc)| {
+                let path = format!("/{}/{}", rpc.service, rpc.name);
+                (path, recorded(index, rpc))
+            })
+            .collect();
+        let unknown = recorded(rpcs.len(), unknown);
         Self {
-            methods: Arc::new(Methods { by_path, unknown }),
+            methods: Arc::new(Methods {
+                by_path,
+                unknown,
+                labels,
+            }),
             sampler,
             kept,
             dispatch,
         }
+    }
+
+    /// The methods as the labels of CPU profile samples name them, to
+    /// resolve a profile's labels.
+    pub fn labels(&self) -> LabelTable {
+        self.methods.labels.clone()
     }
 
     /// The task monitor of every known method, for the metrics sampler.
@@ -211,12 +240,21 @@ where
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
-        let recording = this.call.as_ref().and_then(|call| call.recording.as_ref());
         let inner = this.inner;
-        let result = ready!(match recording {
-            Some(recording) => kept::polling(recording, || inner.poll(cx)),
-            None => inner.poll(cx),
-        });
+        let Call {
+            label,
+            span,
+            sampled,
+            recording,
+            ..
+        } = this.call.as_mut().expect("polled after completion");
+        let result = ready!(label.polling(
+            || call::trace_ids(span, *sampled),
+            || match recording {
+                Some(recording) => kept::polling(recording, || inner.poll(cx)),
+                None => inner.poll(cx),
+            }
+        ));
         let mut call = this.call.take().expect("polled after completion");
         Poll::Ready(match result {
             Ok(response) => {
