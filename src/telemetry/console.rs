@@ -34,7 +34,7 @@ use std::{
     net::SocketAddr,
     sync::{
         Arc,
-        atomic::{AtomicBool, Ordering},
+        atomic::{AtomicBool, AtomicUsize, Ordering},
     },
     time::{Duration, SystemTime},
 };
@@ -52,7 +52,7 @@ use tracing::{
 };
 use tracing_subscriber::{
     Layer,
-    filter::LevelFilter,
+    filter::{Filtered, LevelFilter},
     layer::{Context, Filter},
     registry::LookupSpan,
 };
@@ -119,8 +119,8 @@ fn rfc3339<S: serde::Serializer>(time: &SystemTime, serializer: S) -> Result<S::
 pub struct Console(Arc<Shared>);
 
 struct Shared {
-    /// Read by the layer's filter on every callsite it is asked about.
-    awake: Arc<AtomicBool>,
+    /// Read by the layer, its filter and its switch.
+    switch: Arc<Switch>,
     /// `--console-addr`.
     addr: SocketAddr,
     /// Transitions one at a time.
@@ -167,22 +167,29 @@ impl Stopper {
 
 impl Console {
     /// A dormant console on `addr`, and its layer: the app's subscriber's
-    /// last layer.
-    pub(super) fn new(addr: SocketAddr) -> (Self, impl Layer<tracing_subscriber::Registry>) {
+    /// outermost layer, around the subscriber `S` of every other layer.
+    pub(super) fn new<S>(addr: SocketAddr) -> (Self, Switched<S>)
+    where
+        S: Subscriber + for<'lookup> LookupSpan<'lookup>,
+    {
         let (layer, server) = ConsoleLayer::builder()
             .retention(RETENTION)
             .event_buffer_capacity(EVENT_BUFFER)
             .build();
-        let awake = Arc::new(AtomicBool::new(false));
-        let layer = ConsoleView {
-            layer,
-            registered: std::sync::Mutex::default(),
-        }
-        .with_filter(DormantFilter {
-            awake: awake.clone(),
-        });
+        let switch = Arc::new(Switch::default());
+        let layer = Switched {
+            inner: ConsoleView {
+                layer,
+                registered: std::sync::Mutex::default(),
+                switch: switch.clone(),
+            }
+            .with_filter(DormantFilter {
+                switch: switch.clone(),
+            }),
+            switch: switch.clone(),
+        };
         let console = Self(Arc::new(Shared {
-            awake,
+            switch,
             addr,
             control: tokio::sync::Mutex::new(Control {
                 since: SystemTime::now(),
@@ -229,7 +236,7 @@ impl Console {
         })?;
         control.endpoint = Some(Endpoint { addr: bound, stop });
         control.since = SystemTime::now();
-        self.0.awake.store(true, Ordering::Release);
+        self.0.switch.awake.store(true, Ordering::Release);
         callsite::rebuild_interest_cache();
         tracing::warn!(addr = %bound, "tokio-console awake");
         Ok(control.status())
@@ -243,7 +250,7 @@ impl Console {
         let Some(endpoint) = control.endpoint.take() else {
             return control.status();
         };
-        self.0.awake.store(false, Ordering::Release);
+        self.0.switch.awake.store(false, Ordering::Release);
         callsite::rebuild_interest_cache();
         endpoint.stop.stop().await;
         control.since = SystemTime::now();
@@ -315,16 +322,47 @@ where
     })
 }
 
-/// The console layer's filter: `never` for every callsite while dormant,
-/// `always` for tokio's targets while awake. Its decisions are cached per
-/// callsite by tracing, so `wake` and `sleep` rebuild that cache.
+/// Whether the console is awake, and how many of the spans it was handed
+/// are still open.
+#[derive(Default)]
+struct Switch {
+    awake: AtomicBool,
+    /// Spans handed to the console (tokio's tasks, resources and async
+    /// operations, made while it was awake) and not yet closed: after a
+    /// sleep, their polls and closes still reach it, so that its books
+    /// never keep a finished task alive.
+    live: AtomicUsize,
+}
+
+impl Switch {
+    fn awake(&self) -> bool {
+        self.awake.load(Ordering::Acquire)
+    }
+
+    /// Whether the console needs to hear of entering, leaving and closing
+    /// spans at all: while it sleeps with none of its spans open, it does
+    /// not, and those calls stop at this one load.
+    fn listening(&self) -> bool {
+        self.awake() || self.live.load(Ordering::Acquire) > 0
+    }
+}
+
+/// The console layer's filter. Tokio's targets: `always` while awake,
+/// `never` while dormant. Every other callsite: `always`, awake or not,
+/// since a per-layer filter's `never` turns every other layer's `always`
+/// into `sometimes` (tracing-subscriber sums the filters' interests), and
+/// each span and event of the app would be filtered again at run time: the
+/// console ignores those spans itself (`ConsoleView`), and while it sleeps
+/// `Switched` keeps even their entering and leaving from it. Decisions are
+/// cached per callsite by tracing, so `wake` and `sleep` rebuild that
+/// cache.
 struct DormantFilter {
-    awake: Arc<AtomicBool>,
+    switch: Arc<Switch>,
 }
 
 impl DormantFilter {
     fn wants(&self, metadata: &Metadata<'_>) -> bool {
-        self.awake.load(Ordering::Acquire) && wanted(metadata)
+        !wanted(metadata) || self.switch.awake()
     }
 }
 
@@ -343,9 +381,10 @@ impl<S> Filter<S> for DormantFilter {
 
     /// `OFF` while dormant: with the other layers at INFO, tracing's global
     /// maximum level stays there and tokio's TRACE instrumentation stops at
-    /// its first comparison.
+    /// its first comparison. (The other callsites it lets through it does
+    /// not need: the hint is what it needs.)
     fn max_level_hint(&self) -> Option<LevelFilter> {
-        Some(if self.awake.load(Ordering::Acquire) {
+        Some(if self.switch.awake() {
             LevelFilter::TRACE
         } else {
             LevelFilter::OFF
@@ -353,12 +392,13 @@ impl<S> Filter<S> for DormantFilter {
     }
 }
 
-/// The console layer, handed only the spans its own filter enabled, and
-/// each callsite once.
+/// The console layer, handed only tokio's spans and events, only the spans
+/// its own filter enabled, and each callsite once.
 struct ConsoleView {
     layer: ConsoleLayer,
     /// The callsites the console has registered.
     registered: std::sync::Mutex<HashSet<Identifier>>,
+    switch: Arc<Switch>,
 }
 
 impl<S> Layer<S> for ConsoleView
@@ -366,11 +406,12 @@ where
     S: Subscriber + for<'lookup> LookupSpan<'lookup>,
 {
     fn register_callsite(&self, metadata: &'static Metadata<'static>) -> Interest {
-        let first = self
-            .registered
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .insert(metadata.callsite());
+        let first = wanted(metadata)
+            && self
+                .registered
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .insert(metadata.callsite());
         if first {
             Layer::<S>::register_callsite(&self.layer, metadata)
         } else {
@@ -381,13 +422,16 @@ where
     fn on_new_span(&self, attrs: &span::Attributes<'_>, id: &span::Id, ctx: Context<'_, S>) {
         // `ctx` is the filtered context: it finds the span only if the
         // registry recorded the console's filter as enabling it.
-        if ctx.span(id).is_some() {
+        if wanted(attrs.metadata()) && ctx.span(id).is_some() {
+            self.switch.live.fetch_add(1, Ordering::AcqRel);
             self.layer.on_new_span(attrs, id, ctx);
         }
     }
 
     fn on_event(&self, event: &tracing::Event<'_>, ctx: Context<'_, S>) {
-        self.layer.on_event(event, ctx);
+        if wanted(event.metadata()) && self.switch.listening() {
+            self.layer.on_event(event, ctx);
+        }
     }
 
     fn on_enter(&self, id: &span::Id, ctx: Context<'_, S>) {
@@ -399,7 +443,76 @@ where
     }
 
     fn on_close(&self, id: span::Id, ctx: Context<'_, S>) {
-        self.layer.on_close(id, ctx);
+        let handed = ctx.span(&id).is_some_and(|span| wanted(span.metadata()));
+        if handed {
+            self.layer.on_close(id, ctx);
+            self.switch.live.fetch_sub(1, Ordering::AcqRel);
+        }
+    }
+}
+
+/// The console's filtered layer behind its switch: while the console sleeps
+/// with none of its spans open, entering, leaving and closing a span stop
+/// here, before the per-layer filter looks the span up in the registry.
+/// Everything that keeps tracing-subscriber's per-layer filter state
+/// (interest, `enabled`, a new span, an event) always goes through.
+pub(super) struct Switched<S> {
+    inner: Filtered<ConsoleView, DormantFilter, S>,
+    switch: Arc<Switch>,
+}
+
+impl<S> Layer<S> for Switched<S>
+where
+    S: Subscriber + for<'lookup> LookupSpan<'lookup>,
+{
+    fn on_register_dispatch(&self, subscriber: &tracing::Dispatch) {
+        self.inner.on_register_dispatch(subscriber);
+    }
+
+    fn on_layer(&mut self, subscriber: &mut S) {
+        self.inner.on_layer(subscriber);
+    }
+
+    fn register_callsite(&self, metadata: &'static Metadata<'static>) -> Interest {
+        self.inner.register_callsite(metadata)
+    }
+
+    fn enabled(&self, metadata: &Metadata<'_>, ctx: Context<'_, S>) -> bool {
+        self.inner.enabled(metadata, ctx)
+    }
+
+    fn event_enabled(&self, event: &tracing::Event<'_>, ctx: Context<'_, S>) -> bool {
+        self.inner.event_enabled(event, ctx)
+    }
+
+    fn max_level_hint(&self) -> Option<LevelFilter> {
+        self.inner.max_level_hint()
+    }
+
+    fn on_new_span(&self, attrs: &span::Attributes<'_>, id: &span::Id, ctx: Context<'_, S>) {
+        self.inner.on_new_span(attrs, id, ctx);
+    }
+
+    fn on_event(&self, event: &tracing::Event<'_>, ctx: Context<'_, S>) {
+        self.inner.on_event(event, ctx);
+    }
+
+    fn on_enter(&self, id: &span::Id, ctx: Context<'_, S>) {
+        if self.switch.listening() {
+            self.inner.on_enter(id, ctx);
+        }
+    }
+
+    fn on_exit(&self, id: &span::Id, ctx: Context<'_, S>) {
+        if self.switch.listening() {
+            self.inner.on_exit(id, ctx);
+        }
+    }
+
+    fn on_close(&self, id: span::Id, ctx: Context<'_, S>) {
+        if self.switch.listening() {
+            self.inner.on_close(id, ctx);
+        }
     }
 }
 
@@ -431,10 +544,10 @@ mod tests {
     }
 
     #[test]
-    fn the_filter_wants_tokio_targets_only_while_awake() {
-        let awake = Arc::new(AtomicBool::new(false));
+    fn the_filter_refuses_tokio_targets_while_dormant_and_nothing_else() {
+        let switch = Arc::new(Switch::default());
         let filter = DormantFilter {
-            awake: awake.clone(),
+            switch: switch.clone(),
         };
         let interest = |metadata| {
             <DormantFilter as Filter<tracing_subscriber::Registry>>::callsite_enabled(
@@ -447,11 +560,18 @@ mod tests {
             let task = tracing::trace_span!(target: "tokio::task", "runtime.spawn");
             let call = tracing::info_span!(target: "catalogue::app", "call");
             let (task, call) = (task.metadata().unwrap(), call.metadata().unwrap());
-            assert!(interest(task).is_never(), "dormant: never");
+            assert!(
+                interest(task).is_never(),
+                "dormant: never for tokio's targets"
+            );
+            assert!(
+                interest(call).is_always(),
+                "dormant: always for the rest, so other layers' interest stays as it is"
+            );
             assert_eq!(hint(), Some(LevelFilter::OFF));
-            awake.store(true, Ordering::Release);
+            switch.awake.store(true, Ordering::Release);
             assert!(interest(task).is_always(), "awake: tokio's targets");
-            assert!(interest(call).is_never(), "awake: nothing else");
+            assert!(interest(call).is_always(), "awake: the rest as before");
             assert_eq!(hint(), Some(LevelFilter::TRACE));
         });
     }

@@ -28,6 +28,8 @@ pub mod sampling;
 mod settings;
 pub mod tasks;
 
+use std::net::SocketAddr;
+
 use opentelemetry::{
     KeyValue, global, propagation::TextMapCompositePropagator, trace::TracerProvider as _,
 };
@@ -128,22 +130,16 @@ impl Telemetry {
                     .boxed(),
             );
         }
-        // Always there, dormant until woken; last, after the log layer (see
-        // `console`). Every layer has its own filter: mixing filtered and
-        // unfiltered layers in one registry trips tracing-subscriber's
+        // Always there, dormant until woken; outermost, after the log layer
+        // (see `console`). Every layer has its own filter: mixing filtered
+        // and unfiltered layers in one registry trips tracing-subscriber's
         // per-layer filter bookkeeping.
         // tokio instruments its tasks only when built with `--cfg
         // tokio_unstable` (.cargo/config.toml): without it there is nothing
         // for a console to see, and console-subscriber refuses to start.
-        let (console, console_layer) = cfg!(tokio_unstable)
-            .then(|| Console::new(config.console_addr))
-            .unzip();
-        let (dispatch, log_level) = dispatch(
-            layers,
-            &config.logs,
-            log_sink.into(),
-            console_layer.map(Layer::boxed),
-        );
+        let console_addr = cfg!(tokio_unstable).then_some(config.console_addr);
+        let (dispatch, log_level, console) =
+            dispatch(layers, &config.logs, log_sink.into(), console_addr);
 
         let head_sampler = tracer_provider.as_ref().map(|_| {
             sampling::HeadSampler::new(config.trace_sampler, config.trace_sampler_arg.get())
@@ -176,7 +172,7 @@ impl Telemetry {
         config: &LogConfig,
         log_sink: impl Into<LogSink>,
     ) -> Result<Self, TelemetryError> {
-        let (dispatch, log_level) = dispatch(Vec::new(), config, log_sink.into(), None);
+        let (dispatch, log_level, _) = dispatch(Vec::new(), config, log_sink.into(), None);
         Ok(Self {
             metrics: Metrics::new()?,
             dispatch,
@@ -295,15 +291,15 @@ fn dispatch(
     mut layers: Vec<Box<dyn Layer<Registry> + Send + Sync>>,
     logs: &LogConfig,
     sink: LogSink,
-    last: Option<Box<dyn Layer<Registry> + Send + Sync>>,
-) -> (Dispatch, LogLevel) {
+    console_addr: Option<SocketAddr>,
+) -> (Dispatch, LogLevel, Option<Console>) {
     let own_dispatch = logs::OwnDispatch::default();
     let (log_layer, log_level) = logs::layer(logs, sink, own_dispatch.clone());
     layers.push(log_layer);
-    layers.extend(last);
-    let dispatch = Dispatch::new(Registry::default().with(layers));
+    let (console, console_layer) = console_addr.map(Console::new).unzip();
+    let dispatch = Dispatch::new(Registry::default().with(layers).with(console_layer));
     let _ = own_dispatch.set(dispatch.downgrade());
-    (dispatch, log_level)
+    (dispatch, log_level, console)
 }
 
 /// Batch export over OTLP/gRPC. The batch processor runs on its own thread
