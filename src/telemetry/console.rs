@@ -1,11 +1,12 @@
 //! tokio-console on demand. The console's layer is always in the app's
-//! subscriber, but dormant: its filter gives every callsite the interest
-//! `never` (and a level hint of `OFF`), so tokio's instrumentation is
-//! skipped where it stands, at the macro's level check, and nothing is
-//! recorded. [`Console::wake`] turns the filter on for tokio's targets,
-//! rebuilds tracing's per-callsite interest cache and opens the console's
-//! gRPC endpoint; [`Console::sleep`] turns it off again and closes the
-//! endpoint, with its connections.
+//! subscriber, but dormant: its filter refuses tokio's callsites (and gives
+//! a level hint of `OFF`), so tokio's instrumentation is skipped where it
+//! stands, at the macro's level check, and nothing is recorded; every other
+//! callsite it lets through and ignores, so that the other layers' interest
+//! stays what it would be without it. [`Console::wake`] turns the filter on
+//! for tokio's targets, rebuilds tracing's per-callsite interest cache and
+//! opens the console's gRPC endpoint; [`Console::sleep`] turns it off again
+//! and closes the endpoint, with its connections.
 //!
 //! Why the layer cannot trip tracing-subscriber's "Span not found"
 //! (tokio-rs/tracing#3406): a per-layer filter's decision for a span lives
@@ -15,8 +16,8 @@
 //! rewrites those bits, so a layer *after* it in the same pass can be handed
 //! a span its filter refused, and the formatting and OpenTelemetry layers
 //! `expect` to find it. Hence:
-//! - the console layer is the last layer of the subscriber, so whatever it
-//!   emits comes after every other layer has had its turn;
+//! - the console layer is the outermost layer of the subscriber, so
+//!   whatever it emits comes after every other layer has had its turn;
 //! - it is handed a new span only if the registry says its own filter
 //!   enabled that span (`ConsoleView`), whatever the thread-local says;
 //! - a span keeps the filter decision it was created with: spans created
