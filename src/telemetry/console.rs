@@ -222,18 +222,12 @@ impl Console {
         let bound = listener.local_addr().map_err(bind_error)?;
         let instrument = control.instrument()?;
         let stop = on_own_thread("tokio-console", move || async move {
-            match tokio::net::TcpListener::from_std(listener) {
-                Ok(listener) => {
-                    if let Err(error) = Server::builder()
-                        .add_service(instrument)
-                        .serve_with_incoming(TcpIncoming::from(listener))
-                        .await
-                    {
-                        tracing::error!(%error, "tokio-console endpoint failed");
-                    }
-                }
-                Err(error) => tracing::error!(%error, "tokio-console endpoint failed"),
-            }
+            let listener = tokio::net::TcpListener::from_std(listener)?;
+            Server::builder()
+                .add_service(instrument)
+                .serve_with_incoming(TcpIncoming::from(listener))
+                .await?;
+            Ok(())
         })?;
         control.endpoint = Some(Endpoint { addr: bound, stop });
         control.since = SystemTime::now();
@@ -278,8 +272,9 @@ impl Control {
         if let Some(server) = self.unstarted.take() {
             let parts = server.into_parts();
             let aggregator = parts.aggregator;
-            self._aggregator = Some(on_own_thread("tokio-console-aggregator", move || {
-                aggregator.run()
+            self._aggregator = Some(on_own_thread("tokio-console-aggregator", move || async {
+                aggregator.run().await;
+                Ok(())
             })?);
             self.instrument = Some(parts.instrument_server);
         }
@@ -290,13 +285,20 @@ impl Control {
     }
 }
 
+/// Why a console thread's future ended early (logged, not returned: nobody
+/// waits for it).
+type ThreadError = Box<dyn std::error::Error + Send + Sync>;
+
 /// Runs `make()`'s future on a new thread's current-thread runtime until the
 /// stopper is told to stop or dropped; then the runtime, and every task it
-/// spawned, is dropped.
-fn on_own_thread<F, Fut>(name: &str, make: F) -> Result<Stopper, ConsoleError>
+/// spawned, is dropped. The thread runs with no subscriber, so the
+/// console's own endpoint and aggregator (their tasks, timers and
+/// connections) are neither in its books nor in any other layer's; an
+/// error is logged once the thread is back with the process's subscriber.
+fn on_own_thread<F, Fut>(name: &'static str, make: F) -> Result<Stopper, ConsoleError>
 where
     F: FnOnce() -> Fut + Send + 'static,
-    Fut: Future<Output = ()>,
+    Fut: Future<Output = Result<(), ThreadError>>,
 {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -307,13 +309,19 @@ where
     std::thread::Builder::new()
         .name(name.to_owned())
         .spawn(move || {
-            runtime.block_on(async move {
-                tokio::select! {
-                    () = make() => {}
-                    _ = stopped => {}
-                }
+            let ended = tracing::dispatcher::with_default(&tracing::Dispatch::none(), || {
+                let ended = runtime.block_on(async move {
+                    tokio::select! {
+                        ended = make() => ended,
+                        _ = stopped => Ok(()),
+                    }
+                });
+                drop(runtime);
+                ended
             });
-            drop(runtime);
+            if let Err(error) = ended {
+                tracing::error!(%error, thread = name, "tokio-console failed");
+            }
             let _ = closed.send(());
         })
         .map_err(ConsoleError::Thread)?;
