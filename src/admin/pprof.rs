@@ -11,7 +11,8 @@
 //!   `trace_id` and `span_id` (`telemetry::grpc::labels`);
 //!   `&rpc_method=SearchProducts` keeps only that method's samples;
 //! - `GET /debug/pprof/heap`: live allocations sampled by jemalloc, as gzipped
-//!   pprof protobuf or (`&format=flamegraph`) SVG; 501 when jemalloc
+//!   pprof protobuf (every mapping flagged symbolised, so `go tool pprof`
+//!   keeps its names) or (`&format=flamegraph`) SVG; 501 when jemalloc
 //!   profiling is off;
 //! - `GET /debug/pprof/tasks`: every live Tokio task of the runtime, with
 //!   its name (if it has one), spawn location and age, as text; 501 when
@@ -22,7 +23,13 @@
 //! CPU-heavy, runs on the blocking pool, so profiling never stalls the
 //! runtime's workers; the parsed debug info is dropped after each profile.
 
-use std::{collections::HashMap, io::Write, ops::RangeInclusive, sync::Arc, time::Duration};
+use std::{
+    collections::HashMap,
+    io::{Read, Write},
+    ops::RangeInclusive,
+    sync::Arc,
+    time::Duration,
+};
 
 use axum::{
     Router,
@@ -31,7 +38,7 @@ use axum::{
     response::{Html, IntoResponse, Redirect, Response},
     routing::get,
 };
-use flate2::{Compression, write::GzEncoder};
+use flate2::{Compression, read::GzDecoder, write::GzEncoder};
 use pprof::protos::Message;
 use serde::Deserialize;
 use tokio::{sync::Semaphore, task::JoinError};
@@ -544,9 +551,17 @@ async fn heap_profile(Query(query): Query<ProfileQuery>) -> Result<Response, Ppr
         return Err(PprofError::Unsupported(HEAP_PROFILING_OFF));
     }
     let body = symbolise(move || match format {
-        ProfileFormat::Pprof => control.dump_pprof(),
+        ProfileFormat::Pprof => {
+            let gzipped = control.dump_pprof().map_err(PprofError::Heap)?;
+            let mut profile = gunzip_profile(&gzipped)?;
+            flag_symbolised_objects(&mut profile);
+            let bytes = profile
+                .write_to_bytes()
+                .map_err(|error| PprofError::Encode(error.to_string()))?;
+            gzip(&bytes)
+        }
         ProfileFormat::Flamegraph => {
-            let profile = control.dump_profile()?;
+            let profile = control.dump_profile().map_err(PprofError::Heap)?;
             if profile.stacks.is_empty() {
                 return Ok(nothing_sampled(
                     "no live allocation sampled (jemalloc samples one per 512 KiB allocated, on average)",
@@ -555,12 +570,53 @@ async fn heap_profile(Query(query): Query<ProfileQuery>) -> Result<Response, Ppr
             let mut options = jemalloc_pprof::FlamegraphOptions::default();
             options.title = "inuse_space".into();
             options.count_name = "bytes".into();
-            profile.to_flamegraph(&mut options)
+            profile.to_flamegraph(&mut options).map_err(PprofError::Heap)
         }
     })
-    .await?
-    .map_err(PprofError::Heap)?;
+    .await??;
     Ok(format.respond("heap", body))
+}
+
+/// Decodes a gzipped pprof protobuf, as jemalloc_pprof writes it.
+fn gunzip_profile(gzipped: &[u8]) -> Result<pprof::protos::Profile, PprofError> {
+    let mut bytes = Vec::new();
+    GzDecoder::new(gzipped)
+        .read_to_end(&mut bytes)
+        .map_err(|error| PprofError::Heap(error.into()))?;
+    pprof::protos::Profile::parse_from_bytes(&bytes).map_err(|error| PprofError::Heap(error.into()))
+}
+
+/// Gives every mapping of a binary the symbol flags (`has_functions`,
+/// `has_filenames`, `has_line_numbers`, `has_inline_frames`) of any mapping
+/// of that binary.
+///
+/// Why: jemalloc_pprof symbolises every location itself, full names and
+/// inlined frames included, but writes one mapping per segment of each
+/// binary, all spanning the whole address space with offset 0, and flags
+/// only the executable segment's. `go tool pprof` merges a binary's mappings
+/// into its first one, the unflagged read-only segment, so it takes the
+/// binary for unsymbolised and symbolises it again with Go's own DWARF
+/// reader, which names a function by `DW_AT_name` and knows no inlined
+/// frames: `{async_block#2}`, `poll`, `call_once`, and no `before_call`.
+fn flag_symbolised_objects(profile: &mut pprof::protos::Profile) {
+    let mut flags: HashMap<(i64, i64), [bool; 4]> = HashMap::new();
+    for mapping in &profile.mapping {
+        let binary = flags
+            .entry((mapping.filename, mapping.build_id))
+            .or_default();
+        binary[0] |= mapping.has_functions;
+        binary[1] |= mapping.has_filenames;
+        binary[2] |= mapping.has_line_numbers;
+        binary[3] |= mapping.has_inline_frames;
+    }
+    for mapping in &mut profile.mapping {
+        [
+            mapping.has_functions,
+            mapping.has_filenames,
+            mapping.has_line_numbers,
+            mapping.has_inline_frames,
+        ] = flags[&(mapping.filename, mapping.build_id)];
+    }
 }
 
 async fn task_dump(State(state): State<AdminState>) -> Result<String, PprofError> {
@@ -705,6 +761,44 @@ mod tests {
             error.to_string(),
             "rpc_method must be one of GetProduct, SearchProducts, got \"searchproducts\""
         );
+    }
+
+    #[test]
+    fn every_mapping_of_a_binary_carries_the_flags_of_its_symbolised_segment() {
+        let segment = |id, binary, symbolised| pprof::protos::Mapping {
+            id,
+            filename: binary,
+            build_id: binary + 10,
+            has_functions: symbolised,
+            has_filenames: symbolised,
+            has_line_numbers: symbolised,
+            has_inline_frames: symbolised,
+            ..Default::default()
+        };
+        let mut profile = pprof::protos::Profile {
+            mapping: vec![
+                segment(1, 1, false),
+                segment(2, 1, true),
+                segment(3, 2, false),
+            ],
+            ..Default::default()
+        };
+
+        flag_symbolised_objects(&mut profile);
+
+        let flags: Vec<[bool; 4]> = profile
+            .mapping
+            .iter()
+            .map(|mapping| {
+                [
+                    mapping.has_functions,
+                    mapping.has_filenames,
+                    mapping.has_line_numbers,
+                    mapping.has_inline_frames,
+                ]
+            })
+            .collect();
+        assert_eq!(flags, [[true; 4], [true; 4], [false; 4]]);
     }
 
     #[test]

@@ -93,6 +93,33 @@ fn function_names(profile: &Profile) -> Vec<&str> {
         .collect()
 }
 
+/// The files of the mappings that do not say they are symbolised although
+/// another mapping of the same binary holds symbolised locations.
+/// `go tool pprof` merges a binary's mappings into its first one and, if
+/// that one is not flagged, symbolises the binary again with Go's DWARF
+/// reader: short `DW_AT_name`s (`{async_block#2}`, `poll`) and no inlined
+/// frames.
+fn unflagged_mappings(profile: &Profile) -> Vec<&str> {
+    let symbolised: std::collections::HashSet<i64> = profile
+        .location
+        .iter()
+        .filter(|location| !location.line.is_empty())
+        .filter_map(|location| {
+            profile
+                .mapping
+                .iter()
+                .find(|mapping| mapping.id == location.mapping_id)
+        })
+        .map(|mapping| mapping.build_id)
+        .collect();
+    profile
+        .mapping
+        .iter()
+        .filter(|mapping| symbolised.contains(&mapping.build_id) && !mapping.has_functions)
+        .map(|mapping| profile.string_table[mapping.filename as usize].as_str())
+        .collect()
+}
+
 /// A CPU profile of a busy memory app, the profiler held while it runs
 /// (the answer comes once the profile is complete).
 async fn cpu_profile_under_traffic(path: &str, content_type: &str) -> reqwest::Response {
@@ -292,6 +319,15 @@ async fn heap_profile_under_the_leak_fault_names_the_leaking_function() {
             .iter()
             .any(|name| name.contains("catalogue::faults::FaultInjector::before_call")),
         "the leak's allocation site is missing from {names:?}"
+    );
+    assert!(
+        names.iter().all(|name| !name.starts_with('{')),
+        "a function is named by its DWARF name only: {names:?}"
+    );
+    let unflagged = unflagged_mappings(&profile);
+    assert!(
+        unflagged.is_empty(),
+        "go tool pprof would symbolise these again: {unflagged:?}"
     );
     let reset = reqwest::Client::new()
         .delete(app.admin_url("/faults"))
