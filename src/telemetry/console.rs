@@ -1,7 +1,8 @@
 //! tokio-console on demand. The console's layer is always in the app's
 //! subscriber, but dormant: its filter refuses tokio's callsites (and gives
-//! a level hint of `OFF`), so tokio's instrumentation is skipped where it
-//! stands, at the macro's level check, and nothing is recorded; every other
+//! a level hint of `OFF`, so the maximum level stays the other layers'), so
+//! tokio's instrumentation is skipped where it stands, at the macro's level
+//! check, and nothing is recorded; every other
 //! callsite it lets through and ignores, so that the other layers' interest
 //! stays what it would be without it. [`Console::wake`] turns the filter on
 //! for tokio's targets, rebuilds tracing's per-callsite interest cache and
@@ -388,10 +389,14 @@ impl<S> Filter<S> for DormantFilter {
         }
     }
 
-    /// `OFF` while dormant: with the other layers at INFO, tracing's global
-    /// maximum level stays there and tokio's TRACE instrumentation stops at
-    /// its first comparison. (The other callsites it lets through it does
-    /// not need: the hint is what it needs.)
+    /// `OFF` while dormant, `TRACE` while awake. Dormant, the subscriber's
+    /// maximum level is then the other layers' (INFO by default), so
+    /// tokio's TRACE instrumentation stops at its macros' first comparison.
+    /// This holds only while every other layer gives a hint:
+    /// tracing-subscriber takes the larger of the outermost layer's hint and
+    /// the rest's, and counts "no hint" below `OFF`, so one layer without a
+    /// hint beside this `OFF` would switch every span and log line of the
+    /// app off (`telemetry::tests` checks the subscriber's maximum).
     fn max_level_hint(&self) -> Option<LevelFilter> {
         Some(if self.switch.awake() {
             LevelFilter::TRACE

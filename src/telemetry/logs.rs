@@ -19,7 +19,7 @@ use opentelemetry::trace::{SpanId, TraceContextExt as _, TraceId};
 use tracing::{Event, Subscriber, dispatcher::WeakDispatch};
 use tracing_subscriber::{
     Layer, Registry,
-    filter::{FilterExt as _, filter_fn},
+    filter::{FilterExt as _, LevelFilter, filter_fn},
     fmt::{
         FmtContext, FormatEvent, FormatFields,
         format::{Format, Writer},
@@ -79,7 +79,11 @@ pub fn layer(
         handle,
         current: Arc::new(Mutex::new(config.log_filter.clone())),
     };
-    let events_only = filter.and(filter_fn(|metadata| metadata.is_event()));
+    // The hint says "no limit of its own", so the pair's hint is the log
+    // filter's: without one the subscriber would have no maximum level, and
+    // every TRACE macro in the process would get past its first check.
+    let events_only = filter
+        .and(filter_fn(|metadata| metadata.is_event()).with_max_level_hint(LevelFilter::TRACE));
     let layer = tracing_subscriber::fmt::layer()
         .with_writer(sink.writer)
         .with_ansi(sink.ansi);

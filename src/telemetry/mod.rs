@@ -288,18 +288,36 @@ pub fn sampled_parent() -> Option<opentelemetry::Context> {
 /// The registry of `layers`, the log layer and `last`, as a dispatch, and
 /// the handle of the log layer's filter.
 fn dispatch(
-    mut layers: Vec<Box<dyn Layer<Registry> + Send + Sync>>,
+    layers: Vec<Box<dyn Layer<Registry> + Send + Sync>>,
     logs: &LogConfig,
     sink: LogSink,
     console_addr: Option<SocketAddr>,
 ) -> (Dispatch, LogLevel, Option<Console>) {
     let own_dispatch = logs::OwnDispatch::default();
-    let (log_layer, log_level) = logs::layer(logs, sink, own_dispatch.clone());
-    layers.push(log_layer);
-    let (console, console_layer) = console_addr.map(Console::new).unzip();
-    let dispatch = Dispatch::new(Registry::default().with(layers).with(console_layer));
+    let (subscriber, log_level, console) =
+        subscriber(layers, logs, sink, console_addr, own_dispatch.clone());
+    let dispatch = Dispatch::new(subscriber);
     let _ = own_dispatch.set(dispatch.downgrade());
     (dispatch, log_level, console)
+}
+
+/// The registry with `layers`, the log layer, and outermost the console's.
+fn subscriber(
+    mut layers: Vec<Box<dyn Layer<Registry> + Send + Sync>>,
+    logs: &LogConfig,
+    sink: LogSink,
+    console_addr: Option<SocketAddr>,
+    own_dispatch: logs::OwnDispatch,
+) -> (
+    impl tracing::Subscriber + Send + Sync,
+    LogLevel,
+    Option<Console>,
+) {
+    let (log_layer, log_level) = logs::layer(logs, sink, own_dispatch);
+    layers.push(log_layer);
+    let (console, console_layer) = console_addr.map(Console::new).unzip();
+    let subscriber = Registry::default().with(layers).with(console_layer);
+    (subscriber, log_level, console)
 }
 
 /// Batch export over OTLP/gRPC. The batch processor runs on its own thread
@@ -328,4 +346,57 @@ fn tracer_provider(
         .with_batch_exporter(exporter)
         .with_resource(resource)
         .build())
+}
+
+#[cfg(test)]
+mod tests {
+    use tracing::{Subscriber as _, level_filters::LevelFilter};
+
+    use super::*;
+
+    fn log_config(filter: &str) -> LogConfig {
+        LogConfig {
+            log_filter: LogFilter::parse(filter).expect("a valid filter"),
+            log_format: LogFormat::Text,
+        }
+    }
+
+    /// The subscriber's maximum level is what tracing checks before anything
+    /// else: too low and the app's spans and log lines are cut off, absent
+    /// and every TRACE macro in the process gets past it.
+    #[test]
+    fn the_maximum_level_is_the_log_filters_while_the_console_sleeps() {
+        let sink = || {
+            LogSink::from(tracing_subscriber::fmt::writer::BoxMakeWriter::new(
+                std::io::sink,
+            ))
+        };
+        let addr = Some("127.0.0.1:0".parse().unwrap());
+        for (filter, level) in [
+            ("info", LevelFilter::INFO),
+            ("warn,catalogue=debug", LevelFilter::DEBUG),
+        ] {
+            let (with, _, console) = subscriber(
+                Vec::new(),
+                &log_config(filter),
+                sink(),
+                addr,
+                Default::default(),
+            );
+            assert!(console.is_some());
+            assert_eq!(with.max_level_hint(), Some(level), "{filter}");
+            let (without, _, _) = subscriber(
+                Vec::new(),
+                &log_config(filter),
+                sink(),
+                None,
+                Default::default(),
+            );
+            assert_eq!(
+                without.max_level_hint(),
+                Some(level),
+                "{filter}, no console layer"
+            );
+        }
+    }
 }
