@@ -292,10 +292,9 @@ type ThreadError = Box<dyn std::error::Error + Send + Sync>;
 
 /// Runs `make()`'s future on a new thread's current-thread runtime until the
 /// stopper is told to stop or dropped; then the runtime, and every task it
-/// spawned, is dropped. The thread runs with no subscriber, so the
-/// console's own endpoint and aggregator (their tasks, timers and
-/// connections) are neither in its books nor in any other layer's; an
-/// error is logged once the thread is back with the process's subscriber.
+/// spawned, is dropped. (The thread keeps the process's subscriber: under
+/// `Dispatch::none` the console was told of no task at all, so an awake
+/// console lists its own endpoint's tasks too.)
 fn on_own_thread<F, Fut>(name: &'static str, make: F) -> Result<Stopper, ConsoleError>
 where
     F: FnOnce() -> Fut + Send + 'static,
@@ -310,16 +309,13 @@ where
     std::thread::Builder::new()
         .name(name.to_owned())
         .spawn(move || {
-            let ended = tracing::dispatcher::with_default(&tracing::Dispatch::none(), || {
-                let ended = runtime.block_on(async move {
-                    tokio::select! {
-                        ended = make() => ended,
-                        _ = stopped => Ok(()),
-                    }
-                });
-                drop(runtime);
-                ended
+            let ended = runtime.block_on(async move {
+                tokio::select! {
+                    ended = make() => ended,
+                    _ = stopped => Ok(()),
+                }
             });
+            drop(runtime);
             if let Err(error) = ended {
                 tracing::error!(%error, thread = name, "tokio-console failed");
             }
