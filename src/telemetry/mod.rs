@@ -285,8 +285,8 @@ pub fn sampled_parent() -> Option<opentelemetry::Context> {
         .then_some(context)
 }
 
-/// The registry of `layers`, the log layer and `last`, as a dispatch, and
-/// the handle of the log layer's filter.
+/// The app's subscriber (`subscriber`) as a dispatch, with the handle of
+/// the log layer's filter and, given an address, the console's switch.
 fn dispatch(
     layers: Vec<Box<dyn Layer<Registry> + Send + Sync>>,
     logs: &LogConfig,
