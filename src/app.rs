@@ -34,9 +34,8 @@ use crate::{
     telemetry::{
         Console, LogLevel, Metrics, Telemetry,
         console::ConsoleError,
-        grpc::{GrpcTelemetryLayer, Rpc, kept::KeptCalls},
+        grpc::{GrpcTelemetryLayer, Rpc, traced::CallTraces},
         runtime::{Sampler, ScrapeHook},
-        sampling::HeadSampler,
         tasks::TaskList,
     },
     upstream::Upstream,
@@ -117,10 +116,9 @@ pub struct App {
     console: Option<Console>,
     /// Where tokio-console attaches when `--console` woke it at start.
     console_addr: Option<SocketAddr>,
-    /// Which calls are traced; `None` when traces are not exported.
-    head_sampler: Option<HeadSampler>,
-    /// What exports untraced calls that end with an error or slowly.
-    kept_calls: Option<KeptCalls>,
+    /// Which calls are exported, and their spans; `None` when traces are
+    /// not exported.
+    call_traces: Option<CallTraces>,
     consul: Option<Registrar>,
     /// The runtime's live tasks, for the task dump.
     tasks: TaskList,
@@ -185,8 +183,7 @@ impl App {
             metrics,
             dispatch: telemetry.dispatch(),
             log_level: telemetry.log_level(),
-            head_sampler: telemetry.head_sampler(),
-            kept_calls: telemetry.kept_calls(),
+            call_traces: telemetry.call_traces(),
             grpc_listener,
             grpc_addr,
             admin_listener,
@@ -248,8 +245,7 @@ impl App {
             metrics,
             dispatch,
             log_level,
-            head_sampler,
-            kept_calls,
+            call_traces,
             grpc_listener,
             admin_listener,
             admin_addr,
@@ -269,8 +265,7 @@ impl App {
 
         let telemetry_layer = GrpcTelemetryLayer::new(
             &served_rpcs(config.telemetry.trace_health_checks),
-            head_sampler,
-            kept_calls,
+            call_traces,
             &metrics,
             dispatch.clone(),
         );

@@ -17,7 +17,6 @@ use crate::{
     },
     error::Error,
     store::{self, Listed, Store},
-    telemetry::sampling::UnsampledTrace,
     upstream::{Upstream, caller_deadline},
 };
 
@@ -135,16 +134,12 @@ impl CatalogueService for CatalogueApi {
         request: Request<proto::GetProductRequest>,
     ) -> Result<Response<proto::Product>, Status> {
         let deadline = caller_deadline(request.metadata(), Instant::now());
-        let unsampled = request.extensions().get::<UnsampledTrace>().cloned();
         let mut product = self.product(request.get_ref()).await?;
         let Some(upstream) = &self.upstream else {
             return Ok(Response::new(product));
         };
         // Degrade rather than fail: the stored stock is a useful answer.
-        let source = match upstream
-            .stock(&product.id, deadline, unsampled.as_ref())
-            .await
-        {
+        let source = match upstream.stock(&product.id, deadline).await {
             Ok(stock) => {
                 product.stock_qty = stock;
                 "live"

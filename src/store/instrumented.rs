@@ -1,12 +1,10 @@
-//! `InstrumentedStore`: any store, with a CLIENT span and a duration sample
-//! for every call. One decorator serves all three backends.
+//! `InstrumentedStore`: any store, with a duration sample for every call and
+//! a CLIENT span for every call whose RPC is exported. One decorator serves all three backends.
 
 use std::{future::Future, sync::Arc, time::Instant};
 
 use async_trait::async_trait;
 use metrics::{Histogram, gauge, histogram};
-use tracing::{Instrument, field::Empty};
-use tracing_opentelemetry::OpenTelemetrySpanExt as _;
 
 use super::{ListPage, Operation, PoolStats, Store, StoreError};
 use crate::{
@@ -54,47 +52,20 @@ impl InstrumentedStore {
         } else {
             operation.name()
         };
-        // Only for a call whose trace is exported: building a span the
-        // sampler then drops costs more than a memory-store query.
-        let span = if let Some(parent) = crate::telemetry::sampled_parent() {
-            let span = tracing::info_span!(
-                parent: None,
-                "store",
-                otel.name = span_name,
-                otel.kind = "client",
-                otel.status_code = Empty,
-                db.system = self.inner.system(),
-                db.system.name = self.inner.system(),
-                db.operation = operation.name(),
-                db.operation.name = operation.name(),
-                db.statement = statement,
-                db.query.text = statement,
-                db.collection.name = "products",
-            );
-            let _ = span.set_parent(parent);
-            span
-        } else {
-            tracing::Span::none()
-        };
         let started = Instant::now();
-        let result = call.instrument(span.clone()).await;
+        let result = call.await;
         let outcome = usize::from(result.is_err());
         self.durations[operation as usize][outcome].record(started.elapsed().as_secs_f64());
-        if result.is_err() {
-            span.record("otel.status_code", "ERROR");
-        }
-        if span.is_none() {
-            // For a span made afterwards, should the untraced call be kept.
-            record_store_call(|| StoreCall {
-                name: span_name,
-                system: self.inner.system(),
-                operation: operation.name(),
-                statement,
-                started,
-                ended: Instant::now(),
-                failed: result.is_err(),
-            });
-        }
+        // Made a span when the call it belongs to ends, if it is exported.
+        record_store_call(|| StoreCall {
+            name: span_name,
+            system: self.inner.system(),
+            operation: operation.name(),
+            statement,
+            started,
+            ended: Instant::now(),
+            failed: result.is_err(),
+        });
         result
     }
 }

@@ -6,9 +6,9 @@
 //! call, that cost a quarter of unary throughput in text and two-fifths in
 //! JSON (`scripts/bench.sh`, README). What a log line needs from the call
 //! it belongs to is the link to its trace, so a line written inside a
-//! traced span carries `trace_id` and `span_id`, read from the
-//! OpenTelemetry context when (and only when) a line is written; the span's
-//! attributes are in the trace.
+//! traced call carries `trace_id` and `span_id` (of the upstream call's
+//! span inside one, else of the call's SERVER span), read when (and only
+//! when) a line is written; the span's attributes are in the trace.
 
 use std::{
     fmt,
@@ -158,12 +158,20 @@ impl<F> WithTraceIds<F> {
     /// a trace. (Not the format context's current span: that is the nearest
     /// one this layer's filter lets through, and it lets none through.)
     fn current_trace_ids(&self) -> Option<(TraceId, SpanId)> {
-        let dispatch = self.dispatch.get()?.upgrade()?;
-        let current = dispatch.current_span();
-        let otel = tracing_opentelemetry::get_otel_context(current.id()?, &dispatch)?;
-        let span_context = otel.span().span_context().clone();
+        let span_context = self
+            .current_span_context()
+            .or_else(super::grpc::traced::traced_call)?;
         span_context
             .is_valid()
             .then(|| (span_context.trace_id(), span_context.span_id()))
+    }
+
+    /// The context of the current tracing span (an upstream call's), if it
+    /// is exported. A call's SERVER span is no tracing span.
+    fn current_span_context(&self) -> Option<opentelemetry::trace::SpanContext> {
+        let dispatch = self.dispatch.get()?.upgrade()?;
+        let current = dispatch.current_span();
+        let otel = tracing_opentelemetry::get_otel_context(current.id()?, &dispatch)?;
+        Some(otel.span().span_context().clone())
     }
 }

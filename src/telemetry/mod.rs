@@ -44,7 +44,7 @@ use tracing_subscriber::{Layer, Registry, layer::SubscriberExt};
 
 pub use self::{
     console::Console,
-    grpc::kept::{StoreCall, record_store_call},
+    grpc::traced::{StoreCall, record_store_call, untraced_call},
     logs::LogLevel,
     prometheus::Metrics,
     settings::{LogConfig, LogFilter, LogFormat, LogSink, TelemetryConfig},
@@ -70,10 +70,9 @@ pub struct Telemetry {
     /// no console layer, and in a build without `tokio_unstable`.
     console: Option<Console>,
     tracer_provider: Option<SdkTracerProvider>,
-    /// `None` without an exporter: then no call makes a span.
-    head_sampler: Option<sampling::HeadSampler>,
-    /// `None` without an exporter or with `--no-trace-keep`.
-    kept_calls: Option<grpc::kept::KeptCalls>,
+    /// Which calls are exported, and their spans; `None` without an
+    /// exporter: then no call makes a span.
+    call_traces: Option<grpc::traced::CallTraces>,
     /// The runtime's live tasks, when its builder reports them here.
     tasks: tasks::TaskList,
 }
@@ -141,27 +140,25 @@ impl Telemetry {
         let (dispatch, log_level, console) =
             dispatch(layers, &config.logs, log_sink.into(), console_addr);
 
-        let head_sampler = tracer_provider.as_ref().map(|_| {
-            sampling::HeadSampler::new(config.trace_sampler, config.trace_sampler_arg.get())
+        let call_traces = tracer_provider.as_ref().map(|provider| {
+            grpc::traced::CallTraces::new(
+                provider.tracer("catalogue"),
+                sampling::HeadSampler::new(config.trace_sampler, config.trace_sampler_arg.get()),
+                (!config.no_trace_keep).then(|| {
+                    grpc::traced::Keep::new(
+                        config.trace_slow_threshold,
+                        config.trace_keep_per_second,
+                    )
+                }),
+            )
         });
-        let kept_calls = tracer_provider
-            .as_ref()
-            .filter(|_| !config.no_trace_keep)
-            .map(|provider| {
-                grpc::kept::KeptCalls::new(
-                    provider.tracer("catalogue"),
-                    config.trace_slow_threshold,
-                    config.trace_keep_per_second,
-                )
-            });
         Ok(Self {
             metrics,
             dispatch,
             log_level,
             console,
             tracer_provider,
-            head_sampler,
-            kept_calls,
+            call_traces,
             tasks: tasks::TaskList::default(),
         })
     }
@@ -179,8 +176,7 @@ impl Telemetry {
             log_level,
             console: None,
             tracer_provider: None,
-            head_sampler: None,
-            kept_calls: None,
+            call_traces: None,
             tasks: tasks::TaskList::default(),
         })
     }
@@ -193,14 +189,10 @@ impl Telemetry {
         tracing::dispatcher::set_global_default(self.dispatch.clone())
     }
 
-    /// Which calls get spans; `None` when traces are not exported.
-    pub fn head_sampler(&self) -> Option<sampling::HeadSampler> {
-        self.head_sampler
-    }
-
-    /// What exports the untraced calls that end badly.
-    pub fn kept_calls(&self) -> Option<grpc::kept::KeptCalls> {
-        self.kept_calls.clone()
+    /// Which calls are exported, and what makes their spans; `None` when
+    /// traces are not exported.
+    pub fn call_traces(&self) -> Option<grpc::traced::CallTraces> {
+        self.call_traces.clone()
     }
 
     /// Lists the tasks of the runtime `tasks` records (`TaskList::record`
@@ -258,31 +250,21 @@ impl Drop for Telemetry {
     }
 }
 
-/// The OpenTelemetry context to parent a child span on, when the current
-/// span belongs to a trace that will be exported; `None` for no span, no
-/// OpenTelemetry layer, or a trace the sampler dropped.
+/// The OpenTelemetry context to parent a client span on: the SERVER span
+/// of the call being polled, when the head sampler traces it; `None`
+/// otherwise.
 ///
-/// A child span made for work handed to a library (a query, an upstream
-/// call) is created with `parent: None` and given this context with
-/// `set_parent`, so that it has no parent in tracing's registry. The
-/// library may drop its last handle on a thread of its own (sqlx's SQLite
-/// workers, tower's buffer worker), and the registry releases a closing
-/// span's parent through that thread's default dispatch: with the app's
-/// dispatch not the process default (tests, several apps in one process)
-/// the parent would never close, and its trace would never be exported.
+/// A child span made for work handed to a library (an upstream call) is
+/// created with `parent: None` and given this context with `set_parent`, so
+/// that it has no parent in tracing's registry. The library may drop its
+/// last handle on a thread of its own (tower's buffer worker), and the
+/// registry releases a closing span's parent through that thread's default
+/// dispatch: with the app's dispatch not the process default (tests,
+/// several apps in one process) the parent would never close.
 pub fn sampled_parent() -> Option<opentelemetry::Context> {
     use opentelemetry::trace::TraceContextExt as _;
-    use tracing_opentelemetry::OpenTelemetrySpanExt as _;
-    let current = tracing::Span::current();
-    if current.is_none() {
-        return None;
-    }
-    let context = current.context();
-    context
-        .span()
-        .span_context()
-        .is_sampled()
-        .then_some(context)
+    grpc::traced::traced_call()
+        .map(|server| opentelemetry::Context::new().with_remote_span_context(server))
 }
 
 /// The app's subscriber (`subscriber`) as a dispatch, with the handle of

@@ -70,8 +70,8 @@ impl HeadSampler {
 }
 
 /// The trace context of a call that is not traced: its caller's trace id
-/// (or a new one) and a span id of its own, with the sampled flag off. The
-/// call's handlers pass it on to the services they call.
+/// (or a new one) and a span id of its own, with the sampled flag off, for
+/// the services the call's handler calls (`telemetry::untraced_call`).
 #[derive(Debug, Clone)]
 pub struct UnsampledTrace(pub SpanContext);
 

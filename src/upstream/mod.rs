@@ -32,7 +32,7 @@ use tracing_opentelemetry::OpenTelemetrySpanExt;
 
 use self::breaker::{CircuitBreaker, Settings, State, Ticket, Transition};
 use crate::{
-    telemetry::{names, sampling::UnsampledTrace},
+    telemetry::{names, sampled_parent, untraced_call},
     upstream::proto::{GetStockRequest, inventory_service_client::InventoryServiceClient},
     values::{Ratio, grpc_timeout, http_uri},
 };
@@ -189,15 +189,12 @@ impl Upstream {
 
     /// Live stock of `product_id`, answered before `deadline` (the caller's,
     /// if it set one).
-    /// `unsampled`: the trace context of a call that is not traced, passed
-    /// on so the upstream follows the same decision.
     pub async fn stock(
         &self,
         product_id: &str,
         deadline: Option<Instant>,
-        unsampled: Option<&UnsampledTrace>,
     ) -> Result<i32, Degraded> {
-        let result = self.call(product_id, deadline, unsampled).await;
+        let result = self.call(product_id, deadline).await;
         if let Err(degraded) = result {
             self.metrics.degraded[Degraded::ALL
                 .iter()
@@ -208,12 +205,7 @@ impl Upstream {
         result
     }
 
-    async fn call(
-        &self,
-        product_id: &str,
-        deadline: Option<Instant>,
-        unsampled: Option<&UnsampledTrace>,
-    ) -> Result<i32, Degraded> {
+    async fn call(&self, product_id: &str, deadline: Option<Instant>) -> Result<i32, Degraded> {
         let timeout = match deadline {
             Some(deadline) => deadline
                 .checked_duration_since(Instant::now())
@@ -234,7 +226,7 @@ impl Upstream {
         let ticket = ticket.ok_or(Degraded::BreakerOpen)?;
 
         // A CLIENT span only inside a traced call.
-        let span = if let Some(parent) = crate::telemetry::sampled_parent() {
+        let span = if let Some(parent) = sampled_parent() {
             let span = tracing::info_span!(
                 parent: None,
                 "inventory.GetStock",
@@ -255,9 +247,11 @@ impl Upstream {
             product_id: product_id.to_owned(),
         });
         request.set_timeout(timeout);
-        let context = match unsampled {
-            Some(UnsampledTrace(parent)) if span.is_none() => {
-                opentelemetry::Context::new().with_remote_span_context(parent.clone())
+        // An untraced call passes its trace on with the sampled flag off, so
+        // that the upstream follows the same decision.
+        let context = match untraced_call() {
+            Some(untraced) if span.is_none() => {
+                opentelemetry::Context::new().with_remote_span_context(untraced)
             }
             _ => span.context(),
         };

@@ -13,7 +13,6 @@ use http_body_util::BodyExt;
 use metrics::Counter;
 use pin_project_lite::pin_project;
 use tonic::Code;
-use tracing::Span;
 
 use super::{call::Call, codes::grpc_status, framing::FrameCounter};
 
@@ -24,7 +23,6 @@ pin_project! {
         #[pin]
         inner: B,
         call: Option<Call>,
-        span: Span,
         // When the last data frame was handed to hyper: hyper polls again
         // once the client's flow-control window has room, so the gap is time
         // spent blocked on the reader.
@@ -36,14 +34,9 @@ impl<B> TelemetryBody<B> {
     /// The body of `call`'s response; `None` for a call already finished (a
     /// trailers-only answer).
     pub(super) fn new(inner: B, call: Option<Call>) -> Self {
-        let span = call
-            .as_ref()
-            .map(|call| call.span.clone())
-            .unwrap_or_else(Span::none);
         Self {
             inner,
             call,
-            span,
             last_sent_at: None,
         }
     }
@@ -68,20 +61,18 @@ where
             call.blocked += sent_at.elapsed();
         }
         let inner = this.inner;
-        let span = &*this.span;
         let Call {
             label,
-            span: call_span,
-            sampled,
             recording,
             dispatch,
             ..
         } = call;
+        let recording = &*recording;
         let frame = ready!(label.polling(
-            || super::call::trace_ids(call_span, *sampled),
+            || super::call::trace_ids(recording),
             || tracing::dispatcher::with_default(dispatch, || match recording {
-                Some(recording) => super::kept::polling(recording, || inner.poll_frame(cx)),
-                None => span.in_scope(|| inner.poll_frame(cx)),
+                Some(recording) => super::traced::polling(recording, || inner.poll_frame(cx)),
+                None => inner.poll_frame(cx),
             })
         ));
         let code = match &frame {
@@ -99,7 +90,6 @@ where
         };
         if let Some(code) = code {
             call.finish(code);
-            *this.span = Span::none();
         }
         Poll::Ready(frame)
     }

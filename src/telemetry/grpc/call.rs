@@ -7,29 +7,24 @@ use std::{
 
 use bytes::Bytes;
 use http::Request;
-use opentelemetry::trace::TraceContextExt as _;
+use opentelemetry_sdk::trace::Span as SdkSpan;
 use tonic::Code;
-use tracing::{Dispatch, Span};
-use tracing_opentelemetry::OpenTelemetrySpanExt as _;
+use tracing::Dispatch;
 
 use super::{
-    codes::OTEL_CODE_NAMES,
     framing::FrameCounter,
     handles::RpcMetrics,
-    kept::{KeptCalls, Recording},
     labels::{PollLabel, TraceIds},
-    span::traced_span,
+    traced::{CallTraces, Outcome, Recording},
 };
-use crate::telemetry::sampling::HeadSampler;
 
 /// One call in flight: records its outcome exactly once, when it finishes
 /// or, if it never does (the client went away), when dropped.
 pub(super) struct Call {
     pub(super) method: Arc<RpcMetrics>,
     pub(super) started_at: Instant,
-    pub(super) span: Span,
-    /// Whether the span will be exported: attributes are recorded only then.
-    pub(super) sampled: bool,
+    /// The SERVER span of a call the head sampler traces.
+    span: Option<SdkSpan>,
     pub(super) messages_sent: u64,
     pub(super) frames: FrameCounter,
     pub(super) first_message_at: Option<Instant>,
@@ -37,7 +32,8 @@ pub(super) struct Call {
     pub(super) finished: bool,
     /// The app's subscriber, for the response body's polls.
     pub(super) dispatch: Dispatch,
-    /// An untraced call's record, kept if it ends badly.
+    /// What the call keeps for its spans and passes on of its trace, when
+    /// traces are exported.
     pub(super) recording: Option<Arc<Recording>>,
     /// What the samples of a CPU profile taken in its polls are labelled.
     pub(super) label: PollLabel,
@@ -46,9 +42,8 @@ pub(super) struct Call {
 impl Call {
     pub(super) fn start<B>(
         method: Arc<RpcMetrics>,
-        request: &mut Request<B>,
-        sampler: Option<HeadSampler>,
-        kept: Option<&KeptCalls>,
+        request: &Request<B>,
+        traces: Option<&CallTraces>,
         dispatch: Dispatch,
     ) -> Self {
         method.started.increment(1);
@@ -56,30 +51,18 @@ impl Call {
         if let Some(streams) = &method.streams {
             streams.active.increment(1.0);
         }
-        let (span, recording) = match sampler {
-            Some(sampler) if method.traced => {
-                let (span, parent) = traced_span(&method, request, sampler);
-                let recording = match kept {
-                    Some(kept) if span.is_none() => {
-                        let peer = request
-                            .extensions()
-                            .get::<tonic::transport::server::TcpConnectInfo>()
-                            .and_then(|connection| connection.remote_addr());
-                        Some(Recording::start(kept, parent, peer))
-                    }
-                    _ => None,
-                };
-                (span, recording)
+        let (span, recording) = match traces {
+            Some(traces) if method.traced => {
+                let (span, recording) = traces.start(&method, request);
+                (span, Some(recording))
             }
-            _ => (Span::none(), None),
+            _ => (None, None),
         };
-        let sampled = !span.is_none();
         Self {
             label: PollLabel::new(method.label),
             method,
             started_at: Instant::now(),
             span,
-            sampled,
             messages_sent: 0,
             frames: FrameCounter::default(),
             first_message_at: None,
@@ -106,19 +89,19 @@ impl Call {
         let took = self.started_at.elapsed();
         let elapsed = took.as_secs_f64();
         let method = &self.method;
-        let exported = if self.sampled {
-            Some(self.span.context().span().span_context().clone())
-        } else {
-            // Kept (an error or slow) or dropped, now that it has ended.
-            self.recording
-                .take()
-                .and_then(|recording| recording.finish(method, code, took))
-        };
+        // The spans end with the call, before the client can see the end.
+        let exported = self.recording.take().and_then(|recording| {
+            let outcome = Outcome {
+                code,
+                elapsed: took,
+                messages_sent: method.streams.as_ref().map(|_| self.messages_sent),
+            };
+            recording.finish(method, self.span.take(), &outcome)
+        });
         method
             .outcome(code)
             .record(elapsed, exported.filter(|ids| ids.is_valid()));
         method.in_flight.decrement(1.0);
-        let cancelled = code == Code::Cancelled;
         if let Some(streams) = &method.streams {
             streams.active.decrement(1.0);
             streams.messages.record(self.messages_sent as f64);
@@ -129,44 +112,17 @@ impl Call {
                     .first_message
                     .record(first.duration_since(self.started_at).as_secs_f64());
             }
-            if cancelled {
+            if code == Code::Cancelled {
                 streams.cancelled.increment(1);
             }
-        }
-        if self.sampled {
-            self.record_outcome(code);
-        }
-        // The span ends with the call, before the client can see the end.
-        self.span = Span::none();
-    }
-
-    fn record_outcome(&self, code: Code) {
-        if self.method.streams.is_some() {
-            self.span
-                .record("rpc.server.messages_sent", self.messages_sent as i64);
-            self.span
-                .record("rpc.server.cancelled", code == Code::Cancelled);
-        }
-        let index = (code as usize).min(16);
-        self.span.record("rpc.grpc.status_code", index as i64);
-        self.span
-            .record("rpc.response.status_code", OTEL_CODE_NAMES[index]);
-        if code != Code::Ok {
-            self.span.record("otel.status_code", "ERROR");
-            self.span
-                .record("otel.status_message", OTEL_CODE_NAMES[index]);
         }
     }
 }
 
 /// The ids of a traced call's span, for the labels of a CPU profile; `None`
 /// for a call that is not traced or has ended.
-pub(super) fn trace_ids(span: &Span, sampled: bool) -> Option<TraceIds> {
-    if !sampled {
-        return None;
-    }
-    let context = span.context();
-    let ids = context.span().span_context().clone();
+pub(super) fn trace_ids(recording: &Option<Arc<Recording>>) -> Option<TraceIds> {
+    let ids = recording.as_ref()?.ids.as_ref()?;
     ids.is_valid().then(|| TraceIds {
         trace_id: ids.trace_id(),
         span_id: ids.span_id(),

@@ -1,7 +1,9 @@
 //! The gRPC telemetry layer: one tower layer around the whole tonic router
 //! that turns every call into
 //! - a SERVER span (OpenTelemetry RPC conventions, parent taken from the
-//!   caller's W3C `traceparent`), covering the call until its last byte;
+//!   caller's W3C `traceparent`), covering the call until its last byte, for
+//!   the calls the head sampler traces and the untraced ones kept for
+//!   ending badly;
 //! - go-grpc-prometheus counters and handling-time histograms, and the
 //!   OpenTelemetry `rpc.server.call.duration` histogram;
 //! - stream metrics (messages, time to first message, time blocked on a slow
@@ -17,8 +19,7 @@
 //! - this file: the layer, its service and response future;
 //! - `handles`: the metric handles of one method, registered once;
 //! - `call`: one call in flight, which records its outcome exactly once;
-//! - `span`: the call's SERVER span and its attributes;
-//! - `kept`: untraced calls exported when they end with an error or slowly;
+//! - `traced`: which calls are exported, and their spans;
 //! - `body`: the request and response bodies, counting gRPC messages;
 //! - `framing`: gRPC's length-prefixed messages counted in bytes cut anywhere;
 //! - `labels`: while a CPU profile runs, the call each sample was taken in;
@@ -29,9 +30,8 @@ mod call;
 mod codes;
 mod framing;
 mod handles;
-pub mod kept;
 pub mod labels;
-mod span;
+pub mod traced;
 
 use std::{
     collections::HashMap,
@@ -47,14 +47,14 @@ use pin_project_lite::pin_project;
 use tokio_metrics::TaskMonitor;
 use tonic::Code;
 use tower::{Layer, Service};
-use tracing::{Dispatch, Instrument, instrument::WithSubscriber};
+use tracing::{Dispatch, instrument::WithSubscriber};
 
 pub use self::{body::TelemetryBody, codes::code_name};
 use self::{
-    body::count_received, call::Call, codes::grpc_status, handles::RpcMetrics, kept::KeptCalls,
-    labels::LabelTable,
+    body::count_received, call::Call, codes::grpc_status, handles::RpcMetrics, labels::LabelTable,
+    traced::CallTraces,
 };
-use super::{Metrics, sampling::HeadSampler};
+use super::Metrics;
 use crate::method::Kind;
 
 /// A method the server serves, as this layer records it. The app hands the
@@ -89,23 +89,19 @@ impl Methods {
 pub struct GrpcTelemetryLayer {
     methods: Arc<Methods>,
     /// `None`: traces are not exported, no call makes a span.
-    sampler: Option<HeadSampler>,
-    /// `None`: an untraced call is never exported.
-    kept: Option<KeptCalls>,
+    traces: Option<CallTraces>,
     /// The app's subscriber: a call's spans and events go to it, whichever
     /// task hyper polls the call on.
     dispatch: Dispatch,
 }
 
 impl GrpcTelemetryLayer {
-    /// `trace_health_checks` also traces health and reflection calls;
-    /// Records the calls of `rpcs`; `sampler` decides which calls are
-    /// traced (none without one), `kept` exports the others that end badly;
-    /// metrics go to `metrics`, spans and events to `dispatch`.
+    /// Records the calls of `rpcs`; `traces` decides which are exported
+    /// and makes their spans (none without it); metrics go to `metrics`,
+    /// the events of the calls to `dispatch`.
     pub fn new(
         rpcs: &[Rpc],
-        sampler: Option<HeadSampler>,
-        kept: Option<KeptCalls>,
+        traces: Option<CallTraces>,
         metrics: &Metrics,
         dispatch: Dispatch,
     ) -> Self {
@@ -140,8 +136,7 @@ impl GrpcTelemetryLayer {
                 unknown,
                 labels,
             }),
-            sampler,
-            kept,
+            traces,
             dispatch,
         }
     }
@@ -169,8 +164,7 @@ impl<S> Layer<S> for GrpcTelemetryLayer {
         GrpcTelemetry {
             inner,
             methods: self.methods.clone(),
-            sampler: self.sampler,
-            kept: self.kept.clone(),
+            traces: self.traces.clone(),
             dispatch: self.dispatch.clone(),
         }
     }
@@ -180,8 +174,7 @@ impl<S> Layer<S> for GrpcTelemetryLayer {
 pub struct GrpcTelemetry<S> {
     inner: S,
     methods: Arc<Methods>,
-    sampler: Option<HeadSampler>,
-    kept: Option<KeptCalls>,
+    traces: Option<CallTraces>,
     dispatch: Dispatch,
 }
 
@@ -198,23 +191,20 @@ where
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, mut request: Request<tonic::body::Body>) -> Self::Future {
+    fn call(&mut self, request: Request<tonic::body::Body>) -> Self::Future {
         let dispatch = self.dispatch.clone();
         tracing::dispatcher::with_default(&dispatch, || {
             let method = self.methods.lookup(request.uri().path()).clone();
             let call = Call::start(
                 method.clone(),
-                &mut request,
-                self.sampler,
-                self.kept.as_ref(),
+                &request,
+                self.traces.as_ref(),
                 dispatch.clone(),
             );
-            let span = call.span.clone();
             let request = request.map(|body| count_received(body, method.received.clone()));
-            let inner = span.in_scope(|| self.inner.call(request));
+            let inner = self.inner.call(request);
             ResponseFuture {
                 inner: TaskMonitor::instrument(&method.monitor, inner)
-                    .instrument(span)
                     .with_subscriber(dispatch.clone()),
                 call: Some(call),
             }
@@ -225,9 +215,7 @@ where
 pin_project! {
     pub struct ResponseFuture<F> {
         #[pin]
-        inner: tracing::instrument::WithDispatch<
-            tracing::instrument::Instrumented<tokio_metrics::Instrumented<F>>,
-        >,
+        inner: tracing::instrument::WithDispatch<tokio_metrics::Instrumented<F>>,
         call: Option<Call>,
     }
 }
@@ -242,16 +230,13 @@ where
         let this = self.project();
         let inner = this.inner;
         let Call {
-            label,
-            span,
-            sampled,
-            recording,
-            ..
+            label, recording, ..
         } = this.call.as_mut().expect("polled after completion");
+        let recording = &*recording;
         let result = ready!(label.polling(
-            || call::trace_ids(span, *sampled),
+            || call::trace_ids(recording),
             || match recording {
-                Some(recording) => kept::polling(recording, || inner.poll(cx)),
+                Some(recording) => traced::polling(recording, || inner.poll(cx)),
                 None => inner.poll(cx),
             }
         ));

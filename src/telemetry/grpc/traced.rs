@@ -1,0 +1,441 @@
+//! The spans of the calls that are exported, all made the same way: straight
+//! through the OpenTelemetry SDK, not through tracing spans.
+//!
+//! A call the head sampler traces gets its SERVER span as it arrives (its
+//! ids are needed at once: log lines and the upstream call carry them) and
+//! everything else when it ends. A call it does not trace is exported
+//! anyway when it ends with an error code or takes longer than
+//! `--trace-slow-threshold`: at any sampling ratio, the calls an operator
+//! wants to open are there. That decision is made when the call ends, in
+//! the process, so no span is built for the calls that are then dropped.
+//!
+//! While a call runs it keeps only when it started and, for each store call
+//! it makes, the call's name and two instants (`record_store_call`, through
+//! a task-local). Its store spans are made from those when it ends, with
+//! those timestamps (a tracing span cannot be given a start in the past),
+//! and go out through the same bounded batch queue as every other span; kept
+//! calls at most `--trace-keep-per-second` a second. A tracing span per call
+//! cost more than the export itself: its fields are recorded through the
+//! subscriber's layers one at a time, then turned into the SDK's span when
+//! it closes. The collector's `tail_sampling` processor could make the keep
+//! decision across replicas, but only if every replica exported every span.
+
+use std::{
+    net::SocketAddr,
+    sync::{
+        Arc, Mutex, PoisonError,
+        atomic::{AtomicU32, AtomicU64, Ordering},
+    },
+    time::{Duration, Instant, SystemTime},
+};
+
+use http::{HeaderMap, Request};
+use opentelemetry::{
+    Context, KeyValue,
+    propagation::{Extractor, TextMapPropagator as _},
+    trace::{
+        Span as _, SpanBuilder, SpanContext, SpanKind, Status, TraceContextExt as _, TraceFlags,
+        Tracer as _,
+    },
+};
+use opentelemetry_sdk::{
+    propagation::TraceContextPropagator,
+    trace::{SdkTracer, Span as SdkSpan},
+};
+use tonic::{Code, transport::server::TcpConnectInfo};
+
+use super::{codes::OTEL_CODE_NAMES, handles::RpcMetrics};
+use crate::telemetry::sampling::{HeadSampler, UnsampledTrace};
+
+/// What decides which calls are exported and makes their spans; `None` in
+/// the app when traces are not exported.
+#[derive(Clone)]
+pub struct CallTraces(Arc<Tracing>);
+
+struct Tracing {
+    tracer: SdkTracer,
+    sampler: HeadSampler,
+    /// `None`: an untraced call is never exported (`--no-trace-keep`).
+    keep: Option<Keep>,
+}
+
+/// Which untraced calls are kept: those that end with an error code or
+/// slowly, at most so many a second.
+pub struct Keep {
+    /// A call at least this long is kept.
+    slow: Duration,
+    /// At most this many calls kept a second: under a flood every refused
+    /// call is an error, and building their spans must not add to it.
+    per_second: u32,
+    since: Instant,
+    /// The second (since `since`) `kept` counts for.
+    second: AtomicU64,
+    kept: AtomicU32,
+}
+
+impl Keep {
+    pub fn new(slow: Duration, per_second: u32) -> Self {
+        Self {
+            slow,
+            per_second,
+            since: Instant::now(),
+            second: AtomicU64::new(0),
+            kept: AtomicU32::new(0),
+        }
+    }
+
+    /// Whether one more call may be kept this second. Approximate under
+    /// contention (two threads may both start a new second), never
+    /// unbounded.
+    fn admit(&self) -> bool {
+        let second = self.since.elapsed().as_secs();
+        if self.second.swap(second, Ordering::Relaxed) != second {
+            self.kept.store(0, Ordering::Relaxed);
+        }
+        self.kept.fetch_add(1, Ordering::Relaxed) < self.per_second
+    }
+}
+
+impl CallTraces {
+    pub fn new(tracer: SdkTracer, sampler: HeadSampler, keep: Option<Keep>) -> Self {
+        Self(Arc::new(Tracing {
+            tracer,
+            sampler,
+            keep,
+        }))
+    }
+
+    /// Starts recording a call: its SERVER span if the head sampler traces
+    /// it, and what it needs to be kept if it may be, and to pass its trace
+    /// on to the calls its handler makes.
+    pub(super) fn start<B>(
+        &self,
+        method: &RpcMetrics,
+        request: &Request<B>,
+    ) -> (Option<SdkSpan>, Arc<Recording>) {
+        let remote = remote_parent(request.headers());
+        let sampled = self.0.sampler.sample(&remote);
+        let connection = request.extensions().get::<TcpConnectInfo>();
+        let local = connection.and_then(TcpConnectInfo::local_addr);
+        let peer = connection.and_then(TcpConnectInfo::remote_addr);
+        let span = sampled.then(|| {
+            let attributes = server_attributes(method, local, peer);
+            self.builder(
+                method.full_name.clone().into(),
+                SpanKind::Server,
+                attributes,
+            )
+            .start_with_context(&self.0.tracer, &parent_context(&remote))
+        });
+        let recording = Arc::new(Recording {
+            recorded: sampled || self.0.keep.is_some(),
+            traces: self.clone(),
+            started: SystemTime::now(),
+            started_at: Instant::now(),
+            parent: remote,
+            ids: span.as_ref().map(|span| span.span_context().clone()),
+            local,
+            peer,
+            store_calls: Mutex::new(Vec::new()),
+        });
+        (span, recording)
+    }
+
+    fn builder(
+        &self,
+        name: std::borrow::Cow<'static, str>,
+        kind: SpanKind,
+        attributes: Vec<KeyValue>,
+    ) -> SpanBuilder {
+        self.0
+            .tracer
+            .span_builder(name)
+            .with_kind(kind)
+            .with_attributes(attributes)
+    }
+}
+
+/// A store call made while a call was being recorded.
+pub struct StoreCall {
+    /// The span name (`SELECT products`, or the operation).
+    pub name: &'static str,
+    pub system: &'static str,
+    pub operation: &'static str,
+    pub statement: Option<&'static str>,
+    pub started: Instant,
+    pub ended: Instant,
+    pub failed: bool,
+}
+
+tokio::task_local! {
+    /// The call being polled, if it is recorded.
+    static RECORDING: Option<Arc<Recording>>;
+}
+
+/// Notes a store call of the call being polled, if it is being recorded;
+/// nothing otherwise.
+pub fn record_store_call(call: impl FnOnce() -> StoreCall) {
+    let _ = RECORDING.try_with(|recording| {
+        if let Some(recording) = recording.as_ref().filter(|recording| recording.recorded) {
+            recording
+                .store_calls
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .push(call());
+        }
+    });
+}
+
+/// The span of the call being polled, if the head sampler traces it: the
+/// parent of the client spans its handler makes, and the ids its log lines
+/// carry.
+pub fn traced_call() -> Option<SpanContext> {
+    RECORDING
+        .try_with(|recording| {
+            recording
+                .as_ref()
+                .and_then(|recording| recording.ids.clone())
+        })
+        .ok()
+        .flatten()
+}
+
+/// The trace context a call the head sampler does not trace passes on to
+/// the services it calls: its caller's trace id (or a new one) and a span id
+/// of its own, with the sampled flag off, so that they agree. `None` outside
+/// such a call.
+pub fn untraced_call() -> Option<SpanContext> {
+    RECORDING
+        .try_with(|recording| {
+            recording
+                .as_ref()
+                .filter(|recording| recording.ids.is_none())
+                .map(|recording| UnsampledTrace::continuing(&recording.parent).0)
+        })
+        .ok()
+        .flatten()
+}
+
+/// Runs `poll` with `recording` as the call being polled.
+pub(super) fn polling<T>(recording: &Arc<Recording>, poll: impl FnOnce() -> T) -> T {
+    RECORDING.sync_scope(Some(recording.clone()), poll)
+}
+
+/// How a call ended, for its span.
+pub(super) struct Outcome {
+    pub(super) code: Code,
+    pub(super) elapsed: Duration,
+    /// For a streaming call: the messages it sent.
+    pub(super) messages_sent: Option<u64>,
+}
+
+/// What a recorded call keeps while it runs, to be made spans when it ends.
+pub(super) struct Recording {
+    /// Whether it may be exported: traced, or kept if it ends badly. If not,
+    /// it only passes the caller's trace on.
+    recorded: bool,
+    traces: CallTraces,
+    started: SystemTime,
+    started_at: Instant,
+    /// The caller's span, if it sent one.
+    parent: SpanContext,
+    /// The call's SERVER span, if the head sampler traces it.
+    pub(super) ids: Option<SpanContext>,
+    local: Option<SocketAddr>,
+    peer: Option<SocketAddr>,
+    store_calls: Mutex<Vec<StoreCall>>,
+}
+
+impl Recording {
+    /// Ends the call's spans: `span`, the traced call's, always; for an
+    /// untraced call, new ones if it ended with an error code or was slow.
+    /// Returns the ids of the exported SERVER span.
+    pub(super) fn finish(
+        &self,
+        method: &RpcMetrics,
+        span: Option<SdkSpan>,
+        outcome: &Outcome,
+    ) -> Option<SpanContext> {
+        let mut attributes = outcome_attributes(outcome);
+        let mut span = match span {
+            Some(mut span) => {
+                span.set_attributes(attributes);
+                span
+            }
+            None => {
+                let keep = self.traces.0.keep.as_ref()?;
+                let reason = if outcome.code != Code::Ok {
+                    "error"
+                } else if outcome.elapsed >= keep.slow {
+                    "slow"
+                } else {
+                    return None;
+                };
+                if !keep.admit() {
+                    return None;
+                }
+                attributes.extend(server_attributes(method, self.local, self.peer));
+                attributes.push(KeyValue::new("catalogue.trace.kept", reason));
+                self.traces
+                    .builder(
+                        method.full_name.clone().into(),
+                        SpanKind::Server,
+                        attributes,
+                    )
+                    .with_start_time(self.started)
+                    .start_with_context(&self.traces.0.tracer, &parent_context(&self.parent))
+            }
+        };
+        if outcome.code != Code::Ok {
+            span.set_status(Status::error(OTEL_CODE_NAMES[code_index(outcome.code)]));
+        }
+        let ids = span.span_context().clone();
+        self.store_spans(&ids);
+        span.end_with_timestamp(self.started + outcome.elapsed);
+        Some(ids)
+    }
+
+    /// The spans of the store calls made, children of `server`.
+    fn store_spans(&self, server: &SpanContext) {
+        let parent = Context::new().with_remote_span_context(server.clone());
+        for call in self
+            .store_calls
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .iter()
+        {
+            let mut attributes = vec![
+                KeyValue::new("db.system", call.system),
+                KeyValue::new("db.system.name", call.system),
+                KeyValue::new("db.operation", call.operation),
+                KeyValue::new("db.operation.name", call.operation),
+                KeyValue::new("db.collection.name", "products"),
+            ];
+            if let Some(statement) = call.statement {
+                attributes.push(KeyValue::new("db.statement", statement));
+                attributes.push(KeyValue::new("db.query.text", statement));
+            }
+            let mut child = self
+                .traces
+                .builder(call.name.into(), SpanKind::Client, attributes)
+                .with_start_time(self.at(call.started))
+                .start_with_context(&self.traces.0.tracer, &parent);
+            if call.failed {
+                child.set_status(Status::error("store call failed"));
+            }
+            child.end_with_timestamp(self.at(call.ended));
+        }
+    }
+
+    /// The wall-clock time of `instant`, from the call's start.
+    fn at(&self, instant: Instant) -> SystemTime {
+        self.started + instant.saturating_duration_since(self.started_at)
+    }
+}
+
+/// The attributes a SERVER span has from the start (OpenTelemetry's RPC
+/// conventions, old and new names).
+fn server_attributes(
+    method: &RpcMetrics,
+    local: Option<SocketAddr>,
+    peer: Option<SocketAddr>,
+) -> Vec<KeyValue> {
+    let mut attributes = vec![
+        KeyValue::new("rpc.system", "grpc"),
+        KeyValue::new("rpc.system.name", "grpc"),
+        KeyValue::new("rpc.service", method.service),
+        KeyValue::new("rpc.method", method.name),
+    ];
+    if let Some(local) = local {
+        attributes.push(KeyValue::new("server.address", local.ip().to_string()));
+        attributes.push(KeyValue::new("server.port", i64::from(local.port())));
+    }
+    if let Some(peer) = peer {
+        let address = peer.ip().to_string();
+        attributes.push(KeyValue::new("network.peer.address", address.clone()));
+        attributes.push(KeyValue::new("network.peer.port", i64::from(peer.port())));
+        attributes.push(KeyValue::new("net.sock.peer.addr", address));
+    }
+    attributes
+}
+
+/// The attributes of how a call ended.
+fn outcome_attributes(outcome: &Outcome) -> Vec<KeyValue> {
+    let index = code_index(outcome.code);
+    let mut attributes = vec![
+        KeyValue::new("rpc.grpc.status_code", index as i64),
+        KeyValue::new("rpc.response.status_code", OTEL_CODE_NAMES[index]),
+    ];
+    if let Some(messages) = outcome.messages_sent {
+        attributes.push(KeyValue::new(
+            "rpc.server.messages_sent",
+            i64::try_from(messages).unwrap_or(i64::MAX),
+        ));
+        attributes.push(KeyValue::new(
+            "rpc.server.cancelled",
+            outcome.code == Code::Cancelled,
+        ));
+    }
+    attributes
+}
+
+fn code_index(code: Code) -> usize {
+    (code as usize).min(16)
+}
+
+/// The parent of a SERVER span: the caller's span, marked sampled so that
+/// the SDK's parent-based sampler keeps what this process decided to export.
+fn parent_context(remote: &SpanContext) -> Context {
+    if remote.is_valid() {
+        Context::new().with_remote_span_context(SpanContext::new(
+            remote.trace_id(),
+            remote.span_id(),
+            remote.trace_flags() | TraceFlags::SAMPLED,
+            true,
+            remote.trace_state().clone(),
+        ))
+    } else {
+        Context::new()
+    }
+}
+
+/// The caller's span, from its W3C `traceparent` (invalid if it sent none,
+/// or a malformed one). Only the trace context: baggage, the other half of
+/// the app's propagator, has nothing a span needs, and most calls carry
+/// neither.
+fn remote_parent(headers: &HeaderMap) -> SpanContext {
+    if !headers.contains_key("traceparent") {
+        return SpanContext::empty_context();
+    }
+    TraceContextPropagator::new()
+        .extract(&HeaderExtractor(headers))
+        .span()
+        .span_context()
+        .clone()
+}
+
+struct HeaderExtractor<'a>(&'a HeaderMap);
+
+impl Extractor for HeaderExtractor<'_> {
+    fn get(&self, key: &str) -> Option<&str> {
+        self.0.get(key).and_then(|value| value.to_str().ok())
+    }
+
+    fn keys(&self) -> Vec<&str> {
+        self.0.keys().map(|key| key.as_str()).collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn no_more_calls_are_kept_in_a_second_than_the_limit() {
+        let keep = Keep::new(Duration::from_millis(250), 3);
+        let admitted = (0..10).filter(|_| keep.admit()).count();
+        // All ten asked within the same second (unless it turned over:
+        // then at most twice the limit).
+        assert!((3..=6).contains(&admitted), "{admitted}");
+    }
+}
