@@ -31,6 +31,9 @@ import grpc
 PRODUCT_ID = b"prod-0000042"
 SEED_PRODUCTS = 10000
 LIST_PAGE_SIZE = 1000
+# The steady rate of the CPU-per-call row: moderate load, where most
+# services live and throughput cannot tell two servers apart.
+STEADY_RATE = 10000
 SECTIONS = ("memory", "sqlite", "observability", "go-peer", "footprint")
 H2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + b"\x00\x00\x00\x04\x00\x00\x00\x00\x00"
 
@@ -200,6 +203,17 @@ def h2load(server, seconds, body_path, clients=16, streams=32, method="GetProduc
         "succeeded": int(succeeded.group(1)) if succeeded else None,
         "rss_under_load_mb": round(peak_rss, 1),
     }
+
+
+def cpu_per_call(server, seconds, body_path, rate):
+    """GetProduct at a steady `rate` calls/s (h2load --rps): the achieved
+    rate and the server's CPU time (utime + stime) per call, in µs. h2load's
+    warm-up second is in the CPU time too, so it is divided over the calls of
+    both."""
+    before = cpu_seconds(server.process.pid)
+    result = h2load(server, seconds, body_path, rate=rate)
+    used = cpu_seconds(server.process.pid) - before
+    return result["rps"], used * 1e6 / (result["rps"] * (seconds + 1))
 
 
 def load(binary, server, *flags):
@@ -396,8 +410,9 @@ def go_peer_suite(binary, go_binary, seconds, rounds, bodies, sink):
     10 % exported over OTLP) against the grpc-go peer, both serving the same
     seed catalogue, driven by h2load with the same frames in alternating
     rounds (the order swaps each round): GetProduct at saturation (-c 16 -m
-    32) and ListProducts streams of 1,000 products (16 streams at a time, on
-    4 connections)."""
+    32), ListProducts streams of 1,000 products (16 streams at a time, on
+    4 connections), and the CPU time per GetProduct at a steady 10,000 calls
+    a second."""
     sides = {
         "ours": lambda: Server(binary, ["--database-url", "memory", "--seed-products", str(SEED_PRODUCTS),
                                         "--otlp-endpoint", sink.endpoint],
@@ -409,7 +424,9 @@ def go_peer_suite(binary, go_binary, seconds, rounds, bodies, sink):
         f"ListProducts, {LIST_PAGE_SIZE}-product streams (h2load -c4 -m4)": dict(
             method="ListProducts", body_path=bodies["ListProducts"], clients=4, streams=4),
     }
+    steady = f"CPU per call at a steady {STEADY_RATE:,} GetProduct/s (h2load --rps), µs"
     runs = {side: {name: [] for name in workloads} for side in sides}
+    cpu = {side: [] for side in sides}
     rss = {side: {"idle": [], "under_load": []} for side in sides}
     startup = {side: [] for side in sides}
     answers = {}
@@ -427,6 +444,7 @@ def go_peer_suite(binary, go_binary, seconds, rounds, bodies, sink):
                     result = h2load(server, seconds, **workload)
                     runs[side][name].append(result)
                     rss[side]["under_load"].append(result["rss_under_load_mb"])
+                cpu[side].append(cpu_per_call(server, seconds, bodies["GetProduct"], STEADY_RATE))
             finally:
                 server.stop()
     results = {
@@ -447,6 +465,12 @@ def go_peer_suite(binary, go_binary, seconds, rounds, bodies, sink):
             **{f"{side}_runs": [round(r["rps"], 1) for r in runs[side][name]] for side in sides},
             "ratio_ours_go": round(medians["ours"] / medians["go"], 3),
         }
+    medians = {side: statistics.median(us for _, us in cpu[side]) for side in sides}
+    results[steady] = {
+        **{f"{side}_median_us": round(medians[side], 2) for side in sides},
+        **{f"{side}_runs": [{"rps": round(rps), "us": round(us, 2)} for rps, us in cpu[side]] for side in sides},
+        "ratio_ours_go": round(medians["ours"] / medians["go"], 3),
+    }
     for side in sides:
         results[f"{side}_rss_idle_mb"] = round(statistics.median(rss[side]["idle"]), 1)
         results[f"{side}_rss_under_load_mb"] = round(max(rss[side]["under_load"]), 1)
@@ -457,6 +481,8 @@ def go_peer_suite(binary, go_binary, seconds, rounds, bodies, sink):
 def print_side_by_side(results):
     """The side-by-side section as a table, on stderr (stdout is the JSON)."""
     rows = [(name, f"{r['ours_median_per_s']:,.0f}/s", f"{r['go_median_per_s']:,.0f}/s", f"{r['ratio_ours_go']:.2f}")
+            if "ours_median_per_s" in r else
+            (name, f"{r['ours_median_us']:.1f} µs", f"{r['go_median_us']:.1f} µs", f"{r['ratio_ours_go']:.2f}")
             for name, r in results.items() if isinstance(r, dict)]
     rows.append(("RSS idle", f"{results['ours_rss_idle_mb']} MB", f"{results['go_rss_idle_mb']} MB",
                  f"{results['ours_rss_idle_mb'] / results['go_rss_idle_mb']:.2f}"))

@@ -44,7 +44,7 @@ use tracing_subscriber::{Layer, Registry, layer::SubscriberExt};
 
 pub use self::{
     console::Console,
-    grpc::traced::{StoreCall, record_store_call, untraced_call},
+    grpc::traced::{Outgoing, StoreCall, outgoing_context, record_store_call},
     logs::LogLevel,
     prometheus::Metrics,
     settings::{LogConfig, LogFilter, LogFormat, LogSink, TelemetryConfig},
@@ -248,23 +248,6 @@ impl Drop for Telemetry {
             eprintln!("flushing traces failed: {error}");
         }
     }
-}
-
-/// The OpenTelemetry context to parent a client span on: the SERVER span
-/// of the call being polled, when the head sampler traces it; `None`
-/// otherwise.
-///
-/// A child span made for work handed to a library (an upstream call) is
-/// created with `parent: None` and given this context with `set_parent`, so
-/// that it has no parent in tracing's registry. The library may drop its
-/// last handle on a thread of its own (tower's buffer worker), and the
-/// registry releases a closing span's parent through that thread's default
-/// dispatch: with the app's dispatch not the process default (tests,
-/// several apps in one process) the parent would never close.
-pub fn sampled_parent() -> Option<opentelemetry::Context> {
-    use opentelemetry::trace::TraceContextExt as _;
-    grpc::traced::traced_call()
-        .map(|server| opentelemetry::Context::new().with_remote_span_context(server))
 }
 
 /// The app's subscriber (`subscriber`) as a dispatch, with the handle of

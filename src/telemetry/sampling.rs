@@ -71,7 +71,7 @@ impl HeadSampler {
 
 /// The trace context of a call that is not traced: its caller's trace id
 /// (or a new one) and a span id of its own, with the sampled flag off, for
-/// the services the call's handler calls (`telemetry::untraced_call`).
+/// the services the call's handler calls (`telemetry::outgoing_context`).
 #[derive(Debug, Clone)]
 pub struct UnsampledTrace(pub SpanContext);
 

@@ -24,7 +24,7 @@ use std::{
 
 use clap::Args;
 use metrics::{Counter, Gauge, Histogram, counter, gauge, histogram};
-use opentelemetry::{propagation::Injector, trace::TraceContextExt};
+use opentelemetry::propagation::Injector;
 use tokio::sync::Semaphore;
 use tonic::{Code, Request, metadata::MetadataMap, transport::Channel};
 use tracing::{Instrument, Span};
@@ -32,7 +32,7 @@ use tracing_opentelemetry::OpenTelemetrySpanExt;
 
 use self::breaker::{CircuitBreaker, Settings, State, Ticket, Transition};
 use crate::{
-    telemetry::{names, sampled_parent, untraced_call},
+    telemetry::{Outgoing, names, outgoing_context},
     upstream::proto::{GetStockRequest, inventory_service_client::InventoryServiceClient},
     values::{Ratio, grpc_timeout, http_uri},
 };
@@ -226,7 +226,8 @@ impl Upstream {
         let ticket = ticket.ok_or(Degraded::BreakerOpen)?;
 
         // A CLIENT span only inside a traced call.
-        let span = if let Some(parent) = sampled_parent() {
+        let outgoing = outgoing_context();
+        let span = if let Some(Outgoing::Traced(parent)) = &outgoing {
             let span = tracing::info_span!(
                 parent: None,
                 "inventory.GetStock",
@@ -238,7 +239,7 @@ impl Upstream {
                 rpc.service = "inventory.v1.InventoryService",
                 rpc.method = "GetStock",
             );
-            let _ = span.set_parent(parent);
+            let _ = span.set_parent(parent.clone());
             span
         } else {
             Span::none()
@@ -248,11 +249,10 @@ impl Upstream {
         });
         request.set_timeout(timeout);
         // An untraced call passes its trace on with the sampled flag off, so
-        // that the upstream follows the same decision.
-        let context = match untraced_call() {
-            Some(untraced) if span.is_none() => {
-                opentelemetry::Context::new().with_remote_span_context(untraced)
-            }
+        // that the upstream follows the same decision; a traced one, the
+        // client span. Either with the caller's baggage.
+        let context = match outgoing {
+            Some(Outgoing::Untraced(context)) => context,
             _ => span.context(),
         };
         inject_trace_context(&context, request.metadata_mut());

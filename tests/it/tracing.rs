@@ -126,17 +126,20 @@ impl InventoryService for FixedStock {
     }
 }
 
-/// Starts an inventory upstream that keeps the `traceparent` of every call
-/// in `traceparents`; returns its url.
-async fn start_inventory(traceparents: Arc<Mutex<Vec<String>>>) -> String {
+/// Starts an inventory upstream that keeps the `traceparent` and `baggage`
+/// of every call in `contexts` (empty when there is none); returns its url.
+async fn start_inventory(contexts: Arc<Mutex<Vec<(String, String)>>>) -> String {
     let keep = move |request: Request<()>| {
-        let traceparent = request
-            .metadata()
-            .get("traceparent")
-            .and_then(|value| value.to_str().ok())
-            .unwrap_or("")
-            .to_owned();
-        traceparents.lock().unwrap().push(traceparent);
+        let header = |name| {
+            request
+                .metadata()
+                .get(name)
+                .and_then(|value| value.to_str().ok())
+                .unwrap_or("")
+                .to_owned()
+        };
+        let context = (header("traceparent"), header("baggage"));
+        contexts.lock().unwrap().push(context);
         Ok(request)
     };
     let inventory = InventoryServiceServer::with_interceptor(FixedStock, keep);
@@ -199,9 +202,9 @@ async fn the_callers_sampling_decision_travels_on_to_the_upstream() {
         .find(|span| span.name == "inventory.v1.InventoryService/GetStock")
         .expect("the sampled call's upstream span");
     assert_eq!(hex(&client.trace_id), TRACE_ID);
-    let traceparents = traceparents.lock().unwrap().clone();
-    let [unsampled, sampled] = traceparents.as_slice() else {
-        panic!("{traceparents:?}");
+    let contexts = traceparents.lock().unwrap().clone();
+    let [(unsampled, _), (sampled, _)] = contexts.as_slice() else {
+        panic!("{contexts:?}");
     };
     let fields: Vec<&str> = unsampled.split('-').collect();
     assert_eq!(fields[1], UNSAMPLED, "the trace id goes on: {unsampled}");
@@ -212,6 +215,36 @@ async fn the_callers_sampling_decision_travels_on_to_the_upstream() {
         &format!("00-{TRACE_ID}-{}-01", hex(&client.span_id)),
         "a sampled call's upstream span is the parent"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_callers_baggage_travels_on_to_the_upstream_sampled_or_not() {
+    let receiver = Receiver::default();
+    let endpoint = receiver.start().await;
+    let contexts = Arc::new(Mutex::new(Vec::new()));
+    let upstream = start_inventory(contexts.clone()).await;
+    let app = crate::helpers::spawn_app_with(
+        Backend::Memory,
+        &["--otlp-endpoint", &endpoint, "--upstream-url", &upstream],
+    )
+    .await
+    .unwrap();
+    for flags in ["00", "01"] {
+        let mut request = get_request_with(&format!("00-{TRACE_ID}-{PARENT_ID}-{flags}"));
+        request
+            .metadata_mut()
+            .insert("baggage", MetadataValue::from_static("tenant=acme"));
+        app.client
+            .clone()
+            .get_product(request)
+            .await
+            .expect("found");
+    }
+    let contexts = contexts.lock().unwrap().clone();
+    assert_eq!(contexts.len(), 2, "{contexts:?}");
+    for (traceparent, baggage) in &contexts {
+        assert_eq!(baggage, "tenant=acme", "after {traceparent}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

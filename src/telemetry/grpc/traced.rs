@@ -32,16 +32,13 @@ use std::{
 use http::{HeaderMap, Request};
 use opentelemetry::{
     Context, KeyValue,
-    propagation::{Extractor, TextMapPropagator as _},
+    propagation::Extractor,
     trace::{
         Span as _, SpanBuilder, SpanContext, SpanKind, Status, TraceContextExt as _, TraceFlags,
         Tracer as _,
     },
 };
-use opentelemetry_sdk::{
-    propagation::TraceContextPropagator,
-    trace::{SdkTracer, Span as SdkSpan},
-};
+use opentelemetry_sdk::trace::{SdkTracer, Span as SdkSpan};
 use tonic::{Code, transport::server::TcpConnectInfo};
 
 use super::{codes::OTEL_CODE_NAMES, handles::RpcMetrics};
@@ -113,7 +110,8 @@ impl CallTraces {
         method: &RpcMetrics,
         request: &Request<B>,
     ) -> (Option<SdkSpan>, Arc<Recording>) {
-        let remote = remote_parent(request.headers());
+        let caller = caller_context(request.headers());
+        let remote = caller.span().span_context().clone();
         let sampled = self.0.sampler.sample(&remote);
         let connection = request.extensions().get::<TcpConnectInfo>();
         let local = connection.and_then(TcpConnectInfo::local_addr);
@@ -125,14 +123,15 @@ impl CallTraces {
                 SpanKind::Server,
                 attributes,
             )
-            .start_with_context(&self.0.tracer, &parent_context(&remote))
+            .start_with_context(&self.0.tracer, &parent_context(&caller, &remote))
         });
         let recording = Arc::new(Recording {
             recorded: sampled || self.0.keep.is_some(),
             traces: self.clone(),
             started: SystemTime::now(),
             started_at: Instant::now(),
-            parent: remote,
+            caller,
+            remote,
             ids: span.as_ref().map(|span| span.span_context().clone()),
             local,
             peer,
@@ -187,8 +186,7 @@ pub fn record_store_call(call: impl FnOnce() -> StoreCall) {
 }
 
 /// The span of the call being polled, if the head sampler traces it: the
-/// parent of the client spans its handler makes, and the ids its log lines
-/// carry.
+/// ids its log lines carry.
 pub fn traced_call() -> Option<SpanContext> {
     RECORDING
         .try_with(|recording| {
@@ -200,17 +198,40 @@ pub fn traced_call() -> Option<SpanContext> {
         .flatten()
 }
 
-/// The trace context a call the head sampler does not trace passes on to
-/// the services it calls: its caller's trace id (or a new one) and a span id
-/// of its own, with the sampled flag off, so that they agree. `None` outside
-/// such a call.
-pub fn untraced_call() -> Option<SpanContext> {
+/// What a call passes on to the services it calls, with the caller's
+/// baggage (see [`outgoing_context`]).
+pub enum Outgoing {
+    /// A traced call's SERVER span: the parent of the client span to make.
+    Traced(Context),
+    /// An untraced call's trace: the caller's trace id (or a new one) and a
+    /// span id of its own with the sampled flag off, so that the services
+    /// it calls agree. Sent as it is.
+    Untraced(Context),
+}
+
+/// What the call being polled passes on to the services it calls; `None`
+/// outside a call, or when traces are not exported.
+///
+/// A client span made for work handed to a library (an upstream call) is
+/// created with `parent: None` and given `Traced`'s context with
+/// `set_parent`, so that it has no parent in tracing's registry. The
+/// library may drop its last handle on a thread of its own (tower's buffer
+/// worker), and the registry releases a closing span's parent through that
+/// thread's default dispatch: with the app's dispatch not the process
+/// default (tests, several apps in one process) the parent would never
+/// close.
+pub fn outgoing_context() -> Option<Outgoing> {
     RECORDING
         .try_with(|recording| {
-            recording
-                .as_ref()
-                .filter(|recording| recording.ids.is_none())
-                .map(|recording| UnsampledTrace::continuing(&recording.parent).0)
+            recording.as_ref().map(|recording| match &recording.ids {
+                Some(server) => {
+                    Outgoing::Traced(recording.caller.with_remote_span_context(server.clone()))
+                }
+                None => {
+                    let untraced = UnsampledTrace::continuing(&recording.remote).0;
+                    Outgoing::Untraced(recording.caller.with_remote_span_context(untraced))
+                }
+            })
         })
         .ok()
         .flatten()
@@ -237,8 +258,10 @@ pub(super) struct Recording {
     traces: CallTraces,
     started: SystemTime,
     started_at: Instant,
-    /// The caller's span, if it sent one.
-    parent: SpanContext,
+    /// What the caller sent: its span and baggage.
+    caller: Context,
+    /// The caller's span (invalid if it sent none).
+    remote: SpanContext,
     /// The call's SERVER span, if the head sampler traces it.
     pub(super) ids: Option<SpanContext>,
     local: Option<SocketAddr>,
@@ -283,7 +306,10 @@ impl Recording {
                         attributes,
                     )
                     .with_start_time(self.started)
-                    .start_with_context(&self.traces.0.tracer, &parent_context(&self.parent))
+                    .start_with_context(
+                        &self.traces.0.tracer,
+                        &parent_context(&self.caller, &self.remote),
+                    )
             }
         };
         if outcome.code != Code::Ok {
@@ -385,9 +411,9 @@ fn code_index(code: Code) -> usize {
 
 /// The parent of a SERVER span: the caller's span, marked sampled so that
 /// the SDK's parent-based sampler keeps what this process decided to export.
-fn parent_context(remote: &SpanContext) -> Context {
+fn parent_context(caller: &Context, remote: &SpanContext) -> Context {
     if remote.is_valid() {
-        Context::new().with_remote_span_context(SpanContext::new(
+        caller.with_remote_span_context(SpanContext::new(
             remote.trace_id(),
             remote.span_id(),
             remote.trace_flags() | TraceFlags::SAMPLED,
@@ -399,19 +425,15 @@ fn parent_context(remote: &SpanContext) -> Context {
     }
 }
 
-/// The caller's span, from its W3C `traceparent` (invalid if it sent none,
-/// or a malformed one). Only the trace context: baggage, the other half of
-/// the app's propagator, has nothing a span needs, and most calls carry
-/// neither.
-fn remote_parent(headers: &HeaderMap) -> SpanContext {
-    if !headers.contains_key("traceparent") {
-        return SpanContext::empty_context();
+/// What the caller sent of W3C trace context and baggage, through the
+/// app's propagator; most calls send neither, and then it is not asked.
+fn caller_context(headers: &HeaderMap) -> Context {
+    if !headers.contains_key("traceparent") && !headers.contains_key("baggage") {
+        return Context::new();
     }
-    TraceContextPropagator::new()
-        .extract(&HeaderExtractor(headers))
-        .span()
-        .span_context()
-        .clone()
+    opentelemetry::global::get_text_map_propagator(|propagator| {
+        propagator.extract(&HeaderExtractor(headers))
+    })
 }
 
 struct HeaderExtractor<'a>(&'a HeaderMap);
