@@ -54,8 +54,9 @@ impl InstrumentedStore {
         };
         let started = Instant::now();
         let result = call.await;
+        let ended = Instant::now();
         let outcome = usize::from(result.is_err());
-        self.durations[operation as usize][outcome].record(started.elapsed().as_secs_f64());
+        self.durations[operation as usize][outcome].record((ended - started).as_secs_f64());
         // Made a span when the call it belongs to ends, if it is exported.
         record_store_call(|| StoreCall {
             name: span_name,
@@ -63,7 +64,7 @@ impl InstrumentedStore {
             operation: operation.name(),
             statement,
             started,
-            ended: Instant::now(),
+            ended,
             failed: result.is_err(),
         });
         result

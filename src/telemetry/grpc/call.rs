@@ -51,9 +51,10 @@ impl Call {
         if let Some(streams) = &method.streams {
             streams.active.increment(1.0);
         }
+        let started_at = Instant::now();
         let (span, recording) = match traces {
             Some(traces) if method.traced => {
-                let (span, recording) = traces.start(&method, request);
+                let (span, recording) = traces.start(&method, request, started_at);
                 (span, Some(recording))
             }
             _ => (None, None),
@@ -61,7 +62,7 @@ impl Call {
         Self {
             label: PollLabel::new(method.label),
             method,
-            started_at: Instant::now(),
+            started_at,
             span,
             messages_sent: 0,
             frames: FrameCounter::default(),

@@ -90,8 +90,8 @@ pub struct GrpcTelemetryLayer {
     methods: Arc<Methods>,
     /// `None`: traces are not exported, no call makes a span.
     traces: Option<CallTraces>,
-    /// The app's subscriber: a call's spans and events go to it, whichever
-    /// task hyper polls the call on.
+    /// The app's subscriber: a call's events (and its upstream call's span)
+    /// go to it, whichever task hyper polls the call on.
     dispatch: Dispatch,
 }
 

@@ -109,6 +109,7 @@ impl CallTraces {
         &self,
         method: &RpcMetrics,
         request: &Request<B>,
+        started_at: Instant,
     ) -> (Option<SdkSpan>, Arc<Recording>) {
         let caller = caller_context(request.headers());
         let remote = caller.span().span_context().clone();
@@ -128,8 +129,7 @@ impl CallTraces {
         let recording = Arc::new(Recording {
             recorded: sampled || self.0.keep.is_some(),
             traces: self.clone(),
-            started: SystemTime::now(),
-            started_at: Instant::now(),
+            started_at,
             caller,
             remote,
             ids: span.as_ref().map(|span| span.span_context().clone()),
@@ -256,7 +256,8 @@ pub(super) struct Recording {
     /// it only passes the caller's trace on.
     recorded: bool,
     traces: CallTraces,
-    started: SystemTime,
+    /// When the call started; its wall-clock time is read only if it is
+    /// exported.
     started_at: Instant,
     /// What the caller sent: its span and baggage.
     caller: Context,
@@ -279,6 +280,7 @@ impl Recording {
         span: Option<SdkSpan>,
         outcome: &Outcome,
     ) -> Option<SpanContext> {
+        let started = SystemTime::now() - outcome.elapsed;
         let mut attributes = outcome_attributes(outcome);
         let mut span = match span {
             Some(mut span) => {
@@ -305,7 +307,7 @@ impl Recording {
                         SpanKind::Server,
                         attributes,
                     )
-                    .with_start_time(self.started)
+                    .with_start_time(started)
                     .start_with_context(
                         &self.traces.0.tracer,
                         &parent_context(&self.caller, &self.remote),
@@ -316,13 +318,14 @@ impl Recording {
             span.set_status(Status::error(OTEL_CODE_NAMES[code_index(outcome.code)]));
         }
         let ids = span.span_context().clone();
-        self.store_spans(&ids);
-        span.end_with_timestamp(self.started + outcome.elapsed);
+        self.store_spans(&ids, started);
+        span.end_with_timestamp(started + outcome.elapsed);
         Some(ids)
     }
 
-    /// The spans of the store calls made, children of `server`.
-    fn store_spans(&self, server: &SpanContext) {
+    /// The spans of the store calls made, children of `server`; the call
+    /// started at `started`.
+    fn store_spans(&self, server: &SpanContext, started: SystemTime) {
         let parent = Context::new().with_remote_span_context(server.clone());
         for call in self
             .store_calls
@@ -344,18 +347,18 @@ impl Recording {
             let mut child = self
                 .traces
                 .builder(call.name.into(), SpanKind::Client, attributes)
-                .with_start_time(self.at(call.started))
+                .with_start_time(self.at(started, call.started))
                 .start_with_context(&self.traces.0.tracer, &parent);
             if call.failed {
                 child.set_status(Status::error("store call failed"));
             }
-            child.end_with_timestamp(self.at(call.ended));
+            child.end_with_timestamp(self.at(started, call.ended));
         }
     }
 
-    /// The wall-clock time of `instant`, from the call's start.
-    fn at(&self, instant: Instant) -> SystemTime {
-        self.started + instant.saturating_duration_since(self.started_at)
+    /// The wall-clock time of `instant`, from the call's, `started`.
+    fn at(&self, started: SystemTime, instant: Instant) -> SystemTime {
+        started + instant.saturating_duration_since(self.started_at)
     }
 }
 
