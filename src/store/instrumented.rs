@@ -1,5 +1,6 @@
 //! `InstrumentedStore`: any store, with a duration sample for every call and
-//! a CLIENT span for every call whose RPC is exported. One decorator serves all three backends.
+//! a CLIENT span for every call whose RPC is exported. One decorator serves
+//! all three backends.
 
 use std::{future::Future, sync::Arc, time::Instant};
 

@@ -8,7 +8,7 @@
 //! the same name (`OTEL_TRACES_SAMPLER`, `OTEL_TRACES_SAMPLER_ARG`), and the
 //! SDK is left to follow it: a call that is sampled gets spans, one that is
 //! not gets none, and its W3C context still travels to the services it calls,
-//! with the sampled flag off (`UnsampledTrace`), so that they agree.
+//! with the sampled flag off (`unsampled_continuation`), so that they agree.
 
 use opentelemetry::trace::{SpanContext, SpanId, TraceFlags, TraceId, TraceState};
 use rand::Rng;
@@ -69,34 +69,23 @@ impl HeadSampler {
     }
 }
 
-/// The trace context of a call that is not traced: its caller's trace id
-/// (or a new one) and a span id of its own, with the sampled flag off, for
-/// the services the call's handler calls (`telemetry::outgoing_context`).
-#[derive(Debug, Clone)]
-pub struct UnsampledTrace(pub SpanContext);
-
-impl UnsampledTrace {
-    pub fn continuing(parent: &SpanContext) -> Self {
-        let mut rng = rand::rng();
-        let trace_id = if parent.is_valid() {
-            parent.trace_id()
-        } else {
-            TraceId::from_bytes(rng.random::<u128>().max(1).to_be_bytes())
-        };
-        let span_id = SpanId::from_bytes(rng.random::<u64>().max(1).to_be_bytes());
-        let state = if parent.is_valid() {
-            parent.trace_state().clone()
-        } else {
-            TraceState::default()
-        };
-        Self(SpanContext::new(
-            trace_id,
-            span_id,
-            TraceFlags::default(),
-            false,
-            state,
-        ))
-    }
+/// The trace context a call that is not traced passes on to the services
+/// its handler calls (`telemetry::outgoing_context`): its caller's trace id
+/// (or a new one) and a span id of its own, with the sampled flag off.
+pub fn unsampled_continuation(parent: &SpanContext) -> SpanContext {
+    let mut rng = rand::rng();
+    let trace_id = if parent.is_valid() {
+        parent.trace_id()
+    } else {
+        TraceId::from_bytes(rng.random::<u128>().max(1).to_be_bytes())
+    };
+    let span_id = SpanId::from_bytes(rng.random::<u64>().max(1).to_be_bytes());
+    let state = if parent.is_valid() {
+        parent.trace_state().clone()
+    } else {
+        TraceState::default()
+    };
+    SpanContext::new(trace_id, span_id, TraceFlags::default(), false, state)
 }
 
 #[cfg(test)]
@@ -143,11 +132,11 @@ mod tests {
 
     #[test]
     fn an_unsampled_call_keeps_its_callers_trace_with_the_flag_off() {
-        let continued = UnsampledTrace::continuing(&remote(false)).0;
+        let continued = unsampled_continuation(&remote(false));
         assert_eq!(continued.trace_id(), remote(false).trace_id());
         assert_ne!(continued.span_id(), remote(false).span_id());
         assert!(!continued.is_sampled());
-        let fresh = UnsampledTrace::continuing(&SpanContext::empty_context()).0;
+        let fresh = unsampled_continuation(&SpanContext::empty_context());
         assert!(fresh.is_valid());
         assert!(!fresh.is_sampled());
     }

@@ -42,7 +42,7 @@ use opentelemetry_sdk::trace::{SdkTracer, Span as SdkSpan};
 use tonic::{Code, transport::server::TcpConnectInfo};
 
 use super::{codes::OTEL_CODE_NAMES, handles::RpcMetrics};
-use crate::telemetry::sampling::{HeadSampler, UnsampledTrace};
+use crate::telemetry::sampling::{HeadSampler, unsampled_continuation};
 
 /// What decides which calls are exported and makes their spans; `None` in
 /// the app when traces are not exported.
@@ -112,8 +112,7 @@ impl CallTraces {
         started_at: Instant,
     ) -> (Option<SdkSpan>, Arc<Recording>) {
         let caller = caller_context(request.headers());
-        let remote = caller.span().span_context().clone();
-        let sampled = self.0.sampler.sample(&remote);
+        let sampled = self.0.sampler.sample(caller.span().span_context());
         let connection = request.extensions().get::<TcpConnectInfo>();
         let local = connection.and_then(TcpConnectInfo::local_addr);
         let peer = connection.and_then(TcpConnectInfo::remote_addr);
@@ -124,14 +123,12 @@ impl CallTraces {
                 SpanKind::Server,
                 attributes,
             )
-            .start_with_context(&self.0.tracer, &parent_context(&caller, &remote))
+            .start_with_context(&self.0.tracer, &parent_context(&caller))
         });
         let recording = Arc::new(Recording {
-            recorded: sampled || self.0.keep.is_some(),
             traces: self.clone(),
             started_at,
             caller,
-            remote,
             ids: span.as_ref().map(|span| span.span_context().clone()),
             local,
             peer,
@@ -175,7 +172,10 @@ tokio::task_local! {
 /// nothing otherwise.
 pub fn record_store_call(call: impl FnOnce() -> StoreCall) {
     let _ = RECORDING.try_with(|recording| {
-        if let Some(recording) = recording.as_ref().filter(|recording| recording.recorded) {
+        if let Some(recording) = recording
+            .as_ref()
+            .filter(|recording| recording.exportable())
+        {
             recording
                 .store_calls
                 .lock()
@@ -228,7 +228,7 @@ pub fn outgoing_context() -> Option<Outgoing> {
                     Outgoing::Traced(recording.caller.with_remote_span_context(server.clone()))
                 }
                 None => {
-                    let untraced = UnsampledTrace::continuing(&recording.remote).0;
+                    let untraced = unsampled_continuation(recording.caller.span().span_context());
                     Outgoing::Untraced(recording.caller.with_remote_span_context(untraced))
                 }
             })
@@ -252,17 +252,13 @@ pub(super) struct Outcome {
 
 /// What a recorded call keeps while it runs, to be made spans when it ends.
 pub(super) struct Recording {
-    /// Whether it may be exported: traced, or kept if it ends badly. If not,
-    /// it only passes the caller's trace on.
-    recorded: bool,
     traces: CallTraces,
     /// When the call started; its wall-clock time is read only if it is
     /// exported.
     started_at: Instant,
-    /// What the caller sent: its span and baggage.
+    /// What the caller sent: its span (invalid if it sent none) and
+    /// baggage.
     caller: Context,
-    /// The caller's span (invalid if it sent none).
-    remote: SpanContext,
     /// The call's SERVER span, if the head sampler traces it.
     pub(super) ids: Option<SpanContext>,
     local: Option<SocketAddr>,
@@ -271,6 +267,12 @@ pub(super) struct Recording {
 }
 
 impl Recording {
+    /// Whether it may be exported: traced, or kept if it ends badly. If not,
+    /// it only passes the caller's trace on, and notes no store calls.
+    fn exportable(&self) -> bool {
+        self.ids.is_some() || self.traces.0.keep.is_some()
+    }
+
     /// Ends the call's spans: `span`, the traced call's, always; for an
     /// untraced call, new ones if it ended with an error code or was slow.
     /// Returns the ids of the exported SERVER span.
@@ -308,10 +310,7 @@ impl Recording {
                         attributes,
                     )
                     .with_start_time(started)
-                    .start_with_context(
-                        &self.traces.0.tracer,
-                        &parent_context(&self.caller, &self.remote),
-                    )
+                    .start_with_context(&self.traces.0.tracer, &parent_context(&self.caller))
             }
         };
         if outcome.code != Code::Ok {
@@ -414,7 +413,9 @@ fn code_index(code: Code) -> usize {
 
 /// The parent of a SERVER span: the caller's span, marked sampled so that
 /// the SDK's parent-based sampler keeps what this process decided to export.
-fn parent_context(caller: &Context, remote: &SpanContext) -> Context {
+fn parent_context(caller: &Context) -> Context {
+    let span = caller.span();
+    let remote = span.span_context();
     if remote.is_valid() {
         caller.with_remote_span_context(SpanContext::new(
             remote.trace_id(),
