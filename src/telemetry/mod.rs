@@ -150,6 +150,7 @@ impl Telemetry {
                         config.trace_keep_per_second,
                     )
                 }),
+                config.semconv_stability_opt_in,
             )
         });
         Ok(Self {

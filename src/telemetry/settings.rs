@@ -154,6 +154,16 @@ pub struct TelemetryConfig {
     #[arg(long, env = "CATALOGUE_NO_TRACE_KEEP", value_parser = BoolishValueParser::new())]
     pub no_trace_keep: bool,
 
+    /// Which semantic-convention names spans carry, as OpenTelemetry's
+    /// instrumentations read it: the current names by default;
+    /// `rpc/dup` adds the RPC spans' older names (`rpc.system`,
+    /// `rpc.grpc.status_code`, `net.sock.peer.addr`), `database/dup` the
+    /// store spans' (`db.system`, `db.operation`, `db.statement`). Other
+    /// entries are other instrumentations' and are ignored.
+    #[arg(long, env = "OTEL_SEMCONV_STABILITY_OPT_IN", default_value = "",
+          value_parser = SemconvOptIn::parse)]
+    pub semconv_stability_opt_in: SemconvOptIn,
+
     /// Trace health checks and reflection calls too (off: they would drown
     /// real traffic).
     #[arg(long, env = "CATALOGUE_TRACE_HEALTH_CHECKS", value_parser = BoolishValueParser::new())]
@@ -175,6 +185,28 @@ pub struct TelemetryConfig {
     pub no_runtime_metrics: bool,
 }
 
+/// Which span attributes are also sent under their older semantic-convention
+/// names (`OTEL_SEMCONV_STABILITY_OPT_IN`'s `/dup` entries). Each attribute
+/// costs its conversion, encoding and export on every exported span, so
+/// the old names are sent only to a backend that still asks for them.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SemconvOptIn {
+    pub rpc_dup: bool,
+    pub database_dup: bool,
+}
+
+impl SemconvOptIn {
+    /// A comma-separated list; never an error, since the variable is shared
+    /// with every other instrumentation in the process.
+    pub fn parse(list: &str) -> Result<Self, String> {
+        let entries = || list.split(',').map(str::trim);
+        Ok(Self {
+            rpc_dup: entries().any(|entry| entry == "rpc/dup"),
+            database_dup: entries().any(|entry| entry == "database/dup"),
+        })
+    }
+}
+
 impl TelemetryConfig {
     /// `--instance-id`, or HOST/PID: unique among the replicas on one host,
     /// and among pods (whose host name is the pod's name).
@@ -190,6 +222,27 @@ impl TelemetryConfig {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn the_old_names_are_sent_only_for_the_dup_entries() {
+        let parsed = |list| SemconvOptIn::parse(list).expect("never an error");
+        assert_eq!(parsed(""), SemconvOptIn::default());
+        assert_eq!(parsed("rpc,database,http/dup"), SemconvOptIn::default());
+        assert_eq!(
+            parsed("http, rpc/dup"),
+            SemconvOptIn {
+                rpc_dup: true,
+                database_dup: false
+            }
+        );
+        assert_eq!(
+            parsed("database/dup,rpc/dup"),
+            SemconvOptIn {
+                rpc_dup: true,
+                database_dup: true
+            }
+        );
+    }
+
     use tracing_subscriber::filter::LevelFilter;
 
     use super::*;

@@ -274,17 +274,17 @@ async fn a_call_continues_the_callers_trace_with_store_spans_as_children() {
     assert_eq!(hex(&rpc.trace_id), TRACE_ID, "the caller's trace continues");
     assert_eq!(hex(&rpc.parent_span_id), PARENT_ID);
     assert_eq!(rpc.kind, SpanKind::Server as i32);
-    assert_eq!(attribute(rpc, "rpc.system"), Some(&string("grpc")));
     assert_eq!(attribute(rpc, "rpc.system.name"), Some(&string("grpc")));
+    assert_eq!(
+        attribute(rpc, "rpc.system"),
+        None,
+        "no old names by default"
+    );
     assert_eq!(
         attribute(rpc, "rpc.service"),
         Some(&string("catalogue.v1.CatalogueService"))
     );
     assert_eq!(attribute(rpc, "rpc.method"), Some(&string("GetProduct")));
-    assert_eq!(
-        attribute(rpc, "rpc.grpc.status_code"),
-        Some(&Value::IntValue(0))
-    );
     assert_eq!(
         attribute(rpc, "rpc.response.status_code"),
         Some(&string("OK"))
@@ -303,18 +303,75 @@ async fn a_call_continues_the_callers_trace_with_store_spans_as_children() {
         .find(|span| span.parent_span_id == rpc.span_id)
         .expect("a store span under the RPC span");
     assert_eq!(store.kind, SpanKind::Client as i32);
-    assert_eq!(attribute(store, "db.system"), Some(&string("sqlite")));
+    assert_eq!(attribute(store, "db.system.name"), Some(&string("sqlite")));
     assert_eq!(
-        attribute(store, "db.operation"),
+        attribute(store, "db.operation.name"),
         Some(&string("get_product"))
     );
-    let Some(Value::StringValue(statement)) = attribute(store, "db.statement") else {
-        panic!("no db.statement");
+    assert_eq!(attribute(store, "db.statement"), None);
+    let Some(Value::StringValue(statement)) = attribute(store, "db.query.text") else {
+        panic!("no db.query.text");
     };
     assert!(
         statement.contains("?1") && !statement.contains(&seed_products()[0].id),
         "{statement}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_dup_opt_in_sends_the_older_attribute_names_too() {
+    let receiver = Receiver::default();
+    let endpoint = receiver.start().await;
+    let mut app = crate::helpers::spawn_app_with(
+        Backend::Sqlite,
+        &[
+            "--otlp-endpoint",
+            &endpoint,
+            "--semconv-stability-opt-in",
+            "http,rpc/dup,database/dup",
+        ],
+    )
+    .await
+    .expect("sqlite app");
+
+    app.client
+        .get_product(GetProductRequest {
+            product_id: seed_products()[0].id.clone(),
+        })
+        .await
+        .expect("found");
+    let spans = receiver.spans_ended(&app, &[GET_PRODUCT]).await;
+    let rpc = spans
+        .iter()
+        .find(|span| span.name == GET_PRODUCT)
+        .expect("the RPC span");
+    for (old, new, value) in [
+        ("rpc.system", "rpc.system.name", string("grpc")),
+        (
+            "net.sock.peer.addr",
+            "network.peer.address",
+            string("127.0.0.1"),
+        ),
+    ] {
+        assert_eq!(attribute(rpc, old), Some(&value), "{old}");
+        assert_eq!(attribute(rpc, new), Some(&value), "{new}");
+    }
+    assert_eq!(
+        attribute(rpc, "rpc.grpc.status_code"),
+        Some(&Value::IntValue(0))
+    );
+    let store = spans
+        .iter()
+        .find(|span| span.parent_span_id == rpc.span_id)
+        .expect("a store span under the RPC span");
+    for (old, new) in [
+        ("db.system", "db.system.name"),
+        ("db.operation", "db.operation.name"),
+        ("db.statement", "db.query.text"),
+    ] {
+        assert!(attribute(store, old).is_some(), "{old}");
+        assert_eq!(attribute(store, old), attribute(store, new), "{old}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -340,10 +397,6 @@ async fn error_codes_mark_the_span_as_error_and_health_checks_are_not_traced() {
     assert_eq!(
         rpc.status.as_ref().map(|s| s.code),
         Some(StatusCode::Error as i32)
-    );
-    assert_eq!(
-        attribute(rpc, "rpc.grpc.status_code"),
-        Some(&Value::IntValue(5))
     );
     assert_eq!(
         attribute(rpc, "rpc.response.status_code"),
@@ -580,8 +633,8 @@ async fn errors_and_slow_calls_are_exported_whatever_the_sampling_ratio() {
             error
         );
         assert_eq!(
-            attribute(call, "rpc.grpc.status_code"),
-            Some(&Value::IntValue(if error { 5 } else { 0 }))
+            attribute(call, "rpc.response.status_code"),
+            Some(&string(if error { "NOT_FOUND" } else { "OK" }))
         );
         assert!(
             call.end_time_unix_nano - call.start_time_unix_nano
@@ -594,7 +647,7 @@ async fn errors_and_slow_calls_are_exported_whatever_the_sampling_ratio() {
             .expect("the store call is a child");
         assert_eq!(store.trace_id, call.trace_id);
         assert_eq!(
-            attribute(store, "db.operation"),
+            attribute(store, "db.operation.name"),
             Some(&string("get_product"))
         );
         assert!(store.start_time_unix_nano >= call.start_time_unix_nano);

@@ -21,7 +21,7 @@
 //! decision across replicas, but only if every replica exported every span.
 
 use std::{
-    net::SocketAddr,
+    net::{IpAddr, SocketAddr},
     sync::{
         Arc, Mutex, PoisonError,
         atomic::{AtomicU32, AtomicU64, Ordering},
@@ -29,7 +29,7 @@ use std::{
     time::{Duration, Instant, SystemTime},
 };
 
-use http::{HeaderMap, Request};
+use http::{HeaderMap, HeaderName, Request};
 use opentelemetry::{
     Context, KeyValue,
     propagation::Extractor,
@@ -42,7 +42,10 @@ use opentelemetry_sdk::trace::{SdkTracer, Span as SdkSpan};
 use tonic::{Code, transport::server::TcpConnectInfo};
 
 use super::{codes::OTEL_CODE_NAMES, handles::RpcMetrics};
-use crate::telemetry::sampling::{HeadSampler, unsampled_continuation};
+use crate::telemetry::{
+    sampling::{HeadSampler, unsampled_continuation},
+    settings::SemconvOptIn,
+};
 
 /// What decides which calls are exported and makes their spans; `None` in
 /// the app when traces are not exported.
@@ -54,6 +57,8 @@ struct Tracing {
     sampler: HeadSampler,
     /// `None`: an untraced call is never exported (`--no-trace-keep`).
     keep: Option<Keep>,
+    /// Whether the older attribute names are sent too.
+    names: SemconvOptIn,
 }
 
 /// Which untraced calls are kept: those that end with an error code or
@@ -94,11 +99,17 @@ impl Keep {
 }
 
 impl CallTraces {
-    pub fn new(tracer: SdkTracer, sampler: HeadSampler, keep: Option<Keep>) -> Self {
+    pub fn new(
+        tracer: SdkTracer,
+        sampler: HeadSampler,
+        keep: Option<Keep>,
+        names: SemconvOptIn,
+    ) -> Self {
         Self(Arc::new(Tracing {
             tracer,
             sampler,
             keep,
+            names,
         }))
     }
 
@@ -117,7 +128,7 @@ impl CallTraces {
         let local = connection.and_then(TcpConnectInfo::local_addr);
         let peer = connection.and_then(TcpConnectInfo::remote_addr);
         let span = sampled.then(|| {
-            let attributes = server_attributes(method, local, peer);
+            let attributes = server_attributes(method, local, peer, self.0.names);
             self.builder(
                 method.full_name.clone().into(),
                 SpanKind::Server,
@@ -283,7 +294,8 @@ impl Recording {
         outcome: &Outcome,
     ) -> Option<SpanContext> {
         let started = SystemTime::now() - outcome.elapsed;
-        let mut attributes = outcome_attributes(outcome);
+        let names = self.traces.0.names;
+        let mut attributes = outcome_attributes(outcome, names);
         let mut span = match span {
             Some(mut span) => {
                 span.set_attributes(attributes);
@@ -301,7 +313,7 @@ impl Recording {
                 if !keep.admit() {
                     return None;
                 }
-                attributes.extend(server_attributes(method, self.local, self.peer));
+                attributes.extend(server_attributes(method, self.local, self.peer, names));
                 attributes.push(KeyValue::new("catalogue.trace.kept", reason));
                 self.traces
                     .builder(
@@ -326,22 +338,32 @@ impl Recording {
     /// started at `started`.
     fn store_spans(&self, server: &SpanContext, started: SystemTime) {
         let parent = Context::new().with_remote_span_context(server.clone());
+        let old_names = self.traces.0.names.database_dup;
         for call in self
             .store_calls
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .iter()
         {
-            let mut attributes = vec![
-                KeyValue::new("db.system", call.system),
+            let mut attributes = Vec::with_capacity(if old_names { 7 } else { 4 });
+            attributes.extend([
                 KeyValue::new("db.system.name", call.system),
-                KeyValue::new("db.operation", call.operation),
                 KeyValue::new("db.operation.name", call.operation),
                 KeyValue::new("db.collection.name", "products"),
-            ];
-            if let Some(statement) = call.statement {
-                attributes.push(KeyValue::new("db.statement", statement));
-                attributes.push(KeyValue::new("db.query.text", statement));
+            ]);
+            attributes.extend(
+                call.statement
+                    .map(|text| KeyValue::new("db.query.text", text)),
+            );
+            if old_names {
+                attributes.extend([
+                    KeyValue::new("db.system", call.system),
+                    KeyValue::new("db.operation", call.operation),
+                ]);
+                attributes.extend(
+                    call.statement
+                        .map(|text| KeyValue::new("db.statement", text)),
+                );
             }
             let mut child = self
                 .traces
@@ -362,38 +384,71 @@ impl Recording {
 }
 
 /// The attributes a SERVER span has from the start (OpenTelemetry's RPC
-/// conventions, old and new names).
+/// conventions; the older names too with `rpc/dup`).
 fn server_attributes(
     method: &RpcMetrics,
     local: Option<SocketAddr>,
     peer: Option<SocketAddr>,
+    names: SemconvOptIn,
 ) -> Vec<KeyValue> {
-    let mut attributes = vec![
-        KeyValue::new("rpc.system", "grpc"),
+    // Room for all of them and the outcome's, added when the call ends.
+    let mut attributes = Vec::with_capacity(if names.rpc_dup { 13 } else { 10 });
+    attributes.extend([
         KeyValue::new("rpc.system.name", "grpc"),
         KeyValue::new("rpc.service", method.service),
         KeyValue::new("rpc.method", method.name),
-    ];
+    ]);
     if let Some(local) = local {
-        attributes.push(KeyValue::new("server.address", local.ip().to_string()));
+        attributes.push(KeyValue::new("server.address", ip_text(local.ip())));
         attributes.push(KeyValue::new("server.port", i64::from(local.port())));
     }
     if let Some(peer) = peer {
-        let address = peer.ip().to_string();
-        attributes.push(KeyValue::new("network.peer.address", address.clone()));
+        let address = ip_text(peer.ip());
+        if names.rpc_dup {
+            attributes.push(KeyValue::new("net.sock.peer.addr", address.clone()));
+        }
+        attributes.push(KeyValue::new("network.peer.address", address));
         attributes.push(KeyValue::new("network.peer.port", i64::from(peer.port())));
-        attributes.push(KeyValue::new("net.sock.peer.addr", address));
+    }
+    if names.rpc_dup {
+        attributes.push(KeyValue::new("rpc.system", "grpc"));
     }
     attributes
 }
 
+/// An IP address as text. An IPv4 address, the common case, is written
+/// digit by digit: `to_string` goes through the formatting machinery, which
+/// cost more than the rest of a span's attributes together.
+fn ip_text(ip: IpAddr) -> String {
+    let IpAddr::V4(v4) = ip else {
+        return ip.to_string();
+    };
+    let mut text = String::with_capacity(15);
+    for (index, octet) in v4.octets().into_iter().enumerate() {
+        if index > 0 {
+            text.push('.');
+        }
+        if octet >= 100 {
+            text.push(char::from(b'0' + octet / 100));
+        }
+        if octet >= 10 {
+            text.push(char::from(b'0' + octet / 10 % 10));
+        }
+        text.push(char::from(b'0' + octet % 10));
+    }
+    text
+}
+
 /// The attributes of how a call ended.
-fn outcome_attributes(outcome: &Outcome) -> Vec<KeyValue> {
+fn outcome_attributes(outcome: &Outcome, names: SemconvOptIn) -> Vec<KeyValue> {
     let index = code_index(outcome.code);
-    let mut attributes = vec![
-        KeyValue::new("rpc.grpc.status_code", index as i64),
-        KeyValue::new("rpc.response.status_code", OTEL_CODE_NAMES[index]),
-    ];
+    let mut attributes = vec![KeyValue::new(
+        "rpc.response.status_code",
+        OTEL_CODE_NAMES[index],
+    )];
+    if names.rpc_dup {
+        attributes.push(KeyValue::new("rpc.grpc.status_code", index as i64));
+    }
     if let Some(messages) = outcome.messages_sent {
         attributes.push(KeyValue::new(
             "rpc.server.messages_sent",
@@ -429,10 +484,15 @@ fn parent_context(caller: &Context) -> Context {
     }
 }
 
+// Header names made once: a name given as a string is parsed on every
+// lookup.
+static TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
+static BAGGAGE: HeaderName = HeaderName::from_static("baggage");
+
 /// What the caller sent of W3C trace context and baggage, through the
 /// app's propagator; most calls send neither, and then it is not asked.
 fn caller_context(headers: &HeaderMap) -> Context {
-    if !headers.contains_key("traceparent") && !headers.contains_key("baggage") {
+    if !headers.contains_key(&TRACEPARENT) && !headers.contains_key(&BAGGAGE) {
         return Context::new();
     }
     opentelemetry::global::get_text_map_propagator(|propagator| {
@@ -455,6 +515,21 @@ impl Extractor for HeaderExtractor<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_ip_address_is_written_as_std_writes_it() {
+        let addresses = (0..=255u8)
+            .map(|octet| IpAddr::from([octet, 255 - octet, octet / 3, 10]))
+            .chain([
+                IpAddr::from([0, 0, 0, 0]),
+                IpAddr::from([100, 10, 1, 109]),
+                "::1".parse().expect("an IPv6 address"),
+                "::ffff:10.0.0.1".parse().expect("an IPv4-mapped address"),
+            ]);
+        for address in addresses {
+            assert_eq!(ip_text(address), address.to_string());
+        }
+    }
 
     #[test]
     fn no_more_calls_are_kept_in_a_second_than_the_limit() {
