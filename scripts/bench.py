@@ -405,6 +405,52 @@ def observability_suite(binary, seconds, rounds, body_path, sink):
     }
 
 
+def paired_suite(binary, seconds, rounds, body_path, sink):
+    """The trace cost, measured in pairs: two servers run at once, each
+    saturated by its own h2load, so that whatever else the machine does
+    slows both alike; one configuration's calls/s over the other's, per
+    round, the order of start swapping each round. Run one after the other,
+    this machine's rounds swing by 10 % and more, several times the cost
+    measured; the same configuration against itself gives the method's own
+    spread."""
+    ratio_10 = {"OTEL_TRACES_SAMPLER": "traceidratio", "OTEL_TRACES_SAMPLER_ARG": "0.1"}
+    metrics = ([], {})
+    traces_10 = (["--otlp-endpoint", sink.endpoint], ratio_10)
+    pairs = {
+        "metrics only against itself (the method's spread)": (metrics, metrics),
+        "default (metrics + traces 10%, keep) against metrics only": (metrics, traces_10),
+    }
+    results = {}
+    for name, (base, candidate) in pairs.items():
+        ratios = []
+        for round_ in range(rounds):
+            sides = [base, candidate] if round_ % 2 == 0 else [candidate, base]
+            servers = [Server(binary, ["--database-url", "memory", *flags], env) for flags, env in sides]
+            rps = [0.0, 0.0]
+
+            def run(index):
+                rps[index] = h2load(servers[index], seconds, body_path)["rps"]
+
+            threads = [threading.Thread(target=run, args=(index,)) for index in (0, 1)]
+            try:
+                for thread in threads:
+                    thread.start()
+                for thread in threads:
+                    thread.join()
+            finally:
+                for server in servers:
+                    server.stop()
+            base_rps, candidate_rps = rps if round_ % 2 == 0 else rps[::-1]
+            ratios.append(candidate_rps / base_rps)
+        ordered = sorted(ratios)
+        results[name] = {
+            "median_ratio": round(statistics.median(ratios), 3),
+            "quartiles": [round(ordered[len(ordered) // 4], 3), round(ordered[(3 * len(ordered)) // 4], 3)],
+            "rounds": [round(ratio, 3) for ratio in ratios],
+        }
+    return results
+
+
 def go_peer_suite(binary, go_binary, seconds, rounds, bodies, sink):
     """Ours (memory store, default production profile: metrics + traces at
     10 % exported over OTLP) against the grpc-go peer, both serving the same
@@ -525,6 +571,8 @@ def main():
     if "observability" in sections:
         results["cost of observability (h2load -c16 -m32, memory store)"] = observability_suite(
             args.binary, max(seconds - 2, 4), rounds, bodies["GetProduct"], sink)
+        results["the trace cost in pairs (two servers loaded at once)"] = paired_suite(
+            args.binary, 3 if args.quick else 5, 2 if args.quick else 10, bodies["GetProduct"], sink)
     if "go-peer" in sections:
         results["side by side with grpc-go"] = go_peer_suite(args.binary, args.go_peer, seconds, rounds, bodies, sink)
     if "footprint" in sections:
