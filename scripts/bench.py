@@ -135,6 +135,17 @@ class Server:
                     return int(line.split()[1]) / 1024
         return 0.0
 
+    def rss_split_mb(self):
+        """Resident memory as anonymous (heap, stacks) and file-backed (the
+        binary's and libraries' pages mapped in), in MB."""
+        split = {}
+        with open(f"/proc/{self.process.pid}/status") as status:
+            for line in status:
+                key, _, value = line.partition(":")
+                if key in ("RssAnon", "RssFile"):
+                    split[key] = int(value.split()[0]) / 1024
+        return split
+
     def stop(self):
         self.process.terminate()
         try:
@@ -224,6 +235,22 @@ def load(binary, server, *flags):
     return json.loads(output)
 
 
+def fresh_starts(binary, flags, times=3):
+    """Exec to first RPC and idle RSS of `times` starts on what the first
+    server left (for SQLite, an existing database), medians."""
+    runs = []
+    for _ in range(times):
+        server = Server(binary, flags)
+        try:
+            startup = server.first_rpc_ms()
+            time.sleep(0.5)
+            runs.append({"startup_to_first_rpc_ms": startup, "rss_idle_mb": server.rss_mb(),
+                         **{f"{key}_mb": value for key, value in server.rss_split_mb().items()}})
+        finally:
+            server.stop()
+    return {key: round(statistics.median(run[key] for run in runs), 1) for key in runs[0]}
+
+
 def store_suite(binary, store, seconds, body_path):
     flags = ["--database-url", store]
     if store.startswith("sqlite"):
@@ -254,7 +281,7 @@ def store_suite(binary, store, seconds, body_path):
                        "--connections", "4", "--duration", f"{seconds}s")
         search = load(binary, server, "--mix", "search=1", "--concurrency", "32", "--connections", "4",
                       "--duration", f"{seconds}s")
-        return {
+        results = {
             "startup_to_first_rpc_ms": round(startup, 1),
             "rss_idle_mb": round(idle, 1),
             "unary_h2load": unary,
@@ -268,6 +295,9 @@ def store_suite(binary, store, seconds, body_path):
         }
     finally:
         server.stop()
+    # Started again: on SQLite, with the database seeded above.
+    results["started_again"] = fresh_starts(binary, flags)
+    return results
 
 
 def footprint_suite(binary, seconds):
