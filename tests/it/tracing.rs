@@ -113,6 +113,20 @@ async fn traced_app(logs: &Logs) -> (TestApp, Receiver) {
     (app, receiver)
 }
 
+/// A SQLite app exporting to a fresh receiver, with `extra` flags.
+async fn traced_app_with(extra: &[&str]) -> (TestApp, Receiver) {
+    let receiver = Receiver::default();
+    let endpoint = receiver.start().await;
+    let flags: Vec<&str> = ["--otlp-endpoint", &endpoint]
+        .into_iter()
+        .chain(extra.iter().copied())
+        .collect();
+    let app = crate::helpers::spawn_app_with(Backend::Sqlite, &flags)
+        .await
+        .expect("sqlite app");
+    (app, receiver)
+}
+
 /// An inventory upstream with 7 of everything in stock.
 struct FixedStock;
 
@@ -320,19 +334,8 @@ async fn a_call_continues_the_callers_trace_with_store_spans_as_children() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_dup_opt_in_sends_the_older_attribute_names_too() {
-    let receiver = Receiver::default();
-    let endpoint = receiver.start().await;
-    let mut app = crate::helpers::spawn_app_with(
-        Backend::Sqlite,
-        &[
-            "--otlp-endpoint",
-            &endpoint,
-            "--semconv-stability-opt-in",
-            "http,rpc/dup,database/dup",
-        ],
-    )
-    .await
-    .expect("sqlite app");
+    let (mut app, receiver) =
+        traced_app_with(&["--semconv-stability-opt-in", "http,rpc/dup,database/dup"]).await;
 
     app.client
         .get_product(GetProductRequest {
@@ -574,24 +577,16 @@ async fn latency_exemplars_name_traces_that_were_exported() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn errors_and_slow_calls_are_exported_whatever_the_sampling_ratio() {
-    let receiver = Receiver::default();
-    let endpoint = receiver.start().await;
-    let mut app = crate::helpers::spawn_app_with(
-        Backend::Sqlite,
-        &[
-            "--otlp-endpoint",
-            &endpoint,
-            "--trace-sampler",
-            "traceidratio",
-            "--trace-sampler-arg",
-            "0",
-            "--trace-slow-threshold",
-            "500ms",
-            "--enable-faults",
-        ],
-    )
-    .await
-    .expect("sqlite app");
+    let (mut app, receiver) = traced_app_with(&[
+        "--trace-sampler",
+        "traceidratio",
+        "--trace-sampler-arg",
+        "0",
+        "--trace-slow-threshold",
+        "500ms",
+        "--enable-faults",
+    ])
+    .await;
     let product = seed_products()[0].id.clone();
     for _ in 0..5 {
         app.get_product(&product).await.expect("found");
