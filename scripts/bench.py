@@ -128,23 +128,20 @@ class Server:
                 return b"".join(grpc_frame(message) for message in stream(body[5:], timeout=10))
             return channel.unary_unary(path, lambda b: b, lambda b: b)(body[5:], timeout=10)
 
-    def rss_mb(self):
-        with open(f"/proc/{self.process.pid}/status") as status:
-            for line in status:
-                if line.startswith("VmRSS:"):
-                    return int(line.split()[1]) / 1024
-        return 0.0
-
-    def rss_split_mb(self):
-        """Resident memory as anonymous (heap, stacks) and file-backed (the
-        binary's and libraries' pages mapped in), in MB."""
-        split = {}
+    def status_mb(self, *keys):
+        """Lines of /proc/PID/status in kB, as MB: VmRSS (resident), RssAnon
+        (heap, stacks), RssFile (the binary's and libraries' pages mapped
+        in)."""
+        found = {}
         with open(f"/proc/{self.process.pid}/status") as status:
             for line in status:
                 key, _, value = line.partition(":")
-                if key in ("RssAnon", "RssFile"):
-                    split[key] = int(value.split()[0]) / 1024
-        return split
+                if key in keys:
+                    found[key] = int(value.split()[0]) / 1024
+        return found
+
+    def rss_mb(self):
+        return self.status_mb("VmRSS").get("VmRSS", 0.0)
 
     def stop(self):
         self.process.terminate()
@@ -245,7 +242,7 @@ def fresh_starts(binary, flags, times=3):
             startup = server.first_rpc_ms()
             time.sleep(0.5)
             runs.append({"startup_to_first_rpc_ms": startup, "rss_idle_mb": server.rss_mb(),
-                         **{f"{key}_mb": value for key, value in server.rss_split_mb().items()}})
+                         **{f"{key}_mb": value for key, value in server.status_mb("RssAnon", "RssFile").items()}})
         finally:
             server.stop()
     return {key: round(statistics.median(run[key] for run in runs), 1) for key in runs[0]}

@@ -345,25 +345,19 @@ impl Recording {
             .unwrap_or_else(PoisonError::into_inner)
             .iter()
         {
-            let mut attributes = Vec::with_capacity(if old_names { 7 } else { 4 });
-            attributes.extend([
-                KeyValue::new("db.system.name", call.system),
-                KeyValue::new("db.operation.name", call.operation),
-                KeyValue::new("db.collection.name", "products"),
-            ]);
-            attributes.extend(
-                call.statement
-                    .map(|text| KeyValue::new("db.query.text", text)),
-            );
-            if old_names {
-                attributes.extend([
-                    KeyValue::new("db.system", call.system),
-                    KeyValue::new("db.operation", call.operation),
-                ]);
-                attributes.extend(
-                    call.statement
-                        .map(|text| KeyValue::new("db.statement", text)),
-                );
+            let mut attributes = vec![KeyValue::new("db.collection.name", "products")];
+            // Each value under its current name, and its older one with
+            // `database/dup`.
+            for (name, old_name, value) in [
+                ("db.system.name", "db.system", Some(call.system)),
+                ("db.operation.name", "db.operation", Some(call.operation)),
+                ("db.query.text", "db.statement", call.statement),
+            ] {
+                let Some(value) = value else { continue };
+                attributes.push(KeyValue::new(name, value));
+                if old_names {
+                    attributes.push(KeyValue::new(old_name, value));
+                }
             }
             let mut child = self
                 .traces
