@@ -345,7 +345,8 @@ impl Recording {
             .unwrap_or_else(PoisonError::into_inner)
             .iter()
         {
-            let mut attributes = vec![KeyValue::new("db.collection.name", "products")];
+            let mut attributes = Vec::with_capacity(if old_names { 7 } else { 4 });
+            attributes.push(KeyValue::new("db.collection.name", "products"));
             // Each value under its current name, and its older one with
             // `database/dup`.
             for (name, old_name, value) in [
