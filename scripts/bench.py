@@ -86,9 +86,10 @@ class Server:
         self.start([binary, "serve", "--grpc-addr", "127.0.0.1:0", "--admin-addr", "127.0.0.1:0",
                     "--console-addr", "127.0.0.1:0", "--log-format", "json", *flags], env)
 
-    def start(self, argv, env=None):
-        """Runs argv and waits for its log to name the "grpc" and "admin"
-        addresses."""
+    def start(self, argv, env=None, needs_admin=True):
+        """Runs argv and waits for its log to name the "grpc" and (unless
+        `needs_admin` is false: the bare tonic baseline has no admin port)
+        "admin" addresses."""
         self.log = tempfile.NamedTemporaryFile(prefix="catalogue-bench-", suffix=".log", delete=False)
         self.started = time.monotonic()
         self.process = subprocess.Popen(
@@ -99,8 +100,9 @@ class Server:
             text = open(self.log.name).read()
             grpc_addr = re.search(r'"grpc":"([^"]+)"', text)
             admin_addr = re.search(r'"admin":"([^"]+)"', text)
-            if grpc_addr and admin_addr:
-                self.grpc, self.admin = grpc_addr.group(1), admin_addr.group(1)
+            if grpc_addr and (admin_addr or not needs_admin):
+                self.grpc = grpc_addr.group(1)
+                self.admin = admin_addr.group(1) if admin_addr else None
                 return
             if self.process.poll() is not None:
                 break
@@ -213,15 +215,24 @@ def h2load(server, seconds, body_path, clients=16, streams=32, method="GetProduc
     }
 
 
+def write_calls(pid):
+    """The write-family system calls (write, writev, ...) a process has made:
+    `syscw` of /proc/PID/io."""
+    with open(f"/proc/{pid}/io") as io:
+        return next(int(line.split()[1]) for line in io if line.startswith("syscw:"))
+
+
 def cpu_per_call(server, seconds, body_path, rate):
     """GetProduct at a steady `rate` calls/s (h2load --rps): the achieved
-    rate and the server's CPU time (utime + stime) per call, in µs. h2load's
-    warm-up second is in the CPU time too, so it is divided over the calls of
-    both."""
-    before = cpu_seconds(server.process.pid)
+    rate, the server's CPU time (utime + stime) per call in µs, and its
+    write system calls per call. h2load's warm-up second is in both counts,
+    so they are divided over the calls of both."""
+    pid = server.process.pid
+    cpu_before, writes_before = cpu_seconds(pid), write_calls(pid)
     result = h2load(server, seconds, body_path, rate=rate)
-    used = cpu_seconds(server.process.pid) - before
-    return result["rps"], used * 1e6 / (result["rps"] * (seconds + 1))
+    calls = result["rps"] * (seconds + 1)
+    used, writes = cpu_seconds(pid) - cpu_before, write_calls(pid) - writes_before
+    return result["rps"], used * 1e6 / calls, writes / calls
 
 
 def load(binary, server, *flags):
@@ -478,10 +489,19 @@ def paired_suite(binary, seconds, rounds, body_path, sink):
     return results
 
 
-def go_peer_suite(binary, go_binary, seconds, rounds, bodies, sink):
+class BareTonic(Server):
+    """The bare tonic baseline (examples/bare_tonic.rs): the same contract on
+    tonic with nothing on it; it logs its "grpc" address only."""
+
+    def __init__(self, binary, products=SEED_PRODUCTS):
+        self.start([binary, "--grpc-addr", "127.0.0.1:0", "--seed-products", str(products)],
+                   needs_admin=False)
+
+
+def go_peer_suite(binary, go_binary, bare_binary, seconds, rounds, bodies, sink):
     """Ours (memory store, default production profile: metrics + traces at
-    10 % exported over OTLP) against the grpc-go peer, both serving the same
-    seed catalogue, driven by h2load with the same frames in alternating
+    10 % exported over OTLP) against the grpc-go peer and the bare tonic
+    baseline, all three serving the same seed catalogue, driven by h2load with the same frames in alternating
     rounds (the order swaps each round): GetProduct at saturation (-c 16 -m
     32), ListProducts streams of 1,000 products (16 streams at a time, on
     4 connections), and the CPU time per GetProduct at a steady 10,000 calls
@@ -491,6 +511,7 @@ def go_peer_suite(binary, go_binary, seconds, rounds, bodies, sink):
                                         "--otlp-endpoint", sink.endpoint],
                                {"OTEL_TRACES_SAMPLER": "traceidratio", "OTEL_TRACES_SAMPLER_ARG": "0.1"}),
         "go": lambda: GoPeer(go_binary),
+        "bare": lambda: BareTonic(bare_binary),
     }
     workloads = {
         "unary GetProduct (h2load -c16 -m32)": dict(method="GetProduct", body_path=bodies["GetProduct"]),
@@ -504,7 +525,10 @@ def go_peer_suite(binary, go_binary, seconds, rounds, bodies, sink):
     startup = {side: [] for side in sides}
     answers = {}
     for round_ in range(rounds):
-        for side in (list(sides) if round_ % 2 == 0 else list(reversed(sides))):
+        # Each round starts one place later: every side goes first once in
+        # three rounds.
+        shift = round_ % len(sides)
+        for side in list(sides)[shift:] + list(sides)[:shift]:
             server = sides[side]()
             try:
                 startup[side].append(server.first_rpc_ms())
@@ -521,6 +545,8 @@ def go_peer_suite(binary, go_binary, seconds, rounds, bodies, sink):
             finally:
                 server.stop()
     results = {
+        "bare": "the same contract on tonic with nothing on it (examples/bare_tonic.rs): a HashMap of "
+                "protobuf products, no layer, no telemetry, jemalloc without heap profiling",
         "go_peer": "grpc-go (Debian golang-google-grpc-dev) with go-grpc-prometheus handling-time histograms, "
                    "GOMAXPROCS = all cores",
         "ours": "memory store, default telemetry, traces at 10 % exported over OTLP",
@@ -529,7 +555,7 @@ def go_peer_suite(binary, go_binary, seconds, rounds, bodies, sink):
         # Byte for byte the same GetProduct answer and ListProducts page to
         # the frames h2load sends (h2load sees HTTP statuses only, and a gRPC
         # error is HTTP 200).
-        "same_responses": answers["ours"] == answers["go"],
+        "same_responses": answers["ours"] == answers["go"] == answers["bare"],
     }
     for name in workloads:
         medians = {side: statistics.median(r["rps"] for r in runs[side][name]) for side in sides}
@@ -537,12 +563,17 @@ def go_peer_suite(binary, go_binary, seconds, rounds, bodies, sink):
             **{f"{side}_median_per_s": round(medians[side], 1) for side in sides},
             **{f"{side}_runs": [round(r["rps"], 1) for r in runs[side][name]] for side in sides},
             "ratio_ours_go": round(medians["ours"] / medians["go"], 3),
+            "ratio_ours_bare": round(medians["ours"] / medians["bare"], 3),
         }
-    medians = {side: statistics.median(us for _, us in cpu[side]) for side in sides}
+    medians = {side: statistics.median(us for _, us, _ in cpu[side]) for side in sides}
     results[steady] = {
         **{f"{side}_median_us": round(medians[side], 2) for side in sides},
-        **{f"{side}_runs": [{"rps": round(rps), "us": round(us, 2)} for rps, us in cpu[side]] for side in sides},
+        **{f"{side}_runs": [{"rps": round(rps), "us": round(us, 2)} for rps, us, _ in cpu[side]] for side in sides},
         "ratio_ours_go": round(medians["ours"] / medians["go"], 3),
+        "ratio_ours_bare": round(medians["ours"] / medians["bare"], 3),
+    }
+    results["write system calls per call at the steady rate"] = {
+        f"{side}_median": round(statistics.median(writes for _, _, writes in cpu[side]), 2) for side in sides
     }
     for side in sides:
         results[f"{side}_rss_idle_mb"] = round(statistics.median(rss[side]["idle"]), 1)
@@ -553,17 +584,21 @@ def go_peer_suite(binary, go_binary, seconds, rounds, bodies, sink):
 
 def print_side_by_side(results):
     """The side-by-side section as a table, on stderr (stdout is the JSON)."""
-    rows = [(name, f"{r['ours_median_per_s']:,.0f}/s", f"{r['go_median_per_s']:,.0f}/s", f"{r['ratio_ours_go']:.2f}")
+    rows = [(name, f"{r['ours_median_per_s']:,.0f}/s", f"{r['go_median_per_s']:,.0f}/s",
+             f"{r['bare_median_per_s']:,.0f}/s", f"{r['ratio_ours_go']:.2f}", f"{r['ratio_ours_bare']:.2f}")
             if "ours_median_per_s" in r else
-            (name, f"{r['ours_median_us']:.1f} µs", f"{r['go_median_us']:.1f} µs", f"{r['ratio_ours_go']:.2f}")
-            for name, r in results.items() if isinstance(r, dict)]
-    rows.append(("RSS idle", f"{results['ours_rss_idle_mb']} MB", f"{results['go_rss_idle_mb']} MB",
-                 f"{results['ours_rss_idle_mb'] / results['go_rss_idle_mb']:.2f}"))
-    rows.append(("RSS under load (peak)", f"{results['ours_rss_under_load_mb']} MB",
-                 f"{results['go_rss_under_load_mb']} MB",
-                 f"{results['ours_rss_under_load_mb'] / results['go_rss_under_load_mb']:.2f}"))
-    header = (f"side by side, median of {results['rounds']} round(s)", "ours", "grpc-go", "ours/go")
-    widths = [max(len(row[i]) for row in [header, *rows]) for i in range(4)]
+            (name, f"{r['ours_median_us']:.1f} µs", f"{r['go_median_us']:.1f} µs", f"{r['bare_median_us']:.1f} µs",
+             f"{r['ratio_ours_go']:.2f}", f"{r['ratio_ours_bare']:.2f}")
+            for name, r in results.items() if isinstance(r, dict) and "ratio_ours_go" in r]
+    writes = results["write system calls per call at the steady rate"]
+    rows.append(("write system calls per call", *(f"{writes[f'{side}_median']:.2f}" for side in ("ours", "go", "bare")),
+                 "", ""))
+    for label, key in (("RSS idle", "rss_idle_mb"), ("RSS under load (peak)", "rss_under_load_mb")):
+        ours, go, bare = (results[f"{side}_{key}"] for side in ("ours", "go", "bare"))
+        rows.append((label, f"{ours} MB", f"{go} MB", f"{bare} MB", f"{ours / go:.2f}", f"{ours / bare:.2f}"))
+    header = (f"side by side, median of {results['rounds']} round(s)", "ours", "grpc-go", "bare tonic", "ours/go",
+              "ours/bare")
+    widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
     for row in [header, *rows]:
         print("  ".join(cell.ljust(width) for cell, width in zip(row, widths)), file=sys.stderr)
     if not results["same_responses"]:
@@ -579,6 +614,8 @@ def main():
                         help="run only this section (repeatable); all of them by default")
     parser.add_argument("--go-peer", default="target/go-peer/catalogue-go",
                         help="the grpc-go peer's binary (scripts/go-peer/build.sh)")
+    parser.add_argument("--bare", default="target/release/examples/bare_tonic",
+                        help="the bare tonic baseline (cargo build --release --example bare_tonic)")
     args = parser.parse_args()
     sections = args.only or SECTIONS
     seconds = 4 if args.quick else 10
@@ -601,7 +638,8 @@ def main():
         results["the trace cost in pairs (two servers loaded at once)"] = paired_suite(
             args.binary, 3 if args.quick else 5, 2 if args.quick else 10, bodies["GetProduct"], sink)
     if "go-peer" in sections:
-        results["side by side with grpc-go"] = go_peer_suite(args.binary, args.go_peer, seconds, rounds, bodies, sink)
+        results["side by side with grpc-go"] = go_peer_suite(args.binary, args.go_peer, args.bare, seconds, rounds,
+                                                                 bodies, sink)
     if "footprint" in sections:
         results["memory footprint"] = footprint_suite(args.binary, seconds)
     results["otlp_exports_received"] = sink.exports

@@ -6,6 +6,9 @@
 #   scripts/bench.sh --quick    one short round of everything
 #   scripts/bench.sh --only go-peer   one section alone (memory, sqlite,
 #                                     observability, go-peer; repeatable)
+#   scripts/bench.sh --ladder [--only-instructions]
+#                               the cost ladder instead (scripts/ladder.py,
+#                               target/ladder.json; ~12 min, callgrind alone ~6)
 # The go-peer section runs ours side by side with a grpc-go peer, built from
 # Debian's Go packages by scripts/go-peer/build.sh.
 set -euo pipefail
@@ -16,7 +19,11 @@ if ! command -v h2load >/dev/null; then
   apt-get update -qq && apt-get install -y -qq nghttp2-client >/dev/null
 fi
 python_client
-cargo build --release --quiet --bin catalogue
+cargo build --release --quiet --bin catalogue --example bare_tonic
+if [[ "${1:-}" == --ladder ]]; then
+  shift
+  exec "$venv/bin/python" scripts/ladder.py "$@"
+fi
 # The grpc-go peer, unless --only leaves its section out.
 if [[ " $* " != *" --only"* || " $* " == *"go-peer"* ]]; then
   scripts/go-peer/build.sh

@@ -31,6 +31,33 @@ def h2load(server, body_path, calls):
     return int(re.search(r"(\d+) succeeded", output).group(1))
 
 
+def count(argv, env, body_path, calls):
+    """Instructions per GetProduct call of the server `argv` starts (its log
+    names its "grpc" address), counted under callgrind."""
+    out = tempfile.mkdtemp(prefix="callgrind-")
+    server = bench.Server.__new__(bench.Server)
+    server.start(["valgrind", "--tool=callgrind", "--instr-atstart=no",
+                  f"--callgrind-out-file={out}/callgrind.%p", *argv], env, needs_admin=False)
+    try:
+        h2load(server, body_path, 2000)
+        time.sleep(6)
+        pid = str(server.process.pid)
+        subprocess.run(["callgrind_control", "--instr=on", pid], capture_output=True, check=True)
+        succeeded = h2load(server, body_path, calls)
+        time.sleep(6.5)
+        subprocess.run(["callgrind_control", "--instr=off", pid], capture_output=True, check=True)
+        subprocess.run(["callgrind_control", "--dump", pid], capture_output=True, check=True)
+    finally:
+        server.stop()
+    if succeeded != calls:
+        raise SystemExit(f"{argv[0]}: {succeeded} of {calls} calls succeeded ({out})")
+    total = 0
+    for path in glob.glob(f"{out}/callgrind.*"):
+        with open(path) as profile:
+            total += sum(int(line.split()[1]) for line in profile if line.startswith("totals:"))
+    return total / calls
+
+
 def main():
     calls = int(sys.argv[1])
     sink = bench.OtlpSink()
@@ -52,30 +79,9 @@ def main():
     for spec in sys.argv[2:]:
         binary, _, name = spec.partition("::")
         flags, env = configurations[name or "METRICS"]
-        out = tempfile.mkdtemp(prefix="callgrind-")
-        server = bench.Server.__new__(bench.Server)
-        server.start(["valgrind", "--tool=callgrind", "--instr-atstart=no",
-                      f"--callgrind-out-file={out}/callgrind.%p", binary, "serve",
-                      "--grpc-addr", "127.0.0.1:0", "--admin-addr", "127.0.0.1:0",
-                      "--console-addr", "127.0.0.1:0", "--log-format", "json",
-                      "--database-url", "memory", *flags], env)
-        try:
-            h2load(server, body.name, 2000)
-            time.sleep(6)
-            pid = str(server.process.pid)
-            subprocess.run(["callgrind_control", "--instr=on", pid], capture_output=True, check=True)
-            succeeded = h2load(server, body.name, calls)
-            time.sleep(6.5)
-            subprocess.run(["callgrind_control", "--instr=off", pid], capture_output=True, check=True)
-            subprocess.run(["callgrind_control", "--dump", pid], capture_output=True, check=True)
-        finally:
-            server.stop()
-        total = 0
-        for path in glob.glob(f"{out}/callgrind.*"):
-            with open(path) as profile:
-                total += sum(int(line.split()[1]) for line in profile if line.startswith("totals:"))
-        print(f"{spec}: {total / calls:,.0f} instructions per call ({succeeded} of {calls} succeeded; {out})",
-              flush=True)
+        argv = [binary, "serve", "--grpc-addr", "127.0.0.1:0", "--admin-addr", "127.0.0.1:0",
+                "--console-addr", "127.0.0.1:0", "--log-format", "json", "--database-url", "memory", *flags]
+        print(f"{spec}: {count(argv, env, body.name, calls):,.0f} instructions per call", flush=True)
 
 
 if __name__ == "__main__":

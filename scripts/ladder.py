@@ -1,0 +1,147 @@
+"""The cost ladder: from bare tonic to the fully observed catalogue, one
+part at a time, each rung's GetProduct cost beside bare tonic's.
+
+Usage: scripts/bench.sh --ladder [--calls N] [--rounds R] [--seconds S]
+                                [--only-instructions] [--json FILE]
+                                [--bare PATH] [--catalogue PATH]
+
+The lower rungs are `examples/bare_tonic.rs --up-to RUNG` (tonic with the
+catalogue's parts added one at a time); the upper ones are the catalogue
+binary's own configurations. For each rung: instructions per call
+(callgrind, the steady figure; `instructions.py`), the server's CPU time per
+call at a steady 10,000 calls/s and the saturation rate (h2load -c16 -m32),
+the wall-clock figures as medians of rounds run in alternating order.
+Needs valgrind, h2load and grpcio; `scripts/bench.sh --ladder` installs
+them, builds both binaries and runs this.
+"""
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+import bench
+import instructions
+
+# The OTLP sink's endpoint replaces this placeholder.
+SINK = "{sink}"
+RATIO_10 = {"OTEL_TRACES_SAMPLER": "traceidratio", "OTEL_TRACES_SAMPLER_ARG": "0.1"}
+NO_HEAP_PROFILE = {"MALLOC_CONF": "prof:false"}
+
+# (name, what it adds, binary, flags, environment)
+RUNGS = [
+    ("bare tonic", "tonic alone: a HashMap of protobuf products, each answer a clone",
+     "bare", ["--up-to", "bare"], {}),
+    ("+ catalogue handler", "CatalogueApi over the memory store: requests parsed into domain values, "
+     "the Store trait, domain to protobuf", "bare", ["--up-to", "handler"], {}),
+    ("+ connection guards", "connection caps and handshake timeout; each call handed its connection's slots",
+     "bare", ["--up-to", "guards"], {}),
+    ("+ ShedLayer", "global, per-peer and per-connection call limits", "bare", ["--up-to", "shed"], {}),
+    ("+ deadlines", "request timeout and idle watch", "bare", ["--up-to", "deadlines"], {}),
+    ("+ panic catcher", "a panicking handler answers INTERNAL", "bare", ["--up-to", "panic"], {}),
+    ("+ fault layer", "FaultLayer, no fault active", "bare", ["--up-to", "faults"], {}),
+    ("+ runtime histograms", "tokio's poll-time and schedule-latency histograms",
+     "bare", ["--up-to", "runtime-histograms"], {}),
+    ("+ task list", "the task list's spawn and terminate hooks", "bare", ["--up-to", "task-list"], {}),
+    ("+ telemetry layer, metrics only", "the catalogue binary: RED and stream metrics, task monitors, "
+     "profile labels, the app's log subscriber; no runtime sampler, no heap profiling",
+     "catalogue", ["--no-runtime-metrics"], NO_HEAP_PROFILE),
+    ("+ runtime metrics", "the runtime and task sampler (at scrape time)", "catalogue", [], NO_HEAP_PROFILE),
+    ("+ heap-profile sampling", "jemalloc's heap profiling (prof:true, a sample per 512 KiB)",
+     "catalogue", [], {}),
+    ("+ traces 10 %, no keep", "OTLP export of 10 % of calls (head sampling)",
+     "catalogue", ["--otlp-endpoint", SINK, "--no-trace-keep"], RATIO_10),
+    ("production: + error/slow keep", "every failed or slow call kept whatever the ratio",
+     "catalogue", ["--otlp-endpoint", SINK], RATIO_10),
+]
+
+
+def argv_of(rung, binaries, sink):
+    _, _, kind, flags, env = rung
+    flags = [sink.endpoint if flag == SINK else flag for flag in flags]
+    if kind == "bare":
+        return [binaries["bare"], "--grpc-addr", "127.0.0.1:0", *flags], env
+    return [binaries["catalogue"], "serve", "--grpc-addr", "127.0.0.1:0", "--admin-addr", "127.0.0.1:0",
+            "--console-addr", "127.0.0.1:0", "--log-format", "json", "--database-url", "memory", *flags], env
+
+
+def started(argv, env):
+    server = bench.Server.__new__(bench.Server)
+    server.start(argv, env, needs_admin=False)
+    return server
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--calls", type=int, default=5000, help="calls counted by callgrind per rung")
+    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--seconds", type=int, default=8)
+    parser.add_argument("--only-instructions", action="store_true")
+    parser.add_argument("--json", default="target/ladder.json")
+    parser.add_argument("--bare", default="target/release/examples/bare_tonic")
+    parser.add_argument("--catalogue", default="target/release/catalogue")
+    args = parser.parse_args()
+    binaries = {"bare": args.bare, "catalogue": args.catalogue}
+    sink = bench.OtlpSink()
+    with tempfile.NamedTemporaryFile(suffix=".bin", delete=False) as body:
+        body.write(bench.get_product_body())
+
+    counted = {}
+    for rung in RUNGS:
+        argv, env = argv_of(rung, binaries, sink)
+        counted[rung[0]] = instructions.count(argv, env, body.name, args.calls)
+        print(f"{rung[0]}: {counted[rung[0]]:,.0f} instructions per call", file=sys.stderr, flush=True)
+
+    cpu = {rung[0]: [] for rung in RUNGS}
+    rate = {rung[0]: [] for rung in RUNGS}
+    if not args.only_instructions:
+        for round_ in range(args.rounds):
+            for rung in (RUNGS if round_ % 2 == 0 else RUNGS[::-1]):
+                server = started(*argv_of(rung, binaries, sink))
+                try:
+                    time.sleep(0.5)
+                    cpu[rung[0]].append(bench.cpu_per_call(server, args.seconds, body.name, bench.STEADY_RATE)[1])
+                    rate[rung[0]].append(bench.h2load(server, args.seconds, body.name)["rps"])
+                finally:
+                    server.stop()
+                print(f"round {round_ + 1}, {rung[0]}: {cpu[rung[0]][-1]:.1f} µs per call, "
+                      f"{rate[rung[0]][-1]:,.0f} calls/s", file=sys.stderr, flush=True)
+    os.unlink(body.name)
+
+    bare = RUNGS[0][0]
+    rows = []
+    previous = None
+    for name, adds, *_ in RUNGS:
+        row = {"rung": name, "adds": adds, "instructions_per_call": round(counted[name]),
+               "instructions_added": round(counted[name] - counted[previous]) if previous else 0,
+               "x_bare_instructions": round(counted[name] / counted[bare], 2)}
+        if cpu[name]:
+            row.update({"cpu_us_per_call": round(statistics.median(cpu[name]), 1),
+                        "x_bare_cpu": round(statistics.median(cpu[name]) / statistics.median(cpu[bare]), 2),
+                        "saturation_per_s": round(statistics.median(rate[name])),
+                        "x_bare_rate": round(statistics.median(rate[name]) / statistics.median(rate[bare]), 2)})
+        rows.append(row)
+        previous = name
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
+    results = {
+        "date": datetime.date.today().isoformat(),
+        "commit": commit,
+        "machine": f"{os.cpu_count()} cores, {platform.processor() or platform.machine()}, {os.uname().release}",
+        "calls": args.calls,
+        "rounds": 0 if args.only_instructions else args.rounds,
+        "steady_rate_per_s": bench.STEADY_RATE,
+        "rungs": rows,
+    }
+    with open(args.json, "w") as out:
+        json.dump(results, out, indent=2)
+    print(json.dumps(results, indent=2))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
