@@ -53,7 +53,7 @@ RUNGS = [
      "profile labels, the app's log subscriber; no runtime sampler, no heap profiling",
      "catalogue", ["--no-runtime-metrics"], NO_HEAP_PROFILE),
     ("+ runtime metrics", "the runtime and task sampler (at scrape time)", "catalogue", [], NO_HEAP_PROFILE),
-    ("+ heap-profile sampling", "jemalloc's heap profiling (prof:true, a sample per 512 KiB)",
+    ("+ heap-profile sampling", "jemalloc's heap profiling (the binary's default MALLOC_CONF: prof:true, a sample per 2 MiB)",
      "catalogue", [], {}),
     ("+ traces 10 %, no keep", "OTLP export of 10 % of calls (head sampling)",
      "catalogue", ["--otlp-endpoint", SINK, "--no-trace-keep"], RATIO_10),
