@@ -30,8 +30,9 @@ pub(super) struct Call {
     pub(super) first_message_at: Option<Instant>,
     pub(super) blocked: Duration,
     pub(super) finished: bool,
-    /// The app's subscriber, for the response body's polls.
-    pub(super) dispatch: Dispatch,
+    /// The app's subscriber, for the response body's polls; `None` when it
+    /// is the process's default.
+    pub(super) dispatch: Option<Dispatch>,
     /// What the call keeps for its spans and passes on of its trace, when
     /// traces are exported.
     pub(super) recording: Option<Arc<Recording>>,
@@ -44,7 +45,7 @@ impl Call {
         method: Arc<RpcMetrics>,
         request: &Request<B>,
         traces: Option<&CallTraces>,
-        dispatch: Dispatch,
+        dispatch: Option<Dispatch>,
     ) -> Self {
         method.started.increment(1);
         method.in_flight.increment(1.0);
@@ -117,6 +118,15 @@ impl Call {
                 streams.cancelled.increment(1);
             }
         }
+    }
+}
+
+/// Runs `poll` with `dispatch` as the thread's default, if there is one to
+/// switch to.
+pub(super) fn scoped<T>(dispatch: Option<&Dispatch>, poll: impl FnOnce() -> T) -> T {
+    match dispatch {
+        Some(dispatch) => tracing::dispatcher::with_default(dispatch, poll),
+        None => poll(),
     }
 }
 
