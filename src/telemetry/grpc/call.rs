@@ -23,8 +23,11 @@ use super::{
 pub(super) struct Call {
     pub(super) method: Arc<RpcMetrics>,
     pub(super) started_at: Instant,
-    /// The SERVER span of a call the head sampler traces.
-    span: Option<SdkSpan>,
+    /// The SERVER span of a call the head sampler traces. Boxed: a call is
+    /// moved with the futures that hold it (into the task hyper spawns for
+    /// each stream, then into the response body), and the span's hundreds
+    /// of bytes are there only for the few calls that have one.
+    span: Option<Box<SdkSpan>>,
     pub(super) messages_sent: u64,
     pub(super) frames: FrameCounter,
     pub(super) first_message_at: Option<Instant>,
@@ -56,7 +59,7 @@ impl Call {
         let (span, recording) = match traces {
             Some(traces) if method.traced => {
                 let (span, recording) = traces.start(&method, request, started_at);
-                (span, Some(recording))
+                (span.map(Box::new), Some(recording))
             }
             _ => (None, None),
         };
@@ -98,7 +101,7 @@ impl Call {
                 elapsed: took,
                 messages_sent: method.streams.as_ref().map(|_| self.messages_sent),
             };
-            recording.finish(method, self.span.take(), &outcome)
+            recording.finish(method, self.span.take().map(|span| *span), &outcome)
         });
         method
             .outcome(code)

@@ -34,7 +34,6 @@ pub mod labels;
 pub mod traced;
 
 use std::{
-    collections::HashMap,
     pin::Pin,
     sync::Arc,
     task::{Context, Poll, ready},
@@ -72,7 +71,8 @@ pub struct Rpc {
 
 /// Shared by every clone of the layer and its services.
 struct Methods {
-    by_path: HashMap<String, Arc<RpcMetrics>>,
+    /// A handful of paths: comparing them costs less than hashing one.
+    by_path: Vec<(String, Arc<RpcMetrics>)>,
     unknown: Arc<RpcMetrics>,
     /// The same methods as CPU profile labels name them.
     labels: LabelTable,
@@ -80,7 +80,10 @@ struct Methods {
 
 impl Methods {
     fn lookup(&self, path: &str) -> &Arc<RpcMetrics> {
-        self.by_path.get(path).unwrap_or(&self.unknown)
+        self.by_path
+            .iter()
+            .find(|(known, _)| known == path)
+            .map_or(&self.unknown, |(_, method)| method)
     }
 }
 
@@ -153,8 +156,8 @@ impl GrpcTelemetryLayer {
     pub fn task_monitors(&self) -> Vec<(&'static str, &'static str, TaskMonitor)> {
         self.methods
             .by_path
-            .values()
-            .map(|method| (method.service, method.name, method.monitor.clone()))
+            .iter()
+            .map(|(_, method)| (method.service, method.name, method.monitor.clone()))
             .collect()
     }
 }
