@@ -106,6 +106,9 @@ pub struct App {
     metrics: Metrics,
     /// The app's subscriber: everything it runs logs and traces through it.
     dispatch: Dispatch,
+    /// What each call's polls switch to: `None` when the app's subscriber is
+    /// the process's default already.
+    call_dispatch: Option<Dispatch>,
     /// The log filter, changed by `PUT /log-level`.
     log_level: LogLevel,
     grpc_listener: TcpListener,
@@ -182,6 +185,7 @@ impl App {
             upstream,
             metrics,
             dispatch: telemetry.dispatch(),
+            call_dispatch: telemetry.call_dispatch(),
             log_level: telemetry.log_level(),
             call_traces: telemetry.call_traces(),
             grpc_listener,
@@ -244,6 +248,7 @@ impl App {
             upstream,
             metrics,
             dispatch,
+            call_dispatch,
             log_level,
             call_traces,
             grpc_listener,
@@ -267,7 +272,7 @@ impl App {
             &served_rpcs(config.telemetry.trace_health_checks),
             call_traces,
             &metrics,
-            dispatch.clone(),
+            call_dispatch,
         );
         let sampler = Sampler::new(
             tokio::runtime::Handle::current(),

@@ -50,11 +50,15 @@ use crate::telemetry::{
 };
 
 /// jemalloc's options when it is the global allocator: profiling on and
-/// active from the start, one sample per 2^19 bytes (512 KiB) allocated on
-/// average, which keeps the cost within measurement noise (README). The
-/// `MALLOC_CONF` variable overrides them at run time (`prof:false` turns
-/// heap profiles off).
-pub const MALLOC_CONF: &[u8] = b"prof:true,prof_active:true,lg_prof_sample:19\0";
+/// active from the start, one sample per 2^21 bytes (2 MiB) allocated on
+/// average. Each sample unwinds the stack through DWARF tables (libgcc's
+/// unwinder): at jemalloc's default of 512 KiB, sampling cost 3,600
+/// instructions per GetProduct on average, 5 % of the call
+/// (docs/cost-ladder.md); at 2 MiB it is a quarter of that, and a heap
+/// profile still finds whatever holds megabytes. The `MALLOC_CONF` variable
+/// overrides them at run time (`lg_prof_sample:19` samples finer,
+/// `prof:false` turns heap profiles off).
+pub const MALLOC_CONF: &[u8] = b"prof:true,prof_active:true,lg_prof_sample:21\0";
 
 #[doc(hidden)]
 pub use tikv_jemallocator::Jemalloc;

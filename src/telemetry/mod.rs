@@ -75,6 +75,8 @@ pub struct Telemetry {
     call_traces: Option<grpc::traced::CallTraces>,
     /// The runtime's live tasks, when its builder reports them here.
     tasks: tasks::TaskList,
+    /// Whether `dispatch` is the process's default too.
+    global: bool,
 }
 
 impl Telemetry {
@@ -161,6 +163,7 @@ impl Telemetry {
             tracer_provider,
             call_traces,
             tasks: tasks::TaskList::default(),
+            global: false,
         })
     }
 
@@ -179,15 +182,26 @@ impl Telemetry {
             tracer_provider: None,
             call_traces: None,
             tasks: tasks::TaskList::default(),
+            global: false,
         })
     }
 
     /// Makes the app's subscriber the process's default as well, for the
     /// threads the app does not run itself (the trace exporter's, the
-    /// console's, the blocking pool's). The app never relies on it: a
-    /// process that runs one app (the binary) calls it, tests do not.
-    pub fn set_global_default(&self) -> Result<(), tracing::dispatcher::SetGlobalDefaultError> {
-        tracing::dispatcher::set_global_default(self.dispatch.clone())
+    /// console's, the blocking pool's). A process that runs one app (the
+    /// binary) calls it, tests do not; once it has, the app's calls no
+    /// longer switch to its dispatch on every poll (`call_dispatch`).
+    pub fn set_global_default(&mut self) -> Result<(), tracing::dispatcher::SetGlobalDefaultError> {
+        tracing::dispatcher::set_global_default(self.dispatch.clone())?;
+        self.global = true;
+        Ok(())
+    }
+
+    /// The dispatch each call's polls must switch to: `None` once the app's
+    /// subscriber is the process's default, where switching to it on every
+    /// poll would change nothing (and cost a thread-local swap each time).
+    pub fn call_dispatch(&self) -> Option<Dispatch> {
+        (!self.global).then(|| self.dispatch.clone())
     }
 
     /// Which calls are exported, and what makes their spans; `None` when

@@ -70,7 +70,7 @@ where
         let recording = &*recording;
         let frame = ready!(label.polling(
             || super::call::trace_ids(recording),
-            || tracing::dispatcher::with_default(dispatch, || match recording {
+            || super::call::scoped(dispatch.as_ref(), || match recording {
                 Some(recording) => super::traced::polling(recording, || inner.poll_frame(cx)),
                 None => inner.poll_frame(cx),
             })

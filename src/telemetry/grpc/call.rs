@@ -23,15 +23,19 @@ use super::{
 pub(super) struct Call {
     pub(super) method: Arc<RpcMetrics>,
     pub(super) started_at: Instant,
-    /// The SERVER span of a call the head sampler traces.
-    span: Option<SdkSpan>,
+    /// The SERVER span of a call the head sampler traces. Boxed: a call is
+    /// moved with the futures that hold it (into the task hyper spawns for
+    /// each stream, then into the response body), and the span's hundreds
+    /// of bytes are there only for the few calls that have one.
+    span: Option<Box<SdkSpan>>,
     pub(super) messages_sent: u64,
     pub(super) frames: FrameCounter,
     pub(super) first_message_at: Option<Instant>,
     pub(super) blocked: Duration,
     pub(super) finished: bool,
-    /// The app's subscriber, for the response body's polls.
-    pub(super) dispatch: Dispatch,
+    /// The app's subscriber, for the response body's polls; `None` when it
+    /// is the process's default.
+    pub(super) dispatch: Option<Dispatch>,
     /// What the call keeps for its spans and passes on of its trace, when
     /// traces are exported.
     pub(super) recording: Option<Arc<Recording>>,
@@ -44,7 +48,7 @@ impl Call {
         method: Arc<RpcMetrics>,
         request: &Request<B>,
         traces: Option<&CallTraces>,
-        dispatch: Dispatch,
+        dispatch: Option<Dispatch>,
     ) -> Self {
         method.started.increment(1);
         method.in_flight.increment(1.0);
@@ -55,7 +59,7 @@ impl Call {
         let (span, recording) = match traces {
             Some(traces) if method.traced => {
                 let (span, recording) = traces.start(&method, request, started_at);
-                (span, Some(recording))
+                (span.map(Box::new), Some(recording))
             }
             _ => (None, None),
         };
@@ -97,7 +101,7 @@ impl Call {
                 elapsed: took,
                 messages_sent: method.streams.as_ref().map(|_| self.messages_sent),
             };
-            recording.finish(method, self.span.take(), &outcome)
+            recording.finish(method, self.span.take().map(|span| *span), &outcome)
         });
         method
             .outcome(code)
@@ -117,6 +121,15 @@ impl Call {
                 streams.cancelled.increment(1);
             }
         }
+    }
+}
+
+/// Runs `poll` with `dispatch` as the thread's default, if there is one to
+/// switch to.
+pub(super) fn scoped<T>(dispatch: Option<&Dispatch>, poll: impl FnOnce() -> T) -> T {
+    match dispatch {
+        Some(dispatch) => tracing::dispatcher::with_default(dispatch, poll),
+        None => poll(),
     }
 }
 

@@ -34,7 +34,6 @@ pub mod labels;
 pub mod traced;
 
 use std::{
-    collections::HashMap,
     pin::Pin,
     sync::Arc,
     task::{Context, Poll, ready},
@@ -47,7 +46,7 @@ use pin_project_lite::pin_project;
 use tokio_metrics::TaskMonitor;
 use tonic::Code;
 use tower::{Layer, Service};
-use tracing::{Dispatch, instrument::WithSubscriber};
+use tracing::Dispatch;
 
 pub use self::{body::TelemetryBody, codes::code_name};
 use self::{
@@ -72,7 +71,8 @@ pub struct Rpc {
 
 /// Shared by every clone of the layer and its services.
 struct Methods {
-    by_path: HashMap<String, Arc<RpcMetrics>>,
+    /// A handful of paths: comparing them costs less than hashing one.
+    by_path: Vec<(String, Arc<RpcMetrics>)>,
     unknown: Arc<RpcMetrics>,
     /// The same methods as CPU profile labels name them.
     labels: LabelTable,
@@ -80,7 +80,10 @@ struct Methods {
 
 impl Methods {
     fn lookup(&self, path: &str) -> &Arc<RpcMetrics> {
-        self.by_path.get(path).unwrap_or(&self.unknown)
+        self.by_path
+            .iter()
+            .find(|(known, _)| known == path)
+            .map_or(&self.unknown, |(_, method)| method)
     }
 }
 
@@ -91,19 +94,21 @@ pub struct GrpcTelemetryLayer {
     /// `None`: traces are not exported, no call makes a span.
     traces: Option<CallTraces>,
     /// The app's subscriber: a call's events (and its upstream call's span)
-    /// go to it, whichever task hyper polls the call on.
-    dispatch: Dispatch,
+    /// go to it, whichever task hyper polls the call on. `None` when it is
+    /// the process's default already.
+    dispatch: Option<Dispatch>,
 }
 
 impl GrpcTelemetryLayer {
     /// Records the calls of `rpcs`; `traces` decides which are exported
     /// and makes their spans (none without it); metrics go to `metrics`,
-    /// the events of the calls to `dispatch`.
+    /// the events of the calls to `dispatch` (`None`: the process's default
+    /// dispatch is the app's; see `Telemetry::call_dispatch`).
     pub fn new(
         rpcs: &[Rpc],
         traces: Option<CallTraces>,
         metrics: &Metrics,
-        dispatch: Dispatch,
+        dispatch: Option<Dispatch>,
     ) -> Self {
         let unknown = Rpc {
             service: "unknown",
@@ -151,8 +156,8 @@ impl GrpcTelemetryLayer {
     pub fn task_monitors(&self) -> Vec<(&'static str, &'static str, TaskMonitor)> {
         self.methods
             .by_path
-            .values()
-            .map(|method| (method.service, method.name, method.monitor.clone()))
+            .iter()
+            .map(|(_, method)| (method.service, method.name, method.monitor.clone()))
             .collect()
     }
 }
@@ -175,7 +180,7 @@ pub struct GrpcTelemetry<S> {
     inner: S,
     methods: Arc<Methods>,
     traces: Option<CallTraces>,
-    dispatch: Dispatch,
+    dispatch: Option<Dispatch>,
 }
 
 impl<S, ResBody> Service<Request<tonic::body::Body>> for GrpcTelemetry<S>
@@ -192,20 +197,18 @@ where
     }
 
     fn call(&mut self, request: Request<tonic::body::Body>) -> Self::Future {
-        let dispatch = self.dispatch.clone();
-        tracing::dispatcher::with_default(&dispatch, || {
+        call::scoped(self.dispatch.as_ref(), || {
             let method = self.methods.lookup(request.uri().path()).clone();
             let call = Call::start(
                 method.clone(),
                 &request,
                 self.traces.as_ref(),
-                dispatch.clone(),
+                self.dispatch.clone(),
             );
             let request = request.map(|body| count_received(body, method.received.clone()));
             let inner = self.inner.call(request);
             ResponseFuture {
-                inner: TaskMonitor::instrument(&method.monitor, inner)
-                    .with_subscriber(dispatch.clone()),
+                inner: TaskMonitor::instrument(&method.monitor, inner),
                 call: Some(call),
             }
         })
@@ -215,7 +218,7 @@ where
 pin_project! {
     pub struct ResponseFuture<F> {
         #[pin]
-        inner: tracing::instrument::WithDispatch<tokio_metrics::Instrumented<F>>,
+        inner: tokio_metrics::Instrumented<F>,
         call: Option<Call>,
     }
 }
@@ -230,15 +233,18 @@ where
         let this = self.project();
         let inner = this.inner;
         let Call {
-            label, recording, ..
+            label,
+            recording,
+            dispatch,
+            ..
         } = this.call.as_mut().expect("polled after completion");
         let recording = &*recording;
         let result = ready!(label.polling(
             || call::trace_ids(recording),
-            || match recording {
+            || call::scoped(dispatch.as_ref(), || match recording {
                 Some(recording) => traced::polling(recording, || inner.poll(cx)),
                 None => inner.poll(cx),
-            }
+            })
         ));
         let mut call = this.call.take().expect("polled after completion");
         Poll::Ready(match result {

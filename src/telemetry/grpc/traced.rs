@@ -293,6 +293,12 @@ impl Recording {
         span: Option<SdkSpan>,
         outcome: &Outcome,
     ) -> Option<SpanContext> {
+        // Decided first: an untraced call that is not kept (most calls)
+        // reads no clock and builds nothing.
+        let kept = match span {
+            Some(_) => None,
+            None => Some(self.kept(outcome)?),
+        };
         let started = SystemTime::now() - outcome.elapsed;
         let names = self.traces.0.names;
         let mut attributes = outcome_attributes(outcome, names);
@@ -302,19 +308,10 @@ impl Recording {
                 span
             }
             None => {
-                let keep = self.traces.0.keep.as_ref()?;
-                let reason = if outcome.code != Code::Ok {
-                    "error"
-                } else if outcome.elapsed >= keep.slow {
-                    "slow"
-                } else {
-                    return None;
-                };
-                if !keep.admit() {
-                    return None;
-                }
                 attributes.extend(server_attributes(method, self.local, self.peer, names));
-                attributes.push(KeyValue::new("catalogue.trace.kept", reason));
+                if let Some(reason) = kept {
+                    attributes.push(KeyValue::new("catalogue.trace.kept", reason));
+                }
                 self.traces
                     .builder(
                         method.full_name.clone().into(),
@@ -332,6 +329,20 @@ impl Recording {
         self.store_spans(&ids, started);
         span.end_with_timestamp(started + outcome.elapsed);
         Some(ids)
+    }
+
+    /// Why an untraced call is exported after all (`error` or `slow`);
+    /// `None` if it is not, or the keep's budget for this second is spent.
+    fn kept(&self, outcome: &Outcome) -> Option<&'static str> {
+        let keep = self.traces.0.keep.as_ref()?;
+        let reason = if outcome.code != Code::Ok {
+            "error"
+        } else if outcome.elapsed >= keep.slow {
+            "slow"
+        } else {
+            return None;
+        };
+        keep.admit().then_some(reason)
     }
 
     /// The spans of the store calls made, children of `server`; the call
