@@ -16,6 +16,7 @@ mod log_level;
 mod metrics;
 mod postgres;
 mod pprof;
+mod ready;
 mod replicas;
 mod resilience;
 mod robustness;
