@@ -2,7 +2,7 @@
 beyond capacity, against a service whose every call waits on a 10-second
 inventory upstream, run against
 
-  go           the grpc-go peer (scripts/go-peer, -upstream): a goroutine per
+  go           the grpc-go peer (go-peer/, -upstream): a goroutine per
                call, no bulkhead, no breaker, no shedding;
   protected    the catalogue with its defaults;
   unprotected  the catalogue with --no-protection;
@@ -45,22 +45,14 @@ import tempfile
 import time
 import urllib.request
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import harness  # noqa: E402
+
 CGROUP_ROOT = "/sys/fs/cgroup/memory"
 RUN_NAMES = {"go": "Go peer (grpc-go)", "protected": "catalogue (defaults)",
              "unprotected": "catalogue --no-protection"}
 # The catalogue's max_concurrent_streams is 200: fewer calls per connection.
 CALLS_PER_CONNECTION = 150
-
-
-def wait_for(log_path, pattern, timeout=20):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        text = re.sub(r"\x1b\[[0-9;]*m", "", open(log_path).read())
-        match = re.search(pattern, text)
-        if match:
-            return match
-        time.sleep(0.1)
-    raise SystemExit(f"did not start; log:\n{open(log_path).read()}")
 
 
 def scrape(admin):
@@ -120,15 +112,8 @@ def quantile(q, before, after):
 
 
 def process_sample(pid):
-    sample = {}
-    with open(f"/proc/{pid}/status") as status:
-        for line in status:
-            if line.startswith("VmRSS:"):
-                sample["rss_mb"] = int(line.split()[1]) / 1024
-            elif line.startswith("Threads:"):
-                sample["threads"] = int(line.split()[1])
-    sample["fds"] = len(os.listdir(f"/proc/{pid}/fd"))
-    return sample
+    return {"rss_mb": harness.status_mb(pid, "VmRSS").get("VmRSS", 0.0), "threads": harness.threads(pid),
+            "fds": harness.open_fds(pid)}
 
 
 class MemoryCap:
@@ -193,19 +178,20 @@ class Run:
         self.processes.append(process)
         return process
 
+    def serve(self, argv, name):
+        server = harness.Server(argv, log=f"{self.logs}/{name}.log")
+        self.processes.append(server.process)
+        return server
+
     def start(self):
         binary = self.args.binary
-        self.spawn([binary, "upstream", "--addr", "127.0.0.1:0", "--admin-addr", "127.0.0.1:0",
-                    "--latency-ms", "10000"], "upstream.log", env={**os.environ, "NO_COLOR": "1"})
-        self.upstream_grpc = wait_for(f"{self.logs}/upstream.log", r"grpc=(\S+)").group(1)
-        self.upstream_admin = wait_for(f"{self.logs}/upstream.log", r"admin=(\S+)").group(1)
+        upstream = self.serve(harness.upstream_argv(binary, "--latency-ms", "10000"), "upstream")
+        self.upstream_grpc, self.upstream_admin = upstream.grpc, upstream.admin
         if self.kind == "go":
-            command = [self.args.go_peer, "-addr", "127.0.0.1:0", "-metrics-addr", "127.0.0.1:0",
-                       "-upstream", self.upstream_grpc]
+            command = harness.go_peer_argv(self.args.go_peer, "-upstream", self.upstream_grpc)
         else:
-            command = [binary, "serve", "--database-url", "memory", "--log-format", "json",
-                       "--grpc-addr", "127.0.0.1:0", "--admin-addr", "127.0.0.1:0",
-                       "--upstream-url", f"http://{self.upstream_grpc}"]
+            command = harness.serve_argv(binary, "--database-url", "memory",
+                                         "--upstream-url", f"http://{self.upstream_grpc}")
             if self.kind == "protected":
                 # One load generator on one IP stands for the many clients
                 # of the experiment: the per-client bounds would otherwise
@@ -213,11 +199,10 @@ class Run:
                 command += ["--max-connections-per-peer", "4096", "--max-calls-per-peer", "1024"]
             if self.kind == "unprotected":
                 command.append("--no-protection")
-        self.server = self.spawn(command, "server.log")
+        served = self.serve(command, "server")
+        self.server = served.process
         self.cap = MemoryCap(self.server.pid, self.args.memory_cap_mb)
-        log = f"{self.logs}/server.log"
-        self.grpc = wait_for(log, r'"grpc":"([^"]+)"').group(1)
-        self.admin = wait_for(log, r'"admin":"([^"]+)"').group(1)
+        self.grpc, self.admin = served.grpc, served.admin
         self.target = f"http://{self.grpc}"
 
     def load(self, *flags, stdout=subprocess.PIPE):
@@ -558,7 +543,7 @@ def main():
         if kind not in RUN_NAMES:
             parser.error(f"unknown run {kind!r}: go, protected or unprotected")
     if "go" in kinds and not os.access(args.go_peer, os.X_OK):
-        parser.error(f"{args.go_peer} missing: scripts/go-peer/build.sh builds it")
+        parser.error(f"{args.go_peer} missing: go-peer/build.sh builds it")
 
     logs = tempfile.mkdtemp(prefix="catalogue-flood-")
     results = {kind: [] for kind in kinds}
