@@ -5,6 +5,7 @@ mod console;
 mod consul;
 mod dashboards;
 mod deadlines;
+mod docs;
 mod fairness;
 mod faults;
 mod get_product;
