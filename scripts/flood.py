@@ -27,7 +27,7 @@ heals (5 ms) and the recovery is timed: until live stock is served again
 Usage: python3 scripts/flood.py BINARY [--go-peer PATH] [--runs go,protected,unprotected]
        [--steps 1000,5000,20000] [--step-seconds 10] [--repeat N] [--memory-cap-mb N]
        [--json FILE] [--plot FILE.png]
-The older single-run form still works: BINARY [--no-protection]
+A single run of one server: BINARY [--no-protection]
 [--duration S] [--concurrency N] [--connections N].
 Prints one table, the runs side by side (medians when --repeat > 1), and
 the same as JSON on the last line.
@@ -436,7 +436,7 @@ def table(runs, args):
                  *(fmt(r["recovery_s"], " s", 2) if r["recovery_s"] is not None or not r["server_survived"]
                    else f"none in {args.recovery_timeout} s" for r in runs)])
     rows.append(["RSS per call in flight (least-squares slope)", *(fmt(r.get("kb_per_call"), " KB", 1) for r in runs)])
-    rows.append(["… at the seed's 100M calls in flight", *(at_seed_scale(r) for r in runs)])
+    rows.append(["… at 100M calls in flight", *(at_seed_scale(r) for r in runs)])
     widths = [max(len(str(row[i])) for row in [header, *rows]) for i in range(len(header))]
     lines = ["| " + " | ".join(str(cell).ljust(width) for cell, width in zip(header, widths)) + " |",
              "|" + "|".join("-" * (width + 2) for width in widths) + "|"]
@@ -456,7 +456,7 @@ def p99_cell(step):
 
 
 def at_seed_scale(run):
-    """The slope times the seed's 100 million calls in flight."""
+    """The slope times 100 million calls in flight."""
     if run["run"] == "protected":
         return "never held: sheds beyond --max-concurrent-calls"
     if run.get("kb_per_call") is None:

@@ -185,7 +185,7 @@ def section(name, value):
     note = SECTION_NOTES.get(name)
     if note:
         lines += [note, ""]
-    body = render_value(name, value, 3)
+    body = render_value(name, value, 2)
     return lines + body[2:]
 
 

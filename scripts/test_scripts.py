@@ -63,7 +63,7 @@ class RenderBenchmarks(unittest.TestCase):
         document = render_benchmarks.render(BENCH, None)
 
         self.assertIn("| startup to first rpc ms | 34.4 |", document)
-        self.assertIn("#### unary h2load", document)
+        self.assertIn("### unary h2load", document)
         self.assertIn("| rps | 97,341 |", document)
 
     def test_a_dict_of_flat_dicts_is_one_row_each(self):
