@@ -54,11 +54,15 @@ dir_of() {
     echo "$gocode/$1"
     return
   fi
-  local base=${1%/v[0-9]*} suffix=${1#"${1%/v[0-9]*}"}
-  local major=${suffix%%/*} rest=${suffix#/v*/}
-  [ "$rest" = "$suffix" ] && rest=""
-  local candidate=$gocode/$base${major:+}
-  if [ -n "$suffix" ] && grep -qs "^module $base$major\b" "$gocode/$base/go.mod" 2>/dev/null; then
+  # github.com/x/y/v2/sub: base github.com/x/y, major /v2, rest sub.
+  local base=${1%/v[0-9]*}
+  local suffix=${1#"$base"}
+  [ -n "$suffix" ] || return 0
+  local major=${suffix#/}
+  major=/${major%%/*}
+  local rest=${suffix#"$major"}
+  rest=${rest#/}
+  if grep -qsx "module[[:space:]]*\"\{0,1\}$base$major\"\{0,1\}[[:space:]]*" "$gocode/$base/go.mod"; then
     echo "$gocode/$base${rest:+/$rest}"
   fi
 }

@@ -11,7 +11,7 @@ python_venv
 cargo build --quiet --bin catalogue
 log=$(mktemp)
 start_catalogue "$log" --database-url memory --seed-products 100
-trap 'kill $server 2>/dev/null || true; rm -f "$log"' EXIT
+trap 'kill $server 2>/dev/null || true; rm -f "$log" "$log.ready.json"' EXIT
 
 "$venv/bin/python" scripts/h2-abuse.py "$grpc_addr" "$server"
 kill -0 "$server" || { echo "the server died"; exit 1; }

@@ -21,14 +21,16 @@ python_client() {
     --grpc_python_out="$generated" proto/catalogue/v1/catalogue.proto
 }
 
-# start_server LOG COMMAND...: runs COMMAND with `--ready-file FILE` added
-# (any binary that writes the ready file: `catalogue serve`, `catalogue
-# upstream`, the grpc-go peer), output to LOG, and waits for the file.
-# Sets $started (its pid) and $ready (the file: `ready_address $ready grpc`).
+# start_server LOG COMMAND...: runs COMMAND with `--ready-file LOG.ready.json`
+# added (any binary that writes the ready file: `catalogue serve`,
+# `catalogue upstream`, the grpc-go peer), output to LOG, and waits for the
+# file. Sets $started (its pid) and $ready (the file: `ready_address $ready
+# grpc`).
 start_server() {
   local log=$1
   shift
-  ready=$(mktemp -u "${TMPDIR:-/tmp}/catalogue-ready-XXXXXX.json")
+  ready=$log.ready.json
+  rm -f "$ready"
   "$@" --ready-file "$ready" >"$log" 2>&1 &
   started=$!
   for _ in $(seq 300); do

@@ -16,5 +16,5 @@ fi
 cargo build --quiet --bin catalogue
 log=$(mktemp)
 start_catalogue "$log" --database-url memory --seed-products 100
-trap 'kill $server 2>/dev/null || true; rm -f "$log"' EXIT
+trap 'kill $server 2>/dev/null || true; rm -f "$log" "$log.ready.json"' EXIT
 "$venv/bin/python" scripts/python-client.py "$grpc_addr" "$generated"
