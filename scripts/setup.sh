@@ -3,7 +3,7 @@
 # that they install nothing themselves: Debian packages (apt) and the
 # scripts' Python virtualenv, target/venv (from PyPI, scripts/requirements.txt).
 # Runs again in seconds when everything is there.
-#   scripts/setup.sh            Debian packages (as root) and the virtualenv
+#   scripts/setup.sh            Debian packages (as root), cargo-nextest and the virtualenv
 #   scripts/setup.sh --python   the virtualenv only (no root needed)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -43,6 +43,8 @@ if [ "${1:-}" != "--python" ]; then
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
     if [ -n "$added_policy" ]; then rm -f "$policy"; fi
   fi
+  # The second test runner CI uses (one process per test).
+  command -v cargo-nextest >/dev/null || cargo install --locked cargo-nextest
 fi
 
 venv=target/venv
