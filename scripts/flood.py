@@ -178,8 +178,8 @@ class Run:
         self.processes.append(process)
         return process
 
-    def serve(self, argv, name):
-        server = harness.Server(argv, log=f"{self.logs}/{name}.log")
+    def serve(self, argv, name, on_spawn=None):
+        server = harness.Server(argv, log=f"{self.logs}/{name}.log", on_spawn=on_spawn)
         self.processes.append(server.process)
         return server
 
@@ -199,9 +199,11 @@ class Run:
                 command += ["--max-connections-per-peer", "4096", "--max-calls-per-peer", "1024"]
             if self.kind == "unprotected":
                 command.append("--no-protection")
-        served = self.serve(command, "server")
+        def cap(process):
+            self.cap = MemoryCap(process.pid, self.args.memory_cap_mb)
+
+        served = self.serve(command, "server", on_spawn=cap)
         self.server = served.process
-        self.cap = MemoryCap(self.server.pid, self.args.memory_cap_mb)
         self.grpc, self.admin = served.grpc, served.admin
         self.target = f"http://{self.grpc}"
 

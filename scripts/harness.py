@@ -45,11 +45,13 @@ class Server:
     `console` are the addresses it wrote, `process` its Popen, `started` the
     monotonic time of its exec, `log` the file its output goes to."""
 
-    def __init__(self, argv, env=None, log=None, timeout=READY_TIMEOUT_SECONDS):
-        self.start(argv, env, log, timeout)
+    def __init__(self, argv, env=None, log=None, timeout=READY_TIMEOUT_SECONDS, on_spawn=None):
+        self.start(argv, env, log, timeout, on_spawn)
 
-    def start(self, argv, env=None, log=None, timeout=READY_TIMEOUT_SECONDS):
-        """Runs argv with `--ready-file` added and waits for the file."""
+    def start(self, argv, env=None, log=None, timeout=READY_TIMEOUT_SECONDS, on_spawn=None):
+        """Runs argv with `--ready-file` added and waits for the file;
+        `on_spawn(process)` runs first, as soon as the process exists (to
+        put it in a cgroup before it allocates, say)."""
         self.directory = tempfile.mkdtemp(prefix="catalogue-server-")
         self.ready_file = os.path.join(self.directory, "ready.json")
         self.log = log or os.path.join(self.directory, "output.log")
@@ -60,6 +62,8 @@ class Server:
                 [*argv, "--ready-file", self.ready_file], stdout=output, stderr=subprocess.STDOUT,
                 env={**os.environ, **(env or {})},
             )
+        if on_spawn:
+            on_spawn(self.process)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if os.path.exists(self.ready_file):
