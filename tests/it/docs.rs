@@ -277,6 +277,29 @@ fn every_link_path_and_command_in_the_documents_holds() {
 }
 
 #[test]
+fn every_document_in_docs_starts_with_what_its_reader_will_learn() {
+    let mut without: Vec<String> = std::fs::read_dir(repo_path("docs"))
+        .unwrap()
+        .map(|entry| entry.unwrap().path())
+        .filter(|path| path.extension().is_some_and(|ext| ext == "md"))
+        .filter(|path| {
+            !FOREIGN_PATHS
+                .iter()
+                .any(|document| path.ends_with(document))
+        })
+        .filter(|path| {
+            let text = std::fs::read_to_string(path).unwrap();
+            let opening: String = text.lines().take(4).collect::<Vec<_>>().join(" ");
+            !opening.contains("What you will learn here")
+        })
+        .map(|path| path.display().to_string())
+        .collect();
+    without.sort();
+
+    assert!(without.is_empty(), "no opening promise: {without:?}");
+}
+
+#[test]
 fn scripts_readme_names_every_script() {
     let index = std::fs::read_to_string(repo_path("scripts/README.md")).unwrap();
     let mut missing: Vec<String> = std::fs::read_dir(repo_path("scripts"))
