@@ -85,7 +85,8 @@ struct Cli {
     /// The last rung served: it and every rung before it.
     #[arg(long, value_enum, default_value_t = Rung::Bare)]
     up_to: Rung,
-    /// Written once the listener is bound: `{"grpc": ADDR}`.
+    /// Written once the listener is bound: `{"grpc": ADDR, "admin": null,
+    /// "console": null}`.
     #[arg(long)]
     ready_file: Option<PathBuf>,
     #[command(flatten)]
@@ -112,7 +113,10 @@ fn main() -> anyhow::Result<()> {
 async fn serve(cli: Cli) -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(cli.grpc_addr).await?;
     let addr = listener.local_addr()?;
-    let ready = serde_json::json!({ "grpc": addr.to_string() }).to_string();
+    // The ready file of `catalogue serve` (scripts/harness.py): no admin
+    // port here.
+    let ready =
+        serde_json::json!({ "grpc": addr.to_string(), "admin": null, "console": null }).to_string();
     println!("{ready}");
     if let Some(path) = &cli.ready_file {
         let partial = path.with_extension("partial");

@@ -4,8 +4,9 @@ the cost of each observability signal, all on loopback.
 Usage: python scripts/bench.py BINARY [--quick] [--json FILE] [--only SECTION]...
                                 [--go-peer PATH]
 Needs h2load (Debian nghttp2-client) and grpcio (for the OTLP sink and the
-start-up probe); scripts/bench.sh installs both and builds the grpc-go peer
-of the side-by-side section (scripts/go-peer/build.sh).
+start-up probe): scripts/setup.sh installs both; scripts/bench.sh builds the
+grpc-go peer of the side-by-side section (go-peer/build.sh) and renders
+docs/benchmarks.md from the JSON (scripts/render-benchmarks.py).
 
 Timings on a shared 2-core machine are noisy: configurations are run in
 alternating rounds and the median is reported, with ratios taken within the
@@ -27,6 +28,9 @@ import time
 from concurrent import futures
 
 import grpc
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import harness  # noqa: E402
 
 PRODUCT_ID = b"prod-0000042"
 SEED_PRODUCTS = 10000
@@ -81,33 +85,12 @@ class OtlpSink:
         return f"http://127.0.0.1:{self.port}"
 
 
-class Server:
-    def __init__(self, binary, flags, env=None):
-        self.start([binary, "serve", "--grpc-addr", "127.0.0.1:0", "--admin-addr", "127.0.0.1:0",
-                    "--console-addr", "127.0.0.1:0", "--log-format", "json", *flags], env)
+class Server(harness.Server):
+    """`catalogue serve` with `flags`, started through the ready file
+    (harness.py); with `argv`, any binary that writes one."""
 
-    def start(self, argv, env=None, needs_admin=True):
-        """Runs argv and waits for its log to name the "grpc" and (unless
-        `needs_admin` is false: the bare tonic baseline has no admin port)
-        "admin" addresses."""
-        self.log = tempfile.NamedTemporaryFile(prefix="catalogue-bench-", suffix=".log", delete=False)
-        self.started = time.monotonic()
-        self.process = subprocess.Popen(
-            argv, stdout=self.log, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})},
-        )
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            text = open(self.log.name).read()
-            grpc_addr = re.search(r'"grpc":"([^"]+)"', text)
-            admin_addr = re.search(r'"admin":"([^"]+)"', text)
-            if grpc_addr and (admin_addr or not needs_admin):
-                self.grpc = grpc_addr.group(1)
-                self.admin = admin_addr.group(1) if admin_addr else None
-                return
-            if self.process.poll() is not None:
-                break
-            time.sleep(0.005)
-        raise SystemExit(f"the server did not start:\n{open(self.log.name).read()}")
+    def __init__(self, binary, flags, env=None, argv=None):
+        self.start(argv or harness.serve_argv(binary, *flags), env)
 
     def first_rpc_ms(self):
         """Milliseconds from exec to the first successful health check."""
@@ -130,44 +113,16 @@ class Server:
                 return b"".join(grpc_frame(message) for message in stream(body[5:], timeout=10))
             return channel.unary_unary(path, lambda b: b, lambda b: b)(body[5:], timeout=10)
 
-    def status_mb(self, *keys):
-        """Lines of /proc/PID/status in kB, as MB: VmRSS (resident), RssAnon
-        (heap, stacks), RssFile (the binary's and libraries' pages mapped
-        in)."""
-        found = {}
-        with open(f"/proc/{self.process.pid}/status") as status:
-            for line in status:
-                key, _, value = line.partition(":")
-                if key in keys:
-                    found[key] = int(value.split()[0]) / 1024
-        return found
-
-    def rss_mb(self):
-        return self.status_mb("VmRSS").get("VmRSS", 0.0)
-
-    def stop(self):
-        self.process.terminate()
-        try:
-            self.process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-        os.unlink(self.log.name)
-
 
 class GoPeer(Server):
-    """The grpc-go peer (scripts/go-peer), which logs the same "grpc" and
-    "admin" (its /metrics) address fields."""
+    """The grpc-go peer (go-peer/), which writes the same ready file (its
+    "admin" is its /metrics)."""
 
     def __init__(self, binary, products=SEED_PRODUCTS):
-        self.start([binary, "-addr", "127.0.0.1:0", "-metrics-addr", "127.0.0.1:0",
-                    "-products", str(products)])
+        super().__init__(binary, [], argv=harness.go_peer_argv(binary, "-products", str(products)))
 
 
-def cpu_seconds(pid):
-    """utime + stime of a process, in seconds."""
-    with open(f"/proc/{pid}/stat") as stat:
-        fields = stat.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+cpu_seconds = harness.cpu_seconds
 
 
 def comparison_arguments(candidate, seconds):
@@ -489,13 +444,16 @@ def paired_suite(binary, seconds, rounds, body_path, sink):
     return results
 
 
-class BareTonic(Server):
+def bare_argv(binary, *flags):
     """The bare tonic baseline (examples/bare_tonic.rs): the same contract on
-    tonic with nothing on it; it logs its "grpc" address only."""
+    tonic with nothing on it, on a port the system picks; it has no admin
+    port (its ready file says `"admin": null`)."""
+    return [binary, "--grpc-addr", "127.0.0.1:0", *flags]
 
+
+class BareTonic(Server):
     def __init__(self, binary, products=SEED_PRODUCTS):
-        self.start([binary, "--grpc-addr", "127.0.0.1:0", "--seed-products", str(products)],
-                   needs_admin=False)
+        super().__init__(binary, [], argv=bare_argv(binary, "--seed-products", str(products)))
 
 
 def go_peer_suite(binary, go_binary, bare_binary, seconds, rounds, bodies, sink):
@@ -605,6 +563,21 @@ def print_side_by_side(results):
         print("warning: ours and the Go peer did not give the same responses", file=sys.stderr)
 
 
+def commit():
+    """The checked-out commit, `+dirty` when the tree has changes."""
+    def git(*args):
+        return subprocess.run(["git", *args], capture_output=True, text=True).stdout.strip()
+    head = git("rev-parse", "--short=12", "HEAD") or "unknown"
+    return head + ("+dirty" if git("status", "--porcelain", "--untracked-files=no") else "")
+
+
+def machine():
+    """Cores, memory and kernel of this machine."""
+    memory = harness.read("/proc/meminfo").split("\n", 1)[0].split()
+    gib = f", {int(memory[1]) / 1024 / 1024:.0f} GiB" if len(memory) > 1 else ""
+    return f"{os.cpu_count()} cores{gib}, Linux {os.uname().release}"
+
+
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("binary")
@@ -613,7 +586,7 @@ def main():
     parser.add_argument("--only", action="append", choices=SECTIONS,
                         help="run only this section (repeatable); all of them by default")
     parser.add_argument("--go-peer", default="target/go-peer/catalogue-go",
-                        help="the grpc-go peer's binary (scripts/go-peer/build.sh)")
+                        help="the grpc-go peer's binary (go-peer/build.sh)")
     parser.add_argument("--bare", default="target/release/examples/bare_tonic",
                         help="the bare tonic baseline (cargo build --release --example bare_tonic)")
     args = parser.parse_args()
@@ -626,7 +599,8 @@ def main():
             file.write(body)
         bodies[method] = file.name
     sink = OtlpSink()
-    results = {"machine": f"{os.cpu_count()} cores, {os.uname().release}"}
+    results = {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "commit": commit(),
+               "machine": machine()}
     if "memory" in sections:
         results["memory store"] = store_suite(args.binary, "memory", seconds, bodies["GetProduct"])
     if "sqlite" in sections:

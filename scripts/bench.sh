@@ -1,24 +1,24 @@
 #!/usr/bin/env bash
-# Benchmarks of the release build; prints a JSON table (and writes
-# target/bench.json). Installs what it needs: h2load from Debian's
-# nghttp2-client, grpcio into the scripts' virtualenv.
-#   scripts/bench.sh            full run (~13 min on 2 cores)
-#   scripts/bench.sh --quick    one short round of everything
+# Benchmarks of the release build: writes target/bench.json and renders
+# docs/benchmarks.md from it (scripts/render-benchmarks.py).
+#   scripts/bench.sh                  full run (~15 min on 2 cores, after the build)
+#   scripts/bench.sh --quick          one short round of everything
 #   scripts/bench.sh --only go-peer   one section alone (memory, sqlite,
-#                                     observability, go-peer; repeatable)
+#                                     observability, go-peer, footprint; repeatable)
 #   scripts/bench.sh --ladder [--only-instructions]
-#                               the cost ladder instead (scripts/ladder.py,
-#                               target/ladder.json; ~12 min, callgrind alone ~6)
-# The go-peer section runs ours side by side with a grpc-go peer, built from
-# Debian's Go packages by scripts/go-peer/build.sh.
+#                                     the cost ladder instead (scripts/ladder.py:
+#                                     target/ladder.json and docs/cost-ladder.md;
+#                                     ~12 min, callgrind alone ~6)
+# The go-peer section runs ours side by side with the grpc-go peer, built
+# from Debian's Go packages by go-peer/build.sh, and the bare tonic baseline
+# (examples/bare_tonic.rs). Needs h2load, valgrind for the ladder, Go's
+# packages and the scripts' venv (scripts/setup.sh).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/lib.sh
 
-if ! command -v h2load >/dev/null; then
-  apt-get update -qq && apt-get install -y -qq nghttp2-client >/dev/null
-fi
-python_client
+need h2load
+python_venv
 cargo build --release --quiet --bin catalogue --example bare_tonic
 if [[ "${1:-}" == --ladder ]]; then
   shift
@@ -26,6 +26,8 @@ if [[ "${1:-}" == --ladder ]]; then
 fi
 # The grpc-go peer, unless --only leaves its section out.
 if [[ " $* " != *" --only"* || " $* " == *"go-peer"* ]]; then
-  scripts/go-peer/build.sh
+  bash go-peer/build.sh
 fi
 "$venv/bin/python" scripts/bench.py target/release/catalogue --json target/bench.json "$@"
+"$venv/bin/python" scripts/render-benchmarks.py target/bench.json --ladder target/ladder.json \
+  --out docs/benchmarks.md

@@ -6,12 +6,11 @@
 # while `catalogue load` drives it (a fault switched on and off, a burst
 # over the concurrency limit); every panel query and recording rule is
 # evaluated through Prometheus' HTTP API, and the script fails if any
-# returns no data. The grpc-go peer (scripts/go-peer, built from Debian's Go
+# returns no data. The grpc-go peer (go-peer/, built from Debian's Go
 # packages) runs beside it against the same upstream, scraped as job go-peer
 # and driven by its own load, so that the Go panels of go-and-tokio.json
-# are proved on a Go process and the Tokio ones on the catalogue. Installs
-# Debian's prometheus package when promtool or prometheus is missing
-# (lib.sh's need_prometheus).
+# are proved on a Go process and the Tokio ones on the catalogue. Needs
+# prometheus, promtool and Go's packages (scripts/setup.sh).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/lib.sh
@@ -20,14 +19,14 @@ LOAD_SECONDS=${LOAD_SECONDS:-30}
 # Low, so that the burst below is partly shed.
 MAX_CONCURRENT_CALLS=8
 
-need_prometheus
+need prometheus promtool go
 
 promtool check config otel/prometheus.yml
 promtool check rules otel/rules/*.yml
 promtool test rules otel/tests/*.yml
 
 cargo build --quiet --bin catalogue
-bash scripts/go-peer/build.sh
+bash go-peer/build.sh
 
 work=$(mktemp -d)
 pids=()
@@ -53,13 +52,12 @@ start_catalogue "$work/catalogue.log" --database-url "sqlite://$work/catalogue.d
   --max-concurrent-calls "$MAX_CONCURRENT_CALLS" --enable-faults
 pids+=("$server")
 
-# The Go peer, calling the same upstream (its JSON line names its ports).
-target/go-peer/catalogue-go -addr 127.0.0.1:0 -metrics-addr 127.0.0.1:0 -products 2000 \
-  -upstream "$upstream_addr" >"$work/go-peer.log" 2>&1 &
-pids+=($!)
-await_address "$!" "$work/go-peer.log"
-go_grpc_addr=$(logged_address "$work/go-peer.log" grpc)
-go_metrics_addr=$(logged_address "$work/go-peer.log" admin)
+# The Go peer, calling the same upstream.
+start_server "$work/go-peer.log" target/go-peer/catalogue-go -addr 127.0.0.1:0 \
+  -metrics-addr 127.0.0.1:0 -products 2000 -upstream "$upstream_addr"
+pids+=("$started")
+go_grpc_addr=$(ready_address "$ready" grpc)
+go_metrics_addr=$(ready_address "$ready" admin)
 
 # The job names are otel/prometheus.yml's, so the dashboards' $job matches.
 prometheus_port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')

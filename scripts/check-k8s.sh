@@ -6,28 +6,13 @@
 # (kubernetes-validate, which ships them) and the PodMonitor against models
 # generated from prometheus-operator's CRD schema; then the cross-references
 # (selectors, port names, ConfigMap and Secret keys, grace period, variables
-# the service's flags in src/ read). The validators live in a virtualenv in target/,
-# installed from PyPI on the first run only. See deploy/k8s/README.md.
+# the service's flags in src/ read). The validators are in the scripts' venv
+# (scripts/setup.sh). See deploy/k8s/README.md.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+source scripts/lib.sh
 
-venv=target/k8s-venv
-requirements="kubernetes-validate==1.37.0 cloudcoil-models-prometheus-operator==0.80.1.0"
-
-if [ ! -x "$venv/bin/python" ] || [ "$(cat "$venv/.requirements" 2>/dev/null)" != "$requirements" ]; then
-  rm -rf "$venv"
-  mkdir -p target
-  if ! python3 -m venv "$venv" >/dev/null 2>&1; then
-    # Debian's python3 keeps venv (ensurepip) in a package of its own.
-    rm -rf "$venv"
-    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-venv >/dev/null
-    python3 -m venv "$venv"
-  fi
-  # shellcheck disable=SC2086 # one word per requirement
-  "$venv/bin/pip" install --quiet --disable-pip-version-check $requirements
-  echo "$requirements" >"$venv/.requirements"
-fi
-
+python_venv
 rendered_flag=()
 if command -v kubectl >/dev/null; then
   rendered=$(mktemp)
@@ -35,4 +20,4 @@ if command -v kubectl >/dev/null; then
   kubectl kustomize deploy/k8s >"$rendered"
   rendered_flag=(--rendered "$rendered")
 fi
-"$venv/bin/python" scripts/check-k8s.py deploy/k8s "${rendered_flag[@]}"
+"$venv/bin/python" scripts/check-k8s.py deploy/k8s ${rendered_flag[@]+"${rendered_flag[@]}"}

@@ -5,15 +5,15 @@ the layer at all. h2load saturates GetProduct on the memory store
 server's CPU time per call is read from /proc/PID/stat around each run.
 
 Usage: python scripts/console-overhead.py BASELINE CANDIDATE [--rounds N] [--seconds S] [--traces] [--dormant-only]
-  BASELINE   a release build with no console layer (main before issue 18)
-  CANDIDATE  a release build with the dormant layer (this one)
+  BASELINE   a release build with no console layer (the layer left out)
+  CANDIDATE  a release build with the dormant layer
   --traces   the default production profile: metrics, and traces at 10 %
              exported over OTLP to a local sink (otherwise everything off)
   --dormant-only  leave the awake configuration out (more rounds in the time)
 
 Configurations run in alternating order each round (ABBA); medians and
 ratios to the baseline are printed as JSON. Needs h2load and grpcio (what
-bench.py needs); run it under the machine lock.
+bench.py needs: scripts/setup.sh). Both builds must accept --ready-file.
 """
 
 import json

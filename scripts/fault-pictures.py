@@ -3,12 +3,12 @@ catalogue (`serve --enable-faults`, SQLite, 2,000 products) and a native
 Prometheus scraping it every second run on loopback ports the system picks,
 `catalogue load` drives the service for the whole run (open loop, 200
 calls/s, GetProduct, ListProducts, SearchProducts and health checks), and
-each fault of the README's "Break it and watch" is switched on in turn:
+each fault of docs/faults.md is switched on in turn:
 N seconds before, `PUT /faults` (N seconds during), `DELETE /faults` (N
 seconds after, which are the next fault's "before"), in the order of
 scripts/fault-pictures.toml.
 
-Then, for each fault, the panels the README's words name (listed in
+Then, for each fault, the panels docs/faults.md names (listed in
 scripts/fault-pictures.toml) are read from grafana/dashboards/*.json by
 title, their own PromQL is evaluated with Prometheus' query_range over the
 real time range (Grafana's variables substituted as panel-series.py does,
@@ -16,7 +16,7 @@ real time range (Grafana's variables substituted as panel-series.py does,
 before/during/after strip, the fault's window shaded, to OUT/<picture>.png.
 Heatmap panels are drawn as heatmaps of their buckets (rates per bucket,
 de-cumulated as Grafana does, on a log colour scale), not as lines. A table of medians before, during and after is printed for each
-panel, the numbers the README's sentences are checked against.
+panel, the numbers docs/faults.md is checked against.
 
 --check verifies, from the data, that every panel of every picture had
 series with points during the fault and values that change over the strip,
@@ -25,8 +25,7 @@ exits 1 naming what was missing.
 
 Usage: python3 scripts/fault-pictures.py [--binary PATH] [--seconds N]
        [--only FAULT[,FAULT...]] [--out DIR] [--rps N] [--label TEXT] [--check]
-Needs matplotlib (scripts/fault-pictures.sh makes a venv with it) and
-Prometheus on PATH (Debian's prometheus package).
+Needs matplotlib and Prometheus on PATH (scripts/setup.sh installs both).
 """
 
 import argparse
@@ -45,6 +44,7 @@ import tomllib
 import urllib.request
 from dataclasses import dataclass, field
 
+import harness
 from dashboards import get, panel, substitute
 
 RATE_INTERVAL = "5s"
@@ -73,7 +73,7 @@ class Picture:
 @dataclass(frozen=True)
 class Fault:
     """A fault of "Break it and watch" (scripts/fault-pictures.toml), the
-    body of its PUT /faults exactly as the README writes it, and the
+    body of its PUT /faults exactly as docs/faults.md writes it, and the
     pictures drawn under it."""
 
     name: str
@@ -129,19 +129,6 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def logged_address(log_path: str, key: str, process: subprocess.Popen, timeout=20) -> str:
-    """The address the JSON log names as "KEY":"host:port", once it does."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        match = re.search(rf'"{key}":"([0-9.]+:[0-9]+)"', open(log_path).read())
-        if match:
-            return match.group(1)
-        if process.poll() is not None:
-            break
-        time.sleep(0.1)
-    raise SystemExit(f"{os.path.basename(log_path)} names no {key} address; log:\n{open(log_path).read()}")
-
-
 def http(method: str, url: str, body: dict | None = None, timeout: float = 5) -> None:
     data = json.dumps(body).encode() if body is not None else None
     request = urllib.request.Request(url, data=data, method=method)
@@ -191,12 +178,12 @@ class Run:
 
 def start_catalogue(run: Run, binary: str) -> tuple[str, str]:
     """Starts the service; returns its gRPC and admin addresses."""
-    process, log = run.start("catalogue", [
-        binary, "serve", "--grpc-addr", "127.0.0.1:0", "--admin-addr", "127.0.0.1:0",
-        "--log-format", "json", "--database-url", f"sqlite://{run.work}/catalogue.db",
-        "--seed-products", "2000", "--enable-faults",
-    ])
-    return logged_address(log, "grpc", process), logged_address(log, "admin", process)
+    server = harness.Server(harness.serve_argv(
+        binary, "--database-url", f"sqlite://{run.work}/catalogue.db", "--seed-products", "2000",
+        "--enable-faults",
+    ), log=os.path.join(run.work, "catalogue.log"))
+    run.processes.append(server.process)
+    return server.grpc, server.admin
 
 
 def start_prometheus(run: Run, admin: str) -> str:

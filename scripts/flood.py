@@ -2,7 +2,7 @@
 beyond capacity, against a service whose every call waits on a 10-second
 inventory upstream, run against
 
-  go           the grpc-go peer (scripts/go-peer, -upstream): a goroutine per
+  go           the grpc-go peer (go-peer/, -upstream): a goroutine per
                call, no bulkhead, no breaker, no shedding;
   protected    the catalogue with its defaults;
   unprotected  the catalogue with --no-protection;
@@ -27,7 +27,7 @@ heals (5 ms) and the recovery is timed: until live stock is served again
 Usage: python3 scripts/flood.py BINARY [--go-peer PATH] [--runs go,protected,unprotected]
        [--steps 1000,5000,20000] [--step-seconds 10] [--repeat N] [--memory-cap-mb N]
        [--json FILE] [--plot FILE.png]
-The older single-run form still works: BINARY [--no-protection]
+A single run of one server: BINARY [--no-protection]
 [--duration S] [--concurrency N] [--connections N].
 Prints one table, the runs side by side (medians when --repeat > 1), and
 the same as JSON on the last line.
@@ -45,22 +45,14 @@ import tempfile
 import time
 import urllib.request
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import harness  # noqa: E402
+
 CGROUP_ROOT = "/sys/fs/cgroup/memory"
 RUN_NAMES = {"go": "Go peer (grpc-go)", "protected": "catalogue (defaults)",
              "unprotected": "catalogue --no-protection"}
 # The catalogue's max_concurrent_streams is 200: fewer calls per connection.
 CALLS_PER_CONNECTION = 150
-
-
-def wait_for(log_path, pattern, timeout=20):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        text = re.sub(r"\x1b\[[0-9;]*m", "", open(log_path).read())
-        match = re.search(pattern, text)
-        if match:
-            return match
-        time.sleep(0.1)
-    raise SystemExit(f"did not start; log:\n{open(log_path).read()}")
 
 
 def scrape(admin):
@@ -120,15 +112,8 @@ def quantile(q, before, after):
 
 
 def process_sample(pid):
-    sample = {}
-    with open(f"/proc/{pid}/status") as status:
-        for line in status:
-            if line.startswith("VmRSS:"):
-                sample["rss_mb"] = int(line.split()[1]) / 1024
-            elif line.startswith("Threads:"):
-                sample["threads"] = int(line.split()[1])
-    sample["fds"] = len(os.listdir(f"/proc/{pid}/fd"))
-    return sample
+    return {"rss_mb": harness.status_mb(pid, "VmRSS").get("VmRSS", 0.0), "threads": harness.threads(pid),
+            "fds": harness.open_fds(pid)}
 
 
 class MemoryCap:
@@ -193,19 +178,20 @@ class Run:
         self.processes.append(process)
         return process
 
+    def serve(self, argv, name, on_spawn=None):
+        server = harness.Server(argv, log=f"{self.logs}/{name}.log", on_spawn=on_spawn)
+        self.processes.append(server.process)
+        return server
+
     def start(self):
         binary = self.args.binary
-        self.spawn([binary, "upstream", "--addr", "127.0.0.1:0", "--admin-addr", "127.0.0.1:0",
-                    "--latency-ms", "10000"], "upstream.log", env={**os.environ, "NO_COLOR": "1"})
-        self.upstream_grpc = wait_for(f"{self.logs}/upstream.log", r"grpc=(\S+)").group(1)
-        self.upstream_admin = wait_for(f"{self.logs}/upstream.log", r"admin=(\S+)").group(1)
+        upstream = self.serve(harness.upstream_argv(binary, "--latency-ms", "10000"), "upstream")
+        self.upstream_grpc, self.upstream_admin = upstream.grpc, upstream.admin
         if self.kind == "go":
-            command = [self.args.go_peer, "-addr", "127.0.0.1:0", "-metrics-addr", "127.0.0.1:0",
-                       "-upstream", self.upstream_grpc]
+            command = harness.go_peer_argv(self.args.go_peer, "-upstream", self.upstream_grpc)
         else:
-            command = [binary, "serve", "--database-url", "memory", "--log-format", "json",
-                       "--grpc-addr", "127.0.0.1:0", "--admin-addr", "127.0.0.1:0",
-                       "--upstream-url", f"http://{self.upstream_grpc}"]
+            command = harness.serve_argv(binary, "--database-url", "memory",
+                                         "--upstream-url", f"http://{self.upstream_grpc}")
             if self.kind == "protected":
                 # One load generator on one IP stands for the many clients
                 # of the experiment: the per-client bounds would otherwise
@@ -213,11 +199,12 @@ class Run:
                 command += ["--max-connections-per-peer", "4096", "--max-calls-per-peer", "1024"]
             if self.kind == "unprotected":
                 command.append("--no-protection")
-        self.server = self.spawn(command, "server.log")
-        self.cap = MemoryCap(self.server.pid, self.args.memory_cap_mb)
-        log = f"{self.logs}/server.log"
-        self.grpc = wait_for(log, r'"grpc":"([^"]+)"').group(1)
-        self.admin = wait_for(log, r'"admin":"([^"]+)"').group(1)
+        def cap(process):
+            self.cap = MemoryCap(process.pid, self.args.memory_cap_mb)
+
+        served = self.serve(command, "server", on_spawn=cap)
+        self.server = served.process
+        self.grpc, self.admin = served.grpc, served.admin
         self.target = f"http://{self.grpc}"
 
     def load(self, *flags, stdout=subprocess.PIPE):
@@ -451,7 +438,7 @@ def table(runs, args):
                  *(fmt(r["recovery_s"], " s", 2) if r["recovery_s"] is not None or not r["server_survived"]
                    else f"none in {args.recovery_timeout} s" for r in runs)])
     rows.append(["RSS per call in flight (least-squares slope)", *(fmt(r.get("kb_per_call"), " KB", 1) for r in runs)])
-    rows.append(["… at the seed's 100M calls in flight", *(at_seed_scale(r) for r in runs)])
+    rows.append(["… at 100M calls in flight", *(at_seed_scale(r) for r in runs)])
     widths = [max(len(str(row[i])) for row in [header, *rows]) for i in range(len(header))]
     lines = ["| " + " | ".join(str(cell).ljust(width) for cell, width in zip(header, widths)) + " |",
              "|" + "|".join("-" * (width + 2) for width in widths) + "|"]
@@ -471,7 +458,7 @@ def p99_cell(step):
 
 
 def at_seed_scale(run):
-    """The slope times the seed's 100 million calls in flight."""
+    """The slope times 100 million calls in flight."""
     if run["run"] == "protected":
         return "never held: sheds beyond --max-concurrent-calls"
     if run.get("kb_per_call") is None:
@@ -558,7 +545,7 @@ def main():
         if kind not in RUN_NAMES:
             parser.error(f"unknown run {kind!r}: go, protected or unprotected")
     if "go" in kinds and not os.access(args.go_peer, os.X_OK):
-        parser.error(f"{args.go_peer} missing: scripts/go-peer/build.sh builds it")
+        parser.error(f"{args.go_peer} missing: go-peer/build.sh builds it")
 
     logs = tempfile.mkdtemp(prefix="catalogue-flood-")
     results = {kind: [] for kind in kinds}

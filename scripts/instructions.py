@@ -8,7 +8,7 @@ OTLP100 (traces exported over OTLP/gRPC to a local sink at that ratio).
 Each server runs under `valgrind --tool=callgrind` with instrumentation off,
 takes 2,000 calls to warm up, then counts CALLS calls (h2load -c4 -m8) and
 the 6.5 s after them, so that the batch processor's scheduled export of the
-last spans is counted too. Needs valgrind, h2load and grpcio (see bench.sh).
+last spans is counted too. Needs valgrind, h2load and grpcio (scripts/setup.sh installs them).
 """
 
 import glob
@@ -19,6 +19,7 @@ import tempfile
 import time
 
 import bench
+import harness
 
 
 def h2load(server, body_path, calls):
@@ -32,12 +33,12 @@ def h2load(server, body_path, calls):
 
 
 def count(argv, env, body_path, calls):
-    """Instructions per GetProduct call of the server `argv` starts (its log
-    names its "grpc" address), counted under callgrind."""
+    """Instructions per GetProduct call of the server `argv` starts (any
+    binary that writes a ready file, see harness.py), counted under
+    callgrind."""
     out = tempfile.mkdtemp(prefix="callgrind-")
-    server = bench.Server.__new__(bench.Server)
-    server.start(["valgrind", "--tool=callgrind", "--instr-atstart=no",
-                  f"--callgrind-out-file={out}/callgrind.%p", *argv], env, needs_admin=False)
+    server = harness.Server(["valgrind", "--tool=callgrind", "--instr-atstart=no",
+                             f"--callgrind-out-file={out}/callgrind.%p", *argv], env)
     try:
         h2load(server, body_path, 2000)
         time.sleep(6)
@@ -79,9 +80,8 @@ def main():
     for spec in sys.argv[2:]:
         binary, _, name = spec.partition("::")
         flags, env = configurations[name or "METRICS"]
-        argv = [binary, "serve", "--grpc-addr", "127.0.0.1:0", "--admin-addr", "127.0.0.1:0",
-                "--console-addr", "127.0.0.1:0", "--log-format", "json", "--database-url", "memory", *flags]
-        print(f"{spec}: {count(argv, env, body.name, calls):,.0f} instructions per call", flush=True)
+        print(f"{spec}: {count(harness.serve_argv(binary, '--database-url', 'memory', *flags), env, body.name, calls):,.0f}"
+              " instructions per call", flush=True)
 
 
 if __name__ == "__main__":

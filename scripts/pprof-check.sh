@@ -4,7 +4,7 @@
 # `go tool pprof`, asserting Rust function names come out and that
 # `-tags` lists the calls' labels (rpc_method of both methods, trace_id of
 # the traced ones); then checks the task dump and the 501 of a heap profile
-# with jemalloc profiling off. Needs `go` and `curl`.
+# with jemalloc profiling off. Needs `go` and `curl` (scripts/setup.sh).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -12,6 +12,7 @@ out=target/pprof-check
 rm -rf "$out" && mkdir -p "$out"
 cargo build --quiet --bin catalogue
 . scripts/service.sh
+need go curl
 # Traced calls (1 in 20) make spans whether or not their export succeeds:
 # nothing listens on the discard port, and labels need only the spans.
 start_service "$out/service.log" --otlp-endpoint http://127.0.0.1:9 \

@@ -30,6 +30,7 @@ use crate::{
     faults::{FaultError, FaultInjector, FaultLayer},
     method::{Kind, Method},
     protection::{ShedLayer, expose_tcp_info, guard_connections, raise_fd_limit},
+    ready::{self, Addresses, ReadyFileError},
     store::{self, InstrumentedStore, Store, StoreError},
     telemetry::{
         Console, LogLevel, Metrics, Telemetry,
@@ -94,6 +95,8 @@ pub enum StartupError {
     InsecureAdmin(#[from] InsecureAdmin),
     #[error("--console: {0}")]
     Console(#[from] ConsoleError),
+    #[error("{0}")]
+    ReadyFile(#[from] ReadyFileError),
 }
 
 /// A built, bound and not yet serving instance of the service.
@@ -227,10 +230,19 @@ impl App {
 
     /// The life of the app, in steps.
     async fn serve(self, shutdown: impl Future<Output = ()> + Send) -> Result<(), StartupError> {
-        let (grpc, admin, console) = (self.grpc_addr, self.admin_addr, self.console_addr);
+        let addresses = Addresses {
+            grpc: self.grpc_addr,
+            admin: self.admin_addr,
+            console: self.console_addr,
+        };
+        let has_console = self.console.is_some();
+        let ready_file = self.config.ready_file.clone();
         let mut running = self.start().await?;
         running.register().await?;
-        tracing::info!(%grpc, %admin, ?console, "catalogue is serving");
+        if let Some(path) = ready_file {
+            ready::write(&path, &addresses)?;
+        }
+        announce(&addresses, has_console);
         if let Some(failed) = running.serve_until(shutdown).await {
             return failed;
         }
@@ -450,6 +462,27 @@ impl Running {
         }
         Ok(())
     }
+}
+
+/// Says where everything is, once serving: the addresses as fields (for
+/// log searches), and a line each for the pages and the first call.
+fn announce(addresses: &Addresses, has_console: bool) {
+    let Addresses {
+        grpc,
+        admin,
+        console,
+    } = addresses;
+    let console = match (console, has_console) {
+        (Some(awake), _) => format!("awake at {awake}"),
+        (None, true) => format!("dormant (curl -X PUT http://{admin}/debug/console wakes it)"),
+        (None, false) => "not in this build".to_owned(),
+    };
+    tracing::info!(%grpc, %admin, %console, "catalogue is serving");
+    tracing::info!("metrics:  http://{admin}/metrics");
+    tracing::info!("profiles: http://{admin}/debug/pprof/");
+    tracing::info!(
+        "first call: bash scripts/python-client.sh {grpc}  (or grpcurl -plaintext {grpc} list)"
+    );
 }
 
 /// What the metrics sampler runs on each scrape besides the runtime's

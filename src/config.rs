@@ -7,7 +7,7 @@
 //! 2 and a message naming the flag. Only `main` and `app` import this
 //! module; the subsystems never do.
 
-use std::{net::SocketAddr, time::Duration};
+use std::{net::SocketAddr, path::PathBuf, time::Duration};
 
 use clap::{Args, Parser, Subcommand};
 
@@ -111,6 +111,12 @@ pub struct ServeConfig {
     /// Concurrent HTTP/2 streams per connection.
     #[arg(long, env = "CATALOGUE_MAX_CONCURRENT_STREAMS", default_value_t = 200)]
     pub max_concurrent_streams: u32,
+
+    /// Once serving, write the bound addresses here as one JSON object
+    /// ({"grpc", "admin", "console"}), atomically: scripts start the server
+    /// on port 0 and read where it listens from this file.
+    #[arg(long, env = "CATALOGUE_READY_FILE")]
+    pub ready_file: Option<PathBuf>,
 
     #[command(flatten)]
     pub admin: AdminConfig,

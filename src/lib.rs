@@ -18,6 +18,7 @@
 //! - `upstream`: the inventory client (deadline, bulkhead, circuit breaker)
 //!   and its simulator (`catalogue upstream`);
 //! - `protection`: server-side load shedding and connection limits;
+//! - `ready`: the `--ready-file` a server writes once it listens;
 //! - `telemetry`: logs, traces, metrics and tokio-console.
 #![forbid(unsafe_code)]
 
@@ -32,7 +33,7 @@ pub mod faults;
 pub mod load;
 pub mod method;
 pub mod protection;
-
+pub mod ready;
 pub mod store;
 pub mod telemetry;
 pub mod upstream;

@@ -10,7 +10,11 @@
 //! Product ids, categories and search words are discovered from the target
 //! through `ListProducts`. Some streams are read slowly and some cancelled
 //! part-way, and a few ids are unknown, so every panel has something to show.
-//! Every call carries a fresh sampled W3C `traceparent`: each is a trace root.
+//! By default every call carries a fresh W3C `traceparent` with the sampled
+//! flag set: each is a trace root, and a server whose sampler is
+//! `parentbased_*` traces every call whatever its ratio. `--trace-context
+//! unsampled` sends the flag off, `none` no context at all (the server's own
+//! sampler decides).
 //!
 //! `--target` may name several replicas (or a DNS name that resolves to
 //! several): calls are balanced over those whose health says SERVING (see
@@ -105,12 +109,47 @@ pub struct LoadConfig {
     #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(i32).range(0..=1000))]
     pub list_page_size: i32,
 
+    /// The W3C trace context each call carries: `sampled` (a fresh
+    /// traceparent with the sampled flag: a parentbased_* sampler on the
+    /// server traces every call), `unsampled` (the flag off: such a sampler
+    /// traces none) or `none` (no traceparent: the server's root sampler
+    /// decides, e.g. its ratio).
+    #[arg(long, value_enum, default_value_t = TraceContext::Sampled)]
+    pub trace_context: TraceContext,
+
     /// Print the summary as one JSON object.
     #[arg(long)]
     pub json: bool,
 
     #[command(flatten)]
     pub logs: LogConfig,
+}
+
+/// `--trace-context`: what W3C trace context each call carries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum TraceContext {
+    /// A fresh trace id, the sampled flag set.
+    Sampled,
+    /// A fresh trace id, the sampled flag off.
+    Unsampled,
+    /// No `traceparent`.
+    None,
+}
+
+impl TraceContext {
+    /// The `traceparent` of one call, if it carries one.
+    fn traceparent(self, rng: &mut impl Rng) -> Option<String> {
+        let flags = match self {
+            Self::Sampled => "01",
+            Self::Unsampled => "00",
+            Self::None => return None,
+        };
+        Some(format!(
+            "00-{:032x}-{:016x}-{flags}",
+            rng.random::<u128>() | 1,
+            rng.random::<u64>() | 1
+        ))
+    }
 }
 
 /// `--rps`: a positive, finite number of calls a second.
@@ -235,6 +274,7 @@ struct Run {
     /// 0: random pages with slow readers and cancellations.
     list_page_size: i32,
     deadline: Duration,
+    trace_context: TraceContext,
     /// Attempts after the first for a call refused with UNAVAILABLE.
     retries: u32,
     recorder: Mutex<Recorder>,
@@ -258,6 +298,7 @@ pub async fn run(config: &LoadConfig) -> Result<Summary, LoadError> {
         mix: config.mix,
         list_page_size: config.list_page_size,
         deadline: config.deadline,
+        trace_context: config.trace_context,
         retries: config.retries,
         recorder: Mutex::new(Recorder::default()),
         calls: AtomicU64::new(0),
@@ -421,13 +462,9 @@ impl Run {
     fn request<T>(&self, message: T) -> Request<T> {
         let mut request = Request::new(message);
         request.set_timeout(self.deadline);
-        let mut rng = rand::rng();
-        let traceparent = format!(
-            "00-{:032x}-{:016x}-01",
-            rng.random::<u128>() | 1,
-            rng.random::<u64>() | 1
-        );
-        if let Ok(value) = MetadataValue::try_from(traceparent) {
+        if let Some(traceparent) = self.trace_context.traceparent(&mut rand::rng())
+            && let Ok(value) = MetadataValue::try_from(traceparent)
+        {
             request.metadata_mut().insert("traceparent", value);
         }
         request
@@ -628,6 +665,19 @@ mod tests {
         for bad in ["get=-1", "get=x", "fetch=1", "get", "get=0,list=0"] {
             assert!(bad.parse::<Mix>().is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn the_trace_context_flag_sets_the_sampled_flag_or_leaves_the_header_out() {
+        let mut rng = rand::rng();
+
+        let sampled = TraceContext::Sampled.traceparent(&mut rng).unwrap();
+        let unsampled = TraceContext::Unsampled.traceparent(&mut rng).unwrap();
+
+        assert!(sampled.ends_with("-01"), "{sampled}");
+        assert!(unsampled.ends_with("-00"), "{unsampled}");
+        assert_eq!(unsampled.len(), 55, "{unsampled}");
+        assert_eq!(TraceContext::None.traceparent(&mut rng), None);
     }
 
     #[test]

@@ -6,6 +6,7 @@
 use std::{
     future::Future,
     net::SocketAddr,
+    path::PathBuf,
     sync::{Arc, RwLock},
     time::Duration,
 };
@@ -21,6 +22,7 @@ use tokio::net::TcpListener;
 use tonic::{Request, Response, Status, transport::Server, transport::server::TcpIncoming};
 
 use crate::{
+    ready::{self, Addresses},
     telemetry::LogConfig,
     upstream::proto::{
         GetStockRequest, GetStockResponse,
@@ -50,6 +52,10 @@ pub struct UpstreamSimulatorConfig {
     /// Fraction (0..1) of calls never answered.
     #[arg(long, default_value = "0")]
     pub hang_rate: Ratio,
+    /// Once listening, write the bound addresses here as one JSON object
+    /// ({"grpc", "admin", "console": null}), atomically, as `serve` does.
+    #[arg(long)]
+    pub ready_file: Option<PathBuf>,
     #[command(flatten)]
     pub logs: LogConfig,
 }
@@ -166,6 +172,7 @@ pub struct UpstreamSimulator {
     grpc: TcpListener,
     admin: TcpListener,
     simulator: Simulator,
+    ready_file: Option<PathBuf>,
 }
 
 impl UpstreamSimulator {
@@ -178,6 +185,7 @@ impl UpstreamSimulator {
                 behaviour: Arc::new(RwLock::new(behaviour.clone())),
                 initial: behaviour,
             },
+            ready_file: config.ready_file.clone(),
         })
     }
 
@@ -194,6 +202,14 @@ impl UpstreamSimulator {
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
+        if let Some(path) = &self.ready_file {
+            let addresses = Addresses {
+                grpc: self.grpc_addr()?,
+                admin: self.admin_addr()?,
+                console: None,
+            };
+            ready::write(path, &addresses).map_err(std::io::Error::other)?;
+        }
         tracing::info!(
             grpc = %self.grpc_addr()?,
             admin = %self.admin_addr()?,

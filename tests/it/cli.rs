@@ -108,7 +108,10 @@ fn boolean_variables_take_1_and_text_logs_to_a_pipe_have_no_colours() {
     let status = child.wait().expect("the binary exits");
 
     let line = serving.expect("a serving line");
-    assert!(line.contains("console=Some("), "the console is on: {line}");
+    assert!(
+        line.contains("console=awake at 127.0.0.1:"),
+        "the console is on: {line}"
+    );
     assert!(
         !line.contains('\x1b'),
         "no ANSI escapes in a pipe: {line:?}"

@@ -567,7 +567,7 @@ impl<'a> Checker<'a> {
                 .collect(),
             (None, Some(recorded)) => recorded.clone(),
             // The Go runtime's metrics (go_sched_latencies_seconds, ...):
-            // exported by the grpc-go peer (scripts/go-peer) for the Go
+            // exported by the grpc-go peer (go-peer/) for the Go
             // panels of go-and-tokio.json, not by the service. They are
             // proved against a Go process by scripts/check-dashboards.sh.
             (None, None) if name.starts_with(GO_RUNTIME_PREFIX) => go_runtime_labels(&name),

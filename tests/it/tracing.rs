@@ -649,3 +649,63 @@ async fn errors_and_slow_calls_are_exported_whatever_the_sampling_ratio() {
         assert!(store.end_time_unix_nano <= call.end_time_unix_nano);
     }
 }
+
+const SEARCH_PRODUCTS: &str = "catalogue.v1.CatalogueService/SearchProducts";
+
+/// `catalogue load --trace-context`: under a `parentbased_*` sampler whose
+/// own ratio is 0, a sampled context traces every call and an unsampled one
+/// none.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_load_generators_trace_context_decides_under_a_parentbased_sampler() {
+    let (app, receiver) = traced_app_with(&[
+        "--trace-sampler",
+        "parentbased_traceidratio",
+        "--trace-sampler-arg",
+        "0",
+        "--no-trace-keep",
+    ])
+    .await;
+    let target = format!("http://{}", app.grpc_addr);
+
+    let unsampled = searches_sending(&target, "unsampled").await;
+    let sampled = searches_sending(&target, "sampled").await;
+
+    let calls = |summary: &catalogue::load::Summary| -> usize {
+        let searches = summary.calls.get("SearchProducts").expect("searches");
+        searches.values().sum::<u64>() as usize
+    };
+    assert!(calls(&unsampled) > 0 && calls(&sampled) > 0);
+    assert_eq!(
+        unsampled.retries + sampled.retries,
+        0,
+        "one server span per call"
+    );
+    let wanted = vec![SEARCH_PRODUCTS; calls(&sampled)];
+    let spans = receiver.spans_ended(&app, &wanted).await;
+    let traced = spans
+        .iter()
+        .filter(|span| span.name == SEARCH_PRODUCTS)
+        .count();
+    assert_eq!(
+        traced,
+        calls(&sampled),
+        "every sampled call traced, no unsampled one"
+    );
+}
+
+/// Half a second of `catalogue load --mix search=1` against `target`, each
+/// call carrying `trace_context`.
+async fn searches_sending(target: &str, trace_context: &str) -> catalogue::load::Summary {
+    let flags = [
+        "--mix",
+        "search=1",
+        "--concurrency",
+        "2",
+        "--duration",
+        "500ms",
+        "--trace-context",
+        trace_context,
+    ];
+    let config = crate::helpers::load_config(target, &flags);
+    catalogue::load::run(&config).await.expect("load runs")
+}

@@ -27,8 +27,9 @@
 // goal) and memory by class (go_memory_classes_*), and the process collector
 // (process_resident_memory_bytes).
 //
-// Built by scripts/go-peer/build.sh from Debian's Go packages only; the
-// protobuf and gRPC code is generated from proto/ at build time.
+// Built by go-peer/build.sh from Debian's Go packages only, offline, in
+// module mode (go.mod); the protobuf and gRPC code is generated from proto/
+// at build time.
 //
 // GOMAXPROCS is left at Go's default: every core of the machine.
 package main
@@ -496,6 +497,7 @@ func main() {
 	// defaults (src/config.rs).
 	upstreamTimeout := flag.Duration("upstream-timeout", time.Second, "timeout of an upstream call when the caller set no deadline")
 	deadlineMargin := flag.Duration("upstream-deadline-margin", 20*time.Millisecond, "kept from the caller's deadline to answer with the stored stock in time (0: the whole deadline)")
+	readyFile := flag.String("ready-file", "", "once listening, write the bound addresses here as JSON, as the catalogue's --ready-file does")
 	flag.Parse()
 
 	grpcListener, err := net.Listen("tcp", *addr)
@@ -542,13 +544,33 @@ func main() {
 	mux.Handle("/metrics", promhttp.Handler())
 	go func() { log.Fatal(http.Serve(metricsListener, mux)) }()
 
-	// One JSON line naming the bound addresses (bench.py reads it, as it
-	// reads the Rust service's "grpc" and "admin" log fields).
-	ready, _ := json.Marshal(map[string]string{
-		"message": "serving",
+	// The bound addresses, in the catalogue's ready-file format (its
+	// "admin" is this peer's /metrics): on standard output, and with
+	// -ready-file in that file, written beside it and renamed into place.
+	ready, _ := json.Marshal(map[string]interface{}{
 		"grpc":    grpcListener.Addr().String(),
 		"admin":   metricsListener.Addr().String(),
+		"console": nil,
 	})
 	fmt.Fprintln(os.Stdout, string(ready))
+	if *readyFile != "" {
+		if err := writeAtomically(*readyFile, ready); err != nil {
+			log.Fatal(err)
+		}
+	}
 	log.Fatal(grpcServer.Serve(grpcListener))
+}
+
+// writeAtomically writes data to a temporary file beside path, then renames
+// it over path: a reader sees all of it or no file.
+func writeAtomically(path string, data []byte) error {
+	temporary := fmt.Sprintf("%s.%d.tmp", path, os.Getpid())
+	if err := os.WriteFile(temporary, data, 0o644); err != nil {
+		return err
+	}
+	if err := os.Rename(temporary, path); err != nil {
+		os.Remove(temporary)
+		return err
+	}
+	return nil
 }
