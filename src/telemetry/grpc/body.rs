@@ -79,7 +79,11 @@ where
             Some(Ok(frame)) => match (frame.data_ref(), frame.trailers_ref()) {
                 (Some(data), _) => {
                     call.on_data(data);
-                    *this.last_sent_at = Some(Instant::now());
+                    // Only streams record time blocked on the reader: a
+                    // unary call reads no clock for it.
+                    if call.method.streams.is_some() {
+                        *this.last_sent_at = Some(Instant::now());
+                    }
                     None
                 }
                 (None, Some(trailers)) => Some(grpc_status(trailers).unwrap_or(Code::Unknown)),

@@ -83,7 +83,10 @@ impl Call {
         if messages > 0 {
             self.messages_sent += messages;
             self.method.sent.increment(messages);
-            self.first_message_at.get_or_insert_with(Instant::now);
+            // The time to the first message is a stream's metric.
+            if self.method.streams.is_some() {
+                self.first_message_at.get_or_insert_with(Instant::now);
+            }
         }
     }
 

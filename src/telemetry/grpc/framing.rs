@@ -1,6 +1,6 @@
 //! gRPC's length-prefixed framing, read from the bytes a body carries.
 
-use bytes::{Buf, Bytes};
+use bytes::Bytes;
 
 /// Counts gRPC messages in a byte stream cut anywhere: each message is a
 /// 5-byte prefix (compression flag, big-endian length) and its payload.
@@ -14,19 +14,22 @@ pub(super) struct FrameCounter {
 }
 
 impl FrameCounter {
-    /// Messages started in `data`.
+    /// Messages started in `data`. Reads the bytes in place: cloning a
+    /// `Bytes` to consume it can allocate (a buffer made from a `Vec` is
+    /// shared on its first clone).
     pub(super) fn count(&mut self, data: &Bytes) -> u64 {
-        let mut data = data.clone();
+        let mut data: &[u8] = data;
         let mut messages = 0;
-        while data.has_remaining() {
+        while !data.is_empty() {
             if self.remaining > 0 {
-                let skip = self.remaining.min(data.remaining() as u64);
-                data.advance(skip as usize);
-                self.remaining -= skip;
+                let skip = self.remaining.min(data.len() as u64) as usize;
+                data = &data[skip..];
+                self.remaining -= skip as u64;
                 continue;
             }
-            let take = (5 - self.prefix_len).min(data.remaining());
-            data.copy_to_slice(&mut self.prefix[self.prefix_len..self.prefix_len + take]);
+            let take = (5 - self.prefix_len).min(data.len());
+            self.prefix[self.prefix_len..self.prefix_len + take].copy_from_slice(&data[..take]);
+            data = &data[take..];
             self.prefix_len += take;
             if self.prefix_len == 5 {
                 messages += 1;
