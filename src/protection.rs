@@ -18,10 +18,17 @@
 //!   DEADLINE_EXCEEDED. hyper stops polling a response body while the
 //!   client's flow-control window is shut, so no code in the body runs then;
 //!   the timer's own waker (`Lease`) returns the slot instead.
-//! - The request timeout: a call that has not answered by its deadline
-//!   (`--request-timeout`, or the client's shorter `grpc-timeout`) ends with
-//!   DEADLINE_EXCEEDED, gRPC's code for a deadline, and is counted so
-//!   (tonic's own server timeout ends it CANCELLED, "the client went away").
+//! - Deadlines: a call that has not answered by `--request-timeout` (or the
+//!   client's shorter `grpc-timeout`) ends with DEADLINE_EXCEEDED, gRPC's
+//!   code for a deadline, and is counted so (tonic's own server timeout ends
+//!   it CANCELLED, "the client went away"). The deadline covers the whole
+//!   call, its response body included: a unary call's is the request
+//!   timeout's, a stream's (ListProducts, reflection) `--stream-timeout`
+//!   after it started, or the client's `grpc-timeout` if sooner; a stream
+//!   cut off ends with DEADLINE_EXCEEDED trailers. Health Watch streams,
+//!   which must outlive any timeout, are bounded by the client's
+//!   `grpc-timeout` only. One timer serves a call's response: the idle
+//!   timer, set to the sooner of the idle instant and the call's deadline.
 //! - `guard_connections` (`connections.rs`): bounds on open connections, in
 //!   all and per client IP, a handshake timeout, and a backoff after failed
 //!   accepts.
@@ -33,7 +40,7 @@ use std::{
     pin::Pin,
     sync::{
         Arc, Mutex,
-        atomic::{AtomicBool, Ordering},
+        atomic::{AtomicBool, AtomicU8, Ordering},
     },
     task::{Context, Poll, Wake, Waker, ready},
     time::Duration,
@@ -41,6 +48,7 @@ use std::{
 
 use bytes::Bytes;
 use clap::Args;
+use futures::task::AtomicWaker;
 use http::{Request, Response};
 use http_body::{Body, Frame, SizeHint};
 use metrics::{Counter, counter};
@@ -52,7 +60,7 @@ use tokio::{
 use tonic::{Status, metadata::MetadataValue};
 use tower::{Layer, Service};
 
-use crate::{telemetry::names, values::grpc_timeout};
+use crate::{method::Method, telemetry::names, values::grpc_timeout};
 
 mod connections;
 
@@ -76,6 +84,13 @@ pub struct ProtectionConfig {
     /// Longest a call may take when the client sets no shorter grpc-timeout.
     #[arg(long, env = "CATALOGUE_REQUEST_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
     pub request_timeout: Duration,
+
+    /// Longest a server stream (ListProducts, reflection) lives when the
+    /// client sets no shorter grpc-timeout; one cut off ends with
+    /// DEADLINE_EXCEEDED. Its first answer is still due within
+    /// --request-timeout. Health Watch streams are not bounded by it.
+    #[arg(long, env = "CATALOGUE_STREAM_TIMEOUT", default_value = "5m", value_parser = humantime::parse_duration)]
+    pub stream_timeout: Duration,
 
     /// A call whose client reads nothing for this long (its flow-control
     /// window stays shut) gives back its slot and ends with
@@ -147,6 +162,8 @@ pub struct Limits {
     pub retry_pushback: Duration,
     /// `None`: a call may take as long as its client allows.
     pub request_timeout: Option<Duration>,
+    /// A stream's whole life; `None`: as long as its client allows.
+    pub stream_timeout: Option<Duration>,
     /// `None`: a call keeps its slot however long its client stalls.
     pub stream_idle_timeout: Option<Duration>,
     pub max_connections: usize,
@@ -175,6 +192,7 @@ impl ProtectionConfig {
                 max_concurrent_calls: usize::MAX,
                 retry_pushback: self.retry_pushback,
                 request_timeout: None,
+                stream_timeout: None,
                 stream_idle_timeout: None,
                 max_connections: usize::MAX,
                 max_connections_per_peer: usize::MAX,
@@ -198,6 +216,7 @@ impl ProtectionConfig {
             max_concurrent_calls: self.max_concurrent_calls,
             retry_pushback: self.retry_pushback,
             request_timeout: Some(self.request_timeout),
+            stream_timeout: Some(self.stream_timeout),
             stream_idle_timeout: Some(self.stream_idle_timeout),
             max_connections: self.max_connections,
             max_connections_per_peer: self.max_connections_per_peer as usize,
@@ -219,6 +238,28 @@ const NO_DEADLINE: Duration = Duration::from_secs(60 * 60 * 24 * 365);
 const NEVER_SHED_PREFIX: &str = "/grpc.health.v1.Health/";
 /// Health streams, bounded on their own (`--max-health-watches`).
 const HEALTH_WATCH_PATH: &str = "/grpc.health.v1.Health/Watch";
+/// Reflection's one method, a bidirectional stream.
+const REFLECTION_PATHS: [&str; 2] = [
+    "/grpc.reflection.v1.ServerReflection/ServerReflectionInfo",
+    "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo",
+];
+
+/// Whether a call's response is a stream bounded by `--stream-timeout`
+/// rather than `--request-timeout`.
+fn is_stream(path: &str) -> bool {
+    Method::from_path(path).map_or_else(
+        || REFLECTION_PATHS.contains(&path),
+        |method| method.kind().streams_responses(),
+    )
+}
+
+/// The sooner of two optional bounds.
+fn sooner(one: Option<Duration>, other: Option<Duration>) -> Option<Duration> {
+    match (one, other) {
+        (Some(one), Some(other)) => Some(one.min(other)),
+        (one, other) => one.or(other),
+    }
+}
 
 /// The global concurrency limit; see the module docs.
 #[derive(Clone)]
@@ -235,6 +276,8 @@ pub struct ShedLayer {
     idle_expired: Counter,
     /// `None`: only the client's `grpc-timeout` bounds a call.
     request_timeout: Option<Duration>,
+    /// `None`: only the client's `grpc-timeout` bounds a stream.
+    stream_timeout: Option<Duration>,
 }
 
 impl ShedLayer {
@@ -254,20 +297,28 @@ impl ShedLayer {
             idle_timeout: limits.stream_idle_timeout,
             idle_expired: counter!(names::IDLE_CALLS_EXPIRED),
             request_timeout: limits.request_timeout,
+            stream_timeout: limits.stream_timeout,
         }
     }
 
-    /// When a call must have answered: the sooner of the request timeout
-    /// and the client's `grpc-timeout`.
-    fn deadline<B>(&self, request: &Request<B>) -> Option<Duration> {
+    /// When a call must have answered, and when it must have ended, after
+    /// it started: the server's timeouts, or the client's `grpc-timeout`
+    /// if sooner. A unary call's two are one.
+    fn deadlines<B>(&self, request: &Request<B>) -> (Option<Duration>, Option<Duration>) {
         let client = request
             .headers()
             .get("grpc-timeout")
             .and_then(|value| value.to_str().ok())
             .and_then(grpc_timeout);
-        match (self.request_timeout, client) {
-            (Some(server), Some(client)) => Some(server.min(client)),
-            (server, client) => server.or(client),
+        let answer = sooner(self.request_timeout, client);
+        let path = request.uri().path();
+        if path == HEALTH_WATCH_PATH {
+            (answer, client)
+        } else if is_stream(path) {
+            let whole = sooner(self.stream_timeout, client);
+            (sooner(answer, whole), whole)
+        } else {
+            (answer, answer)
         }
     }
 
@@ -362,12 +413,13 @@ where
                 };
             }
         };
-        let timeout = self.layer.deadline(&request);
+        let (timeout, lasts) = self.layer.deadlines(&request);
         ShedFuture::Admitted {
             // Before the inner call, so that this deadline is never later
             // than tonic's own (which would end the call CANCELLED).
             deadline: tokio::time::sleep(timeout.unwrap_or(NO_DEADLINE)),
             timeout,
+            lasts,
             inner: self.inner.call(request),
             permit,
             layer: self.layer.clone(),
@@ -383,7 +435,10 @@ pin_project! {
             // Polled only when `timeout` is set: an untimed call never
             // registers a timer.
             #[pin] deadline: tokio::time::Sleep,
+            // When the call must have answered, after it started.
             timeout: Option<Duration>,
+            // When it must have ended (its response body too).
+            lasts: Option<Duration>,
             permit: Option<Slots>,
             layer: ShedLayer,
         },
@@ -403,6 +458,7 @@ where
                 inner,
                 deadline,
                 timeout,
+                lasts,
                 permit,
                 layer,
             } => {
@@ -419,16 +475,17 @@ where
                         return Poll::Ready(Ok(response));
                     }
                 };
+                // The call started when its answer's deadline was set.
+                let ends =
+                    lasts.map(|lasts| deadline.deadline() - timeout.unwrap_or(NO_DEADLINE) + lasts);
                 Poll::Ready(result.map(|response| {
                     // The permit is held until the response's last byte (a
-                    // stream counts against the limit for its whole life), or
-                    // until the client stalls for the idle timeout.
-                    let idle = match (permit.take(), layer.idle_timeout) {
-                        (Some(permit), Some(timeout)) => {
-                            Some(IdleWatch::new(permit, timeout, layer.idle_expired.clone()))
-                        }
-                        (permit, _) => permit.map(IdleWatch::unwatched),
-                    };
+                    // stream counts against the limit for its whole life),
+                    // until the client stalls for the idle timeout, or until
+                    // the call's deadline.
+                    let idle = permit.take().map(|permit| {
+                        IdleWatch::new(permit, layer.idle_timeout, ends, &layer.idle_expired)
+                    });
                     response.map(|inner| ShedBody::Admitted {
                         inner,
                         idle,
@@ -451,7 +508,8 @@ pin_project! {
             #[pin] inner: B,
             // `None` for calls that are never shed.
             idle: Option<IdleWatch>,
-            // Set once the idle call's DEADLINE_EXCEEDED trailers went out.
+            // Set once trailers of the call's own (idle, past its
+            // deadline) went out.
             ended: bool,
         },
         Refused { #[pin] inner: tonic::body::Body },
@@ -467,26 +525,41 @@ pub struct Slots {
     _connection: Option<OwnedSemaphorePermit>,
 }
 
-/// A call's concurrency slot and the timer that takes it back from a client
-/// that stopped reading.
+/// A call's concurrency slot and the timer that ends its response: when
+/// its client stops reading, or at its deadline.
 ///
-/// The timer counts only while hyper holds a frame the body gave it and has
-/// not asked for the next: that is, while the client's flow-control window
-/// is shut. Time the body itself spends waiting (on the store, on a fault's
-/// delay) never counts.
+/// The idle clock counts only while hyper holds a frame the body gave it
+/// and has not asked for the next: that is, while the client's flow-control
+/// window is shut. Time the body itself spends waiting (on the store, on a
+/// fault's delay) never counts. The one timer is set to the sooner of the
+/// idle instant and the call's deadline.
 pub struct IdleWatch {
     lease: Arc<Lease>,
-    /// `None` when the call has no idle timeout.
-    timer: Option<(Pin<Box<Sleep>>, Duration)>,
+    /// `None` when the call has neither an idle timeout nor a deadline.
+    timer: Option<Pin<Box<Sleep>>>,
+    idle_timeout: Option<Duration>,
+    /// When the call must have ended.
+    ends: Option<Instant>,
 }
 
+/// Why the timer ended a call (`Lease::expired`).
+const NOT_EXPIRED: u8 = 0;
+const IDLE: u8 = 1;
+const PAST_DEADLINE: u8 = 2;
+
 /// What the timer's waker reaches: it runs on the timer driver, not on the
-/// call's task, which is not being polled.
+/// call's task, which hyper does not poll while the client's window is
+/// shut.
 struct Lease {
     permit: Mutex<Option<Slots>>,
     /// True between handing hyper a frame and hyper asking for the next.
     waiting_on_client: AtomicBool,
-    expired: AtomicBool,
+    /// `NOT_EXPIRED`, `IDLE` or `PAST_DEADLINE`.
+    expired: AtomicU8,
+    /// The call's task while its body waits on the server: woken when the
+    /// deadline passes, so the body ends the call.
+    task: AtomicWaker,
+    ends: Option<Instant>,
     expired_total: Counter,
 }
 
@@ -496,47 +569,64 @@ impl Wake for Lease {
     }
 
     fn wake_by_ref(self: &Arc<Self>) {
-        if self.waiting_on_client.load(Ordering::Acquire)
-            && !self.expired.swap(true, Ordering::AcqRel)
-        {
-            let permit = self
-                .permit
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner)
-                .take();
-            drop(permit);
-            self.expired_total.increment(1);
+        if self.waiting_on_client.load(Ordering::Acquire) {
+            // Only the client can move the call: its slot goes back now,
+            // its trailers when (if) the client reads again.
+            let why = if self.ends.is_some_and(|ends| Instant::now() >= ends) {
+                PAST_DEADLINE
+            } else {
+                IDLE
+            };
+            if self
+                .expired
+                .compare_exchange(NOT_EXPIRED, why, Ordering::AcqRel, Ordering::Acquire)
+                .is_ok()
+            {
+                let permit = self
+                    .permit
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .take();
+                drop(permit);
+                if why == IDLE {
+                    self.expired_total.increment(1);
+                }
+            }
         }
+        self.task.wake();
     }
 }
 
 impl IdleWatch {
-    fn new(permit: Slots, timeout: Duration, expired_total: Counter) -> Self {
+    fn new(
+        permit: Slots,
+        idle_timeout: Option<Duration>,
+        ends: Option<Instant>,
+        expired_total: &Counter,
+    ) -> Self {
+        let timed = idle_timeout.is_some() || ends.is_some();
         let mut watch = Self {
             lease: Arc::new(Lease {
                 permit: Mutex::new(Some(permit)),
                 waiting_on_client: AtomicBool::new(false),
-                expired: AtomicBool::new(false),
-                expired_total,
+                expired: AtomicU8::new(NOT_EXPIRED),
+                task: AtomicWaker::new(),
+                ends,
+                expired_total: if timed {
+                    expired_total.clone()
+                } else {
+                    Counter::noop()
+                },
             }),
-            timer: Some((Box::pin(tokio::time::sleep(timeout)), timeout)),
+            timer: timed
+                .then(|| Box::pin(tokio::time::sleep_until(ends.unwrap_or_else(Instant::now)))),
+            idle_timeout,
+            ends,
         };
         // Armed from the start: a client that opens with a zero window is
         // never polled for a first frame.
         watch.wait_on_client();
         watch
-    }
-
-    fn unwatched(permit: Slots) -> Self {
-        Self {
-            lease: Arc::new(Lease {
-                permit: Mutex::new(Some(permit)),
-                waiting_on_client: AtomicBool::new(false),
-                expired: AtomicBool::new(false),
-                expired_total: Counter::noop(),
-            }),
-            timer: None,
-        }
     }
 
     /// hyper asked for a frame: the client is reading.
@@ -546,17 +636,27 @@ impl IdleWatch {
 
     /// A frame went to hyper: from now on only the client can move the call.
     fn wait_on_client(&mut self) {
-        let Some((sleep, timeout)) = &mut self.timer else {
+        let at = match (self.idle_timeout, self.ends) {
+            (Some(idle), Some(ends)) => (Instant::now() + idle).min(ends),
+            (Some(idle), None) => Instant::now() + idle,
+            (None, Some(ends)) => ends,
+            (None, None) => return,
+        };
+        self.lease.waiting_on_client.store(true, Ordering::Release);
+        self.arm(at);
+    }
+
+    /// Sets the timer to `at`, its waker the lease.
+    fn arm(&mut self, at: Instant) {
+        let Some(timer) = &mut self.timer else {
             return;
         };
-        sleep.as_mut().reset(Instant::now() + *timeout);
-        self.lease.waiting_on_client.store(true, Ordering::Release);
-        // Registers the lease as the timer's waker. Unconstrained: a call out
-        // of its cooperative budget would otherwise be woken at once, through
-        // the lease, and expire.
+        timer.as_mut().reset(at);
+        // Unconstrained: a call out of its cooperative budget would
+        // otherwise be woken at once, through the lease, and expire.
         let waker = Waker::from(self.lease.clone());
-        let mut timer = tokio::task::unconstrained(sleep.as_mut());
-        if Pin::new(&mut timer)
+        let mut polled = tokio::task::unconstrained(timer.as_mut());
+        if Pin::new(&mut polled)
             .poll(&mut Context::from_waker(&waker))
             .is_ready()
         {
@@ -564,16 +664,56 @@ impl IdleWatch {
         }
     }
 
-    fn expired(&self) -> bool {
-        self.lease.expired.load(Ordering::Acquire)
+    /// Whether the timer fired at the call's deadline.
+    fn past_deadline(&self) -> bool {
+        match (&self.timer, self.ends) {
+            (Some(timer), Some(ends)) => timer.is_elapsed() && timer.deadline() >= ends,
+            _ => false,
+        }
+    }
+
+    /// The trailers that end the call now, if the timer ended it.
+    fn ending(&self) -> Option<Frame<Bytes>> {
+        let why = match self.lease.expired.load(Ordering::Acquire) {
+            NOT_EXPIRED if self.past_deadline() => PAST_DEADLINE,
+            NOT_EXPIRED => return None,
+            why => why,
+        };
+        let status = if why == IDLE {
+            let idle = self.idle_timeout.unwrap_or_default();
+            Status::deadline_exceeded(format!("call idle for {idle:?}: the client read nothing"))
+        } else {
+            Status::deadline_exceeded(
+                "deadline exceeded: the call outlived its deadline \
+                 (--stream-timeout, --request-timeout or the client's grpc-timeout)",
+            )
+        };
+        Some(trailers(&status))
+    }
+
+    /// The body waits on the server (or on the client's next request):
+    /// only the deadline counts. The task is woken at it; true if it has
+    /// passed.
+    fn wait_on_server(&mut self, cx: &Context<'_>) -> bool {
+        let (Some(timer), Some(ends)) = (&self.timer, self.ends) else {
+            return false;
+        };
+        self.lease.task.register(cx.waker());
+        if !timer.is_elapsed() {
+            // Its wake, idle instant or deadline, reaches this task.
+            return false;
+        }
+        if timer.deadline() >= ends {
+            return true;
+        }
+        // An idle instant passed while the client was reading.
+        self.arm(ends);
+        false
     }
 }
 
-/// The trailers an idle call ends with.
-fn idle_trailers(timeout: Duration) -> Frame<Bytes> {
-    let status = Status::deadline_exceeded(format!(
-        "call idle for {timeout:?}: the client read nothing"
-    ));
+/// Trailers carrying `status`.
+fn trailers(status: &Status) -> Frame<Bytes> {
     let mut trailers = http::HeaderMap::new();
     // A status made from a plain message always encodes.
     let _ = status.add_header(&mut trailers);
@@ -601,12 +741,17 @@ where
                     return Poll::Ready(None);
                 }
                 idle.client_read();
-                if idle.expired() {
+                if let Some(trailers) = idle.ending() {
                     *ended = true;
-                    let timeout = idle.timer.as_ref().map_or(Duration::ZERO, |(_, t)| *t);
-                    return Poll::Ready(Some(Ok(idle_trailers(timeout))));
+                    return Poll::Ready(Some(Ok(trailers)));
                 }
-                let frame = ready!(inner.poll_frame(cx));
+                let Poll::Ready(frame) = inner.poll_frame(cx) else {
+                    if idle.wait_on_server(cx) {
+                        *ended = true;
+                        return Poll::Ready(idle.ending().map(Ok));
+                    }
+                    return Poll::Pending;
+                };
                 if matches!(&frame, Some(Ok(frame)) if frame.is_data()) {
                     idle.wait_on_client();
                 }
@@ -637,10 +782,15 @@ mod tests {
     use super::*;
 
     fn layer(request_timeout: Option<Duration>) -> ShedLayer {
-        ShedLayer::new(&Limits {
+        ShedLayer::new(&layer_limits(request_timeout))
+    }
+
+    fn layer_limits(request_timeout: Option<Duration>) -> Limits {
+        Limits {
             max_concurrent_calls: 1,
             retry_pushback: Duration::ZERO,
             request_timeout,
+            stream_timeout: None,
             stream_idle_timeout: None,
             max_connections: 1,
             max_connections_per_peer: 1,
@@ -650,7 +800,7 @@ mod tests {
             max_calls_per_peer: 1,
             max_health_watches: 1,
             upstream_guarded: true,
-        })
+        }
     }
 
     fn request(grpc_timeout: Option<&str>) -> Request<()> {
@@ -667,14 +817,88 @@ mod tests {
     fn a_call_is_bounded_by_the_sooner_of_the_request_timeout_and_the_clients() {
         let ten_seconds = Some(Duration::from_secs(10));
         let shorter = Some(Duration::from_millis(200));
-        assert_eq!(layer(ten_seconds).deadline(&request(Some("200m"))), shorter);
-        assert_eq!(layer(shorter).deadline(&request(Some("1H"))), shorter);
-        assert_eq!(layer(ten_seconds).deadline(&request(None)), ten_seconds);
-        assert_eq!(layer(None).deadline(&request(Some("200m"))), shorter);
-        assert_eq!(layer(None).deadline(&request(None)), None);
-        assert_eq!(
-            layer(ten_seconds).deadline(&request(Some("soon"))),
-            ten_seconds
-        );
+        let answer = |layer: ShedLayer, timeout| layer.deadlines(&request(timeout)).0;
+        assert_eq!(answer(layer(ten_seconds), Some("200m")), shorter);
+        assert_eq!(answer(layer(shorter), Some("1H")), shorter);
+        assert_eq!(answer(layer(ten_seconds), None), ten_seconds);
+        assert_eq!(answer(layer(None), Some("200m")), shorter);
+        assert_eq!(answer(layer(None), None), None);
+        assert_eq!(answer(layer(ten_seconds), Some("soon")), ten_seconds);
+    }
+
+    /// A response body that never yields a frame: a stream whose server
+    /// has nothing more to say.
+    struct Silent;
+
+    impl Body for Silent {
+        type Data = Bytes;
+        type Error = std::convert::Infallible;
+
+        fn poll_frame(
+            self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+        ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+            Poll::Pending
+        }
+    }
+
+    /// The grpc-status of the trailers a `Silent` response to `path` ends
+    /// with, under `limits`; `None` if it is still open after 5 s (far
+    /// beyond the limits' deadlines).
+    async fn status_of_silent_call(limits: &Limits, path: &str) -> Option<String> {
+        use http_body_util::BodyExt as _;
+        use tower::ServiceExt as _;
+        let handler = tower::service_fn(|_: Request<tonic::body::Body>| async {
+            Ok::<_, std::convert::Infallible>(Response::new(Silent))
+        });
+        let request = Request::builder()
+            .uri(path)
+            .body(tonic::body::Body::empty())
+            .unwrap();
+        let response = ShedLayer::new(limits)
+            .layer(handler)
+            .oneshot(request)
+            .await
+            .unwrap();
+        let frame = tokio::time::timeout(Duration::from_secs(5), response.into_body().frame())
+            .await
+            .ok()??
+            .ok()?;
+        let trailers = frame.into_trailers().ok()?;
+        Some(trailers.get("grpc-status")?.to_str().ok()?.to_owned())
+    }
+
+    fn streaming_limits() -> Limits {
+        Limits {
+            max_concurrent_calls: 8,
+            request_timeout: Some(Duration::from_millis(100)),
+            stream_timeout: Some(Duration::from_millis(300)),
+            stream_idle_timeout: Some(Duration::from_secs(30)),
+            max_calls_per_connection: 8,
+            max_calls_per_peer: 8,
+            ..layer_limits(None)
+        }
+    }
+
+    #[tokio::test]
+    async fn a_stream_the_server_keeps_open_ends_deadline_exceeded_at_the_stream_timeout() {
+        let status = status_of_silent_call(
+            &streaming_limits(),
+            "/catalogue.v1.CatalogueService/ListProducts",
+        )
+        .await;
+
+        assert_eq!(status.as_deref(), Some("4"), "DEADLINE_EXCEEDED");
+    }
+
+    #[tokio::test]
+    async fn a_unary_response_is_bounded_by_the_request_timeout_and_a_watch_by_nothing() {
+        let limits = streaming_limits();
+        let unary =
+            status_of_silent_call(&limits, "/catalogue.v1.CatalogueService/GetProduct").await;
+        let watch = status_of_silent_call(&limits, HEALTH_WATCH_PATH).await;
+
+        assert_eq!(unary.as_deref(), Some("4"), "DEADLINE_EXCEEDED");
+        assert_eq!(watch, None, "a health Watch outlives every server timeout");
     }
 }

@@ -1,0 +1,89 @@
+//! Every call bounded in time, streams included: a stream ends at
+//! `--stream-timeout` or the client's `grpc-timeout`, whichever side
+//! stalls it.
+
+use std::time::Duration;
+
+use catalogue::api::proto::{
+    ListProductsRequest, catalogue_service_client::CatalogueServiceClient,
+};
+use tonic::{Code, Request, transport::Channel};
+
+use crate::helpers::{Backend, TestApp, spawn_app_with};
+
+/// Longest a test waits for the server to end a call (reached only when
+/// the bound is missing: it turns a hang into a failure).
+const PATIENCE: Duration = Duration::from_secs(30);
+
+/// An app whose ListProducts sends one product every 200 ms (a page of 50
+/// takes 10 s); `extra` flags besides.
+async fn slow_stream_app(extra: &[&str]) -> TestApp {
+    let flags = [
+        &[
+            "--enable-faults",
+            "--fault-slow-stream-ms",
+            "200",
+            "--fault-methods",
+            "ListProducts",
+        ],
+        extra,
+    ]
+    .concat();
+    spawn_app_with(Backend::Memory, &flags).await.unwrap()
+}
+
+/// Reads a ListProducts stream of 50 until it ends; returns how many
+/// products came and the status it ended with.
+async fn read_stream(
+    client: &mut CatalogueServiceClient<Channel>,
+    request: Request<ListProductsRequest>,
+) -> (usize, Result<(), tonic::Status>) {
+    let mut stream = match client.list_products(request).await {
+        Ok(response) => response.into_inner(),
+        Err(status) => return (0, Err(status)),
+    };
+    let mut received = 0;
+    let ended = tokio::time::timeout(PATIENCE, async {
+        loop {
+            match stream.message().await {
+                Ok(Some(_)) => received += 1,
+                Ok(None) => return Ok(()),
+                Err(status) => return Err(status),
+            }
+        }
+    })
+    .await
+    .expect("the stream ends within the patience");
+    (received, ended)
+}
+
+fn page_of_50() -> Request<ListProductsRequest> {
+    Request::new(ListProductsRequest {
+        page_size: 50,
+        ..Default::default()
+    })
+}
+
+#[tokio::test]
+async fn a_stream_ends_deadline_exceeded_at_the_stream_timeout() {
+    let app = slow_stream_app(&["--stream-timeout", "1s"]).await;
+
+    let (received, ended) = read_stream(&mut app.client.clone(), page_of_50()).await;
+
+    let status = ended.expect_err("cut off");
+    assert_eq!(status.code(), Code::DeadlineExceeded, "{status:?}");
+    assert!(received < 50, "{received} products: the whole page");
+}
+
+#[tokio::test]
+async fn a_clients_grpc_timeout_bounds_the_whole_stream() {
+    let app = slow_stream_app(&[]).await;
+    let mut request = page_of_50();
+    request.set_timeout(Duration::from_secs(1));
+
+    let (received, ended) = read_stream(&mut app.client.clone(), request).await;
+
+    let status = ended.expect_err("cut off");
+    assert_eq!(status.code(), Code::DeadlineExceeded, "{status:?}");
+    assert!(received < 50, "{received} products: the whole page");
+}
