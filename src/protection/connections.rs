@@ -13,7 +13,12 @@
 //!   doubling to 1 s, where tonic would retry at once and spin;
 //! - gives each connection its own call slots (`--max-calls-per-connection`)
 //!   and each client IP its own (`--max-calls-per-peer`), which tonic hands
-//!   every request as `ConnectionInfo`.
+//!   every request as `ConnectionInfo`;
+//! - closes a connection when one of its calls asks (`ConnectionControl`):
+//!   a call whose client has left it unread past its idle timeout or its
+//!   deadline, which no other way ends (hyper reads nothing more of its
+//!   body until the client opens its window, so the body, and h2's buffers
+//!   of it, would stay for as long as the connection does).
 //!
 //! Each refusal is counted in `catalogue_connections_refused_total{reason}`.
 //! `raise_fd_limit` lifts the soft `RLIMIT_NOFILE` to the hard limit at start.
@@ -23,12 +28,15 @@ use std::{
     io,
     net::IpAddr,
     pin::Pin,
-    sync::{Arc, Mutex, PoisonError},
+    sync::{
+        Arc, Mutex, PoisonError,
+        atomic::{AtomicBool, Ordering},
+    },
     task::{Context, Poll, ready},
     time::Duration,
 };
 
-use futures::Stream;
+use futures::{Stream, task::AtomicWaker};
 use http::Request;
 use metrics::{Counter, Gauge, counter, gauge};
 use tokio::{
@@ -51,6 +59,8 @@ const MAX_CONNECTIONS: &str = "max_connections";
 const MAX_CONNECTIONS_PER_PEER: &str = "max_connections_per_peer";
 const HANDSHAKE_TIMEOUT: &str = "handshake_timeout";
 const ACCEPT_ERROR: &str = "accept_error";
+/// Why an open connection was closed (the same counter's `reason`).
+const STALLED_CALL: &str = "stalled_call";
 
 /// The client IPs with a connection open: how many, and their call slots.
 struct Peers {
@@ -122,6 +132,7 @@ struct Refusals {
     per_peer: Counter,
     handshake_timeout: Counter,
     accept_error: Counter,
+    stalled_call: Counter,
 }
 
 impl Refusals {
@@ -133,6 +144,7 @@ impl Refusals {
             per_peer: reason(MAX_CONNECTIONS_PER_PEER),
             handshake_timeout: reason(HANDSHAKE_TIMEOUT),
             accept_error: reason(ACCEPT_ERROR),
+            stalled_call: reason(STALLED_CALL),
         }
     }
 }
@@ -201,6 +213,11 @@ impl<S> GuardedIncoming<S> {
             peer,
             open: self.open.clone(),
             calls: Arc::new(Semaphore::new(self.calls_per_connection)),
+            control: Arc::new(ConnectionControl {
+                closing: AtomicBool::new(false),
+                task: AtomicWaker::new(),
+                closed_total: self.refusals.stalled_call.clone(),
+            }),
             ends: self
                 .lifetime
                 .map(|lifetime| Box::pin(tokio::time::sleep(lifetime))),
@@ -313,6 +330,8 @@ pub struct GuardedConnection {
     open: Gauge,
     /// Its calls' slots (`--max-calls-per-connection`).
     calls: Arc<Semaphore>,
+    /// How its calls close it.
+    control: Arc<ConnectionControl>,
     /// `None` once the first header block has arrived (or with no timeout).
     handshake: Option<Handshake>,
     /// When it is closed whatever it is doing: `--max-connection-age` (tonic
@@ -326,6 +345,27 @@ impl Drop for GuardedConnection {
     }
 }
 
+/// What a connection's calls may ask of it: to be closed, at its next
+/// read, with every call on it.
+#[derive(Debug)]
+pub struct ConnectionControl {
+    closing: AtomicBool,
+    /// The connection's task, woken to read (and so to close).
+    task: AtomicWaker,
+    closed_total: Counter,
+}
+
+impl ConnectionControl {
+    /// Closes the connection: one of its calls is stuck behind a client
+    /// that reads nothing.
+    pub(super) fn close(&self) {
+        if !self.closing.swap(true, Ordering::AcqRel) {
+            self.closed_total.increment(1);
+        }
+        self.task.wake();
+    }
+}
+
 /// What tonic puts in each request's extensions for a `GuardedConnection`:
 /// the TCP addresses and the connection's call slots.
 #[derive(Debug, Clone)]
@@ -334,6 +374,7 @@ pub struct ConnectionInfo {
     pub(super) calls: Arc<Semaphore>,
     /// Its client IP's, shared with the IP's other connections.
     pub(super) peer_calls: Arc<Semaphore>,
+    pub(super) control: Arc<ConnectionControl>,
 }
 
 /// Copies a request's TCP addresses into its extensions as
@@ -358,6 +399,7 @@ impl Connected for GuardedConnection {
             tcp: self.stream.connect_info(),
             calls: self.calls.clone(),
             peer_calls: self.peer.calls.clone(),
+            control: self.control.clone(),
         }
     }
 }
@@ -369,6 +411,13 @@ impl AsyncRead for GuardedConnection {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         let this = self.get_mut();
+        this.control.task.register(cx.waker());
+        if this.control.closing.load(Ordering::Acquire) {
+            return Poll::Ready(Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                "a call on it was left unread past its idle timeout or deadline",
+            )));
+        }
         if let Some(ends) = &mut this.ends
             && ends.as_mut().poll(cx).is_ready()
         {

@@ -1,6 +1,6 @@
 //! Every call bounded in time, streams included: a stream ends at
-//! `--stream-timeout` or the client's `grpc-timeout`, whichever side
-//! stalls it.
+//! `--stream-timeout` or the client's `grpc-timeout`, and after
+//! `--stream-idle-timeout` without progress, whichever side stalls it.
 
 use std::time::Duration;
 
@@ -8,8 +8,12 @@ use catalogue::api::proto::{
     ListProductsRequest, catalogue_service_client::CatalogueServiceClient,
 };
 use tonic::{Code, Request, transport::Channel};
+use tonic_reflection::pb::v1::{
+    ServerReflectionRequest, server_reflection_client::ServerReflectionClient,
+    server_reflection_request::MessageRequest,
+};
 
-use crate::helpers::{Backend, TestApp, spawn_app_with};
+use crate::helpers::{Backend, TestApp, seed_products, spawn_app_with, value};
 
 /// Longest a test waits for the server to end a call (reached only when
 /// the bound is missing: it turns a hang into a failure).
@@ -86,4 +90,56 @@ async fn a_clients_grpc_timeout_bounds_the_whole_stream() {
     let status = ended.expect_err("cut off");
     assert_eq!(status.code(), Code::DeadlineExceeded, "{status:?}");
     assert!(received < 50, "{received} products: the whole page");
+}
+
+#[tokio::test]
+async fn a_reflection_stream_whose_client_sends_nothing_more_ends_and_gives_its_slot_back() {
+    let mut app = spawn_app_with(
+        Backend::Memory,
+        &[
+            "--stream-idle-timeout",
+            "500ms",
+            "--max-concurrent-calls",
+            "1",
+            "--max-calls-per-connection",
+            "1",
+        ],
+    )
+    .await
+    .unwrap();
+    // One request, and the client's side of the stream left open.
+    let (requests, open_requests) = tokio::sync::mpsc::channel(1);
+    requests
+        .send(ServerReflectionRequest {
+            host: String::new(),
+            message_request: Some(MessageRequest::ListServices(String::new())),
+        })
+        .await
+        .unwrap();
+    let mut responses = ServerReflectionClient::new(app.channel.clone())
+        .server_reflection_info(tokio_stream::wrappers::ReceiverStream::new(open_requests))
+        .await
+        .expect("reflection answers")
+        .into_inner();
+    responses
+        .message()
+        .await
+        .expect("the first answer")
+        .expect("a message");
+
+    let ended = tokio::time::timeout(PATIENCE, responses.message())
+        .await
+        .expect("the idle stream ends within the patience");
+
+    let status = ended.expect_err("ended by the server");
+    assert_eq!(status.code(), Code::DeadlineExceeded, "{status:?}");
+    app.get_product(&seed_products()[0].id)
+        .await
+        .expect("the only call slot is free again");
+    let scrape = app.scrape().await;
+    assert_eq!(
+        value(&scrape, "catalogue_idle_calls_expired_total", &[]),
+        Some(1.0)
+    );
+    drop(requests);
 }
