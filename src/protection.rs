@@ -100,8 +100,11 @@ pub struct ProtectionConfig {
     pub stream_timeout: Duration,
 
     /// A call whose client reads nothing for this long (its flow-control
-    /// window stays shut) gives back its slot and ends with
-    /// DEADLINE_EXCEEDED. Time the server spends producing does not count.
+    /// window stays shut), or, on reflection's bidirectional stream, sends
+    /// no next request and does not end them, gives back its slot and ends
+    /// with DEADLINE_EXCEEDED; one left unread closes its connection (only
+    /// that releases its buffers). Time the server spends producing does
+    /// not count.
     #[arg(long, env = "CATALOGUE_STREAM_IDLE_TIMEOUT", default_value = "30s", value_parser = humantime::parse_duration)]
     pub stream_idle_timeout: Duration,
 
@@ -116,16 +119,23 @@ pub struct ProtectionConfig {
     pub max_connections_per_peer: u32,
 
     /// Close a connection this long after it opened: a GOAWAY, then
-    /// --max-connection-age-grace for its calls to finish. Off by default;
-    /// behind an L4 load balancer it makes clients reconnect, and so
-    /// spread over replicas added since they first connected.
-    #[arg(long, env = "CATALOGUE_MAX_CONNECTION_AGE", value_parser = humantime::parse_duration)]
-    pub max_connection_age: Option<Duration>,
+    /// --max-connection-age-grace for its calls to finish (0s: never). It
+    /// bounds what any one connection can hold on to, and behind an L4
+    /// load balancer it makes clients reconnect, and so spread over
+    /// replicas added since they first connected.
+    #[arg(long, env = "CATALOGUE_MAX_CONNECTION_AGE", default_value = "30m", value_parser = humantime::parse_duration)]
+    pub max_connection_age: Duration,
 
     /// After --max-connection-age, how long a connection's calls may take
     /// to finish before it is closed.
     #[arg(long, env = "CATALOGUE_MAX_CONNECTION_AGE_GRACE", default_value = "30s", value_parser = humantime::parse_duration)]
     pub max_connection_age_grace: Duration,
+
+    /// A connection with no call open for this long is closed (checked
+    /// every quarter of it, so it is closed within 1.25 times it); 0s:
+    /// never. Clients reconnect when they next call.
+    #[arg(long, env = "CATALOGUE_CONNECTION_IDLE_TIMEOUT", default_value = "5m", value_parser = humantime::parse_duration)]
+    pub connection_idle_timeout: Duration,
 
     /// A connection that has not sent the HTTP/2 preface and a whole first
     /// HEADERS block this long after it was accepted is closed.
@@ -180,6 +190,8 @@ pub struct Limits {
     /// `--max-connection-age` and its grace: a GOAWAY at the age, the
     /// connection closed at age + grace. `None`: connections live on.
     pub max_connection_age: Option<(Duration, Duration)>,
+    /// `None`: a connection with no call open stays open.
+    pub connection_idle_timeout: Option<Duration>,
     pub max_calls_per_connection: usize,
     pub max_calls_per_peer: usize,
     pub max_health_watches: usize,
@@ -189,8 +201,8 @@ pub struct Limits {
 
 impl ProtectionConfig {
     fn connection_age(&self) -> Option<(Duration, Duration)> {
-        self.max_connection_age
-            .map(|age| (age, self.max_connection_age_grace))
+        (!self.max_connection_age.is_zero())
+            .then_some((self.max_connection_age, self.max_connection_age_grace))
     }
 
     pub fn limits(&self) -> Limits {
@@ -205,6 +217,7 @@ impl ProtectionConfig {
                 max_connections_per_peer: usize::MAX,
                 handshake_timeout: None,
                 max_connection_age: self.connection_age(),
+                connection_idle_timeout: None,
                 max_calls_per_connection: usize::MAX,
                 max_calls_per_peer: usize::MAX,
                 max_health_watches: usize::MAX,
@@ -229,6 +242,8 @@ impl ProtectionConfig {
             max_connections_per_peer: self.max_connections_per_peer as usize,
             handshake_timeout: Some(self.handshake_timeout),
             max_connection_age: self.connection_age(),
+            connection_idle_timeout: (!self.connection_idle_timeout.is_zero())
+                .then_some(self.connection_idle_timeout),
             max_calls_per_connection: per_connection.max(1),
             max_calls_per_peer: per_peer.max(1),
             max_health_watches: self.max_health_watches,
@@ -336,16 +351,18 @@ impl ShedLayer {
         let info = request.extensions().get::<ConnectionInfo>();
         if path == HEALTH_WATCH_PATH {
             return match self.watches.clone().try_acquire_owned() {
-                Ok(watch) => Ok(Some(Slots {
-                    _call: watch,
-                    _peer: None,
-                    _connection: None,
-                    control: info.map(|info| info.control.clone()),
-                })),
+                Ok(watch) => Ok(Some(Slots::new(
+                    watch,
+                    None,
+                    info.map(|info| info.control.clone()),
+                ))),
                 Err(_) => Err(&self.shed_watch),
             };
         }
         if path.starts_with(NEVER_SHED_PREFIX) {
+            if let Some(info) = info {
+                info.control.touch();
+            }
             return Ok(None);
         }
         let Ok(call) = self.permits.clone().try_acquire_owned() else {
@@ -353,12 +370,7 @@ impl ShedLayer {
         };
         // A refusal here gives the slots taken so far back at once.
         let Some(info) = info else {
-            return Ok(Some(Slots {
-                _call: call,
-                _peer: None,
-                _connection: None,
-                control: None,
-            }));
+            return Ok(Some(Slots::new(call, None, None)));
         };
         let Ok(peer) = info.peer_calls.clone().try_acquire_owned() else {
             return Err(&self.shed_by_peer);
@@ -366,12 +378,11 @@ impl ShedLayer {
         let Ok(connection) = info.calls.clone().try_acquire_owned() else {
             return Err(&self.shed_by_connection);
         };
-        Ok(Some(Slots {
-            _call: call,
-            _peer: Some(peer),
-            _connection: Some(connection),
-            control: Some(info.control.clone()),
-        }))
+        Ok(Some(Slots::new(
+            call,
+            Some([peer, connection]),
+            Some(info.control.clone()),
+        )))
     }
 
     fn refusal(&self) -> Response<tonic::body::Body> {
@@ -536,11 +547,37 @@ pin_project! {
 /// connection's.
 pub struct Slots {
     _call: OwnedSemaphorePermit,
-    _peer: Option<OwnedSemaphorePermit>,
-    _connection: Option<OwnedSemaphorePermit>,
-    /// Its connection's, to close it when the call is stuck behind a
+    /// Its client IP's and its connection's.
+    _peer_and_connection: Option<[OwnedSemaphorePermit; 2]>,
+    /// Its connection's, which counts its open calls (a connection with
+    /// none is idle), and which it closes when the call is stuck behind a
     /// client that reads nothing.
     control: Option<Arc<ConnectionControl>>,
+}
+
+impl Slots {
+    fn new(
+        call: OwnedSemaphorePermit,
+        peer_and_connection: Option<[OwnedSemaphorePermit; 2]>,
+        control: Option<Arc<ConnectionControl>>,
+    ) -> Self {
+        if let Some(control) = &control {
+            control.call_opened();
+        }
+        Self {
+            _call: call,
+            _peer_and_connection: peer_and_connection,
+            control,
+        }
+    }
+}
+
+impl Drop for Slots {
+    fn drop(&mut self) {
+        if let Some(control) = &self.control {
+            control.call_closed();
+        }
+    }
 }
 
 /// A call's concurrency slot and the timer that ends its response: when
@@ -973,6 +1010,7 @@ mod tests {
             max_connections_per_peer: 1,
             handshake_timeout: None,
             max_connection_age: None,
+            connection_idle_timeout: None,
             max_calls_per_connection: 1,
             max_calls_per_peer: 1,
             max_health_watches: 1,
@@ -988,6 +1026,26 @@ mod tests {
                 .insert("grpc-timeout", timeout.parse().unwrap());
         }
         request
+    }
+
+    #[test]
+    fn streams_connections_and_their_age_are_bounded_by_default() {
+        #[derive(clap::Parser)]
+        struct Flags {
+            #[command(flatten)]
+            protection: ProtectionConfig,
+        }
+        let limits = <Flags as clap::Parser>::parse_from(["test"])
+            .protection
+            .limits();
+
+        let minutes = |minutes: u64| Duration::from_secs(60 * minutes);
+        assert_eq!(limits.stream_timeout, Some(minutes(5)));
+        assert_eq!(limits.connection_idle_timeout, Some(minutes(5)));
+        assert_eq!(
+            limits.max_connection_age,
+            Some((minutes(30), Duration::from_secs(30)))
+        );
     }
 
     #[test]

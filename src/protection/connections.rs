@@ -8,7 +8,9 @@
 //!   HEADERS block within `--handshake-timeout` (silent or slowloris
 //!   connections that would hold a slot forever);
 //! - closes one `--max-connection-age-grace` after `--max-connection-age`
-//!   (tonic sends the GOAWAY at the age);
+//!   (tonic sends the GOAWAY at the age), and one with no call open for
+//!   `--connection-idle-timeout` (idle connections, even ones answering
+//!   pings, would otherwise hold their slot forever);
 //! - backs off after a failed accept (out of file descriptors, say), 5 ms
 //!   doubling to 1 s, where tonic would retry at once and spin;
 //! - gives each connection its own call slots (`--max-calls-per-connection`)
@@ -30,7 +32,7 @@ use std::{
     pin::Pin,
     sync::{
         Arc, Mutex, PoisonError,
-        atomic::{AtomicBool, Ordering},
+        atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering},
     },
     task::{Context, Poll, ready},
     time::Duration,
@@ -61,6 +63,7 @@ const HANDSHAKE_TIMEOUT: &str = "handshake_timeout";
 const ACCEPT_ERROR: &str = "accept_error";
 /// Why an open connection was closed (the same counter's `reason`).
 const STALLED_CALL: &str = "stalled_call";
+const CONNECTION_IDLE_TIMEOUT: &str = "connection_idle_timeout";
 
 /// The client IPs with a connection open: how many, and their call slots.
 struct Peers {
@@ -133,6 +136,7 @@ struct Refusals {
     handshake_timeout: Counter,
     accept_error: Counter,
     stalled_call: Counter,
+    idle: Counter,
 }
 
 impl Refusals {
@@ -145,6 +149,7 @@ impl Refusals {
             handshake_timeout: reason(HANDSHAKE_TIMEOUT),
             accept_error: reason(ACCEPT_ERROR),
             stalled_call: reason(STALLED_CALL),
+            idle: reason(CONNECTION_IDLE_TIMEOUT),
         }
     }
 }
@@ -162,6 +167,7 @@ where
         peers: Peers::new(limits.max_connections_per_peer, limits.max_calls_per_peer),
         calls_per_connection: limits.max_calls_per_connection.min(Semaphore::MAX_PERMITS),
         handshake_timeout: limits.handshake_timeout,
+        idle_timeout: limits.connection_idle_timeout,
         lifetime: limits
             .max_connection_age
             .map(|(age, grace)| age.saturating_add(grace)),
@@ -180,6 +186,8 @@ pub struct GuardedIncoming<S> {
     calls_per_connection: usize,
     /// `None`: a connection may take as long as it likes to start.
     handshake_timeout: Option<Duration>,
+    /// `None`: a connection with no call open stays open.
+    idle_timeout: Option<Duration>,
     /// `--max-connection-age` plus its grace.
     lifetime: Option<Duration>,
     /// Set after a failed accept: nothing is accepted until it fires.
@@ -217,6 +225,15 @@ impl<S> GuardedIncoming<S> {
                 closing: AtomicBool::new(false),
                 task: AtomicWaker::new(),
                 closed_total: self.refusals.stalled_call.clone(),
+                open_calls: AtomicUsize::new(0),
+                activity: AtomicU64::new(0),
+            }),
+            idle: self.idle_timeout.map(|timeout| IdleCheck {
+                period: timeout / IDLE_CHECKS,
+                timer: Box::pin(tokio::time::sleep(timeout / IDLE_CHECKS)),
+                seen: 0,
+                quiet: 0,
+                closed_total: self.refusals.idle.clone(),
             }),
             ends: self
                 .lifetime
@@ -264,15 +281,17 @@ where
 
 /// Reads the client's first bytes as HTTP/2 frames until a header block
 /// ends: the 24-byte preface, then frames (a 9-byte header: length, type,
-/// flags, stream), skipping payloads, until a HEADERS or CONTINUATION
-/// frame with END_HEADERS. Validating them is h2's job; this only tells
-/// when the client has asked for something.
+/// flags, stream), skipping payloads, until the last byte of a HEADERS or
+/// CONTINUATION frame with END_HEADERS. Validating them is h2's job; this
+/// only tells when the client has asked for something.
 #[derive(Debug, Default)]
 struct FrameScanner {
     preface_read: usize,
     header: [u8; 9],
     header_read: usize,
     payload_left: usize,
+    /// Set while the payload being skipped ends a header block.
+    in_last_header_frame: bool,
 }
 
 const PREFACE_LEN: usize = 24;
@@ -291,6 +310,9 @@ impl FrameScanner {
                 let skipped = self.payload_left.min(bytes.len());
                 self.payload_left -= skipped;
                 bytes = &bytes[skipped..];
+                if self.payload_left == 0 && self.in_last_header_frame {
+                    return true;
+                }
                 continue;
             }
             let taken = (9 - self.header_read).min(bytes.len());
@@ -303,11 +325,51 @@ impl FrameScanner {
             }
             self.header_read = 0;
             let [len_high, len_mid, len_low, kind, flags, ..] = self.header;
-            if matches!(kind, FRAME_HEADERS | FRAME_CONTINUATION) && flags & FLAG_END_HEADERS != 0 {
-                return true;
-            }
             self.payload_left =
                 usize::from(len_high) << 16 | usize::from(len_mid) << 8 | usize::from(len_low);
+            self.in_last_header_frame =
+                matches!(kind, FRAME_HEADERS | FRAME_CONTINUATION) && flags & FLAG_END_HEADERS != 0;
+            if self.in_last_header_frame && self.payload_left == 0 {
+                return true;
+            }
+        }
+        false
+    }
+}
+
+/// How many checks the idle timeout is cut into: a connection is closed
+/// after that many checks in a row found it idle.
+const IDLE_CHECKS: u32 = 4;
+
+/// The idle checks of a connection.
+struct IdleCheck {
+    period: Duration,
+    timer: Pin<Box<Sleep>>,
+    /// `ConnectionControl::activity` at the last check.
+    seen: u64,
+    /// Checks in a row that found no call and no activity.
+    quiet: u32,
+    closed_total: Counter,
+}
+
+impl IdleCheck {
+    /// Whether the connection has been idle for the whole timeout; the
+    /// timer is set for the next check.
+    fn idle_for_long(&mut self, control: &ConnectionControl, cx: &mut Context<'_>) -> bool {
+        while self.timer.as_mut().poll(cx).is_ready() {
+            let activity = control.activity.load(Ordering::Relaxed);
+            if activity == self.seen && control.open_calls.load(Ordering::Relaxed) == 0 {
+                self.quiet += 1;
+            } else {
+                self.quiet = 0;
+                self.seen = activity;
+            }
+            if self.quiet >= IDLE_CHECKS {
+                self.closed_total.increment(1);
+                return true;
+            }
+            let next = self.timer.deadline() + self.period;
+            self.timer.as_mut().reset(next);
         }
         false
     }
@@ -332,6 +394,8 @@ pub struct GuardedConnection {
     calls: Arc<Semaphore>,
     /// How its calls close it.
     control: Arc<ConnectionControl>,
+    /// `None` with no `--connection-idle-timeout`.
+    idle: Option<IdleCheck>,
     /// `None` once the first header block has arrived (or with no timeout).
     handshake: Option<Handshake>,
     /// When it is closed whatever it is doing: `--max-connection-age` (tonic
@@ -345,17 +409,39 @@ impl Drop for GuardedConnection {
     }
 }
 
-/// What a connection's calls may ask of it: to be closed, at its next
-/// read, with every call on it.
+/// What a connection's calls tell it: that they open and close (a
+/// connection with none open for the idle timeout is closed), or that it
+/// must close, at its next read, with every call on it.
 #[derive(Debug)]
 pub struct ConnectionControl {
     closing: AtomicBool,
     /// The connection's task, woken to read (and so to close).
     task: AtomicWaker,
     closed_total: Counter,
+    /// Calls holding slots on it.
+    open_calls: AtomicUsize,
+    /// Counts calls that started or ended (health checks, which hold no
+    /// slot, included): unchanged between two idle checks, nothing
+    /// happened.
+    activity: AtomicU64,
 }
 
 impl ConnectionControl {
+    /// A call that holds no slot (a health check) came.
+    pub(super) fn touch(&self) {
+        self.activity.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(super) fn call_opened(&self) {
+        self.open_calls.fetch_add(1, Ordering::Relaxed);
+        self.touch();
+    }
+
+    pub(super) fn call_closed(&self) {
+        self.open_calls.fetch_sub(1, Ordering::Relaxed);
+        self.touch();
+    }
+
     /// Closes the connection: one of its calls is stuck behind a client
     /// that reads nothing.
     pub(super) fn close(&self) {
@@ -417,6 +503,14 @@ impl AsyncRead for GuardedConnection {
                 io::ErrorKind::TimedOut,
                 "a call on it was left unread past its idle timeout or deadline",
             )));
+        }
+        if let Some(idle) = &mut this.idle
+            && idle.idle_for_long(&this.control, cx)
+        {
+            // The end of the stream: h2 closes a connection with no stream.
+            this.idle = None;
+            this.control.closing.store(true, Ordering::Release);
+            return Poll::Ready(Ok(()));
         }
         if let Some(ends) = &mut this.ends
             && ends.as_mut().poll(cx).is_ready()
@@ -565,6 +659,15 @@ mod tests {
         whole.extend(&settings);
         whole.extend(frame(FRAME_HEADERS, FLAG_END_HEADERS | 0x1, &[9; 40]));
         assert!(scanner.header_block_ended(&whole));
+
+        // A HEADERS frame's header alone is not a header block: its payload
+        // must arrive too.
+        let mut scanner = FrameScanner::default();
+        let mut header_only = preface.to_vec();
+        header_only.extend(&frame(FRAME_HEADERS, FLAG_END_HEADERS, &[7; 100])[..9]);
+        assert!(!scanner.header_block_ended(&header_only));
+        assert!(!scanner.header_block_ended(&[7; 99]));
+        assert!(scanner.header_block_ended(&[7]));
 
         // A DATA frame's payload that looks like HEADERS is skipped.
         let mut scanner = FrameScanner::default();
