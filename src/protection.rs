@@ -12,7 +12,9 @@
 //!   end by themselves and are never shed by the global limit, have a bound
 //!   of their own (`--max-health-watches`). One client IP may hold at most
 //!   `--max-calls-per-peer` (three quarters), so the last quarter is always
-//!   someone else's.
+//!   someone else's; and the last eighth of the slots is a reserve only an
+//!   IP holding fewer than 4 calls may take, so that whatever a few
+//!   addresses hold, a new one is served (see `peers.rs`).
 //! - Idle calls: an admitted call that makes no progress for
 //!   `--stream-idle-timeout` because of its client, whichever way, gives its
 //!   slot back and ends with DEADLINE_EXCEEDED: a client that reads nothing
@@ -36,8 +38,9 @@
 //!   the idle timer, set to the sooner of the idle instant and the call's
 //!   deadline.
 //! - `guard_connections` (`connections.rs`): bounds on open connections, in
-//!   all and per client IP, a handshake timeout, and a backoff after failed
-//!   accepts.
+//!   all and per client IP with a reserve for addresses holding few
+//!   (`peers.rs`), a handshake timeout, an idle timeout, and a backoff after
+//!   failed accepts.
 //!
 //! `ProtectionConfig` is the flags; `Limits` what is in force, with
 //! `--no-protection` resolved once.
@@ -69,11 +72,13 @@ use tower::{Layer, Service};
 use crate::{method::Method, telemetry::names, values::grpc_timeout};
 
 mod connections;
+mod peers;
 
 use connections::ConnectionControl;
 pub use connections::{
     ConnectionInfo, GuardedConnection, expose_tcp_info, guard_connections, raise_fd_limit,
 };
+pub use peers::{AddressSlot, AddressSlots, Refusal};
 
 /// Server-side overload protection. The defaults are safe for a 2-core
 /// machine.
@@ -292,7 +297,12 @@ pub struct ShedLayer {
     shed: Counter,
     shed_by_connection: Counter,
     shed_by_peer: Counter,
+    shed_reserved: Counter,
     shed_watch: Counter,
+    /// The last of the call slots, kept for IPs holding fewer than
+    /// `peers::SMALL_HOLDER` calls.
+    reserved_calls: usize,
+    max_calls_per_peer: usize,
     /// `None`: a call keeps its slot however long its client stalls.
     idle_timeout: Option<Duration>,
     idle_expired: Counter,
@@ -315,6 +325,11 @@ impl ShedLayer {
             shed: counter!(names::SHED, "reason" => "concurrency_limit"),
             shed_by_connection: counter!(names::SHED, "reason" => "connection_limit"),
             shed_by_peer: counter!(names::SHED, "reason" => "peer_limit"),
+            shed_reserved: counter!(names::SHED, "reason" => "reserved_for_new_peers"),
+            reserved_calls: peers::reserve_of(
+                limits.max_concurrent_calls.min(Semaphore::MAX_PERMITS),
+            ),
+            max_calls_per_peer: limits.max_calls_per_peer,
             shed_watch: counter!(names::SHED, "reason" => "health_watch_limit"),
             idle_timeout: limits.stream_idle_timeout,
             idle_expired: counter!(names::IDLE_CALLS_EXPIRED),
@@ -364,6 +379,15 @@ impl ShedLayer {
                 info.control.touch();
             }
             return Ok(None);
+        }
+        if let Some(info) = info
+            && self.permits.available_permits() <= self.reserved_calls
+            && self
+                .max_calls_per_peer
+                .saturating_sub(info.peer_calls.available_permits())
+                >= peers::SMALL_HOLDER
+        {
+            return Err(&self.shed_reserved);
         }
         let Ok(call) = self.permits.clone().try_acquire_owned() else {
             return Err(&self.shed);

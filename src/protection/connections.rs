@@ -2,8 +2,9 @@
 //! not do. `guard_connections` wraps the accepted stream and
 //!
 //! - closes a connection beyond `--max-connections`, or beyond
-//!   `--max-connections-per-peer` from one client IP, as soon as it is
-//!   accepted;
+//!   `--max-connections-per-peer` from one client IP, or one that would take
+//!   the last eighth of the slots from an IP already holding 4 or more
+//!   (`peers.rs`), as soon as it is accepted;
 //! - closes one that has not sent the HTTP/2 preface and a whole first
 //!   HEADERS block within `--handshake-timeout` (silent or slowloris
 //!   connections that would hold a slot forever);
@@ -26,12 +27,10 @@
 //! `raise_fd_limit` lifts the soft `RLIMIT_NOFILE` to the hard limit at start.
 
 use std::{
-    collections::HashMap,
     io,
-    net::IpAddr,
     pin::Pin,
     sync::{
-        Arc, Mutex, PoisonError,
+        Arc,
         atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering},
     },
     task::{Context, Poll, ready},
@@ -44,12 +43,15 @@ use metrics::{Counter, Gauge, counter, gauge};
 use tokio::{
     io::{AsyncRead, AsyncWrite, ReadBuf},
     net::TcpStream,
-    sync::{OwnedSemaphorePermit, Semaphore},
+    sync::Semaphore,
     time::Sleep,
 };
 use tonic::transport::server::{Connected, TcpConnectInfo};
 
-use super::Limits;
+use super::{
+    Limits,
+    peers::{AddressSlot, AddressSlots, Refusal},
+};
 use crate::telemetry::names;
 
 /// The first and the longest pause after a failed accept.
@@ -59,80 +61,19 @@ const ACCEPT_BACKOFF_MAX: Duration = Duration::from_secs(1);
 /// Why a connection was closed at once (the `reason` label).
 const MAX_CONNECTIONS: &str = "max_connections";
 const MAX_CONNECTIONS_PER_PEER: &str = "max_connections_per_peer";
+const RESERVED: &str = "reserved_for_new_peers";
 const HANDSHAKE_TIMEOUT: &str = "handshake_timeout";
 const ACCEPT_ERROR: &str = "accept_error";
 /// Why an open connection was closed (the same counter's `reason`).
 const STALLED_CALL: &str = "stalled_call";
 const CONNECTION_IDLE_TIMEOUT: &str = "connection_idle_timeout";
 
-/// The client IPs with a connection open: how many, and their call slots.
-struct Peers {
-    open: Mutex<HashMap<IpAddr, Peer>>,
-    max_connections: usize,
-    max_calls: usize,
-}
-
-struct Peer {
-    connections: usize,
-    /// Shared by the peer's connections (`--max-calls-per-peer`).
-    calls: Arc<Semaphore>,
-}
-
-/// One of a peer's connections; counted down when the connection goes.
-struct PeerSlot {
-    peers: Arc<Peers>,
-    ip: IpAddr,
-    calls: Arc<Semaphore>,
-}
-
-impl Peers {
-    fn new(max_connections: usize, max_calls: usize) -> Arc<Self> {
-        Arc::new(Self {
-            open: Mutex::default(),
-            max_connections,
-            max_calls: max_calls.min(Semaphore::MAX_PERMITS),
-        })
-    }
-
-    fn admit(self: &Arc<Self>, ip: IpAddr) -> Option<PeerSlot> {
-        let mut open = self.open.lock().unwrap_or_else(PoisonError::into_inner);
-        let peer = open.entry(ip).or_insert_with(|| Peer {
-            connections: 0,
-            calls: Arc::new(Semaphore::new(self.max_calls)),
-        });
-        if peer.connections >= self.max_connections {
-            return None;
-        }
-        peer.connections += 1;
-        Some(PeerSlot {
-            peers: self.clone(),
-            ip,
-            calls: peer.calls.clone(),
-        })
-    }
-}
-
-impl Drop for PeerSlot {
-    fn drop(&mut self) {
-        let mut open = self
-            .peers
-            .open
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
-        if let Some(peer) = open.get_mut(&self.ip) {
-            peer.connections -= 1;
-            if peer.connections == 0 {
-                open.remove(&self.ip);
-            }
-        }
-    }
-}
-
 /// The refusal counters, one per reason.
 #[derive(Clone)]
 struct Refusals {
     max_connections: Counter,
     per_peer: Counter,
+    reserved: Counter,
     handshake_timeout: Counter,
     accept_error: Counter,
     stalled_call: Counter,
@@ -146,6 +87,7 @@ impl Refusals {
         Self {
             max_connections: reason(MAX_CONNECTIONS),
             per_peer: reason(MAX_CONNECTIONS_PER_PEER),
+            reserved: reason(RESERVED),
             handshake_timeout: reason(HANDSHAKE_TIMEOUT),
             accept_error: reason(ACCEPT_ERROR),
             stalled_call: reason(STALLED_CALL),
@@ -161,10 +103,11 @@ where
 {
     GuardedIncoming {
         incoming,
-        slots: Arc::new(Semaphore::new(
-            limits.max_connections.min(Semaphore::MAX_PERMITS),
-        )),
-        peers: Peers::new(limits.max_connections_per_peer, limits.max_calls_per_peer),
+        slots: AddressSlots::new(
+            limits.max_connections,
+            limits.max_connections_per_peer,
+            limits.max_calls_per_peer,
+        ),
         calls_per_connection: limits.max_calls_per_connection.min(Semaphore::MAX_PERMITS),
         handshake_timeout: limits.handshake_timeout,
         idle_timeout: limits.connection_idle_timeout,
@@ -181,8 +124,7 @@ where
 /// The stream `guard_connections` returns.
 pub struct GuardedIncoming<S> {
     incoming: S,
-    slots: Arc<Semaphore>,
-    peers: Arc<Peers>,
+    slots: Arc<AddressSlots>,
     calls_per_connection: usize,
     /// `None`: a connection may take as long as it likes to start.
     handshake_timeout: Option<Duration>,
@@ -206,19 +148,22 @@ impl<S> GuardedIncoming<S> {
             // Gone already.
             Err(_) => return None,
         };
-        let Some(peer) = self.peers.admit(peer) else {
-            self.refusals.per_peer.increment(1);
-            return None;
-        };
-        let Ok(slot) = self.slots.clone().try_acquire_owned() else {
-            self.refusals.max_connections.increment(1);
-            return None;
+        let slot = match self.slots.admit(peer) {
+            Ok(slot) => slot,
+            Err(refusal) => {
+                let counter = match refusal {
+                    Refusal::PerAddress => &self.refusals.per_peer,
+                    Refusal::Total => &self.refusals.max_connections,
+                    Refusal::Reserve => &self.refusals.reserved,
+                };
+                counter.increment(1);
+                return None;
+            }
         };
         self.open.increment(1.0);
         Some(GuardedConnection {
             stream,
-            _slot: slot,
-            peer,
+            slot,
             open: self.open.clone(),
             calls: Arc::new(Semaphore::new(self.calls_per_connection)),
             control: Arc::new(ConnectionControl {
@@ -387,8 +332,8 @@ struct Handshake {
 /// handshake does not end in time.
 pub struct GuardedConnection {
     stream: TcpStream,
-    _slot: OwnedSemaphorePermit,
-    peer: PeerSlot,
+    /// Its slot of `--max-connections` and of its address's share.
+    slot: AddressSlot,
     open: Gauge,
     /// Its calls' slots (`--max-calls-per-connection`).
     calls: Arc<Semaphore>,
@@ -484,7 +429,7 @@ impl Connected for GuardedConnection {
         ConnectionInfo {
             tcp: self.stream.connect_info(),
             calls: self.calls.clone(),
-            peer_calls: self.peer.calls.clone(),
+            peer_calls: self.slot.calls.clone(),
             control: self.control.clone(),
         }
     }
@@ -697,21 +642,5 @@ mod tests {
         // It resumes after it and backs off longer at each failure.
         assert!(incoming.next().await.is_none());
         assert_eq!(incoming.next_backoff, ACCEPT_BACKOFF_MIN * 8);
-    }
-
-    #[test]
-    fn a_peer_holds_at_most_its_connections_and_gets_them_back() {
-        let peers = Peers::new(2, 3);
-        let ip: IpAddr = "10.0.0.1".parse().unwrap();
-        let first = peers.admit(ip).unwrap();
-        let second = peers.admit(ip).unwrap();
-        assert!(peers.admit(ip).is_none());
-        assert!(peers.admit("10.0.0.2".parse().unwrap()).is_some());
-        assert!(
-            Arc::ptr_eq(&first.calls, &second.calls),
-            "one IP, one call bound"
-        );
-        drop(first);
-        assert!(peers.admit(ip).is_some());
     }
 }

@@ -7,6 +7,10 @@ use std::time::Duration;
 use catalogue::api::proto::{
     ListProductsRequest, catalogue_service_client::CatalogueServiceClient,
 };
+use tokio::{
+    io::{AsyncReadExt, AsyncWriteExt},
+    net::{TcpSocket, TcpStream},
+};
 use tonic::{Code, Request, transport::Channel};
 use tonic_reflection::pb::v1::{
     ServerReflectionRequest, server_reflection_client::ServerReflectionClient,
@@ -142,4 +146,48 @@ async fn a_reflection_stream_whose_client_sends_nothing_more_ends_and_gives_its_
         Some(1.0)
     );
     drop(requests);
+}
+
+#[tokio::test]
+async fn one_address_cannot_take_every_admin_connection() {
+    // 8 connections, at most 4 from one address.
+    let app = spawn_app_with(
+        Backend::Memory,
+        &[
+            "--admin-max-connections",
+            "8",
+            "--admin-header-timeout",
+            "1h",
+        ],
+    )
+    .await
+    .unwrap();
+    let mut held = Vec::new();
+    for _ in 0..8 {
+        held.push(TcpStream::connect(app.admin_addr).await.unwrap());
+    }
+
+    let socket = TcpSocket::new_v4().unwrap();
+    socket.bind("127.0.0.2:0".parse().unwrap()).unwrap();
+    let mut scraper = socket.connect(app.admin_addr).await.unwrap();
+    let request = format!(
+        "GET /metrics HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n\r\n",
+        app.admin_addr
+    );
+    scraper.write_all(request.as_bytes()).await.unwrap();
+    let mut response = Vec::new();
+    tokio::time::timeout(PATIENCE, scraper.read_to_end(&mut response))
+        .await
+        .expect("answered within the patience")
+        .expect("read");
+    let response = String::from_utf8(response).unwrap();
+
+    assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+    assert!(
+        response.contains(
+            "catalogue_admin_connections_refused_total{reason=\"max_connections_per_peer\"} 4"
+        ),
+        "{response}"
+    );
+    drop(held);
 }

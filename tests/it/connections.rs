@@ -345,3 +345,43 @@ async fn a_connection_with_a_call_open_is_not_idle() {
     let scrape = app.scrape().await;
     assert_eq!(refused(&scrape, "connection_idle_timeout"), Some(0.0));
 }
+
+#[tokio::test]
+async fn the_last_connection_slots_are_kept_for_addresses_holding_few() {
+    // 16 slots, the last 2 for addresses holding fewer than 4.
+    let app = spawn_app_with(
+        Backend::Memory,
+        &[
+            "--max-connections",
+            "16",
+            "--max-connections-per-peer",
+            "8",
+            "--handshake-timeout",
+            "1h",
+        ],
+    )
+    .await
+    .unwrap();
+    // 127.0.0.1 holds 8 (the test's own channel is one), 127.0.0.2 asks
+    // for 8 more.
+    let mut held = Vec::new();
+    for from in [&["127.0.0.1"; 7][..], &["127.0.0.2"; 8][..]].concat() {
+        let mut stream = connect_from(from, app.grpc_addr).await;
+        if served(&mut stream).await {
+            held.push(stream);
+        }
+    }
+
+    let mut fresh = connect_from("127.0.0.3", app.grpc_addr).await;
+
+    assert!(served(&mut fresh).await, "a fresh address is served");
+    assert_eq!(
+        held.len(),
+        13,
+        "all but the reserve of 2 (and 127.0.0.1's own)"
+    );
+    assert_eq!(
+        refused(&app.scrape().await, "reserved_for_new_peers"),
+        Some(2.0)
+    );
+}
