@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
-# Starts the service with its defaults and runs the HTTP/2 abuse suite
-# against it (loopback; the "fresh client" of each row connects from
-# 127.0.0.2). Each row asserts the server's answer, then that it serves.
+# Starts the service with its defaults (but a 5 s --stream-idle-timeout, so
+# the idle rows take seconds) and runs the HTTP/2 abuse suite against it
+# (loopback; attackers from 127.0.0.1 and 127.0.0.10 onwards, the "fresh
+# client" of each row from 127.0.0.99). Each row asserts the server's
+# answer, then that it serves. CATALOGUE_BIN names another build to attack
+# (then nothing is built).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/lib.sh
@@ -10,9 +13,11 @@ venv=target/python-client/venv
 [ -x "$venv/bin/python" ] || python3 -m venv "$venv"
 "$venv/bin/python" -c "import h2, hpack" 2>/dev/null || "$venv/bin/pip" install --quiet h2
 
-cargo build --quiet --bin catalogue
+[ -n "${CATALOGUE_BIN:-}" ] || cargo build --quiet --bin catalogue
+export STREAM_IDLE_TIMEOUT_S=5
 log=$(mktemp)
-start_catalogue "$log" --database-url memory --seed-products 100
+start_catalogue "$log" --database-url memory --seed-products 1000 \
+  --stream-idle-timeout "${STREAM_IDLE_TIMEOUT_S}s"
 trap 'kill $server 2>/dev/null || true; rm -f "$log"' EXIT
 
 "$venv/bin/python" scripts/h2-abuse.py "$grpc_addr" "$server"
