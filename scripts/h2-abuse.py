@@ -7,18 +7,27 @@ what it sent, what the server did, and the RSS before and after.
 
 Rows: rapid reset (CVE-2023-44487), MadeYouReset (CVE-2025-8671), CONTINUATION flood, PING and SETTINGS
 floods, slowloris on the preface and on the headers, connections that send
-the preface and nothing more, 4,097 silent connections then a health check
-from a fresh client, 6 connections x 200 never-ending calls then a call from
-a fresh client, a flood of health Watch streams.
+the preface and nothing more, connections that send a HEADERS frame's
+header and nothing more, 4,097 silent connections then a health check from a
+fresh client, 6 connections x 200 never-ending calls then a call from a
+fresh client, a flood of health Watch streams; and from several addresses:
+16 addresses each holding 256 idle connections, 2 addresses holding
+reflection streams that never send a second message, ListProducts streams
+parked at a zero flow-control window, round after round.
 
-A "fresh client" connects from 127.0.0.2 (all of 127/8 is loopback on
-Linux): the attacks come from 127.0.0.1, and the server bounds what one
-client IP may hold.
+A "fresh client" connects from 127.0.0.99 (all of 127/8 is loopback on
+Linux): the attacks come from 127.0.0.1 and, for the rows of several
+addresses, from 127.0.0.10 onwards; the server bounds what one client IP
+may hold, and keeps a share of its slots for addresses holding little.
 
 Usage: python scripts/h2-abuse.py HOST:PORT SERVER_PID
-Every attack is bounded in frames and seconds, and targets loopback only.
+The server runs with its defaults but --stream-idle-timeout, which the
+suite reads from STREAM_IDLE_TIMEOUT_S (default 5, as h2-abuse.sh starts
+it). Every attack is bounded in frames and seconds, and targets loopback
+only.
 """
 
+import os
 import resource
 import select
 import socket
@@ -41,9 +50,16 @@ MAX_CALLS_PER_PEER = 768
 MAX_HEALTH_WATCHES = 1024
 # Longest the suite waits for the server to act on a timeout of its own.
 SLACK_S = 5
+MAX_CONNECTIONS = 4096
+STREAM_IDLE_TIMEOUT_S = float(os.environ.get("STREAM_IDLE_TIMEOUT_S", "5"))
 # A bound on how much memory one attack may add to the server.
 MAX_RSS_GROWTH_MB = 64
-ATTACKER, FRESH_CLIENT = "127.0.0.1", "127.0.0.2"
+# The bound on the server's resident memory while one address parks
+# streams (a Kubernetes limit of 384Mi leaves room above it).
+MAX_PARKED_RSS_MB = 256
+ATTACKER, FRESH_CLIENT = "127.0.0.1", "127.0.0.99"
+# The server's pid, for the rows that watch its memory.
+SERVER_PID = None
 
 
 def frame(kind, flags, stream, payload=b""):
@@ -55,9 +71,9 @@ def tcp(addr, source=ATTACKER):
     return socket.create_connection((host, int(port)), timeout=5, source_address=(source, 0))
 
 
-def connect(addr, source=ATTACKER):
+def connect(addr, source=ATTACKER, settings=b""):
     sock = tcp(addr, source)
-    sock.sendall(PREFACE + frame(SETTINGS, 0, 0))
+    sock.sendall(PREFACE + frame(SETTINGS, 0, 0, settings))
     return sock
 
 
@@ -132,9 +148,12 @@ def grpc_message(body=b""):
 def call(addr, path, body=b"", source=FRESH_CLIENT):
     """One unary gRPC call over a fresh connection from `source`; returns its
     grpc-status (None if the server gave none) and the response messages."""
-    sock, encoder = connect(addr, source), Encoder()
-    sock.sendall(frame(HEADERS, END_HEADERS, 1, request_headers(encoder, path))
-                 + frame(DATA, END_STREAM, 1, grpc_message(body)))
+    try:
+        sock, encoder = connect(addr, source), Encoder()
+        sock.sendall(frame(HEADERS, END_HEADERS, 1, request_headers(encoder, path))
+                     + frame(DATA, END_STREAM, 1, grpc_message(body)))
+    except OSError:
+        return None, b""  # refused
     reader, status, data = Reader(sock), None, b""
     for kind, flags, stream, payload in reader.frames(5):
         if kind == SETTINGS and not flags & ACK:
@@ -328,22 +347,26 @@ def slowloris_headers(addr):
         f"closed the connection after {time.monotonic() - started:.1f} s (--handshake-timeout)"
 
 
-def preface_only(addr):
-    socks = [connect(addr) for _ in range(200)]
+def closed_by_handshake_timeout(addr, socks, sent):
+    """Asserts that a fresh client is served while `socks` (which sent
+    `sent`) are open, and that the server closes them all in time."""
     served = health_check(addr)
     closed = closed_by_server(socks, HANDSHAKE_TIMEOUT_S + SLACK_S)
     for sock in socks:
         sock.close()
     assert served, "no health check served while they were open"
     assert len(closed) == len(socks), f"only {len(closed)} of {len(socks)} closed"
-    return f"{len(socks)} connections with the preface and SETTINGS, then nothing", \
+    return f"{len(socks)} connections with {sent}, then nothing", \
         f"served a health check meanwhile; closed all {len(closed)} after the handshake timeout"
+
+
+def preface_only(addr):
+    return closed_by_handshake_timeout(addr, [connect(addr) for _ in range(200)], "the preface and SETTINGS")
 
 
 def silent_connections(addr):
     count = 4097
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, min(hard, count + 256)), hard))
+    raise_open_files(count)
     socks = []
     for _ in range(count):
         try:
@@ -421,6 +444,158 @@ def watch_flood(addr):
         f"a health check and a GetProduct from {FRESH_CLIENT} served"
 
 
+def raise_open_files(count):
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, min(hard, count + 256)), hard))
+
+
+def attackers(count, first=10):
+    """`count` loopback addresses from 127.0.0.`first` on."""
+    return [f"127.0.0.{first + index}" for index in range(count)]
+
+
+def frame_header_only(addr):
+    """A HEADERS frame's 9-byte header (END_HEADERS, a 100-byte payload
+    announced) and not one byte of its payload: no request ever starts."""
+    socks = []
+    for _ in range(200):
+        sock = connect(addr, "127.0.0.40")
+        sock.sendall(struct.pack(">I", 100)[1:] + bytes([HEADERS, END_HEADERS]) + struct.pack(">I", 1))
+        socks.append(sock)
+    return closed_by_handshake_timeout(addr, socks, "the preface, SETTINGS and a HEADERS frame header")
+
+
+def idle_connections_from_many_addresses(addr):
+    """16 addresses, each with --max-connections-per-peer connections that
+    asked for one health check and then sit idle (answering nothing)."""
+    sources, per_address = attackers(16), MAX_CONNECTIONS_PER_PEER
+    raise_open_files(len(sources) * per_address)
+    socks = []
+    for source in sources:
+        for _ in range(per_address):
+            try:
+                sock, encoder = connect(addr, source), Encoder()
+                sock.sendall(frame(HEADERS, END_HEADERS, 1, request_headers(encoder, "/grpc.health.v1.Health/Check"))
+                             + frame(DATA, END_STREAM, 1, grpc_message()))
+            except OSError:
+                continue
+            socks.append(sock)
+    closed_at_once = len(closed_by_server(socks, 1))
+    served, fresh = health_check(addr), get_product(addr)
+    for sock in socks:
+        sock.close()
+    held = len(socks) - closed_at_once
+    assert served, f"the health check from {FRESH_CLIENT} failed while {held} connections were held"
+    assert fresh == 0, f"GetProduct from {FRESH_CLIENT} ended with grpc-status {fresh}"
+    return f"{len(sources)} addresses x {per_address} connections, each one health check then idle", \
+        f"held {held}, closed {closed_at_once} at once (the share kept for addresses holding few); " \
+        f"a health check and a GetProduct from {FRESH_CLIENT} served"
+
+
+class Call:
+    """The server's answers on the streams of one connection."""
+
+    def __init__(self, sock):
+        self.sock, self.reader, self.statuses, self.answered = sock, Reader(sock), {}, set()
+
+    def read(self, seconds):
+        for kind, flags, stream, payload in self.reader.frames(seconds):
+            if kind == SETTINGS and not flags & ACK:
+                send_quietly(self.sock, frame(SETTINGS, ACK, 0))
+            elif kind == PING and not flags & ACK:
+                send_quietly(self.sock, frame(PING, ACK, 0, payload))
+            elif kind == HEADERS:
+                self.answered.add(stream)
+                status = self.reader.headers(payload).get("grpc-status")
+                if status is not None:
+                    self.statuses[stream] = status
+
+
+def read_all(calls, seconds, until=lambda: False):
+    """Reads every connection's answers, a slice at a time, for `seconds`
+    or until `until()`."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline and not until():
+        for call in calls:
+            call.read(0.05)
+
+
+def count(calls, status):
+    return sum(1 for call in calls for code in call.statuses.values() if code == status)
+
+
+def reflection_streams_from_two_addresses(addr):
+    """Reflection streams that send one request and never end their side:
+    from two addresses, more than every call slot."""
+    path = "/grpc.reflection.v1.ServerReflection/ServerReflectionInfo"
+    list_services = b"\x3a\x00"  # ServerReflectionRequest{list_services: ""}
+    connections, streams = 6, 200
+    calls = []
+    for source in attackers(2, 20):
+        for _ in range(connections):
+            sock, encoder = connect(addr, source), Encoder()
+            burst = frame(WINDOW_UPDATE, 0, 0, struct.pack(">I", 1 << 30))
+            for stream in range(1, 2 * streams, 2):
+                burst += frame(HEADERS, END_HEADERS, stream, request_headers(encoder, path)) \
+                    + frame(DATA, 0, stream, grpc_message(list_services))
+            sock.sendall(burst)
+            calls.append(Call(sock))
+    total = len(calls) * streams
+    # Every stream answered: admitted (a first response) or refused.
+    read_all(calls, SLACK_S, lambda: sum(len(call.answered) for call in calls) >= total)
+    held = total - count(calls, "14")
+    served, fresh = health_check(addr), get_product(addr)
+    read_all(calls, STREAM_IDLE_TIMEOUT_S + SLACK_S, lambda: count(calls, "4") >= held)
+    refused = count(calls, "14")
+    held = total - refused
+    ended = count(calls, "4")
+    for call in calls:
+        call.sock.close()
+    assert served, f"the health check from {FRESH_CLIENT} failed while {held} reflection streams were held"
+    assert fresh == 0, f"GetProduct from {FRESH_CLIENT} ended with grpc-status {fresh} while {held} were held"
+    assert ended == held, f"{ended} of the {held} idle reflection streams ended DEADLINE_EXCEEDED"
+    return f"2 addresses x {connections} connections x {streams} reflection streams, one request each, never ended", \
+        f"held {held}, refused {refused}; a health check and a GetProduct from {FRESH_CLIENT} served; " \
+        f"all {ended} ended DEADLINE_EXCEEDED after --stream-idle-timeout"
+
+
+def parked_list_products(addr):
+    """ListProducts streams of 1,000 products under a zero flow-control
+    window, from one address, a fresh batch each round once the last
+    batch's slots are given back."""
+    source, rounds, connections, streams = "127.0.0.30", 4, 4, 200
+    page_of_1000 = grpc_message(b"\x08\xe8\x07")  # ListProductsRequest{page_size: 1000}
+    zero_window = struct.pack(">HI", 0x4, 0)  # SETTINGS_INITIAL_WINDOW_SIZE = 0
+    socks, peak = [], rss_mb(SERVER_PID)
+    for _ in range(rounds):
+        for _ in range(connections):
+            sock, encoder = connect(addr, source, zero_window), Encoder()
+            burst = b""
+            for stream in range(1, 2 * streams, 2):
+                burst += frame(HEADERS, END_HEADERS, stream,
+                               request_headers(encoder, "/catalogue.v1.CatalogueService/ListProducts")) \
+                    + frame(DATA, END_STREAM, stream, page_of_1000)
+            send_quietly(sock, burst)
+            socks.append(sock)
+        time.sleep(1)
+        peak = max(peak, rss_mb(SERVER_PID))
+        time.sleep(STREAM_IDLE_TIMEOUT_S)
+        peak = max(peak, rss_mb(SERVER_PID))
+    fresh = get_product(addr)
+    for sock in socks:
+        sock.close()
+    assert peak < MAX_PARKED_RSS_MB, f"RSS reached {peak:.0f} MB"
+    assert fresh == 0, f"GetProduct from {FRESH_CLIENT} ended with grpc-status {fresh}"
+    return f"{rounds} rounds of {connections} connections x {streams} ListProducts of 1,000 under a zero window", \
+        f"RSS peaked at {peak:.0f} MB (under {MAX_PARKED_RSS_MB}); GetProduct from {FRESH_CLIENT} served"
+
+
+# Rows whose attack legitimately holds more memory than MAX_RSS_GROWTH_MB
+# while it lasts (thousands of open connections, or a bound of their own).
+idle_connections_from_many_addresses.max_rss_growth_mb = 192
+parked_list_products.max_rss_growth_mb = MAX_PARKED_RSS_MB
+
+
 def rss_mb(pid):
     with open(f"/proc/{pid}/status") as status:
         for line in status:
@@ -430,10 +605,13 @@ def rss_mb(pid):
 
 
 ROWS = (rapid_reset, made_you_reset, continuation_flood, ping_flood, settings_flood, slowloris_preface, slowloris_headers,
-        preface_only, silent_connections, never_ending_calls, watch_flood)
+        preface_only, frame_header_only, silent_connections, never_ending_calls, watch_flood,
+        reflection_streams_from_two_addresses, parked_list_products, idle_connections_from_many_addresses)
 
 
 def main(addr, pid):
+    global SERVER_PID
+    SERVER_PID = pid
     passed = failed = 0
     for row in ROWS:
         before = rss_mb(pid)
@@ -443,7 +621,8 @@ def main(addr, pid):
             after = rss_mb(pid)
             assert get_product(addr) == 0, "the server no longer serves a fresh client"
             growth = after - before
-            assert growth < MAX_RSS_GROWTH_MB, f"RSS grew {growth:.1f} MB"
+            bound = getattr(row, "max_rss_growth_mb", MAX_RSS_GROWTH_MB)
+            assert growth < bound, f"RSS grew {growth:.1f} MB"
             print(f"PASS {row.__name__}: sent {sent}; the server {did}; RSS {before:.1f} -> {after:.1f} MB", flush=True)
             passed += 1
         except Exception as error:  # noqa: BLE001 - report every failure

@@ -12,19 +12,35 @@
 //!   end by themselves and are never shed by the global limit, have a bound
 //!   of their own (`--max-health-watches`). One client IP may hold at most
 //!   `--max-calls-per-peer` (three quarters), so the last quarter is always
-//!   someone else's.
-//! - Idle calls: an admitted call whose client has read nothing for
-//!   `--stream-idle-timeout` gives its slot back and ends with
-//!   DEADLINE_EXCEEDED. hyper stops polling a response body while the
-//!   client's flow-control window is shut, so no code in the body runs then;
-//!   the timer's own waker (`Lease`) returns the slot instead.
-//! - The request timeout: a call that has not answered by its deadline
-//!   (`--request-timeout`, or the client's shorter `grpc-timeout`) ends with
-//!   DEADLINE_EXCEEDED, gRPC's code for a deadline, and is counted so
-//!   (tonic's own server timeout ends it CANCELLED, "the client went away").
+//!   someone else's; and the last eighth of the slots is a reserve only an
+//!   IP holding fewer than 4 calls may take, so that whatever a few
+//!   addresses hold, a new one is served (see `peers.rs`).
+//! - Idle calls: an admitted call that makes no progress for
+//!   `--stream-idle-timeout` because of its client, whichever way, gives its
+//!   slot back and ends with DEADLINE_EXCEEDED: a client that reads nothing
+//!   (its flow-control window stays shut), or, on a call whose requests are
+//!   a stream (reflection), one that neither sends the next request nor
+//!   ends them. hyper stops polling a response body while the client's
+//!   window is shut, so no code in the body runs then, and no trailers can
+//!   end it: the timer's own waker (`Lease`) returns the slot and closes the
+//!   call's connection, which is what releases the body and h2's buffers of
+//!   it (a client that leaves a stream unread that long loses the
+//!   connection).
+//! - Deadlines: a call that has not answered by `--request-timeout` (or the
+//!   client's shorter `grpc-timeout`) ends with DEADLINE_EXCEEDED, gRPC's
+//!   code for a deadline, and is counted so (tonic's own server timeout ends
+//!   it CANCELLED, "the client went away"). A stream's deadline covers its
+//!   whole life (a unary response is whole once answered): ListProducts and
+//!   reflection end `--stream-timeout` after they started, or at the
+//!   client's `grpc-timeout` if sooner, with DEADLINE_EXCEEDED trailers.
+//!   Health Watch streams, which must outlive any timeout, are bounded by
+//!   the client's `grpc-timeout` only. One timer serves a call's response:
+//!   the idle timer, set to the sooner of the idle instant and the call's
+//!   deadline.
 //! - `guard_connections` (`connections.rs`): bounds on open connections, in
-//!   all and per client IP, a handshake timeout, and a backoff after failed
-//!   accepts.
+//!   all and per client IP with a reserve for addresses holding few
+//!   (`peers.rs`), a handshake timeout, an idle timeout, and a backoff after
+//!   failed accepts.
 //!
 //! `ProtectionConfig` is the flags; `Limits` what is in force, with
 //! `--no-protection` resolved once.
@@ -33,7 +49,7 @@ use std::{
     pin::Pin,
     sync::{
         Arc, Mutex,
-        atomic::{AtomicBool, Ordering},
+        atomic::{AtomicBool, AtomicU8, Ordering},
     },
     task::{Context, Poll, Wake, Waker, ready},
     time::Duration,
@@ -41,6 +57,7 @@ use std::{
 
 use bytes::Bytes;
 use clap::Args;
+use futures::task::AtomicWaker;
 use http::{Request, Response};
 use http_body::{Body, Frame, SizeHint};
 use metrics::{Counter, counter};
@@ -52,13 +69,16 @@ use tokio::{
 use tonic::{Status, metadata::MetadataValue};
 use tower::{Layer, Service};
 
-use crate::{telemetry::names, values::grpc_timeout};
+use crate::{method::Method, telemetry::names, values::grpc_timeout};
 
 mod connections;
+mod peers;
 
+use connections::ConnectionControl;
 pub use connections::{
     ConnectionInfo, GuardedConnection, expose_tcp_info, guard_connections, raise_fd_limit,
 };
+pub use peers::{AddressSlot, AddressSlots, Refusal};
 
 /// Server-side overload protection. The defaults are safe for a 2-core
 /// machine.
@@ -77,9 +97,19 @@ pub struct ProtectionConfig {
     #[arg(long, env = "CATALOGUE_REQUEST_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
     pub request_timeout: Duration,
 
+    /// Longest a server stream (ListProducts, reflection) lives when the
+    /// client sets no shorter grpc-timeout; one cut off ends with
+    /// DEADLINE_EXCEEDED. Its first answer is still due within
+    /// --request-timeout. Health Watch streams are not bounded by it.
+    #[arg(long, env = "CATALOGUE_STREAM_TIMEOUT", default_value = "5m", value_parser = humantime::parse_duration)]
+    pub stream_timeout: Duration,
+
     /// A call whose client reads nothing for this long (its flow-control
-    /// window stays shut) gives back its slot and ends with
-    /// DEADLINE_EXCEEDED. Time the server spends producing does not count.
+    /// window stays shut), or, on reflection's bidirectional stream, sends
+    /// no next request and does not end them, gives back its slot and ends
+    /// with DEADLINE_EXCEEDED; one left unread closes its connection (only
+    /// that releases its buffers). Time the server spends producing does
+    /// not count.
     #[arg(long, env = "CATALOGUE_STREAM_IDLE_TIMEOUT", default_value = "30s", value_parser = humantime::parse_duration)]
     pub stream_idle_timeout: Duration,
 
@@ -94,16 +124,23 @@ pub struct ProtectionConfig {
     pub max_connections_per_peer: u32,
 
     /// Close a connection this long after it opened: a GOAWAY, then
-    /// --max-connection-age-grace for its calls to finish. Off by default;
-    /// behind an L4 load balancer it makes clients reconnect, and so
-    /// spread over replicas added since they first connected.
-    #[arg(long, env = "CATALOGUE_MAX_CONNECTION_AGE", value_parser = humantime::parse_duration)]
-    pub max_connection_age: Option<Duration>,
+    /// --max-connection-age-grace for its calls to finish (0s: never). It
+    /// bounds what any one connection can hold on to, and behind an L4
+    /// load balancer it makes clients reconnect, and so spread over
+    /// replicas added since they first connected.
+    #[arg(long, env = "CATALOGUE_MAX_CONNECTION_AGE", default_value = "30m", value_parser = humantime::parse_duration)]
+    pub max_connection_age: Duration,
 
     /// After --max-connection-age, how long a connection's calls may take
     /// to finish before it is closed.
     #[arg(long, env = "CATALOGUE_MAX_CONNECTION_AGE_GRACE", default_value = "30s", value_parser = humantime::parse_duration)]
     pub max_connection_age_grace: Duration,
+
+    /// A connection with no call open for this long is closed (checked
+    /// every quarter of it, so it is closed within 1.25 times it); 0s:
+    /// never. Clients reconnect when they next call.
+    #[arg(long, env = "CATALOGUE_CONNECTION_IDLE_TIMEOUT", default_value = "5m", value_parser = humantime::parse_duration)]
+    pub connection_idle_timeout: Duration,
 
     /// A connection that has not sent the HTTP/2 preface and a whole first
     /// HEADERS block this long after it was accepted is closed.
@@ -147,6 +184,8 @@ pub struct Limits {
     pub retry_pushback: Duration,
     /// `None`: a call may take as long as its client allows.
     pub request_timeout: Option<Duration>,
+    /// A stream's whole life; `None`: as long as its client allows.
+    pub stream_timeout: Option<Duration>,
     /// `None`: a call keeps its slot however long its client stalls.
     pub stream_idle_timeout: Option<Duration>,
     pub max_connections: usize,
@@ -156,6 +195,8 @@ pub struct Limits {
     /// `--max-connection-age` and its grace: a GOAWAY at the age, the
     /// connection closed at age + grace. `None`: connections live on.
     pub max_connection_age: Option<(Duration, Duration)>,
+    /// `None`: a connection with no call open stays open.
+    pub connection_idle_timeout: Option<Duration>,
     pub max_calls_per_connection: usize,
     pub max_calls_per_peer: usize,
     pub max_health_watches: usize,
@@ -165,8 +206,8 @@ pub struct Limits {
 
 impl ProtectionConfig {
     fn connection_age(&self) -> Option<(Duration, Duration)> {
-        self.max_connection_age
-            .map(|age| (age, self.max_connection_age_grace))
+        (!self.max_connection_age.is_zero())
+            .then_some((self.max_connection_age, self.max_connection_age_grace))
     }
 
     pub fn limits(&self) -> Limits {
@@ -175,11 +216,13 @@ impl ProtectionConfig {
                 max_concurrent_calls: usize::MAX,
                 retry_pushback: self.retry_pushback,
                 request_timeout: None,
+                stream_timeout: None,
                 stream_idle_timeout: None,
                 max_connections: usize::MAX,
                 max_connections_per_peer: usize::MAX,
                 handshake_timeout: None,
                 max_connection_age: self.connection_age(),
+                connection_idle_timeout: None,
                 max_calls_per_connection: usize::MAX,
                 max_calls_per_peer: usize::MAX,
                 max_health_watches: usize::MAX,
@@ -198,11 +241,14 @@ impl ProtectionConfig {
             max_concurrent_calls: self.max_concurrent_calls,
             retry_pushback: self.retry_pushback,
             request_timeout: Some(self.request_timeout),
+            stream_timeout: Some(self.stream_timeout),
             stream_idle_timeout: Some(self.stream_idle_timeout),
             max_connections: self.max_connections,
             max_connections_per_peer: self.max_connections_per_peer as usize,
             handshake_timeout: Some(self.handshake_timeout),
             max_connection_age: self.connection_age(),
+            connection_idle_timeout: (!self.connection_idle_timeout.is_zero())
+                .then_some(self.connection_idle_timeout),
             max_calls_per_connection: per_connection.max(1),
             max_calls_per_peer: per_peer.max(1),
             max_health_watches: self.max_health_watches,
@@ -219,6 +265,28 @@ const NO_DEADLINE: Duration = Duration::from_secs(60 * 60 * 24 * 365);
 const NEVER_SHED_PREFIX: &str = "/grpc.health.v1.Health/";
 /// Health streams, bounded on their own (`--max-health-watches`).
 const HEALTH_WATCH_PATH: &str = "/grpc.health.v1.Health/Watch";
+/// Reflection's one method, a bidirectional stream.
+const REFLECTION_PATHS: [&str; 2] = [
+    "/grpc.reflection.v1.ServerReflection/ServerReflectionInfo",
+    "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo",
+];
+
+/// Whether a call's response is a stream bounded by `--stream-timeout`
+/// rather than `--request-timeout`.
+fn is_stream(path: &str) -> bool {
+    Method::from_path(path).map_or_else(
+        || REFLECTION_PATHS.contains(&path),
+        |method| method.kind().streams_responses(),
+    )
+}
+
+/// The sooner of two optional bounds.
+fn sooner(one: Option<Duration>, other: Option<Duration>) -> Option<Duration> {
+    match (one, other) {
+        (Some(one), Some(other)) => Some(one.min(other)),
+        (one, other) => one.or(other),
+    }
+}
 
 /// The global concurrency limit; see the module docs.
 #[derive(Clone)]
@@ -229,12 +297,19 @@ pub struct ShedLayer {
     shed: Counter,
     shed_by_connection: Counter,
     shed_by_peer: Counter,
+    shed_reserved: Counter,
     shed_watch: Counter,
+    /// The last of the call slots, kept for IPs holding fewer than
+    /// `peers::SMALL_HOLDER` calls.
+    reserved_calls: usize,
+    max_calls_per_peer: usize,
     /// `None`: a call keeps its slot however long its client stalls.
     idle_timeout: Option<Duration>,
     idle_expired: Counter,
     /// `None`: only the client's `grpc-timeout` bounds a call.
     request_timeout: Option<Duration>,
+    /// `None`: only the client's `grpc-timeout` bounds a stream.
+    stream_timeout: Option<Duration>,
 }
 
 impl ShedLayer {
@@ -250,53 +325,76 @@ impl ShedLayer {
             shed: counter!(names::SHED, "reason" => "concurrency_limit"),
             shed_by_connection: counter!(names::SHED, "reason" => "connection_limit"),
             shed_by_peer: counter!(names::SHED, "reason" => "peer_limit"),
+            shed_reserved: counter!(names::SHED, "reason" => "reserved_for_new_peers"),
+            reserved_calls: peers::reserve_of(
+                limits.max_concurrent_calls.min(Semaphore::MAX_PERMITS),
+            ),
+            max_calls_per_peer: limits.max_calls_per_peer,
             shed_watch: counter!(names::SHED, "reason" => "health_watch_limit"),
             idle_timeout: limits.stream_idle_timeout,
             idle_expired: counter!(names::IDLE_CALLS_EXPIRED),
             request_timeout: limits.request_timeout,
+            stream_timeout: limits.stream_timeout,
         }
     }
 
-    /// When a call must have answered: the sooner of the request timeout
-    /// and the client's `grpc-timeout`.
-    fn deadline<B>(&self, request: &Request<B>) -> Option<Duration> {
+    /// When a call must have answered, and when its response must have
+    /// ended, after it started: the server's timeouts, or the client's
+    /// `grpc-timeout` if sooner. A unary call's response is whole once
+    /// answered (only the idle timeout bounds its sending).
+    fn deadlines<B>(&self, request: &Request<B>) -> (Option<Duration>, Option<Duration>) {
         let client = request
             .headers()
             .get("grpc-timeout")
             .and_then(|value| value.to_str().ok())
             .and_then(grpc_timeout);
-        match (self.request_timeout, client) {
-            (Some(server), Some(client)) => Some(server.min(client)),
-            (server, client) => server.or(client),
+        let answer = sooner(self.request_timeout, client);
+        let path = request.uri().path();
+        if path == HEALTH_WATCH_PATH {
+            (answer, client)
+        } else if is_stream(path) {
+            let whole = sooner(self.stream_timeout, client);
+            (sooner(answer, whole), whole)
+        } else {
+            (answer, None)
         }
     }
 
     /// The slots a call takes, or the counter of the limit that refuses it.
     fn admit<B>(&self, request: &Request<B>) -> Result<Option<Slots>, &Counter> {
         let path = request.uri().path();
+        let info = request.extensions().get::<ConnectionInfo>();
         if path == HEALTH_WATCH_PATH {
             return match self.watches.clone().try_acquire_owned() {
-                Ok(watch) => Ok(Some(Slots {
-                    _call: watch,
-                    _peer: None,
-                    _connection: None,
-                })),
+                Ok(watch) => Ok(Some(Slots::new(
+                    watch,
+                    None,
+                    info.map(|info| info.control.clone()),
+                ))),
                 Err(_) => Err(&self.shed_watch),
             };
         }
         if path.starts_with(NEVER_SHED_PREFIX) {
+            if let Some(info) = info {
+                info.control.touch();
+            }
             return Ok(None);
+        }
+        if let Some(info) = info
+            && self.permits.available_permits() <= self.reserved_calls
+            && self
+                .max_calls_per_peer
+                .saturating_sub(info.peer_calls.available_permits())
+                >= peers::SMALL_HOLDER
+        {
+            return Err(&self.shed_reserved);
         }
         let Ok(call) = self.permits.clone().try_acquire_owned() else {
             return Err(&self.shed);
         };
         // A refusal here gives the slots taken so far back at once.
-        let Some(info) = request.extensions().get::<ConnectionInfo>() else {
-            return Ok(Some(Slots {
-                _call: call,
-                _peer: None,
-                _connection: None,
-            }));
+        let Some(info) = info else {
+            return Ok(Some(Slots::new(call, None, None)));
         };
         let Ok(peer) = info.peer_calls.clone().try_acquire_owned() else {
             return Err(&self.shed_by_peer);
@@ -304,11 +402,11 @@ impl ShedLayer {
         let Ok(connection) = info.calls.clone().try_acquire_owned() else {
             return Err(&self.shed_by_connection);
         };
-        Ok(Some(Slots {
-            _call: call,
-            _peer: Some(peer),
-            _connection: Some(connection),
-        }))
+        Ok(Some(Slots::new(
+            call,
+            Some([peer, connection]),
+            Some(info.control.clone()),
+        )))
     }
 
     fn refusal(&self) -> Response<tonic::body::Body> {
@@ -352,7 +450,7 @@ where
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, request: Request<tonic::body::Body>) -> Self::Future {
+    fn call(&mut self, mut request: Request<tonic::body::Body>) -> Self::Future {
         let permit = match self.layer.admit(&request) {
             Ok(slots) => slots,
             Err(refused) => {
@@ -362,14 +460,23 @@ where
                 };
             }
         };
-        let timeout = self.layer.deadline(&request);
+        let (timeout, lasts) = self.layer.deadlines(&request);
+        // Before the inner call, so that this deadline is never later than
+        // tonic's own (which would end the call CANCELLED).
+        let deadline = tokio::time::sleep(timeout.unwrap_or(NO_DEADLINE));
+        // The call started when its answer's deadline was set.
+        let ends = lasts.map(|lasts| deadline.deadline() - timeout.unwrap_or(NO_DEADLINE) + lasts);
+        let lease = permit.map(|permit| Lease::new(permit, ends, &self.layer));
+        if let (Some(lease), Some(idle)) = (&lease, self.layer.idle_timeout)
+            && REFLECTION_PATHS.contains(&request.uri().path())
+        {
+            request = request.map(|body| RequestWatch::wrap(body, lease, idle));
+        }
         ShedFuture::Admitted {
-            // Before the inner call, so that this deadline is never later
-            // than tonic's own (which would end the call CANCELLED).
-            deadline: tokio::time::sleep(timeout.unwrap_or(NO_DEADLINE)),
+            deadline,
             timeout,
             inner: self.inner.call(request),
-            permit,
+            lease,
             layer: self.layer.clone(),
         }
     }
@@ -383,8 +490,10 @@ pin_project! {
             // Polled only when `timeout` is set: an untimed call never
             // registers a timer.
             #[pin] deadline: tokio::time::Sleep,
+            // When the call must have answered, after it started.
             timeout: Option<Duration>,
-            permit: Option<Slots>,
+            // `None` for calls that are never shed.
+            lease: Option<Arc<Lease>>,
             layer: ShedLayer,
         },
         Refused { response: Option<Response<tonic::body::Body>> },
@@ -403,7 +512,7 @@ where
                 inner,
                 deadline,
                 timeout,
-                permit,
+                lease,
                 layer,
             } => {
                 let result = match (inner.poll(cx), *timeout) {
@@ -421,14 +530,12 @@ where
                 };
                 Poll::Ready(result.map(|response| {
                     // The permit is held until the response's last byte (a
-                    // stream counts against the limit for its whole life), or
-                    // until the client stalls for the idle timeout.
-                    let idle = match (permit.take(), layer.idle_timeout) {
-                        (Some(permit), Some(timeout)) => {
-                            Some(IdleWatch::new(permit, timeout, layer.idle_expired.clone()))
-                        }
-                        (permit, _) => permit.map(IdleWatch::unwatched),
-                    };
+                    // stream counts against the limit for its whole life),
+                    // until the client stalls for the idle timeout, or until
+                    // the call's deadline.
+                    let idle = lease
+                        .take()
+                        .map(|lease| IdleWatch::new(lease, layer.idle_timeout));
                     response.map(|inner| ShedBody::Admitted {
                         inner,
                         idle,
@@ -451,7 +558,8 @@ pin_project! {
             #[pin] inner: B,
             // `None` for calls that are never shed.
             idle: Option<IdleWatch>,
-            // Set once the idle call's DEADLINE_EXCEEDED trailers went out.
+            // Set once trailers of the call's own (idle, past its
+            // deadline) went out.
             ended: bool,
         },
         Refused { #[pin] inner: tonic::body::Body },
@@ -463,31 +571,138 @@ pin_project! {
 /// connection's.
 pub struct Slots {
     _call: OwnedSemaphorePermit,
-    _peer: Option<OwnedSemaphorePermit>,
-    _connection: Option<OwnedSemaphorePermit>,
+    /// Its client IP's and its connection's.
+    _peer_and_connection: Option<[OwnedSemaphorePermit; 2]>,
+    /// Its connection's, which counts its open calls (a connection with
+    /// none is idle), and which it closes when the call is stuck behind a
+    /// client that reads nothing.
+    control: Option<Arc<ConnectionControl>>,
 }
 
-/// A call's concurrency slot and the timer that takes it back from a client
-/// that stopped reading.
+impl Slots {
+    fn new(
+        call: OwnedSemaphorePermit,
+        peer_and_connection: Option<[OwnedSemaphorePermit; 2]>,
+        control: Option<Arc<ConnectionControl>>,
+    ) -> Self {
+        if let Some(control) = &control {
+            control.call_opened();
+        }
+        Self {
+            _call: call,
+            _peer_and_connection: peer_and_connection,
+            control,
+        }
+    }
+}
+
+impl Drop for Slots {
+    fn drop(&mut self) {
+        if let Some(control) = &self.control {
+            control.call_closed();
+        }
+    }
+}
+
+/// A call's concurrency slot and the timer that ends its response: when
+/// its client stops reading, or at its deadline.
 ///
-/// The timer counts only while hyper holds a frame the body gave it and has
-/// not asked for the next: that is, while the client's flow-control window
-/// is shut. Time the body itself spends waiting (on the store, on a fault's
-/// delay) never counts.
+/// The idle clock counts only while hyper holds a frame the body gave it
+/// and has not asked for the next: that is, while the client's flow-control
+/// window is shut. Time the body itself spends waiting (on the store, on a
+/// fault's delay) never counts. The one timer is set to the sooner of the
+/// idle instant and the call's deadline.
 pub struct IdleWatch {
     lease: Arc<Lease>,
-    /// `None` when the call has no idle timeout.
-    timer: Option<(Pin<Box<Sleep>>, Duration)>,
+    /// `None` when the call has neither an idle timeout nor a deadline.
+    timer: Option<Pin<Box<Sleep>>>,
+    idle_timeout: Option<Duration>,
+    /// When the call must have ended.
+    ends: Option<Instant>,
 }
 
+/// Why a call was ended by a timer (`Lease::expired`).
+const NOT_EXPIRED: u8 = 0;
+/// Its client read nothing.
+const IDLE: u8 = 1;
+const PAST_DEADLINE: u8 = 2;
+/// Its client sent no request, and did not end them.
+const IDLE_REQUESTS: u8 = 3;
+
 /// What the timer's waker reaches: it runs on the timer driver, not on the
-/// call's task, which is not being polled.
+/// call's task, which hyper does not poll while the client's window is
+/// shut.
 struct Lease {
     permit: Mutex<Option<Slots>>,
     /// True between handing hyper a frame and hyper asking for the next.
     waiting_on_client: AtomicBool,
-    expired: AtomicBool,
+    /// True while a streaming request waits for the client's next message.
+    waiting_on_requests: AtomicBool,
+    /// `NOT_EXPIRED`, `IDLE`, `PAST_DEADLINE` or `IDLE_REQUESTS`.
+    expired: AtomicU8,
+    /// The call's task while its body waits on the server: woken when the
+    /// deadline passes, so the body ends the call.
+    task: AtomicWaker,
+    /// Set once the response is over: a streaming request still read (by a
+    /// handler's own task) ends then.
+    done: AtomicBool,
+    /// The task reading a streaming request, woken when the response is
+    /// over.
+    requests_task: AtomicWaker,
+    /// Set when the request is a stream watched by `RequestWatch`.
+    requests_watched: AtomicBool,
+    ends: Option<Instant>,
     expired_total: Counter,
+}
+
+impl Lease {
+    fn new(permit: Slots, ends: Option<Instant>, layer: &ShedLayer) -> Arc<Self> {
+        Arc::new(Self {
+            permit: Mutex::new(Some(permit)),
+            waiting_on_client: AtomicBool::new(false),
+            waiting_on_requests: AtomicBool::new(false),
+            expired: AtomicU8::new(NOT_EXPIRED),
+            task: AtomicWaker::new(),
+            done: AtomicBool::new(false),
+            requests_task: AtomicWaker::new(),
+            requests_watched: AtomicBool::new(false),
+            ends,
+            expired_total: layer.idle_expired.clone(),
+        })
+    }
+
+    /// Ends the call for `why`: its slots go back now, its trailers the
+    /// next time hyper polls its body. When hyper cannot (`parked`: the
+    /// client's window is shut), the call's connection is closed instead.
+    fn expire(&self, why: u8, parked: bool) {
+        if self
+            .expired
+            .compare_exchange(NOT_EXPIRED, why, Ordering::AcqRel, Ordering::Acquire)
+            .is_err()
+        {
+            return;
+        }
+        let permit = self.take_permit();
+        if parked && let Some(control) = permit.as_ref().and_then(|slots| slots.control.as_ref()) {
+            control.close();
+        }
+        drop(permit);
+        if why != PAST_DEADLINE {
+            self.expired_total.increment(1);
+        }
+        self.task.wake();
+    }
+
+    fn watches_requests(&self) -> bool {
+        self.requests_watched.load(Ordering::Relaxed)
+    }
+
+    fn take_permit(&self) -> Option<Slots> {
+        self.permit
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take()
+    }
 }
 
 impl Wake for Lease {
@@ -496,47 +711,34 @@ impl Wake for Lease {
     }
 
     fn wake_by_ref(self: &Arc<Self>) {
-        if self.waiting_on_client.load(Ordering::Acquire)
-            && !self.expired.swap(true, Ordering::AcqRel)
-        {
-            let permit = self
-                .permit
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner)
-                .take();
-            drop(permit);
-            self.expired_total.increment(1);
+        if self.waiting_on_client.load(Ordering::Acquire) {
+            // Only the client can move the call.
+            let why = if self.ends.is_some_and(|ends| Instant::now() >= ends) {
+                PAST_DEADLINE
+            } else {
+                IDLE
+            };
+            self.expire(why, true);
         }
+        self.task.wake();
     }
 }
 
 impl IdleWatch {
-    fn new(permit: Slots, timeout: Duration, expired_total: Counter) -> Self {
+    fn new(lease: Arc<Lease>, idle_timeout: Option<Duration>) -> Self {
+        let ends = lease.ends;
+        let timed = idle_timeout.is_some() || ends.is_some();
         let mut watch = Self {
-            lease: Arc::new(Lease {
-                permit: Mutex::new(Some(permit)),
-                waiting_on_client: AtomicBool::new(false),
-                expired: AtomicBool::new(false),
-                expired_total,
-            }),
-            timer: Some((Box::pin(tokio::time::sleep(timeout)), timeout)),
+            lease,
+            timer: timed
+                .then(|| Box::pin(tokio::time::sleep_until(ends.unwrap_or_else(Instant::now)))),
+            idle_timeout,
+            ends,
         };
         // Armed from the start: a client that opens with a zero window is
         // never polled for a first frame.
         watch.wait_on_client();
         watch
-    }
-
-    fn unwatched(permit: Slots) -> Self {
-        Self {
-            lease: Arc::new(Lease {
-                permit: Mutex::new(Some(permit)),
-                waiting_on_client: AtomicBool::new(false),
-                expired: AtomicBool::new(false),
-                expired_total: Counter::noop(),
-            }),
-            timer: None,
-        }
     }
 
     /// hyper asked for a frame: the client is reading.
@@ -546,17 +748,27 @@ impl IdleWatch {
 
     /// A frame went to hyper: from now on only the client can move the call.
     fn wait_on_client(&mut self) {
-        let Some((sleep, timeout)) = &mut self.timer else {
+        let at = match (self.idle_timeout, self.ends) {
+            (Some(idle), Some(ends)) => (Instant::now() + idle).min(ends),
+            (Some(idle), None) => Instant::now() + idle,
+            (None, Some(ends)) => ends,
+            (None, None) => return,
+        };
+        self.lease.waiting_on_client.store(true, Ordering::Release);
+        self.arm(at);
+    }
+
+    /// Sets the timer to `at`, its waker the lease.
+    fn arm(&mut self, at: Instant) {
+        let Some(timer) = &mut self.timer else {
             return;
         };
-        sleep.as_mut().reset(Instant::now() + *timeout);
-        self.lease.waiting_on_client.store(true, Ordering::Release);
-        // Registers the lease as the timer's waker. Unconstrained: a call out
-        // of its cooperative budget would otherwise be woken at once, through
-        // the lease, and expire.
+        timer.as_mut().reset(at);
+        // Unconstrained: a call out of its cooperative budget would
+        // otherwise be woken at once, through the lease, and expire.
         let waker = Waker::from(self.lease.clone());
-        let mut timer = tokio::task::unconstrained(sleep.as_mut());
-        if Pin::new(&mut timer)
+        let mut polled = tokio::task::unconstrained(timer.as_mut());
+        if Pin::new(&mut polled)
             .poll(&mut Context::from_waker(&waker))
             .is_ready()
         {
@@ -564,16 +776,182 @@ impl IdleWatch {
         }
     }
 
-    fn expired(&self) -> bool {
-        self.lease.expired.load(Ordering::Acquire)
+    /// Whether the timer fired at the call's deadline.
+    fn past_deadline(&self) -> bool {
+        match (&self.timer, self.ends) {
+            (Some(timer), Some(ends)) => timer.is_elapsed() && timer.deadline() >= ends,
+            _ => false,
+        }
+    }
+
+    /// The trailers that end the call now, if the timer ended it.
+    fn ending(&self) -> Option<Frame<Bytes>> {
+        let why = match self.lease.expired.load(Ordering::Acquire) {
+            NOT_EXPIRED if self.past_deadline() => PAST_DEADLINE,
+            NOT_EXPIRED => return None,
+            why => why,
+        };
+        let idle = self.idle_timeout.unwrap_or_default();
+        let status = if why == IDLE {
+            Status::deadline_exceeded(format!("call idle for {idle:?}: the client read nothing"))
+        } else if why == IDLE_REQUESTS {
+            Status::deadline_exceeded(format!(
+                "call idle for {idle:?}: the client sent no request and did not end them"
+            ))
+        } else {
+            Status::deadline_exceeded(
+                "deadline exceeded: the call outlived its deadline \
+                 (--stream-timeout, --request-timeout or the client's grpc-timeout)",
+            )
+        };
+        Some(trailers(&status))
+    }
+
+    /// The body waits on the server (or on the client's next request):
+    /// only the deadline counts. The task is woken at it; true if it has
+    /// passed.
+    fn wait_on_server(&mut self, cx: &Context<'_>) -> bool {
+        let Some(timer) = &self.timer else {
+            return false;
+        };
+        self.lease.task.register(cx.waker());
+        let Some(ends) = self.ends else {
+            return false;
+        };
+        if !timer.is_elapsed() {
+            // Its wake, idle instant or deadline, reaches this task.
+            return false;
+        }
+        if timer.deadline() >= ends {
+            return true;
+        }
+        // An idle instant passed while the client was reading.
+        self.arm(ends);
+        false
     }
 }
 
-/// The trailers an idle call ends with.
-fn idle_trailers(timeout: Duration) -> Frame<Bytes> {
-    let status = Status::deadline_exceeded(format!(
-        "call idle for {timeout:?}: the client read nothing"
-    ));
+impl Drop for IdleWatch {
+    fn drop(&mut self) {
+        // A streaming request (`RequestWatch`) shares the lease: the call's
+        // slots go back with its response, and its requests end.
+        if self.lease.watches_requests() {
+            drop(self.lease.take_permit());
+            self.lease.done.store(true, Ordering::Release);
+            self.lease.requests_task.wake();
+        }
+    }
+}
+
+/// The body of a request that is a stream of messages, watched for a
+/// client that stops sending without ending it: after the idle timeout the
+/// call ends (`IDLE_REQUESTS`), and the requests end with the response.
+struct RequestWatch {
+    inner: tonic::body::Body,
+    lease: Arc<Lease>,
+    timer: Pin<Box<Sleep>>,
+    idle_timeout: Duration,
+    /// The timer's waker.
+    waker: Waker,
+    /// Set once the requests ended.
+    ended: bool,
+}
+
+/// A request timer's waker: it ends the call if the client still owes
+/// the next request.
+struct RequestsIdle(Arc<Lease>);
+
+impl Wake for RequestsIdle {
+    fn wake(self: Arc<Self>) {
+        if self.0.waiting_on_requests.load(Ordering::Acquire)
+            && !self.0.done.load(Ordering::Acquire)
+        {
+            self.0.expire(IDLE_REQUESTS, false);
+        }
+    }
+}
+
+impl RequestWatch {
+    fn wrap(
+        inner: tonic::body::Body,
+        lease: &Arc<Lease>,
+        idle_timeout: Duration,
+    ) -> tonic::body::Body {
+        lease.requests_watched.store(true, Ordering::Relaxed);
+        let mut watch = Self {
+            inner,
+            lease: lease.clone(),
+            timer: Box::pin(tokio::time::sleep(idle_timeout)),
+            idle_timeout,
+            waker: Waker::from(Arc::new(RequestsIdle(lease.clone()))),
+            ended: false,
+        };
+        // The client owes the first request from the start.
+        watch.wait_on_client();
+        tonic::body::Body::new(watch)
+    }
+
+    /// The client owes the next request: the idle clock starts, unless it
+    /// runs already.
+    fn wait_on_client(&mut self) {
+        if self.lease.waiting_on_requests.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        self.timer
+            .as_mut()
+            .reset(Instant::now() + self.idle_timeout);
+        // Unconstrained, as `IdleWatch::arm`.
+        let mut timer = tokio::task::unconstrained(self.timer.as_mut());
+        if Pin::new(&mut timer)
+            .poll(&mut Context::from_waker(&self.waker))
+            .is_ready()
+        {
+            self.waker.wake_by_ref();
+        }
+    }
+}
+
+impl Body for RequestWatch {
+    type Data = Bytes;
+    type Error = Status;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        let this = &mut *self;
+        if this.ended {
+            return Poll::Ready(None);
+        }
+        this.lease.requests_task.register(cx.waker());
+        if this.lease.done.load(Ordering::Acquire) {
+            this.ended = true;
+            return Poll::Ready(None);
+        }
+        let Poll::Ready(frame) = Pin::new(&mut this.inner).poll_frame(cx) else {
+            this.wait_on_client();
+            return Poll::Pending;
+        };
+        this.lease
+            .waiting_on_requests
+            .store(false, Ordering::Release);
+        if !matches!(frame, Some(Ok(_))) {
+            this.ended = true;
+        }
+        Poll::Ready(frame)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.ended || self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+/// Trailers carrying `status`.
+fn trailers(status: &Status) -> Frame<Bytes> {
     let mut trailers = http::HeaderMap::new();
     // A status made from a plain message always encodes.
     let _ = status.add_header(&mut trailers);
@@ -601,12 +979,17 @@ where
                     return Poll::Ready(None);
                 }
                 idle.client_read();
-                if idle.expired() {
+                if let Some(trailers) = idle.ending() {
                     *ended = true;
-                    let timeout = idle.timer.as_ref().map_or(Duration::ZERO, |(_, t)| *t);
-                    return Poll::Ready(Some(Ok(idle_trailers(timeout))));
+                    return Poll::Ready(Some(Ok(trailers)));
                 }
-                let frame = ready!(inner.poll_frame(cx));
+                let Poll::Ready(frame) = inner.poll_frame(cx) else {
+                    if idle.wait_on_server(cx) {
+                        *ended = true;
+                        return Poll::Ready(idle.ending().map(Ok));
+                    }
+                    return Poll::Pending;
+                };
                 if matches!(&frame, Some(Ok(frame)) if frame.is_data()) {
                     idle.wait_on_client();
                 }
@@ -637,20 +1020,26 @@ mod tests {
     use super::*;
 
     fn layer(request_timeout: Option<Duration>) -> ShedLayer {
-        ShedLayer::new(&Limits {
+        ShedLayer::new(&layer_limits(request_timeout))
+    }
+
+    fn layer_limits(request_timeout: Option<Duration>) -> Limits {
+        Limits {
             max_concurrent_calls: 1,
             retry_pushback: Duration::ZERO,
             request_timeout,
+            stream_timeout: None,
             stream_idle_timeout: None,
             max_connections: 1,
             max_connections_per_peer: 1,
             handshake_timeout: None,
             max_connection_age: None,
+            connection_idle_timeout: None,
             max_calls_per_connection: 1,
             max_calls_per_peer: 1,
             max_health_watches: 1,
             upstream_guarded: true,
-        })
+        }
     }
 
     fn request(grpc_timeout: Option<&str>) -> Request<()> {
@@ -664,17 +1053,107 @@ mod tests {
     }
 
     #[test]
+    fn streams_connections_and_their_age_are_bounded_by_default() {
+        #[derive(clap::Parser)]
+        struct Flags {
+            #[command(flatten)]
+            protection: ProtectionConfig,
+        }
+        let limits = <Flags as clap::Parser>::parse_from(["test"])
+            .protection
+            .limits();
+
+        let minutes = |minutes: u64| Duration::from_secs(60 * minutes);
+        assert_eq!(limits.stream_timeout, Some(minutes(5)));
+        assert_eq!(limits.connection_idle_timeout, Some(minutes(5)));
+        assert_eq!(
+            limits.max_connection_age,
+            Some((minutes(30), Duration::from_secs(30)))
+        );
+    }
+
+    #[test]
     fn a_call_is_bounded_by_the_sooner_of_the_request_timeout_and_the_clients() {
         let ten_seconds = Some(Duration::from_secs(10));
         let shorter = Some(Duration::from_millis(200));
-        assert_eq!(layer(ten_seconds).deadline(&request(Some("200m"))), shorter);
-        assert_eq!(layer(shorter).deadline(&request(Some("1H"))), shorter);
-        assert_eq!(layer(ten_seconds).deadline(&request(None)), ten_seconds);
-        assert_eq!(layer(None).deadline(&request(Some("200m"))), shorter);
-        assert_eq!(layer(None).deadline(&request(None)), None);
-        assert_eq!(
-            layer(ten_seconds).deadline(&request(Some("soon"))),
-            ten_seconds
-        );
+        let answer = |layer: ShedLayer, timeout| layer.deadlines(&request(timeout)).0;
+        assert_eq!(answer(layer(ten_seconds), Some("200m")), shorter);
+        assert_eq!(answer(layer(shorter), Some("1H")), shorter);
+        assert_eq!(answer(layer(ten_seconds), None), ten_seconds);
+        assert_eq!(answer(layer(None), Some("200m")), shorter);
+        assert_eq!(answer(layer(None), None), None);
+        assert_eq!(answer(layer(ten_seconds), Some("soon")), ten_seconds);
+    }
+
+    /// A response body that never yields a frame: a stream whose server
+    /// has nothing more to say.
+    struct Silent;
+
+    impl Body for Silent {
+        type Data = Bytes;
+        type Error = std::convert::Infallible;
+
+        fn poll_frame(
+            self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+        ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+            Poll::Pending
+        }
+    }
+
+    /// The grpc-status of the trailers a `Silent` response to `path` ends
+    /// with, under `limits`; `None` if it is still open after 5 s (far
+    /// beyond the limits' deadlines).
+    async fn status_of_silent_call(limits: &Limits, path: &str) -> Option<String> {
+        use http_body_util::BodyExt as _;
+        use tower::ServiceExt as _;
+        let handler = tower::service_fn(|_: Request<tonic::body::Body>| async {
+            Ok::<_, std::convert::Infallible>(Response::new(Silent))
+        });
+        let request = Request::builder()
+            .uri(path)
+            .body(tonic::body::Body::empty())
+            .unwrap();
+        let response = ShedLayer::new(limits)
+            .layer(handler)
+            .oneshot(request)
+            .await
+            .unwrap();
+        let frame = tokio::time::timeout(Duration::from_secs(5), response.into_body().frame())
+            .await
+            .ok()??
+            .ok()?;
+        let trailers = frame.into_trailers().ok()?;
+        Some(trailers.get("grpc-status")?.to_str().ok()?.to_owned())
+    }
+
+    fn streaming_limits() -> Limits {
+        Limits {
+            max_concurrent_calls: 8,
+            request_timeout: Some(Duration::from_millis(100)),
+            stream_timeout: Some(Duration::from_millis(300)),
+            stream_idle_timeout: Some(Duration::from_secs(30)),
+            max_calls_per_connection: 8,
+            max_calls_per_peer: 8,
+            ..layer_limits(None)
+        }
+    }
+
+    #[tokio::test]
+    async fn a_stream_the_server_keeps_open_ends_deadline_exceeded_at_the_stream_timeout() {
+        let status = status_of_silent_call(
+            &streaming_limits(),
+            "/catalogue.v1.CatalogueService/ListProducts",
+        )
+        .await;
+
+        assert_eq!(status.as_deref(), Some("4"), "DEADLINE_EXCEEDED");
+    }
+
+    #[tokio::test]
+    async fn a_health_watch_outlives_the_stream_timeout() {
+        let watch = status_of_silent_call(&streaming_limits(), HEALTH_WATCH_PATH).await;
+
+        assert_eq!(watch, None, "a health Watch outlives every server timeout");
     }
 }

@@ -1,12 +1,15 @@
 //! The admin server's accept loop: HTTP/1 only, at most
-//! `--admin-max-connections` open (one more is closed as it is accepted,
-//! and counted), and a connection that has not sent a whole request head
+//! `--admin-max-connections` open, a quarter of them (at least 4) from one
+//! address, the last eighth only for an address holding fewer than 4 (one more is closed
+//! as it is accepted, and counted by reason: one address reopening
+//! connections as they close cannot starve the scraper's), and a
+//! connection that has not sent a whole request head
 //! within `--admin-header-timeout` is closed (hyper's header read timeout,
 //! which `axum::serve` leaves off). On shutdown, open connections finish
 //! the request in hand and close. Each connection is a task named
 //! `admin-connection` (task dumps, tokio-console).
 
-use std::{future::Future, sync::Arc, time::Duration};
+use std::{future::Future, time::Duration};
 
 use axum::Router;
 use hyper_util::{
@@ -14,10 +17,13 @@ use hyper_util::{
     service::TowerToHyperService,
 };
 use metrics::{Counter, counter};
-use tokio::{net::TcpListener, sync::Semaphore};
+use tokio::net::TcpListener;
 use tokio_util::task::TaskTracker;
 
-use crate::telemetry::{names, tasks::TaskList};
+use crate::{
+    protection::{AddressSlots, Refusal},
+    telemetry::{names, tasks::TaskList},
+};
 
 /// The bounds of the admin server.
 #[derive(Debug, Clone, Copy)]
@@ -40,8 +46,21 @@ pub fn serve(
     tasks: TaskList,
     shutdown: impl Future<Output = ()> + Send,
 ) -> impl Future<Output = std::io::Result<()>> + Send {
-    let refused = counter!(names::ADMIN_CONNECTIONS_REFUSED, "reason" => "max_connections");
+    let reason =
+        |reason: &'static str| counter!(names::ADMIN_CONNECTIONS_REFUSED, "reason" => reason);
+    let refused = Refused {
+        total: reason("max_connections"),
+        per_address: reason("max_connections_per_peer"),
+        reserved: reason("reserved_for_new_peers"),
+    };
     accept_loop(listener, router, limits, tasks, refused, shutdown)
+}
+
+/// The refusal counters, one per reason.
+struct Refused {
+    total: Counter,
+    per_address: Counter,
+    reserved: Counter,
 }
 
 async fn accept_loop(
@@ -49,12 +68,16 @@ async fn accept_loop(
     router: Router,
     limits: AdminLimits,
     tasks: TaskList,
-    refused: Counter,
+    refused: Refused,
     shutdown: impl Future<Output = ()> + Send,
 ) -> std::io::Result<()> {
-    let slots = Arc::new(Semaphore::new(
-        limits.max_connections.min(Semaphore::MAX_PERMITS),
-    ));
+    // A quarter each, but never fewer than the 4 the reserve lets in;
+    // admin connections make no gRPC calls: no call slots.
+    let slots = AddressSlots::new(
+        limits.max_connections,
+        (limits.max_connections / 4).max(4),
+        0,
+    );
     let connections = TaskTracker::new();
     let (closing, closed) = tokio::sync::watch::channel(false);
     let mut shutdown = std::pin::pin!(shutdown);
@@ -62,7 +85,7 @@ async fn accept_loop(
         let stream = tokio::select! {
             () = &mut shutdown => break,
             accepted = listener.accept() => match accepted {
-                Ok((stream, _peer)) => stream,
+                Ok(accepted) => accepted,
                 Err(error) => {
                     tracing::warn!(%error, "admin server: accept failed; backing off");
                     tokio::time::sleep(ACCEPT_ERROR_BACKOFF).await;
@@ -70,9 +93,18 @@ async fn accept_loop(
                 }
             },
         };
-        let Ok(permit) = slots.clone().try_acquire_owned() else {
-            refused.increment(1);
-            continue;
+        let (stream, peer) = stream;
+        let permit = match slots.admit(peer.ip()) {
+            Ok(permit) => permit,
+            Err(refusal) => {
+                let counter = match refusal {
+                    Refusal::Total => &refused.total,
+                    Refusal::PerAddress => &refused.per_address,
+                    Refusal::Reserve => &refused.reserved,
+                };
+                counter.increment(1);
+                continue;
+            }
         };
         let service = TowerToHyperService::new(router.clone());
         let mut closed = closed.clone();

@@ -2,44 +2,56 @@
 //! not do. `guard_connections` wraps the accepted stream and
 //!
 //! - closes a connection beyond `--max-connections`, or beyond
-//!   `--max-connections-per-peer` from one client IP, as soon as it is
-//!   accepted;
+//!   `--max-connections-per-peer` from one client IP, or one that would take
+//!   the last eighth of the slots from an IP already holding 4 or more
+//!   (`peers.rs`), as soon as it is accepted;
 //! - closes one that has not sent the HTTP/2 preface and a whole first
 //!   HEADERS block within `--handshake-timeout` (silent or slowloris
 //!   connections that would hold a slot forever);
 //! - closes one `--max-connection-age-grace` after `--max-connection-age`
-//!   (tonic sends the GOAWAY at the age);
+//!   (tonic sends the GOAWAY at the age), and one with no call open for
+//!   `--connection-idle-timeout` (idle connections, even ones answering
+//!   pings, would otherwise hold their slot forever);
 //! - backs off after a failed accept (out of file descriptors, say), 5 ms
 //!   doubling to 1 s, where tonic would retry at once and spin;
 //! - gives each connection its own call slots (`--max-calls-per-connection`)
 //!   and each client IP its own (`--max-calls-per-peer`), which tonic hands
-//!   every request as `ConnectionInfo`.
+//!   every request as `ConnectionInfo`;
+//! - closes a connection when one of its calls asks (`ConnectionControl`):
+//!   a call whose client has left it unread past its idle timeout or its
+//!   deadline, which no other way ends (hyper reads nothing more of its
+//!   body until the client opens its window, so the body, and h2's buffers
+//!   of it, would stay for as long as the connection does).
 //!
 //! Each refusal is counted in `catalogue_connections_refused_total{reason}`.
 //! `raise_fd_limit` lifts the soft `RLIMIT_NOFILE` to the hard limit at start.
 
 use std::{
-    collections::HashMap,
     io,
-    net::IpAddr,
     pin::Pin,
-    sync::{Arc, Mutex, PoisonError},
+    sync::{
+        Arc,
+        atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering},
+    },
     task::{Context, Poll, ready},
     time::Duration,
 };
 
-use futures::Stream;
+use futures::{Stream, task::AtomicWaker};
 use http::Request;
 use metrics::{Counter, Gauge, counter, gauge};
 use tokio::{
     io::{AsyncRead, AsyncWrite, ReadBuf},
     net::TcpStream,
-    sync::{OwnedSemaphorePermit, Semaphore},
+    sync::Semaphore,
     time::Sleep,
 };
 use tonic::transport::server::{Connected, TcpConnectInfo};
 
-use super::Limits;
+use super::{
+    Limits,
+    peers::{AddressSlot, AddressSlots, Refusal},
+};
 use crate::telemetry::names;
 
 /// The first and the longest pause after a failed accept.
@@ -49,79 +61,23 @@ const ACCEPT_BACKOFF_MAX: Duration = Duration::from_secs(1);
 /// Why a connection was closed at once (the `reason` label).
 const MAX_CONNECTIONS: &str = "max_connections";
 const MAX_CONNECTIONS_PER_PEER: &str = "max_connections_per_peer";
+const RESERVED: &str = "reserved_for_new_peers";
 const HANDSHAKE_TIMEOUT: &str = "handshake_timeout";
 const ACCEPT_ERROR: &str = "accept_error";
-
-/// The client IPs with a connection open: how many, and their call slots.
-struct Peers {
-    open: Mutex<HashMap<IpAddr, Peer>>,
-    max_connections: usize,
-    max_calls: usize,
-}
-
-struct Peer {
-    connections: usize,
-    /// Shared by the peer's connections (`--max-calls-per-peer`).
-    calls: Arc<Semaphore>,
-}
-
-/// One of a peer's connections; counted down when the connection goes.
-struct PeerSlot {
-    peers: Arc<Peers>,
-    ip: IpAddr,
-    calls: Arc<Semaphore>,
-}
-
-impl Peers {
-    fn new(max_connections: usize, max_calls: usize) -> Arc<Self> {
-        Arc::new(Self {
-            open: Mutex::default(),
-            max_connections,
-            max_calls: max_calls.min(Semaphore::MAX_PERMITS),
-        })
-    }
-
-    fn admit(self: &Arc<Self>, ip: IpAddr) -> Option<PeerSlot> {
-        let mut open = self.open.lock().unwrap_or_else(PoisonError::into_inner);
-        let peer = open.entry(ip).or_insert_with(|| Peer {
-            connections: 0,
-            calls: Arc::new(Semaphore::new(self.max_calls)),
-        });
-        if peer.connections >= self.max_connections {
-            return None;
-        }
-        peer.connections += 1;
-        Some(PeerSlot {
-            peers: self.clone(),
-            ip,
-            calls: peer.calls.clone(),
-        })
-    }
-}
-
-impl Drop for PeerSlot {
-    fn drop(&mut self) {
-        let mut open = self
-            .peers
-            .open
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
-        if let Some(peer) = open.get_mut(&self.ip) {
-            peer.connections -= 1;
-            if peer.connections == 0 {
-                open.remove(&self.ip);
-            }
-        }
-    }
-}
+/// Why an open connection was closed (the same counter's `reason`).
+const STALLED_CALL: &str = "stalled_call";
+const CONNECTION_IDLE_TIMEOUT: &str = "connection_idle_timeout";
 
 /// The refusal counters, one per reason.
 #[derive(Clone)]
 struct Refusals {
     max_connections: Counter,
     per_peer: Counter,
+    reserved: Counter,
     handshake_timeout: Counter,
     accept_error: Counter,
+    stalled_call: Counter,
+    idle: Counter,
 }
 
 impl Refusals {
@@ -131,8 +87,11 @@ impl Refusals {
         Self {
             max_connections: reason(MAX_CONNECTIONS),
             per_peer: reason(MAX_CONNECTIONS_PER_PEER),
+            reserved: reason(RESERVED),
             handshake_timeout: reason(HANDSHAKE_TIMEOUT),
             accept_error: reason(ACCEPT_ERROR),
+            stalled_call: reason(STALLED_CALL),
+            idle: reason(CONNECTION_IDLE_TIMEOUT),
         }
     }
 }
@@ -144,12 +103,14 @@ where
 {
     GuardedIncoming {
         incoming,
-        slots: Arc::new(Semaphore::new(
-            limits.max_connections.min(Semaphore::MAX_PERMITS),
-        )),
-        peers: Peers::new(limits.max_connections_per_peer, limits.max_calls_per_peer),
+        slots: AddressSlots::new(
+            limits.max_connections,
+            limits.max_connections_per_peer,
+            limits.max_calls_per_peer,
+        ),
         calls_per_connection: limits.max_calls_per_connection.min(Semaphore::MAX_PERMITS),
         handshake_timeout: limits.handshake_timeout,
+        idle_timeout: limits.connection_idle_timeout,
         lifetime: limits
             .max_connection_age
             .map(|(age, grace)| age.saturating_add(grace)),
@@ -163,11 +124,12 @@ where
 /// The stream `guard_connections` returns.
 pub struct GuardedIncoming<S> {
     incoming: S,
-    slots: Arc<Semaphore>,
-    peers: Arc<Peers>,
+    slots: Arc<AddressSlots>,
     calls_per_connection: usize,
     /// `None`: a connection may take as long as it likes to start.
     handshake_timeout: Option<Duration>,
+    /// `None`: a connection with no call open stays open.
+    idle_timeout: Option<Duration>,
     /// `--max-connection-age` plus its grace.
     lifetime: Option<Duration>,
     /// Set after a failed accept: nothing is accepted until it fires.
@@ -186,21 +148,38 @@ impl<S> GuardedIncoming<S> {
             // Gone already.
             Err(_) => return None,
         };
-        let Some(peer) = self.peers.admit(peer) else {
-            self.refusals.per_peer.increment(1);
-            return None;
-        };
-        let Ok(slot) = self.slots.clone().try_acquire_owned() else {
-            self.refusals.max_connections.increment(1);
-            return None;
+        let slot = match self.slots.admit(peer) {
+            Ok(slot) => slot,
+            Err(refusal) => {
+                let counter = match refusal {
+                    Refusal::PerAddress => &self.refusals.per_peer,
+                    Refusal::Total => &self.refusals.max_connections,
+                    Refusal::Reserve => &self.refusals.reserved,
+                };
+                counter.increment(1);
+                return None;
+            }
         };
         self.open.increment(1.0);
         Some(GuardedConnection {
             stream,
-            _slot: slot,
-            peer,
+            slot,
             open: self.open.clone(),
             calls: Arc::new(Semaphore::new(self.calls_per_connection)),
+            control: Arc::new(ConnectionControl {
+                closing: AtomicBool::new(false),
+                task: AtomicWaker::new(),
+                closed_total: self.refusals.stalled_call.clone(),
+                open_calls: AtomicUsize::new(0),
+                activity: AtomicU64::new(0),
+            }),
+            idle: self.idle_timeout.map(|timeout| IdleCheck {
+                period: timeout / IDLE_CHECKS,
+                timer: Box::pin(tokio::time::sleep(timeout / IDLE_CHECKS)),
+                seen: 0,
+                quiet: 0,
+                closed_total: self.refusals.idle.clone(),
+            }),
             ends: self
                 .lifetime
                 .map(|lifetime| Box::pin(tokio::time::sleep(lifetime))),
@@ -247,15 +226,17 @@ where
 
 /// Reads the client's first bytes as HTTP/2 frames until a header block
 /// ends: the 24-byte preface, then frames (a 9-byte header: length, type,
-/// flags, stream), skipping payloads, until a HEADERS or CONTINUATION
-/// frame with END_HEADERS. Validating them is h2's job; this only tells
-/// when the client has asked for something.
+/// flags, stream), skipping payloads, until the last byte of a HEADERS or
+/// CONTINUATION frame with END_HEADERS. Validating them is h2's job; this
+/// only tells when the client has asked for something.
 #[derive(Debug, Default)]
 struct FrameScanner {
     preface_read: usize,
     header: [u8; 9],
     header_read: usize,
     payload_left: usize,
+    /// Set while the payload being skipped ends a header block.
+    in_last_header_frame: bool,
 }
 
 const PREFACE_LEN: usize = 24;
@@ -274,6 +255,9 @@ impl FrameScanner {
                 let skipped = self.payload_left.min(bytes.len());
                 self.payload_left -= skipped;
                 bytes = &bytes[skipped..];
+                if self.payload_left == 0 && self.in_last_header_frame {
+                    return true;
+                }
                 continue;
             }
             let taken = (9 - self.header_read).min(bytes.len());
@@ -286,11 +270,51 @@ impl FrameScanner {
             }
             self.header_read = 0;
             let [len_high, len_mid, len_low, kind, flags, ..] = self.header;
-            if matches!(kind, FRAME_HEADERS | FRAME_CONTINUATION) && flags & FLAG_END_HEADERS != 0 {
-                return true;
-            }
             self.payload_left =
                 usize::from(len_high) << 16 | usize::from(len_mid) << 8 | usize::from(len_low);
+            self.in_last_header_frame =
+                matches!(kind, FRAME_HEADERS | FRAME_CONTINUATION) && flags & FLAG_END_HEADERS != 0;
+            if self.in_last_header_frame && self.payload_left == 0 {
+                return true;
+            }
+        }
+        false
+    }
+}
+
+/// How many checks the idle timeout is cut into: a connection is closed
+/// after that many checks in a row found it idle.
+const IDLE_CHECKS: u32 = 4;
+
+/// The idle checks of a connection.
+struct IdleCheck {
+    period: Duration,
+    timer: Pin<Box<Sleep>>,
+    /// `ConnectionControl::activity` at the last check.
+    seen: u64,
+    /// Checks in a row that found no call and no activity.
+    quiet: u32,
+    closed_total: Counter,
+}
+
+impl IdleCheck {
+    /// Whether the connection has been idle for the whole timeout; the
+    /// timer is set for the next check.
+    fn idle_for_long(&mut self, control: &ConnectionControl, cx: &mut Context<'_>) -> bool {
+        while self.timer.as_mut().poll(cx).is_ready() {
+            let activity = control.activity.load(Ordering::Relaxed);
+            if activity == self.seen && control.open_calls.load(Ordering::Relaxed) == 0 {
+                self.quiet += 1;
+            } else {
+                self.quiet = 0;
+                self.seen = activity;
+            }
+            if self.quiet >= IDLE_CHECKS {
+                self.closed_total.increment(1);
+                return true;
+            }
+            let next = self.timer.deadline() + self.period;
+            self.timer.as_mut().reset(next);
         }
         false
     }
@@ -308,11 +332,15 @@ struct Handshake {
 /// handshake does not end in time.
 pub struct GuardedConnection {
     stream: TcpStream,
-    _slot: OwnedSemaphorePermit,
-    peer: PeerSlot,
+    /// Its slot of `--max-connections` and of its address's share.
+    slot: AddressSlot,
     open: Gauge,
     /// Its calls' slots (`--max-calls-per-connection`).
     calls: Arc<Semaphore>,
+    /// How its calls close it.
+    control: Arc<ConnectionControl>,
+    /// `None` with no `--connection-idle-timeout`.
+    idle: Option<IdleCheck>,
     /// `None` once the first header block has arrived (or with no timeout).
     handshake: Option<Handshake>,
     /// When it is closed whatever it is doing: `--max-connection-age` (tonic
@@ -326,6 +354,49 @@ impl Drop for GuardedConnection {
     }
 }
 
+/// What a connection's calls tell it: that they open and close (a
+/// connection with none open for the idle timeout is closed), or that it
+/// must close, at its next read, with every call on it.
+#[derive(Debug)]
+pub struct ConnectionControl {
+    closing: AtomicBool,
+    /// The connection's task, woken to read (and so to close).
+    task: AtomicWaker,
+    closed_total: Counter,
+    /// Calls holding slots on it.
+    open_calls: AtomicUsize,
+    /// Counts calls that started or ended (health checks, which hold no
+    /// slot, included): unchanged between two idle checks, nothing
+    /// happened.
+    activity: AtomicU64,
+}
+
+impl ConnectionControl {
+    /// A call that holds no slot (a health check) came.
+    pub(super) fn touch(&self) {
+        self.activity.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(super) fn call_opened(&self) {
+        self.open_calls.fetch_add(1, Ordering::Relaxed);
+        self.touch();
+    }
+
+    pub(super) fn call_closed(&self) {
+        self.open_calls.fetch_sub(1, Ordering::Relaxed);
+        self.touch();
+    }
+
+    /// Closes the connection: one of its calls is stuck behind a client
+    /// that reads nothing.
+    pub(super) fn close(&self) {
+        if !self.closing.swap(true, Ordering::AcqRel) {
+            self.closed_total.increment(1);
+        }
+        self.task.wake();
+    }
+}
+
 /// What tonic puts in each request's extensions for a `GuardedConnection`:
 /// the TCP addresses and the connection's call slots.
 #[derive(Debug, Clone)]
@@ -334,6 +405,7 @@ pub struct ConnectionInfo {
     pub(super) calls: Arc<Semaphore>,
     /// Its client IP's, shared with the IP's other connections.
     pub(super) peer_calls: Arc<Semaphore>,
+    pub(super) control: Arc<ConnectionControl>,
 }
 
 /// Copies a request's TCP addresses into its extensions as
@@ -357,7 +429,8 @@ impl Connected for GuardedConnection {
         ConnectionInfo {
             tcp: self.stream.connect_info(),
             calls: self.calls.clone(),
-            peer_calls: self.peer.calls.clone(),
+            peer_calls: self.slot.calls.clone(),
+            control: self.control.clone(),
         }
     }
 }
@@ -369,6 +442,21 @@ impl AsyncRead for GuardedConnection {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         let this = self.get_mut();
+        this.control.task.register(cx.waker());
+        if this.control.closing.load(Ordering::Acquire) {
+            return Poll::Ready(Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                "a call on it was left unread past its idle timeout or deadline",
+            )));
+        }
+        if let Some(idle) = &mut this.idle
+            && idle.idle_for_long(&this.control, cx)
+        {
+            // The end of the stream: h2 closes a connection with no stream.
+            this.idle = None;
+            this.control.closing.store(true, Ordering::Release);
+            return Poll::Ready(Ok(()));
+        }
         if let Some(ends) = &mut this.ends
             && ends.as_mut().poll(cx).is_ready()
         {
@@ -517,6 +605,15 @@ mod tests {
         whole.extend(frame(FRAME_HEADERS, FLAG_END_HEADERS | 0x1, &[9; 40]));
         assert!(scanner.header_block_ended(&whole));
 
+        // A HEADERS frame's header alone is not a header block: its payload
+        // must arrive too.
+        let mut scanner = FrameScanner::default();
+        let mut header_only = preface.to_vec();
+        header_only.extend(&frame(FRAME_HEADERS, FLAG_END_HEADERS, &[7; 100])[..9]);
+        assert!(!scanner.header_block_ended(&header_only));
+        assert!(!scanner.header_block_ended(&[7; 99]));
+        assert!(scanner.header_block_ended(&[7]));
+
         // A DATA frame's payload that looks like HEADERS is skipped.
         let mut scanner = FrameScanner::default();
         let mut tricky = preface.to_vec();
@@ -545,21 +642,5 @@ mod tests {
         // It resumes after it and backs off longer at each failure.
         assert!(incoming.next().await.is_none());
         assert_eq!(incoming.next_backoff, ACCEPT_BACKOFF_MIN * 8);
-    }
-
-    #[test]
-    fn a_peer_holds_at_most_its_connections_and_gets_them_back() {
-        let peers = Peers::new(2, 3);
-        let ip: IpAddr = "10.0.0.1".parse().unwrap();
-        let first = peers.admit(ip).unwrap();
-        let second = peers.admit(ip).unwrap();
-        assert!(peers.admit(ip).is_none());
-        assert!(peers.admit("10.0.0.2".parse().unwrap()).is_some());
-        assert!(
-            Arc::ptr_eq(&first.calls, &second.calls),
-            "one IP, one call bound"
-        );
-        drop(first);
-        assert!(peers.admit(ip).is_some());
     }
 }

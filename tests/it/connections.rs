@@ -269,11 +269,24 @@ async fn a_connection_older_than_max_connection_age_gets_a_goaway() {
 /// A HEADERS frame (stream 1, END_HEADERS, no END_STREAM) of a GetProduct
 /// call, its header block in HPACK literals without indexing.
 fn never_ending_call() -> Vec<u8> {
+    call_headers("/catalogue.v1.CatalogueService/GetProduct")
+}
+
+/// A whole health check: its HEADERS (stream 1) and an empty request
+/// message that ends the stream.
+fn health_check() -> Vec<u8> {
+    let mut frames = call_headers("/grpc.health.v1.Health/Check");
+    frames.extend_from_slice(&[0, 0, 5, 0x0, 0x1, 0, 0, 0, 1, 0, 0, 0, 0, 0]);
+    frames
+}
+
+/// A HEADERS frame (stream 1, END_HEADERS) of a call of `path`.
+fn call_headers(path: &str) -> Vec<u8> {
     let mut block = Vec::new();
     for (name, value) in [
         (":method", "POST"),
         (":scheme", "http"),
-        (":path", "/catalogue.v1.CatalogueService/GetProduct"),
+        (":path", path),
         (":authority", "catalogue"),
         ("content-type", "application/grpc"),
         ("te", "trailers"),
@@ -287,4 +300,88 @@ fn never_ending_call() -> Vec<u8> {
     let mut frame = vec![0, 0, block.len() as u8, 0x1, 0x4, 0, 0, 0, 1];
     frame.extend(block);
     frame
+}
+
+#[tokio::test]
+async fn a_connection_with_no_call_open_for_the_idle_timeout_is_closed() {
+    let app = spawn_app_with(Backend::Memory, &["--connection-idle-timeout", "300ms"])
+        .await
+        .unwrap();
+    let mut stream = TcpStream::connect(app.grpc_addr).await.unwrap();
+    stream.write_all(PREFACE).await.unwrap();
+    stream.write_all(SETTINGS).await.unwrap();
+    // One call, answered, then nothing.
+    stream.write_all(&health_check()).await.unwrap();
+
+    assert!(
+        closed_by_server(&mut stream).await,
+        "the idle connection is closed"
+    );
+    let scrape = app.scrape().await;
+    assert!(refused(&scrape, "connection_idle_timeout") >= Some(1.0));
+}
+
+#[tokio::test]
+async fn a_connection_with_a_call_open_is_not_idle() {
+    let mut app = spawn_app_with(
+        Backend::Memory,
+        &[
+            "--connection-idle-timeout",
+            "300ms",
+            "--enable-faults",
+            "--fault-slow-stream-ms",
+            "200",
+            "--fault-methods",
+            "ListProducts",
+        ],
+    )
+    .await
+    .unwrap();
+
+    // Six products, 200 ms apart: four times the idle timeout.
+    let received = app.list_to_end(6).await;
+
+    assert_eq!(received, 6);
+    let scrape = app.scrape().await;
+    assert_eq!(refused(&scrape, "connection_idle_timeout"), Some(0.0));
+}
+
+#[tokio::test]
+async fn the_last_connection_slots_are_kept_for_addresses_holding_few() {
+    // 16 slots, the last 2 for addresses holding fewer than 4.
+    let app = spawn_app_with(
+        Backend::Memory,
+        &[
+            "--max-connections",
+            "16",
+            "--max-connections-per-peer",
+            "8",
+            "--handshake-timeout",
+            "1h",
+        ],
+    )
+    .await
+    .unwrap();
+    // 127.0.0.1 holds 8 (the test's own channel is one), 127.0.0.2 asks
+    // for 8 more.
+    let mut held = Vec::new();
+    for from in [&["127.0.0.1"; 7][..], &["127.0.0.2"; 8][..]].concat() {
+        let mut stream = connect_from(from, app.grpc_addr).await;
+        if served(&mut stream).await {
+            held.push(stream);
+        }
+    }
+
+    let mut fresh = connect_from("127.0.0.3", app.grpc_addr).await;
+
+    assert!(served(&mut fresh).await, "a fresh address is served");
+    assert_eq!(
+        held.len(),
+        13,
+        "all but the reserve of 2 (and 127.0.0.1's own)"
+    );
+    assert_eq!(
+        refused(&app.scrape().await, "reserved_for_new_peers"),
+        Some(2.0)
+    );
 }

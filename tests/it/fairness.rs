@@ -13,13 +13,13 @@ use crate::helpers::{
     Backend, TestApp, seed_products, shed, spawn_app_with, wait_for_in_flight, wait_for_value,
 };
 
-/// An app with 8 call slots whose GetProduct waits a minute, so that every
-/// admitted call holds its slot; `extra` flags besides.
-async fn slow_get_product_app(extra: &[&str]) -> TestApp {
+/// An app with `slots` call slots whose GetProduct waits a minute, so that
+/// every admitted call holds its slot; `extra` flags besides.
+async fn slow_get_product_app(slots: &str, extra: &[&str]) -> TestApp {
     let flags = [
         &[
             "--max-concurrent-calls",
-            "8",
+            slots,
             "--enable-faults",
             "--fault-latency-ms",
             "60000",
@@ -62,7 +62,7 @@ async fn list_a_page(client: &mut CatalogueServiceClient<Channel>) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_connection_holds_at_most_a_quarter_of_the_call_slots() {
     // Arrange: 8 slots, so 2 per connection by default.
-    let app = slow_get_product_app(&[]).await;
+    let app = slow_get_product_app("8", &[]).await;
 
     // Act: one connection (the app's channel) asks for every slot.
     let held = hold_calls(&app, 8);
@@ -147,12 +147,15 @@ async fn client_from(app: &TestApp, from: &str) -> CatalogueServiceClient<Channe
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_client_ip_cannot_hold_every_call_slot_over_many_connections() {
-    let app = slow_get_product_app(&[
-        "--max-calls-per-connection",
+    let app = slow_get_product_app(
         "8",
-        "--max-calls-per-peer",
-        "3",
-    ])
+        &[
+            "--max-calls-per-connection",
+            "8",
+            "--max-calls-per-peer",
+            "3",
+        ],
+    )
     .await;
     let request = || GetProductRequest {
         product_id: seed_products()[0].id.clone(),
@@ -177,6 +180,48 @@ async fn one_client_ip_cannot_hold_every_call_slot_over_many_connections() {
     assert_eq!(refused.code(), Code::Unavailable);
     assert_eq!(shed(&app.scrape().await, "peer_limit"), Some(3.0));
     for call in held {
+        call.abort();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_last_call_slots_are_kept_for_addresses_holding_few() {
+    // 16 slots, the last 2 for addresses holding fewer than 4 calls; 8 per
+    // address.
+    let app = slow_get_product_app(
+        "16",
+        &[
+            "--max-calls-per-connection",
+            "16",
+            "--max-calls-per-peer",
+            "8",
+        ],
+    )
+    .await;
+    let held = hold_calls(&app, 8);
+    wait_for_in_flight(&app, 8.0).await;
+    let second = client_from(&app, "127.0.0.2").await;
+    let second_held: Vec<_> = (0..8)
+        .map(|_| {
+            let mut client = second.clone();
+            let request = GetProductRequest {
+                product_id: seed_products()[0].id.clone(),
+            };
+            tokio::spawn(async move { client.get_product(request).await.map(drop) })
+        })
+        .collect();
+    wait_for_value(
+        &app,
+        "catalogue_shed_total",
+        &[("reason", "reserved_for_new_peers")],
+        2.0,
+    )
+    .await;
+
+    list_a_page(&mut client_from(&app, "127.0.0.3").await).await;
+
+    wait_for_in_flight(&app, 14.0).await;
+    for call in held.into_iter().chain(second_held) {
         call.abort();
     }
 }

@@ -1,4 +1,5 @@
 mod admin;
+mod bounds;
 mod cli;
 mod connections;
 mod console;

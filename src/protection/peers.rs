@@ -1,0 +1,185 @@
+//! Connection slots shared fairly by client addresses, for the gRPC and
+//! the admin listeners alike (`AddressSlots`):
+//!
+//! - at most a number of connections from one IP, and in all;
+//! - the last eighth of all is a reserve that only an address holding
+//!   fewer than `SMALL_HOLDER` connections may take. Whatever a few
+//!   addresses hold, a new one (a fresh client, kubelet's probe, the
+//!   Prometheus scraper) is let in. The call slots keep a reserve by the
+//!   same rule (`ShedLayer`).
+//!
+//! A reserve rather than shedding the oldest idle holder when full: it is
+//! a comparison at accept, where shedding would need every connection's
+//! idleness in one place and would close connections that did nothing
+//! wrong. Many addresses each holding a little can still fill the reserve;
+//! the idle and age limits then give their slots back.
+
+use std::{
+    collections::HashMap,
+    net::IpAddr,
+    sync::{Arc, Mutex, PoisonError},
+};
+
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+
+/// An address holding fewer connections (or calls) than this may take the
+/// reserve.
+pub(super) const SMALL_HOLDER: usize = 4;
+
+/// The reserve of `total` slots: its last eighth.
+pub(super) fn reserve_of(total: usize) -> usize {
+    total / 8
+}
+
+/// Why `AddressSlots::admit` refused a connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    /// The address holds its share already.
+    PerAddress,
+    /// Every slot is taken.
+    Total,
+    /// Only the reserve is left, and the address holds too many to take it.
+    Reserve,
+}
+
+/// The connection slots of one listener; see the module docs.
+pub struct AddressSlots {
+    total: Arc<Semaphore>,
+    reserve: usize,
+    open: Mutex<HashMap<IpAddr, Address>>,
+    per_address: usize,
+    calls_per_address: usize,
+}
+
+struct Address {
+    connections: usize,
+    /// Shared by the address's connections (`--max-calls-per-peer`).
+    calls: Arc<Semaphore>,
+}
+
+/// One connection's slot: given back, and its address counted down, when
+/// it is dropped.
+pub struct AddressSlot {
+    _total: OwnedSemaphorePermit,
+    slots: Arc<AddressSlots>,
+    ip: IpAddr,
+    /// Its address's call slots.
+    pub(super) calls: Arc<Semaphore>,
+}
+
+impl AddressSlots {
+    /// `total` connections, at most `per_address` from one IP, whose calls
+    /// share `calls_per_address` call slots.
+    pub fn new(total: usize, per_address: usize, calls_per_address: usize) -> Arc<Self> {
+        let total = total.min(Semaphore::MAX_PERMITS);
+        Arc::new(Self {
+            total: Arc::new(Semaphore::new(total)),
+            reserve: reserve_of(total),
+            open: Mutex::default(),
+            per_address,
+            calls_per_address: calls_per_address.min(Semaphore::MAX_PERMITS),
+        })
+    }
+
+    pub fn admit(self: &Arc<Self>, ip: IpAddr) -> Result<AddressSlot, Refusal> {
+        let mut open = self.open.lock().unwrap_or_else(PoisonError::into_inner);
+        let address = open.entry(ip).or_insert_with(|| Address {
+            connections: 0,
+            calls: Arc::new(Semaphore::new(self.calls_per_address)),
+        });
+        let held = address.connections;
+        let admitted = if held >= self.per_address {
+            Err(Refusal::PerAddress)
+        } else if held >= SMALL_HOLDER && self.total.available_permits() <= self.reserve {
+            Err(Refusal::Reserve)
+        } else {
+            self.total
+                .clone()
+                .try_acquire_owned()
+                .map_err(|_| Refusal::Total)
+        };
+        match admitted {
+            Ok(permit) => {
+                address.connections += 1;
+                Ok(AddressSlot {
+                    _total: permit,
+                    slots: self.clone(),
+                    ip,
+                    calls: address.calls.clone(),
+                })
+            }
+            Err(refusal) => {
+                if held == 0 {
+                    open.remove(&ip);
+                }
+                Err(refusal)
+            }
+        }
+    }
+}
+
+impl Drop for AddressSlot {
+    fn drop(&mut self) {
+        let mut open = self
+            .slots
+            .open
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if let Some(address) = open.get_mut(&self.ip) {
+            address.connections -= 1;
+            if address.connections == 0 {
+                open.remove(&self.ip);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ip(last: u8) -> IpAddr {
+        IpAddr::from([10, 0, 0, last])
+    }
+
+    #[test]
+    fn an_address_holds_at_most_its_connections_and_gets_them_back() {
+        let slots = AddressSlots::new(64, 2, 3);
+        let first = slots.admit(ip(1)).unwrap();
+        let second = slots.admit(ip(1)).unwrap();
+        assert_eq!(slots.admit(ip(1)).err(), Some(Refusal::PerAddress));
+        assert!(slots.admit(ip(2)).is_ok());
+        assert!(
+            Arc::ptr_eq(&first.calls, &second.calls),
+            "one IP, one call bound"
+        );
+        drop(first);
+        assert!(slots.admit(ip(1)).is_ok());
+    }
+
+    #[test]
+    fn the_last_eighth_is_kept_for_addresses_holding_few() {
+        // 16 slots, a reserve of 2; each address may hold 8.
+        let slots = AddressSlots::new(16, 8, 1);
+        let mut held: Vec<AddressSlot> = Vec::new();
+        for address in [1, 2] {
+            while let Ok(slot) = slots.admit(ip(address)) {
+                held.push(slot);
+            }
+        }
+
+        assert_eq!(held.len(), 14, "all but the reserve");
+        assert_eq!(slots.admit(ip(1)).err(), Some(Refusal::PerAddress));
+        assert_eq!(slots.admit(ip(2)).err(), Some(Refusal::Reserve));
+        let fresh = [slots.admit(ip(3)), slots.admit(ip(4))];
+        assert!(
+            fresh.iter().all(Result::is_ok),
+            "new addresses take the reserve"
+        );
+        assert_eq!(slots.admit(ip(5)).err(), Some(Refusal::Total));
+        assert!(
+            slots.open.lock().unwrap().get(&ip(5)).is_none(),
+            "no trace of a refused address"
+        );
+    }
+}
