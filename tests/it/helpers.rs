@@ -594,6 +594,12 @@ pub fn read_yaml(path: &std::path::Path) -> serde_norway::Value {
 pub struct Logs(Arc<std::sync::Mutex<Vec<u8>>>);
 
 impl Logs {
+    /// A sink for `spawn_app_logging_to` that writes here.
+    pub fn sink(&self) -> BoxMakeWriter {
+        let logs = self.clone();
+        BoxMakeWriter::new(move || logs.clone())
+    }
+
     pub fn bytes(&self) -> Vec<u8> {
         self.0.lock().unwrap().clone()
     }

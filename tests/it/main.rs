@@ -1,9 +1,11 @@
 mod admin;
+mod bad_input;
 mod cli;
 mod connections;
 mod console;
 mod consul;
 mod dashboards;
+mod db;
 mod deadlines;
 mod fairness;
 mod faults;
