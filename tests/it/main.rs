@@ -24,6 +24,7 @@ mod robustness;
 mod search_products;
 mod shutdown;
 mod stack;
+mod store_failures;
 mod tasks;
 mod tracing;
 
