@@ -15,6 +15,7 @@ mod helpers;
 mod list_products;
 mod load;
 mod log_level;
+mod log_volume;
 mod metrics;
 mod postgres;
 mod pprof;
