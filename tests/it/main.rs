@@ -1,4 +1,5 @@
 mod admin;
+mod admin_input;
 mod bad_input;
 mod cli;
 mod connections;
@@ -25,6 +26,7 @@ mod robustness;
 mod search_products;
 mod shutdown;
 mod stack;
+mod startup;
 mod store_failures;
 mod tasks;
 mod tracing;
