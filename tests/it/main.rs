@@ -1,6 +1,7 @@
 mod admin;
 mod admin_input;
 mod bad_input;
+mod breaker;
 mod cli;
 mod connections;
 mod console;

@@ -1,5 +1,7 @@
-//! Start-up refuses what would leave the server broken: a log filter that
-//! writes nothing.
+//! Start-up refuses what would leave the server broken: a value of zero
+//! where zero means "never" or "nothing", a log filter that writes
+//! nothing, a method named twice; and an error that is not clap's is
+//! written once, with a non-zero exit.
 
 use std::process::{Command, Stdio};
 
@@ -17,8 +19,12 @@ fn serve(args: &[&str]) -> (Option<i32>, String) {
             "--admin-addr",
             "127.0.0.1:0",
         ])
-        .args(["--database-url", "memory"])
         .args(args)
+        .args(if args.contains(&"--database-url") {
+            &[][..]
+        } else {
+            &["--database-url", "memory"]
+        })
         .env_remove("RUST_LOG")
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -43,10 +49,56 @@ fn serve(args: &[&str]) -> (Option<i32>, String) {
 }
 
 #[test]
+fn zero_where_zero_breaks_the_server_exits_2_naming_the_flag() {
+    for flag in [
+        "--breaker-probes",
+        "--breaker-open-timeout",
+        "--upstream-timeout",
+        "--upstream-max-concurrency",
+        "--store-health-interval",
+        "--db-acquire-timeout",
+        "--db-statement-timeout",
+    ] {
+        let zero = if flag.ends_with("-probes") || flag.ends_with("-concurrency") {
+            "0"
+        } else {
+            "0s"
+        };
+        let (code, text) = serve(&[flag, zero]);
+        assert_eq!(code, Some(2), "{flag} {zero}: {text}");
+        assert!(text.contains(flag), "{flag} is named: {text}");
+    }
+}
+
+#[test]
 fn a_log_filter_that_writes_nothing_exits_2_naming_the_flag() {
     for filter in ["[[[", "[grpc.server]=info", "catalogue=off,info"] {
         let (code, text) = serve(&["--log-filter", filter]);
         assert_eq!(code, Some(2), "{filter}: {text}");
         assert!(text.contains("--log-filter"), "{filter}: {text}");
     }
+}
+
+#[test]
+fn a_fault_method_named_twice_exits_2() {
+    let (code, text) = serve(&[
+        "--enable-faults",
+        "--fault-methods",
+        "GetProduct,SearchProducts,GetProduct",
+    ]);
+    assert_eq!(code, Some(2), "{text}");
+    assert!(text.contains("--fault-methods"), "{text}");
+    assert!(text.contains("GetProduct"), "{text}");
+}
+
+#[test]
+fn a_start_up_error_is_written_once_and_exits_non_zero() {
+    let (code, text) = serve(&["--database-url", "mysql://nowhere/catalogue"]);
+
+    assert!(matches!(code, Some(code) if code != 0), "{code:?}: {text}");
+    assert_eq!(
+        text.matches("unsupported database url").count(),
+        1,
+        "written once: {text}"
+    );
 }
