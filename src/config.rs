@@ -20,6 +20,7 @@ use crate::{
     store::StoreOptions,
     telemetry::TelemetryConfig,
     upstream::{UpstreamConfig, simulator::UpstreamSimulatorConfig},
+    values::positive_duration,
 };
 
 /// An observability-first reference gRPC catalogue service.
@@ -78,19 +79,19 @@ pub struct ServeConfig {
     /// Longest a call waits for a database connection from the pool (less
     /// than --request-timeout, so a saturated pool fails calls, not waits
     /// them out).
-    #[arg(long, env = "CATALOGUE_DB_ACQUIRE_TIMEOUT", default_value = "1s", value_parser = humantime::parse_duration)]
+    #[arg(long, env = "CATALOGUE_DB_ACQUIRE_TIMEOUT", default_value = "1s", value_parser = positive_duration)]
     pub db_acquire_timeout: Duration,
 
     /// Longest one SQL statement may run (PostgreSQL's statement_timeout;
     /// for SQLite, the longest wait for a lock).
-    #[arg(long, env = "CATALOGUE_DB_STATEMENT_TIMEOUT", default_value = "5s", value_parser = humantime::parse_duration)]
+    #[arg(long, env = "CATALOGUE_DB_STATEMENT_TIMEOUT", default_value = "5s", value_parser = positive_duration)]
     pub db_statement_timeout: Duration,
 
     /// How often the store is pinged in the background: while it fails,
     /// the catalogue service's gRPC health is NOT_SERVING (the server's, "",
     /// stays SERVING: a liveness probe must not restart a pod for its
     /// database's outage).
-    #[arg(long, env = "CATALOGUE_STORE_HEALTH_INTERVAL", default_value = "2s", value_parser = humantime::parse_duration)]
+    #[arg(long, env = "CATALOGUE_STORE_HEALTH_INTERVAL", default_value = "2s", value_parser = positive_duration)]
     pub store_health_interval: Duration,
 
     /// How long the server keeps serving after SIGTERM/Ctrl-C with health

@@ -49,6 +49,8 @@ pub enum InvalidInput {
     MissingProductId,
     #[error("{field} is longer than {MAX_ID_BYTES} bytes")]
     IdTooLong { field: &'static str },
+    #[error("{field} must not contain control characters (NUL, newline, ...)")]
+    ControlCharacter { field: &'static str },
     #[error("page_size must be between 0 and {max}, got {got}")]
     PageSize { got: i32, max: u32 },
     #[error("page_token is malformed")]
@@ -59,6 +61,8 @@ pub enum InvalidInput {
     NoWord,
     #[error("query is longer than {MAX_QUERY_BYTES} bytes")]
     QueryTooLong,
+    #[error("query must not contain a NUL byte")]
+    NulInQuery,
     #[error("query has {got} distinct words; at most {MAX_QUERY_WORDS} are allowed")]
     TooManyWords { got: usize },
 }
@@ -72,11 +76,7 @@ impl ProductId {
         if raw.is_empty() {
             return Err(InvalidInput::MissingProductId);
         }
-        if raw.len() > MAX_ID_BYTES {
-            return Err(InvalidInput::IdTooLong {
-                field: "product_id",
-            });
-        }
+        check_id(raw, "product_id")?;
         Ok(Self(raw.to_owned()))
     }
 
@@ -91,6 +91,19 @@ impl std::fmt::Display for ProductId {
     }
 }
 
+/// What every id must be: at most `MAX_ID_BYTES`, and printable. A NUL
+/// byte in particular never reaches a database (PostgreSQL refuses it in
+/// text), and no other control character has a place in an id.
+fn check_id(raw: &str, field: &'static str) -> Result<(), InvalidInput> {
+    if raw.len() > MAX_ID_BYTES {
+        return Err(InvalidInput::IdTooLong { field });
+    }
+    if raw.chars().any(char::is_control) {
+        return Err(InvalidInput::ControlCharacter { field });
+    }
+    Ok(())
+}
+
 /// A category filter; an empty field in the request means "no filter".
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CategoryId(String);
@@ -100,11 +113,7 @@ impl CategoryId {
         if raw.is_empty() {
             return Ok(None);
         }
-        if raw.len() > MAX_ID_BYTES {
-            return Err(InvalidInput::IdTooLong {
-                field: "category_id",
-            });
-        }
+        check_id(raw, "category_id")?;
         Ok(Some(Self(raw.to_owned())))
     }
 
@@ -218,6 +227,10 @@ impl SearchText {
         }
         if raw.len() > MAX_QUERY_BYTES {
             return Err(InvalidInput::QueryTooLong);
+        }
+        // Words drop it, but a query holding one is no text a person typed.
+        if raw.contains('\0') {
+            return Err(InvalidInput::NulInQuery);
         }
         let mut words = words(raw);
         let mut seen = std::collections::HashSet::new();
@@ -351,6 +364,36 @@ mod tests {
         for raw in ["!!! ...", "_", "¿¡ … —", "€ © ™ ±"] {
             assert_eq!(SearchText::parse(raw), Err(InvalidInput::NoWord), "{raw:?}");
         }
+    }
+
+    #[test]
+    fn ids_and_queries_with_a_nul_or_a_control_character_are_refused() {
+        for raw in ["prod\0x", "\0", "prod-1\n", "a\u{1b}[0m"] {
+            assert_eq!(
+                ProductId::parse(raw),
+                Err(InvalidInput::ControlCharacter {
+                    field: "product_id"
+                }),
+                "{raw:?}"
+            );
+            assert_eq!(
+                CategoryId::parse_optional(raw),
+                Err(InvalidInput::ControlCharacter {
+                    field: "category_id"
+                }),
+                "{raw:?}"
+            );
+        }
+        assert_eq!(
+            SearchText::parse("oak\0lamp"),
+            Err(InvalidInput::NulInQuery)
+        );
+        assert_eq!(
+            SearchText::parse("oak\tlamp").unwrap().words(),
+            ["oak", "lamp"]
+        );
+        let cursor = URL_SAFE_NO_PAD.encode("list:prod\0x");
+        assert_eq!(ListCursor::decode(&cursor), Err(InvalidInput::PageToken));
     }
 
     #[test]

@@ -1,4 +1,15 @@
-//! The one place where errors become gRPC statuses.
+//! The one place where errors become gRPC statuses:
+//!
+//! | error | status | logged |
+//! |---|---|---|
+//! | invalid input (`domain`) | INVALID_ARGUMENT, naming the field | no |
+//! | no such product | NOT_FOUND | no |
+//! | no pooled connection (or search share) within `--db-acquire-timeout` | UNAVAILABLE "the database is busy" | WARN, with the cause |
+//! | the database's state: refused, reset, killed backend, restarting, out of resources, statement timeout, busy or locked, read-only, catalogue missing | UNAVAILABLE "the database is unavailable" | WARN, with the cause |
+//! | an injected fault | its code | no |
+//! | anything else: a defect (a corrupt row, a statement refused) | INTERNAL "internal error" | ERROR, with the cause |
+//!
+//! UNAVAILABLE tells a client to retry, later or on another replica.
 
 use tonic::{Code, Status};
 
@@ -30,6 +41,10 @@ impl From<Error> for Status {
                 tracing::warn!(error = %store, "store busy");
                 Status::unavailable("the database is busy: retry later")
             }
+            Error::Store(store) if store.is_transient() => {
+                tracing::warn!(error = %store, "store unavailable");
+                Status::unavailable("the database is unavailable: retry later")
+            }
             Error::Store(store) => internal(&store),
             Error::Injected(code) => Status::new(code, "injected fault"),
         }
@@ -52,6 +67,18 @@ mod tests {
     fn a_pool_with_no_connection_to_spare_is_unavailable_not_internal() {
         let busy = StoreError::Database(sqlx::Error::PoolTimedOut);
         assert_eq!(Status::from(Error::from(busy)).code(), Code::Unavailable);
+    }
+
+    #[test]
+    fn a_database_that_cannot_answer_is_unavailable_not_internal() {
+        let refused = sqlx::Error::Io(std::io::Error::from(std::io::ErrorKind::ConnectionRefused));
+        for error in [
+            StoreError::Database(refused),
+            StoreError::Database(sqlx::Error::PoolClosed),
+            StoreError::CatalogueMissing,
+        ] {
+            assert_eq!(Status::from(Error::from(error)).code(), Code::Unavailable);
+        }
     }
 
     #[test]

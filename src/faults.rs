@@ -52,8 +52,8 @@ pub struct FaultsConfig {
     #[arg(long, env = "CATALOGUE_FAULT_ERROR_RATE", requires = "enable_faults")]
     pub fault_error_rate: Option<Ratio>,
     /// gRPC code name of injected errors (default UNAVAILABLE).
-    #[arg(long, env = "CATALOGUE_FAULT_ERROR_CODE", requires = "enable_faults", value_parser = error_code_name)]
-    pub fault_error_code: Option<String>,
+    #[arg(long, env = "CATALOGUE_FAULT_ERROR_CODE", requires = "enable_faults", value_parser = ErrorCode::parse)]
+    pub fault_error_code: Option<ErrorCode>,
     /// Synchronous sleep inside the async handler, in milliseconds: the
     /// classic Tokio mistake.
     #[arg(long, env = "CATALOGUE_FAULT_BLOCKING_MS", requires = "enable_faults",
@@ -71,14 +71,73 @@ pub struct FaultsConfig {
     #[arg(long, env = "CATALOGUE_FAULT_SLOW_STREAM_MS", requires = "enable_faults",
           value_parser = clap::value_parser!(u64).range(0..=MAX_DELAY_MS))]
     pub fault_slow_stream_ms: Option<u64>,
-    /// Limit the faults to these methods (comma separated, e.g. GetProduct).
+    /// Limit the faults to these methods (comma separated, e.g. GetProduct;
+    /// each at most once).
     #[arg(
         long,
         env = "CATALOGUE_FAULT_METHODS",
         requires = "enable_faults",
-        value_delimiter = ','
+        value_parser = Methods::parse
     )]
-    pub fault_methods: Option<Vec<Method>>,
+    pub fault_methods: Option<Methods>,
+}
+
+/// The methods faults apply to, each named once.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Methods(pub Vec<Method>);
+
+impl Methods {
+    /// A comma-separated list of method names, none twice.
+    pub fn parse(list: &str) -> Result<Self, FaultError> {
+        let methods = list
+            .split(',')
+            .map(|name| name.trim().parse::<Method>())
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|error| FaultError::Method(error.to_string()))?;
+        distinct(&methods)?;
+        Ok(Self(methods))
+    }
+}
+
+/// Refuses a list that names a method twice.
+fn distinct(methods: &[Method]) -> Result<(), FaultError> {
+    for (index, method) in methods.iter().enumerate() {
+        if methods[..index].contains(method) {
+            return Err(FaultError::DuplicateMethod(*method));
+        }
+    }
+    Ok(())
+}
+
+/// A gRPC error code (never OK), parsed once from its name
+/// (`NOT_FOUND`, case-insensitively) and written back the same way.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ErrorCode(Code);
+
+impl ErrorCode {
+    pub fn parse(name: &str) -> Result<Self, FaultError> {
+        match code_from_name(name) {
+            Some(code) if code != Code::Ok => Ok(Self(code)),
+            _ => Err(FaultError::ErrorCode(name.to_owned())),
+        }
+    }
+
+    pub fn code(self) -> Code {
+        self.0
+    }
+}
+
+impl Serialize for ErrorCode {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(crate::telemetry::grpc::code_name(self.0))
+    }
+}
+
+impl<'de> Deserialize<'de> for ErrorCode {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let name = String::deserialize(deserializer)?;
+        Self::parse(&name).map_err(serde::de::Error::custom)
+    }
 }
 
 /// Upper bounds that keep a fault an experiment rather than an outage.
@@ -102,7 +161,7 @@ pub struct FaultsReport {
 pub struct Faults {
     pub latency_ms: u64,
     pub error_rate: f64,
-    pub error_code: String,
+    pub error_code: ErrorCode,
     pub blocking_ms: u64,
     pub cpu_burn_ms: u64,
     pub leak_bytes_per_call: u64,
@@ -116,7 +175,7 @@ impl Default for Faults {
         Self {
             latency_ms: 0,
             error_rate: 0.0,
-            error_code: "UNAVAILABLE".into(),
+            error_code: ErrorCode(Code::Unavailable),
             blocking_ms: 0,
             cpu_burn_ms: 0,
             leak_bytes_per_call: 0,
@@ -132,7 +191,7 @@ impl Default for Faults {
 pub struct FaultPatch {
     pub latency_ms: Option<u64>,
     pub error_rate: Option<f64>,
-    pub error_code: Option<String>,
+    pub error_code: Option<ErrorCode>,
     pub blocking_ms: Option<u64>,
     pub cpu_burn_ms: Option<u64>,
     pub leak_bytes_per_call: Option<u64>,
@@ -146,12 +205,12 @@ impl From<&FaultsConfig> for FaultPatch {
         Self {
             latency_ms: config.fault_latency_ms,
             error_rate: config.fault_error_rate.map(Ratio::get),
-            error_code: config.fault_error_code.clone(),
+            error_code: config.fault_error_code,
             blocking_ms: config.fault_blocking_ms,
             cpu_burn_ms: config.fault_cpu_burn_ms,
             leak_bytes_per_call: config.fault_leak_bytes_per_call,
             slow_stream_ms: config.fault_slow_stream_ms,
-            methods: config.fault_methods.clone(),
+            methods: config.fault_methods.clone().map(|methods| methods.0),
         }
     }
 }
@@ -168,6 +227,10 @@ pub enum FaultError {
     ErrorRate(f64),
     #[error("error_code {0:?} is not a gRPC error code name (e.g. UNAVAILABLE, INTERNAL)")]
     ErrorCode(String),
+    #[error("{0}")]
+    Method(String),
+    #[error("method {0} is named twice")]
+    DuplicateMethod(Method),
     #[error("fault injection is off: start the server with --enable-faults")]
     Disabled,
 }
@@ -186,16 +249,13 @@ impl Faults {
             Some(rate) => rate,
             None => self.error_rate,
         };
-        let error_code = match patch.error_code {
-            Some(name) if code_from_name(&name).is_none_or(|code| code == Code::Ok) => {
-                return Err(FaultError::ErrorCode(name));
-            }
-            Some(name) => name.to_ascii_uppercase(),
-            None => self.error_code.clone(),
-        };
+        let error_code = patch.error_code.unwrap_or(self.error_code);
         let methods = match patch.methods {
             Some(methods) if methods.is_empty() => None,
-            Some(methods) => Some(methods),
+            Some(methods) => {
+                distinct(&methods)?;
+                Some(methods)
+            }
             None => self.methods.clone(),
         };
         Ok(Self {
@@ -248,14 +308,6 @@ impl Faults {
         self.methods
             .as_ref()
             .is_none_or(|methods| methods.contains(&method))
-    }
-}
-
-/// `--fault-error-code`: the name of a gRPC error code.
-fn error_code_name(name: &str) -> Result<String, FaultError> {
-    match code_from_name(name) {
-        Some(code) if code != Code::Ok => Ok(name.to_ascii_uppercase()),
-        _ => Err(FaultError::ErrorCode(name.to_owned())),
     }
 }
 
@@ -445,8 +497,7 @@ impl FaultInjector {
             tokio::time::sleep(Duration::from_millis(faults.latency_ms)).await;
         }
         if faults.error_rate > 0.0 && rand::random::<f64>() < faults.error_rate {
-            let code = code_from_name(&faults.error_code).unwrap_or(Code::Unavailable);
-            return Verdict::Fail(code);
+            return Verdict::Fail(faults.error_code.code());
         }
         Verdict::Proceed
     }
@@ -657,11 +708,7 @@ mod tests {
                 ..Default::default()
             },
             FaultPatch {
-                error_code: Some("OK".into()),
-                ..Default::default()
-            },
-            FaultPatch {
-                error_code: Some("TEAPOT".into()),
+                methods: Some(vec![Method::GetProduct, Method::GetProduct]),
                 ..Default::default()
             },
             FaultPatch {
@@ -682,13 +729,42 @@ mod tests {
         assert_eq!(code_from_name("nope"), None);
     }
 
+    #[test]
+    fn an_error_code_is_parsed_once_and_written_back_by_name() {
+        let patch: FaultPatch = serde_json::from_str(r#"{"error_code": "not_found"}"#).unwrap();
+        assert_eq!(patch.error_code, Some(ErrorCode(Code::NotFound)));
+        assert_eq!(
+            serde_json::to_string(&ErrorCode(Code::NotFound)).unwrap(),
+            r#""NOT_FOUND""#
+        );
+        for refused in [r#"{"error_code": "OK"}"#, r#"{"error_code": "TEAPOT"}"#] {
+            assert!(
+                serde_json::from_str::<FaultPatch>(refused).is_err(),
+                "{refused}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_method_named_twice_is_refused() {
+        assert_eq!(
+            Methods::parse("GetProduct, SearchProducts").unwrap().0,
+            [Method::GetProduct, Method::SearchProducts]
+        );
+        assert_eq!(
+            Methods::parse("GetProduct,SearchProducts,GetProduct"),
+            Err(FaultError::DuplicateMethod(Method::GetProduct))
+        );
+        assert!(Methods::parse("DropTables").is_err());
+    }
+
     #[tokio::test]
     async fn faults_apply_only_to_their_methods_and_reset_restores() {
         let injector = FaultInjector::default();
         injector
             .merge(FaultPatch {
                 error_rate: Some(1.0),
-                error_code: Some("internal".into()),
+                error_code: Some(ErrorCode(Code::Internal)),
                 methods: Some(vec![Method::SearchProducts]),
                 ..Default::default()
             })

@@ -9,7 +9,24 @@ use clap::Parser;
 
 catalogue::jemalloc_global_allocator!(); // heap profiling on, for /debug/pprof/heap
 
-fn main() -> anyhow::Result<()> {
+/// A start-up error is written once, as one line, and exits 1 (clap's own
+/// errors exit 2 before this).
+fn main() -> std::process::ExitCode {
+    let Err(error) = run() else {
+        return std::process::ExitCode::SUCCESS;
+    };
+    // Causes a message already quotes are not repeated.
+    let mut message = error.to_string();
+    for cause in error.chain().skip(1).map(ToString::to_string) {
+        if !message.contains(&cause) {
+            message = format!("{message}: {cause}");
+        }
+    }
+    eprintln!("catalogue: {message}");
+    std::process::ExitCode::FAILURE
+}
+
+fn run() -> anyhow::Result<()> {
     let command = Cli::parse().into_command();
     // Lists its live tasks for /debug/pprof/tasks.
     let tasks = TaskList::default();

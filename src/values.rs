@@ -1,6 +1,6 @@
 //! Values checked where they are parsed (a flag, a JSON field), so that no
 //! sampler, fault or breaker ever sees a ratio of 1.5 and no client a URL
-//! without a host: `Ratio`, `http_uri`, `grpc_timeout`.
+//! without a host: `Ratio`, `http_uri`, `positive_duration`, `grpc_timeout`.
 
 use std::{fmt, str::FromStr, time::Duration};
 
@@ -45,6 +45,16 @@ impl FromStr for Ratio {
 impl fmt::Display for Ratio {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         self.0.fmt(f)
+    }
+}
+
+/// A duration greater than zero (`humantime`'s syntax): for a timeout or
+/// an interval, zero means "never" or "at once", which no one wants.
+pub fn positive_duration(text: &str) -> Result<Duration, String> {
+    match humantime::parse_duration(text) {
+        Ok(duration) if duration.is_zero() => Err("must be greater than 0".into()),
+        Ok(duration) => Ok(duration),
+        Err(error) => Err(error.to_string()),
     }
 }
 

@@ -13,13 +13,13 @@
 
 use axum::{
     Json, Router,
-    extract::State,
+    extract::{Query, State},
     http::StatusCode,
     response::{IntoResponse, Response},
     routing::get,
 };
 
-use super::AdminState;
+use super::{AdminState, NoQuery};
 
 pub fn routes() -> Router<AdminState> {
     Router::new().route(
@@ -28,14 +28,14 @@ pub fn routes() -> Router<AdminState> {
     )
 }
 
-async fn get_console(State(state): State<AdminState>) -> Response {
+async fn get_console(State(state): State<AdminState>, _: Query<NoQuery>) -> Response {
     match state.console {
         Some(console) => Json(console.status().await).into_response(),
         None => no_console(),
     }
 }
 
-async fn put_console(State(state): State<AdminState>) -> Response {
+async fn put_console(State(state): State<AdminState>, _: Query<NoQuery>) -> Response {
     let Some(console) = state.console else {
         return no_console();
     };
@@ -53,7 +53,7 @@ async fn put_console(State(state): State<AdminState>) -> Response {
     }
 }
 
-async fn delete_console(State(state): State<AdminState>) -> Response {
+async fn delete_console(State(state): State<AdminState>, _: Query<NoQuery>) -> Response {
     match state.console {
         Some(console) => Json(console.sleep().await).into_response(),
         None => no_console(),

@@ -9,7 +9,13 @@
 //!   address the admin server listens on is refused (403): a web page the
 //!   operator visits could otherwise reach a loopback admin port through
 //!   DNS rebinding (a name of the attacker's that resolves to 127.0.0.1),
-//!   and an IP literal or `localhost` cannot be rebound.
+//!   and an IP literal or `localhost` cannot be rebound;
+//! - with a token or without, a request a browser made for another site's
+//!   page (`Sec-Fetch-Site` other than `same-origin` or `none`, or an
+//!   `Origin` that is not `http://` + the `Host` it was sent to) is refused
+//!   (403) on every guarded route: a page cannot change the log filter,
+//!   the faults or tokio-console, nor start a profile. A request with
+//!   neither header (curl, a script) is no browser's.
 
 use std::{
     fmt,
@@ -68,6 +74,17 @@ impl AdminGuard {
 
 /// Lets a request through the rules in the module docs.
 pub async fn guard(State(guard): State<Arc<AdminGuard>>, request: Request, next: Next) -> Response {
+    let open = OPEN_ROUTES.contains(&request.uri().path());
+    if !open && let Some(why) = cross_site(request.headers()) {
+        return (
+            StatusCode::FORBIDDEN,
+            format!(
+                "refused: a cross-site request ({why}); the admin routes answer only \
+                 requests from their own origin or from no web page at all\n"
+            ),
+        )
+            .into_response();
+    }
     match &guard.token {
         None if !guard.host_allowed(request.headers()) => (
             StatusCode::FORBIDDEN,
@@ -77,7 +94,7 @@ pub async fn guard(State(guard): State<Arc<AdminGuard>>, request: Request, next:
         )
             .into_response(),
         Some(token)
-            if !OPEN_ROUTES.contains(&request.uri().path())
+            if !open
                 && !bearer(request.headers()).is_some_and(|presented| token.matches(presented)) =>
         {
             (
@@ -90,6 +107,31 @@ pub async fn guard(State(guard): State<Arc<AdminGuard>>, request: Request, next:
         _ => next.run(request).await,
     }
 }
+
+/// Why a browser sent this request for another site's page, if it did.
+fn cross_site(headers: &HeaderMap) -> Option<String> {
+    let text = |name| {
+        headers
+            .get(name)
+            .map(|value| value.to_str().unwrap_or("(not text)"))
+    };
+    if let Some(site) = text(SEC_FETCH_SITE)
+        && !matches!(site, "same-origin" | "none")
+    {
+        return Some(format!("Sec-Fetch-Site: {site}"));
+    }
+    let origin = text(header::ORIGIN.as_str())?;
+    let host = text(header::HOST.as_str()).unwrap_or_default();
+    let own = origin
+        .strip_prefix("http://")
+        .or_else(|| origin.strip_prefix("https://"))
+        .is_some_and(|authority| authority.eq_ignore_ascii_case(host));
+    (!own).then(|| format!("Origin {origin} is not this server's, http://{host}"))
+}
+
+/// Set by browsers on every request: how the page that made it relates to
+/// the request's target.
+const SEC_FETCH_SITE: &str = "sec-fetch-site";
 
 /// The secret the guarded admin routes require as `Authorization: Bearer …`.
 /// Its `Debug` output is redacted, so logging the configuration is safe.
@@ -105,16 +147,18 @@ impl AdminToken {
         Ok(Self(token.to_owned()))
     }
 
-    /// Compares in time independent of where the first difference is, so
-    /// response times do not reveal the token a prefix at a time.
+    /// Compares in time independent of the token: every presented byte is
+    /// compared (with the token's bytes, cycled), whatever the lengths, so
+    /// the time taken depends on the presented length alone, never on
+    /// where the first difference is or whether the lengths differ.
     fn matches(&self, presented: &str) -> bool {
         let (expected, presented) = (self.0.as_bytes(), presented.as_bytes());
-        expected.len() == presented.len()
-            && expected
-                .iter()
-                .zip(presented)
-                .fold(0u8, |difference, (a, b)| difference | (a ^ b))
-                == 0
+        // Never empty: `parse` refuses an empty token.
+        let mut difference = expected.len() ^ presented.len();
+        for (index, byte) in presented.iter().enumerate() {
+            difference |= usize::from(byte ^ expected[index % expected.len()]);
+        }
+        difference == 0
     }
 }
 
@@ -144,9 +188,40 @@ mod tests {
         assert!(token.matches("secret"));
         assert!(!token.matches("secreT"));
         assert!(!token.matches("secret2"));
+        assert!(!token.matches("secretsecret"), "a repeat of it is not it");
+        assert!(!token.matches("secre"));
         assert!(!token.matches(""));
         assert!(AdminToken::parse("").is_err());
         assert_eq!(format!("{token:?}"), "AdminToken(<redacted>)");
+    }
+
+    #[test]
+    fn only_same_origin_requests_and_requests_from_no_page_pass() {
+        let headers = |pairs: &[(&'static str, &str)]| {
+            let mut headers = HeaderMap::new();
+            headers.insert(header::HOST, "127.0.0.1:6060".parse().unwrap());
+            for (name, value) in pairs {
+                headers.insert(*name, value.parse().unwrap());
+            }
+            headers
+        };
+        for allowed in [
+            &[][..],
+            &[("sec-fetch-site", "same-origin")],
+            &[("sec-fetch-site", "none")],
+            &[("origin", "http://127.0.0.1:6060")],
+        ] {
+            assert_eq!(cross_site(&headers(allowed)), None, "{allowed:?}");
+        }
+        for refused in [
+            &[("sec-fetch-site", "cross-site")][..],
+            &[("sec-fetch-site", "same-site")],
+            &[("origin", "http://evil.example")],
+            &[("origin", "null")],
+            &[("origin", "http://127.0.0.1:6061")],
+        ] {
+            assert!(cross_site(&headers(refused)).is_some(), "{refused:?}");
+        }
     }
 
     #[test]

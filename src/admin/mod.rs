@@ -14,11 +14,14 @@
 //!   put to sleep (see [`console`]);
 //! - `GET /log-level`, `PUT /log-level` (a `RUST_LOG`-style filter as the
 //!   body): the log filter in force, changed without a restart; a bad
-//!   filter is a 400 and changes nothing.
+//!   filter is a 400 and changes nothing, one over 1 KiB a 413, and one
+//!   that would silence the service's own errors a 400 unless it is `off`.
 //!
+//! A query parameter a `/debug` route does not take is a 400 naming it.
 //! Every route but those in [`guard::OPEN_ROUTES`] needs `--admin-token`
 //! when one is set; without one, only requests for `localhost` or the
-//! server's own IP are answered (see [`guard`]).
+//! server's own IP are answered; with a token or without, a browser's
+//! request for another site's page is refused (see [`guard`]).
 
 pub mod console;
 pub mod guard;
@@ -49,6 +52,12 @@ use crate::{
 };
 
 pub use guard::{AdminGuard, AdminToken};
+
+/// The query string of a route that takes no parameters: with any, the
+/// route answers 400 naming it, rather than ignoring what the caller meant.
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NoQuery {}
 pub use settings::AdminConfig;
 
 /// What the admin routes look at.
@@ -187,11 +196,25 @@ async fn get_log_level(State(state): State<AdminState>) -> String {
     format!("{}\n", state.log_level.current())
 }
 
-/// Replaces the log filter with the body's directives. The change is logged
-/// at WARN, so that it shows under any but the quietest filter.
+/// Replaces the log filter with the body's directives (at most
+/// `LogFilter::MAX_BYTES`; one that would silence the service's errors is
+/// refused unless it is `off`). Parsed and built on the blocking pool, never
+/// on a runtime worker. The change is logged at WARN before it takes
+/// effect, so that even `off` leaves a line saying who turned the logs off.
 async fn put_log_level(State(state): State<AdminState>, body: Bytes) -> Response {
     let bad = |message: String| (StatusCode::BAD_REQUEST, message).into_response();
-    let Ok(directives) = std::str::from_utf8(&body) else {
+    if body.len() > LogFilter::MAX_BYTES {
+        return (
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!(
+                "invalid log filter: {} bytes, over the {} a filter may have\n",
+                body.len(),
+                LogFilter::MAX_BYTES
+            ),
+        )
+            .into_response();
+    }
+    let Ok(directives) = String::from_utf8(body.to_vec()) else {
         return bad("invalid log filter: the body is not UTF-8\n".into());
     };
     if directives.trim().is_empty() {
@@ -201,24 +224,28 @@ async fn put_log_level(State(state): State<AdminState>, body: Bytes) -> Response
                 .into(),
         );
     }
-    let filter = match LogFilter::parse(directives) {
-        Ok(filter) => filter,
-        Err(error) => return bad(format!("invalid log filter: {error}\n")),
+    let filter = match tokio::task::spawn_blocking(move || LogFilter::parse(&directives)).await {
+        Ok(Ok(filter)) => filter,
+        Ok(Err(error)) => return bad(format!("invalid log filter: {error}\n")),
+        Err(error) => return log_level_failed(&error),
     };
-    match state.log_level.set(filter.clone()) {
-        Ok(previous) => {
-            tracing::warn!(from = %previous, to = %filter, "log filter changed");
-            format!("{filter}\n").into_response()
-        }
-        Err(error) => {
-            tracing::error!(%error, "changing the log filter failed");
-            (
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "the log filter could not be changed\n",
-            )
-                .into_response()
-        }
+    tracing::warn!(from = %state.log_level.current(), to = %filter, "log filter changed");
+    let level = state.log_level.clone();
+    let changed = filter.clone();
+    match tokio::task::spawn_blocking(move || level.set(changed)).await {
+        Ok(Ok(_previous)) => format!("{filter}\n").into_response(),
+        Ok(Err(error)) => log_level_failed(&error),
+        Err(error) => log_level_failed(&error),
     }
+}
+
+fn log_level_failed(error: &dyn std::error::Error) -> Response {
+    tracing::error!(%error, "changing the log filter failed");
+    (
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "the log filter could not be changed\n",
+    )
+        .into_response()
 }
 
 async fn ready(State(state): State<AdminState>) -> (StatusCode, String) {

@@ -160,8 +160,10 @@ impl IntoResponse for PprofError {
     }
 }
 
-/// The query string of the profile routes, before parsing.
+/// The query string of the CPU profile route, before parsing. A parameter
+/// it does not name (`?secs=2`) is a 400 naming it.
 #[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct ProfileQuery {
     seconds: Option<String>,
     frequency: Option<String>,
@@ -544,7 +546,14 @@ fn gzip(bytes: &[u8]) -> Result<Vec<u8>, PprofError> {
 const HEAP_PROFILING_OFF: &str = "heap profiling is off: jemalloc must be the global allocator with \
      prof:true,prof_active:true (the catalogue binary's default; check MALLOC_CONF)";
 
-async fn heap_profile(Query(query): Query<ProfileQuery>) -> Result<Response, PprofError> {
+/// The query string of the heap profile route.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HeapQuery {
+    format: Option<String>,
+}
+
+async fn heap_profile(Query(query): Query<HeapQuery>) -> Result<Response, PprofError> {
     let format = ProfileFormat::parse(query.format.as_deref())?;
     let control = jemalloc_pprof::PROF_CTL
         .as_ref()
@@ -623,7 +632,10 @@ fn flag_symbolised_objects(profile: &mut pprof::protos::Profile) {
     }
 }
 
-async fn task_dump(State(state): State<AdminState>) -> Result<String, PprofError> {
+async fn task_dump(
+    State(state): State<AdminState>,
+    _: Query<super::NoQuery>,
+) -> Result<String, PprofError> {
     let tasks = state.tasks.live().ok_or(PprofError::Unsupported(
         "the runtime was not built to list its tasks (TaskList::record)",
     ))?;

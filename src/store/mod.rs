@@ -7,6 +7,7 @@
 //! Stores know nothing about tonic or protobuf: they take validated values
 //! from `domain` and return `Product`s.
 
+mod failure;
 mod instrumented;
 mod memory;
 mod postgres;
@@ -55,6 +56,18 @@ pub enum StoreError {
     CreateSchema { schema: String, source: sqlx::Error },
     #[error("stored product {id} is corrupt: {reason}")]
     Corrupt { id: String, reason: String },
+    /// The pool timed out, and a connection of its own could not be opened
+    /// either: the database is unreachable, for the reason given.
+    #[error("no connection to the database: {0}")]
+    Unreachable(String),
+    /// The database answers, but holds no catalogue: its file replaced, its
+    /// table dropped.
+    #[error("the catalogue is missing: the database has no products table")]
+    CatalogueMissing,
+    /// Searches hold their share of the pool, and none came free within
+    /// `--db-acquire-timeout`.
+    #[error("every connection searches may use is busy")]
+    SearchesBusy,
 }
 
 /// How to open a store.
@@ -76,7 +89,22 @@ impl StoreError {
     /// No pooled connection came free within `--db-acquire-timeout`: the
     /// database is saturated, and a retry (elsewhere, or later) may succeed.
     pub fn is_busy(&self) -> bool {
-        matches!(self, Self::Database(sqlx::Error::PoolTimedOut))
+        matches!(
+            self,
+            Self::Database(sqlx::Error::PoolTimedOut) | Self::SearchesBusy
+        )
+    }
+
+    /// The database's state, not a defect of the service: unreachable,
+    /// restarting, out of resources, busy, locked, read-only, or without
+    /// its catalogue (see `failure`). A retry, later or on another replica,
+    /// may succeed.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            Self::Database(error) => failure::is_transient(error),
+            Self::Unreachable(_) | Self::CatalogueMissing | Self::SearchesBusy => true,
+            _ => false,
+        }
     }
 }
 
@@ -171,7 +199,9 @@ pub trait Store: Send + Sync + 'static {
         limit: u32,
     ) -> Result<Vec<Product>, StoreError>;
 
-    /// Cheap round trip proving the store answers.
+    /// Cheap round trip proving the store answers and holds the catalogue
+    /// (its table is there), on a connection of its own: calls holding
+    /// every pooled connection do not make it fail.
     async fn ping(&self) -> Result<(), StoreError>;
 }
 

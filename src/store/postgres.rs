@@ -39,11 +39,15 @@ impl PgStore {
         let pool = PgPoolOptions::new()
             .max_connections(options.pool_size)
             .acquire_timeout(options.acquire_timeout)
-            .connect_with(connect)
+            .connect_with(connect.clone())
             .await?;
         create_schema_if_missing(&pool).await?;
         sqlx::migrate!("./migrations/postgres").run(&pool).await?;
-        let store = Self { pool };
+        let health = PgPoolOptions::new()
+            .max_connections(1)
+            .acquire_timeout(options.acquire_timeout)
+            .connect_lazy_with(connect);
+        let store = Self::new(pool, health);
         store.seed(options.seed_products).await?;
         Ok(store)
     }
@@ -137,6 +141,7 @@ fn quote_identifier(name: &str) -> String {
 
 impl SqlBackend for Postgres {
     const SYSTEM: &'static str = "postgresql";
+    const CATALOGUE_PRESENT: &'static str = "SELECT to_regclass('products') IS NOT NULL";
     const STATEMENTS: Statements = Statements {
         get_product: concat!("SELECT ", columns!(), " FROM products WHERE id = $1"),
         list_products: concat!(

@@ -29,35 +29,61 @@ pub type SqliteStore = SqlStore<Sqlite>;
 
 impl SqliteStore {
     /// Opens the database file (creating it), applies migrations and seeds an
-    /// empty catalogue.
+    /// empty catalogue on one connection, closed before serving; then opens
+    /// the pool that serves, whose connections never create a file: a file
+    /// deleted or moved under the running service is an error to report,
+    /// not an empty catalogue to serve.
     pub async fn open(options: &StoreOptions) -> Result<Self, StoreError> {
         let connect = SqliteConnectOptions::from_str(&options.database_url)?
-            .create_if_missing(true)
             // WAL lets readers proceed while a writer commits.
             .journal_mode(SqliteJournalMode::Wal)
             .synchronous(SqliteSynchronous::Normal)
             .busy_timeout(options.statement_timeout);
-        let pool = SqlitePoolOptions::new()
-            .max_connections(options.pool_size)
-            .acquire_timeout(options.acquire_timeout)
-            .connect_with(connect)
+        let in_memory = options.database_url.contains(":memory:")
+            || options.database_url.contains("mode=memory");
+        let pool_options = || {
+            SqlitePoolOptions::new()
+                .max_connections(options.pool_size)
+                .acquire_timeout(options.acquire_timeout)
+        };
+        if in_memory {
+            // One pool, or each would have a database of its own.
+            let pool = pool_options().connect_with(connect).await?;
+            prepare(&pool, options.seed_products).await?;
+            return Ok(Self::new(pool.clone(), pool));
+        }
+        let setup = pool_options()
+            .max_connections(1)
+            .connect_with(connect.clone().create_if_missing(true))
             .await?;
-        sqlx::migrate!("./migrations/sqlite").run(&pool).await?;
-        let store = Self { pool };
-        store.seed(options.seed_products).await?;
-        Ok(store)
+        prepare(&setup, options.seed_products).await?;
+        setup.close().await;
+        let serving = connect.create_if_missing(false);
+        let pool = pool_options().connect_with(serving.clone()).await?;
+        // A new connection for every ping (none is kept past its use): a
+        // kept one would go on reading a deleted file.
+        let health = SqlitePoolOptions::new()
+            .max_connections(1)
+            .acquire_timeout(options.acquire_timeout)
+            .max_lifetime(std::time::Duration::ZERO)
+            .connect_lazy_with(serving);
+        Ok(Self::new(pool, health))
     }
+}
 
-    async fn seed(&self, count: u32) -> Result<(), StoreError> {
-        // One write transaction: SQLite serialises writers, so two processes
-        // starting together cannot both seed.
-        let transaction = self.pool.begin_with("BEGIN IMMEDIATE").await?;
-        sql::seed_empty(transaction, count).await
-    }
+/// Migrates and seeds the database `pool` reaches.
+async fn prepare(pool: &sqlx::SqlitePool, seed_products: u32) -> Result<(), StoreError> {
+    sqlx::migrate!("./migrations/sqlite").run(pool).await?;
+    // One write transaction: SQLite serialises writers, so two processes
+    // starting together cannot both seed.
+    let transaction = pool.begin_with("BEGIN IMMEDIATE").await?;
+    sql::seed_empty(transaction, seed_products).await
 }
 
 impl SqlBackend for Sqlite {
     const SYSTEM: &'static str = "sqlite";
+    const CATALOGUE_PRESENT: &'static str =
+        "SELECT EXISTS (SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'products')";
     const STATEMENTS: Statements = Statements {
         get_product: concat!("SELECT ", columns!(), " FROM products p WHERE p.id = ?1"),
         list_products: concat!(

@@ -5,7 +5,10 @@ use std::{io::IsTerminal as _, net::SocketAddr};
 
 use clap::{Args, ValueEnum, builder::BoolishValueParser};
 use tracing_subscriber::{
-    EnvFilter, Registry, filter::Targets, fmt::writer::BoxMakeWriter, layer::Filter,
+    EnvFilter, Registry,
+    filter::{LevelFilter, Targets},
+    fmt::writer::BoxMakeWriter,
+    layer::Filter,
 };
 
 use super::sampling::SamplerKind;
@@ -32,7 +35,11 @@ pub struct LogConfig {
     pub log_filter: LogFilter,
 }
 
-/// `RUST_LOG`-style directives, checked when parsed.
+/// `RUST_LOG`-style directives, checked when parsed: at most
+/// `LogFilter::MAX_BYTES`, field values matched as literal text (never compiled
+/// as regular expressions, whose build time a filter's author controls),
+/// and never silencing the service's own errors unless the whole filter is
+/// `off`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LogFilter(String);
 
@@ -42,16 +49,34 @@ impl std::fmt::Display for LogFilter {
     }
 }
 
+/// The target of the service's own events, whose ERROR lines a filter must
+/// let through (unless it is `off`).
+const OWN_TARGET: &str = env!("CARGO_CRATE_NAME");
+
 impl LogFilter {
+    /// The longest filter accepted: a few dozen directives.
+    pub const MAX_BYTES: usize = 1024;
+
     pub fn parse(directives: &str) -> Result<Self, String> {
         let directives = match directives.trim() {
             "" => "info",
             directives => directives,
         };
-        if directives.parse::<Targets>().is_err() {
-            EnvFilter::builder()
-                .parse(directives)
-                .map_err(|error| format!("{directives:?} is not a log filter: {error}"))?;
+        if directives.len() > Self::MAX_BYTES {
+            return Err(format!(
+                "a log filter of {} bytes is longer than {}",
+                directives.len(),
+                Self::MAX_BYTES
+            ));
+        }
+        env_filter(directives)
+            .map_err(|error| format!("{directives:?} is not a log filter: {error}"))?;
+        if !directives.eq_ignore_ascii_case("off") && !writes_own_errors(directives) {
+            return Err(format!(
+                "{directives:?} would silence every line of the service, its errors \
+                 included: add a level for it (e.g. `info,{directives}`), or send `off` \
+                 to silence everything on purpose"
+            ));
         }
         Ok(Self(directives.to_owned()))
     }
@@ -62,11 +87,38 @@ impl LogFilter {
     /// `EnvFilter`, whose per-span bookkeeping on every enter and exit
     /// costs measurably at tens of thousands of calls a second.
     pub(super) fn layer_filter(&self) -> Box<dyn Filter<Registry> + Send + Sync> {
-        match self.0.parse::<Targets>() {
-            Ok(targets) => Box::new(targets),
-            Err(_) => Box::new(EnvFilter::new(&self.0)),
+        if !self.0.contains('[')
+            && let Ok(targets) = self.0.parse::<Targets>()
+        {
+            return Box::new(targets);
+        }
+        match env_filter(&self.0) {
+            Ok(filter) => Box::new(filter),
+            // Checked when parsed.
+            Err(_) => Box::new(Targets::new().with_default(LevelFilter::INFO)),
         }
     }
+}
+
+/// `directives` as an `EnvFilter` whose field values are literal text.
+fn env_filter(directives: &str) -> Result<EnvFilter, tracing_subscriber::filter::ParseError> {
+    EnvFilter::builder().with_regex(false).parse(directives)
+}
+
+/// Whether an ERROR event of the service, outside any span, gets through
+/// `directives`: only directives without a span or field match apply there.
+fn writes_own_errors(directives: &str) -> bool {
+    let unscoped: Vec<&str> = directives
+        .split(',')
+        .map(str::trim)
+        .filter(|directive| !directive.is_empty() && !directive.contains('['))
+        .collect();
+    // (An empty list would parse as one directive enabling everything.)
+    !unscoped.is_empty()
+        && unscoped
+            .join(",")
+            .parse::<Targets>()
+            .is_ok_and(|targets| targets.would_enable(OWN_TARGET, &tracing::Level::ERROR))
 }
 
 /// Where log lines go, and whether they may carry ANSI colours.
@@ -273,5 +325,28 @@ mod tests {
     fn a_bad_log_filter_is_refused_by_name() {
         let error = LogFilter::parse("catalogue=loud").unwrap_err();
         assert!(error.contains("catalogue=loud"), "{error}");
+    }
+
+    #[test]
+    fn a_filter_silencing_the_service_is_refused_unless_it_is_off() {
+        for silent in [
+            "[[[",
+            "[grpc.server]=info",
+            "catalogue=off,info",
+            "h2=trace",
+        ] {
+            assert!(LogFilter::parse(silent).is_err(), "{silent:?}");
+        }
+        for writes in [
+            "off",
+            "OFF",
+            "error",
+            "warn,[grpc.server]=trace",
+            "catalogue=error",
+        ] {
+            assert!(LogFilter::parse(writes).is_ok(), "{writes:?}");
+        }
+        let long = "catalogue=info,".repeat(80);
+        assert!(LogFilter::parse(&long).unwrap_err().contains("1024"));
     }
 }

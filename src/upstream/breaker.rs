@@ -10,6 +10,11 @@
 //!
 //! Each state change starts a new generation: outcomes of calls admitted in
 //! an earlier generation are ignored, as gobreaker does.
+//!
+//! A call can also end with no verdict on the upstream (`release`): its
+//! caller's own deadline ran out first, or the caller went away. It gives
+//! its admission back (a half-open probe slot too) and counts for neither
+//! side, so callers with tiny deadlines cannot open the breaker for all.
 
 use std::{
     sync::Mutex,
@@ -167,6 +172,17 @@ impl CircuitBreaker {
         refreshed
     }
 
+    /// An admitted call that says nothing about the upstream: its admission
+    /// is given back, and nothing is counted.
+    pub fn release(&self, ticket: Ticket, now: Instant) -> Option<Transition> {
+        let mut inner = self.lock();
+        let refreshed = self.refresh(&mut inner, now);
+        if ticket.generation == inner.generation {
+            inner.counts.requests = inner.counts.requests.saturating_sub(1);
+        }
+        refreshed
+    }
+
     /// Moves time forward: a closed window that ended clears its counts; an
     /// open period that ended turns half-open.
     fn refresh(&self, inner: &mut Inner, now: Instant) -> Option<Transition> {
@@ -287,6 +303,31 @@ mod tests {
         let t2 = t1 + Duration::from_secs(5);
         let reopened = fail(&breaker, t2).expect("a failed probe reopens");
         assert_eq!((reopened.from, reopened.to), (State::HalfOpen, State::Open));
+    }
+
+    #[test]
+    fn a_released_call_counts_for_neither_side_and_frees_its_probe_slot() {
+        let now = Instant::now();
+        let breaker = breaker(now);
+        for _ in 0..20 {
+            let (ticket, _) = breaker.admit(now);
+            breaker.release(ticket.unwrap(), now);
+        }
+        assert_eq!(breaker.state(now).0, State::Closed);
+        assert_eq!(breaker.lock().counts.requests, 0);
+
+        // Open, then half-open: a released probe's slot is taken again.
+        for _ in 0..breaker.settings.min_requests {
+            fail(&breaker, now);
+        }
+        let later = now + Duration::from_secs(60);
+        assert_eq!(breaker.state(later).0, State::HalfOpen);
+        let probes: Vec<Ticket> = (0..breaker.settings.max_probes)
+            .map(|_| breaker.admit(later).0.expect("a probe slot"))
+            .collect();
+        assert!(breaker.admit(later).0.is_none(), "every slot taken");
+        breaker.release(probes[0], later);
+        assert!(breaker.admit(later).0.is_some(), "the released slot");
     }
 
     #[test]

@@ -34,7 +34,7 @@ use self::breaker::{CircuitBreaker, Settings, State, Ticket, Transition};
 use crate::{
     telemetry::{Outgoing, names, outgoing_context},
     upstream::proto::{GetStockRequest, inventory_service_client::InventoryServiceClient},
-    values::{Ratio, grpc_timeout, http_uri},
+    values::{Ratio, grpc_timeout, http_uri, positive_duration},
 };
 
 /// Why live stock could not be had; GetProduct then serves the stored stock.
@@ -78,7 +78,7 @@ pub struct UpstreamConfig {
     pub upstream_url: Option<http::Uri>,
 
     /// Timeout of an upstream call when the caller set no deadline.
-    #[arg(long, env = "CATALOGUE_UPSTREAM_TIMEOUT", default_value = "1s", value_parser = humantime::parse_duration)]
+    #[arg(long, env = "CATALOGUE_UPSTREAM_TIMEOUT", default_value = "1s", value_parser = positive_duration)]
     pub upstream_timeout: Duration,
 
     /// Kept from the caller's deadline to answer with stale stock in time.
@@ -86,7 +86,8 @@ pub struct UpstreamConfig {
     pub upstream_deadline_margin: Duration,
 
     /// Bulkhead: upstream calls in flight at once.
-    #[arg(long, env = "CATALOGUE_UPSTREAM_MAX_CONCURRENCY", default_value_t = 64)]
+    #[arg(long, env = "CATALOGUE_UPSTREAM_MAX_CONCURRENCY", default_value_t = 64,
+          value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
     pub upstream_max_concurrency: usize,
 
     /// How long a call waits for a bulkhead slot before degrading.
@@ -106,11 +107,12 @@ pub struct UpstreamConfig {
     pub breaker_interval: Duration,
 
     /// How long the breaker stays open before probing.
-    #[arg(long, env = "CATALOGUE_BREAKER_OPEN_TIMEOUT", default_value = "5s", value_parser = humantime::parse_duration)]
+    #[arg(long, env = "CATALOGUE_BREAKER_OPEN_TIMEOUT", default_value = "5s", value_parser = positive_duration)]
     pub breaker_open_timeout: Duration,
 
     /// Probe calls admitted while half-open; that many successes close it.
-    #[arg(long, env = "CATALOGUE_BREAKER_PROBES", default_value_t = 3)]
+    #[arg(long, env = "CATALOGUE_BREAKER_PROBES", default_value_t = 3,
+          value_parser = clap::value_parser!(u32).range(1..))]
     pub breaker_probes: u32,
 }
 
@@ -214,6 +216,14 @@ impl Upstream {
                 .ok_or(Degraded::NoTimeLeft)?,
             None => self.default_timeout,
         };
+        // A call its caller's deadline gave less than `--upstream-timeout`
+        // that times out says nothing about the upstream: the breaker does
+        // not count it.
+        let timeout_outcome = if timeout < self.default_timeout {
+            Outcome::Inconclusive
+        } else {
+            Outcome::Failure
+        };
         // The bulkhead first: a call refused here never reaches the breaker,
         // whose counts are about the upstream's answers only.
         let Ok(Ok(_permit)) =
@@ -266,23 +276,27 @@ impl Upstream {
         let elapsed = started.elapsed().as_secs_f64();
         match answer {
             Ok(Ok(response)) => {
-                call.settle(true);
+                call.settle(Outcome::Success);
                 self.metrics.ok.increment(1);
                 self.metrics.ok_seconds.record(elapsed);
                 Ok(response.into_inner().stock_qty)
             }
             Ok(Err(status)) => {
-                call.settle(false);
                 self.metrics.failed_seconds.record(elapsed);
                 span.record("otel.status_code", "ERROR");
                 // tonic reports its own client-side timeout as CANCELLED.
-                Err(match status.code() {
+                let degraded = match status.code() {
                     Code::DeadlineExceeded | Code::Cancelled => Degraded::Timeout,
                     _ => Degraded::Error,
-                })
+                };
+                call.settle(match degraded {
+                    Degraded::Timeout => timeout_outcome,
+                    _ => Outcome::Failure,
+                });
+                Err(degraded)
             }
             Err(_elapsed) => {
-                call.settle(false);
+                call.settle(timeout_outcome);
                 self.metrics.failed_seconds.record(elapsed);
                 span.record("otel.status_code", "ERROR");
                 Err(Degraded::Timeout)
@@ -309,11 +323,21 @@ impl Upstream {
     }
 }
 
+/// What an upstream call says about the upstream, for the breaker.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Outcome {
+    Success,
+    Failure,
+    /// Its caller's deadline or its caller's going away ended it first.
+    Inconclusive,
+}
+
 /// An upstream call in progress. Its breaker ticket and its place in the
 /// in-flight gauge are settled exactly once, also when the caller abandons
 /// the call (a cancelled GetProduct drops this future mid-flight): an
-/// abandoned call counts as a failure, so a half-open breaker is never left
-/// waiting for probes that will not report.
+/// abandoned call is inconclusive, its admission given back, so a
+/// half-open breaker is never left waiting for probes that will not
+/// report, and callers going away do not open it.
 struct InFlight<'a> {
     upstream: &'a Upstream,
     ticket: Option<Ticket>,
@@ -328,15 +352,16 @@ impl<'a> InFlight<'a> {
         }
     }
 
-    fn settle(&mut self, success: bool) {
+    fn settle(&mut self, outcome: Outcome) {
         let Some(ticket) = self.ticket.take() else {
             return;
         };
         let breaker = &self.upstream.breaker;
-        let transition = if success {
-            breaker.success(ticket, Instant::now())
-        } else {
-            breaker.failure(ticket, Instant::now())
+        let now = Instant::now();
+        let transition = match outcome {
+            Outcome::Success => breaker.success(ticket, now),
+            Outcome::Failure => breaker.failure(ticket, now),
+            Outcome::Inconclusive => breaker.release(ticket, now),
         };
         self.upstream.observe(transition);
         self.upstream.metrics.in_flight.decrement(1.0);
@@ -345,7 +370,7 @@ impl<'a> InFlight<'a> {
 
 impl Drop for InFlight<'_> {
     fn drop(&mut self) {
-        self.settle(false);
+        self.settle(Outcome::Inconclusive);
     }
 }
 

@@ -291,9 +291,18 @@ pub async fn spawn_app_with_store(store: Arc<dyn Store>) -> TestApp {
 
 /// `spawn_app_with_store` with `extra` flags.
 pub async fn spawn_app_with_store_and(store: Arc<dyn Store>, extra: &[&str]) -> TestApp {
+    spawn_app_with_store_logging_to(store, extra, test_log_sink()).await
+}
+
+/// `spawn_app_with_store_and`, its log lines written to `sink`.
+pub async fn spawn_app_with_store_logging_to(
+    store: Arc<dyn Store>,
+    extra: &[&str],
+    sink: BoxMakeWriter,
+) -> TestApp {
     let data_dir = tempfile::tempdir().expect("temporary directory");
     let config = test_config("memory", extra);
-    let mut telemetry = telemetry(&config, test_log_sink()).expect(TELEMETRY_ONCE);
+    let mut telemetry = telemetry(&config, sink).expect(TELEMETRY_ONCE);
     let app = App::build_with_store(config, store, &mut telemetry)
         .await
         .expect("app builds");
@@ -594,6 +603,12 @@ pub fn read_yaml(path: &std::path::Path) -> serde_norway::Value {
 pub struct Logs(Arc<std::sync::Mutex<Vec<u8>>>);
 
 impl Logs {
+    /// A sink for `spawn_app_logging_to` that writes here.
+    pub fn sink(&self) -> BoxMakeWriter {
+        let logs = self.clone();
+        BoxMakeWriter::new(move || logs.clone())
+    }
+
     pub fn bytes(&self) -> Vec<u8> {
         self.0.lock().unwrap().clone()
     }
