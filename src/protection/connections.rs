@@ -446,7 +446,7 @@ impl AsyncRead for GuardedConnection {
         if this.control.closing.load(Ordering::Acquire) {
             return Poll::Ready(Err(io::Error::new(
                 io::ErrorKind::TimedOut,
-                "a call on it was left unread past its idle timeout or deadline",
+                "closed by the server: idle, or a call on it left unread past its bound",
             )));
         }
         if let Some(idle) = &mut this.idle

@@ -191,3 +191,44 @@ async fn one_address_cannot_take_every_admin_connection() {
     );
     drop(held);
 }
+
+#[tokio::test]
+async fn a_reflection_stream_whose_client_keeps_asking_is_not_idle() {
+    let app = spawn_app_with(Backend::Memory, &["--stream-idle-timeout", "500ms"])
+        .await
+        .unwrap();
+    let (requests, open_requests) = tokio::sync::mpsc::channel(1);
+    let list_services = || ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(MessageRequest::ListServices(String::new())),
+    };
+    requests.send(list_services()).await.unwrap();
+    let mut responses = ServerReflectionClient::new(app.channel.clone())
+        .server_reflection_info(tokio_stream::wrappers::ReceiverStream::new(open_requests))
+        .await
+        .expect("reflection answers")
+        .into_inner();
+
+    // Five requests 250 ms apart: two and a half idle timeouts in all, but
+    // never half of one without a request.
+    let mut answered = 0;
+    for _ in 0..5 {
+        responses
+            .message()
+            .await
+            .expect("answered")
+            .expect("a message");
+        answered += 1;
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        if answered < 5 {
+            requests.send(list_services()).await.unwrap();
+        }
+    }
+    drop(requests);
+    let ended = tokio::time::timeout(PATIENCE, responses.message())
+        .await
+        .expect("the stream ends once the requests end");
+
+    assert_eq!(answered, 5);
+    assert!(matches!(ended, Ok(None)), "{ended:?}");
+}
