@@ -1,6 +1,6 @@
 //! Runtime fault injection: make the service misbehave on purpose and watch
 //! each tool catch it. Off unless `--enable-faults`: a fault can stop the
-//! service (`blocking_ms` puts every worker to sleep), so an instance that
+//! service (`blocking_ms` puts all workers but one to sleep), so an instance that
 //! did not ask for them has none. Every fault is off by default; `PUT /faults` merges a
 //! JSON object, `DELETE /faults` resets everything (and frees what `leak`
 //! retained). Each change is logged and exported as
@@ -14,7 +14,7 @@ use std::{
     pin::Pin,
     sync::{
         Arc, Mutex, RwLock,
-        atomic::{AtomicBool, Ordering},
+        atomic::{AtomicBool, AtomicUsize, Ordering},
     },
     task::{Context, Poll, ready},
     time::{Duration, Instant},
@@ -332,6 +332,8 @@ pub struct FaultInjector {
     /// `--fault-leak-max-bytes`.
     leak_max_bytes: u64,
     leaked_bytes: Gauge,
+    /// Calls asleep in the blocking fault now (see `block`).
+    blocking: AtomicUsize,
     gauges: [(&'static str, Gauge); 6],
 }
 
@@ -353,6 +355,7 @@ impl Default for FaultInjector {
             leaked: Mutex::new(Leaked::default()),
             leak_max_bytes: DEFAULT_LEAK_MAX_BYTES,
             leaked_bytes: gauge!(names::FAULT_LEAKED_BYTES),
+            blocking: AtomicUsize::new(0),
             gauges,
         }
     }
@@ -489,9 +492,7 @@ impl FaultInjector {
             burn_cpu(Duration::from_millis(faults.cpu_burn_ms));
         }
         if faults.blocking_ms > 0 {
-            // Deliberately wrong: blocks this worker thread and every task
-            // queued behind it.
-            std::thread::sleep(Duration::from_millis(faults.blocking_ms));
+            self.block(Duration::from_millis(faults.blocking_ms));
         }
         if faults.latency_ms > 0 {
             tokio::time::sleep(Duration::from_millis(faults.latency_ms)).await;
@@ -500,6 +501,26 @@ impl FaultInjector {
             return Verdict::Fail(faults.error_code.code());
         }
         Verdict::Proceed
+    }
+
+    /// Deliberately wrong: sleeps on this worker thread, stalling every
+    /// task queued behind it; but on at most all workers but one, so that
+    /// the admin port still answers (`DELETE /faults` ends the experiment).
+    /// A call finding that many asleep is not put to sleep (`false`).
+    fn block(&self, duration: Duration) -> bool {
+        let workers = tokio::runtime::Handle::try_current()
+            .map_or(1, |runtime| runtime.metrics().num_workers());
+        let most = workers.saturating_sub(1).max(1);
+        let taken = self
+            .blocking
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |asleep| {
+                (asleep < most).then_some(asleep + 1)
+            });
+        if taken.is_ok() {
+            std::thread::sleep(duration);
+            self.blocking.fetch_sub(1, Ordering::AcqRel);
+        }
+        taken.is_ok()
     }
 
     /// The pause before each streamed message of `method`, if any.
@@ -743,6 +764,18 @@ mod tests {
                 "{refused}"
             );
         }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 3)]
+    async fn the_blocking_fault_leaves_one_worker_awake() {
+        let injector = FaultInjector::default();
+        injector.blocking.store(2, Ordering::Release);
+
+        // Two of three workers asleep already: this call is not put to sleep
+        // (were it, the test would wait an hour).
+        assert!(!injector.block(Duration::from_secs(3600)));
+        injector.blocking.store(1, Ordering::Release);
+        assert!(injector.block(Duration::from_millis(1)));
     }
 
     #[test]

@@ -7,8 +7,9 @@
 //! compile time, exactly what it ran when each store wrote its own.
 //!
 //! The pool is shared out: searches (the costly statements) may hold all
-//! but a quarter of its connections (at least one is kept back), so a
-//! flood of searches leaves connections for GetProduct and ListProducts; a
+//! but a quarter of its connections (at least one kept back, unless the
+//! pool has only one), so a flood of searches leaves connections for
+//! GetProduct and ListProducts; a
 //! search that finds the share taken waits at most `--db-acquire-timeout`,
 //! then is UNAVAILABLE. The share is the pool's, not a client's: behind a
 //! proxy or a mesh sidecar every call comes from one address, and the

@@ -52,12 +52,16 @@ impl SqliteStore {
             prepare(&pool, options.seed_products).await?;
             return Ok(Self::new(pool.clone(), pool));
         }
+        // Processes starting together on one new file take turns: the
+        // first creates, migrates and seeds it, the others then find it so.
+        let turn = SetupTurn::take(connect.get_filename()).await?;
         let setup = pool_options()
             .max_connections(1)
             .connect_with(connect.clone().create_if_missing(true))
             .await?;
         prepare(&setup, options.seed_products).await?;
         setup.close().await;
+        drop(turn);
         let serving = connect.create_if_missing(false);
         let pool = pool_options().connect_with(serving.clone()).await?;
         // A new connection for every ping (none is kept past its use): a
@@ -68,6 +72,38 @@ impl SqliteStore {
             .max_lifetime(std::time::Duration::ZERO)
             .connect_lazy_with(serving);
         Ok(Self::new(pool, health))
+    }
+}
+
+/// An advisory lock (`flock`) on the database file, held while this process
+/// creates, migrates and seeds it. Taken before and dropped after any SQLite
+/// connection of this process to the file: closing a file descriptor drops
+/// the process's POSIX locks on the file, SQLite's included, so this one is
+/// never closed while SQLite holds any.
+struct SetupTurn {
+    /// Held for its lock, which goes with it.
+    _file: std::fs::File,
+}
+
+impl SetupTurn {
+    async fn take(path: &std::path::Path) -> Result<Self, StoreError> {
+        let path = path.to_owned();
+        let locked = tokio::task::spawn_blocking(move || {
+            let file = std::fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create(true)
+                .truncate(false)
+                .open(&path)?;
+            file.lock()?;
+            Ok::<_, std::io::Error>(file)
+        })
+        .await
+        .map_err(std::io::Error::other)
+        .and_then(|locked| locked);
+        locked
+            .map(|file| Self { _file: file })
+            .map_err(|error| StoreError::Database(sqlx::Error::Io(error)))
     }
 }
 

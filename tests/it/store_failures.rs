@@ -351,3 +351,29 @@ async fn a_sqlite_file_replaced_by_an_empty_database_is_not_serving_and_unavaila
         "{codes:?}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_stores_creating_one_new_sqlite_file_at_once_both_open() {
+    let directory = tempfile::tempdir().unwrap();
+    let options = catalogue::store::StoreOptions {
+        database_url: format!("sqlite://{}", directory.path().join("new.db").display()),
+        seed_products: 2000,
+        pool_size: 2,
+        acquire_timeout: Duration::from_secs(5),
+        statement_timeout: Duration::from_secs(5),
+    };
+
+    let (first, second) = tokio::join!(
+        catalogue::store::open(&options),
+        catalogue::store::open(&options)
+    );
+
+    for opened in [first, second] {
+        let store = opened.expect("both open");
+        let product = store
+            .get_product(&catalogue::domain::ProductId::parse(&first_id()).unwrap())
+            .await
+            .unwrap();
+        assert!(product.is_some(), "seeded once, seen by both");
+    }
+}
