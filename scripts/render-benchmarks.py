@@ -26,8 +26,8 @@ TITLE = "# Benchmarks"
 INTRODUCTION = """\
 What you will learn here: what the service sustains on this project's
 machine (throughput, latency, memory, start-up), what each observability
-signal costs, how it compares with a grpc-go peer serving the same
-catalogue, and, when the ladder was run, what each layer of the stack adds
+signal costs, how it compares with a grpc-go peer and with bare tonic
+serving the same catalogue, and, when the ladder was run, what each layer of the stack adds
 to a call. The figures are one run's, side by side.
 
 This document is generated: `scripts/bench.sh` writes `target/bench.json`
@@ -80,8 +80,11 @@ against itself gives the method's own spread.""",
 Debian's packages (grpc-go, go-grpc-prometheus handling-time histograms,
 GOMAXPROCS = all cores), serving the same catalogue (`same_responses`: byte
 for byte the same answers). Ours runs the default production profile: RED,
-runtime and task metrics, traces at 10 % exported over OTLP. CPU per call is
-the process's `utime + stime` over a run at a steady rate, per call.""",
+runtime and task metrics, traces at 10 % exported over OTLP. Bare tonic
+([`examples/bare_tonic.rs`](../examples/bare_tonic.rs)) is the same
+contract with nothing on it: the tax is ours over it. CPU per call is the
+process's `utime + stime` over a run at a steady rate, per call; write
+system calls per call are `syscw` of `/proc/PID/io` over the same run.""",
     "memory footprint": """\
 Memory per idle HTTP/2 connection, per stream whose reader stopped after
 one message, and the peak while streaming a SQLite catalogue ten times
