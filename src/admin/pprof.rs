@@ -577,7 +577,7 @@ async fn heap_profile(Query(query): Query<HeapQuery>) -> Result<Response, PprofE
             let profile = control.dump_profile().map_err(PprofError::Heap)?;
             if profile.stacks.is_empty() {
                 return Ok(nothing_sampled(
-                    "no live allocation sampled (jemalloc samples one per 512 KiB allocated, on average)",
+                    "no live allocation sampled (jemalloc samples one per 2 MiB allocated, on average)",
                 ));
             }
             let mut options = jemalloc_pprof::FlamegraphOptions::default();
