@@ -22,7 +22,7 @@ use std::{collections::HashMap, net::SocketAddr, path::PathBuf, pin::Pin, sync::
 
 use catalogue::{
     api::{
-        CatalogueApi,
+        CatalogueApi, next_page_trailer,
         proto::{
             self,
             catalogue_service_server::{CatalogueService, CatalogueServiceServer},
@@ -257,13 +257,9 @@ impl CatalogueService for BareCatalogue {
             .map_err(bad)?;
         let products = futures::stream::iter(start..end)
             .map(move |index| Ok(sorted[index].clone()))
-            .chain(futures::stream::iter(next.map(|cursor| {
-                let mut trailers = tonic::metadata::MetadataMap::new();
-                if let Ok(token) = cursor.encode().parse() {
-                    trailers.insert(catalogue::api::NEXT_PAGE_TOKEN_TRAILER, token);
-                }
-                Err(Status::with_metadata(tonic::Code::Ok, "", trailers))
-            })));
+            .chain(futures::stream::iter(
+                next.map(|cursor| Err(next_page_trailer(&cursor))),
+            ));
         Ok(Response::new(Box::pin(products)))
     }
 

@@ -96,7 +96,7 @@ fn list_query(request: &proto::ListProductsRequest) -> Result<ListQuery, Error> 
 
 /// The end of a stream that has a next page: an OK status whose trailers
 /// carry the token.
-fn next_page_trailer(cursor: &ListCursor) -> Status {
+pub fn next_page_trailer(cursor: &ListCursor) -> Status {
     let mut trailers = MetadataMap::new();
     match cursor.encode().parse() {
         Ok(token) => {

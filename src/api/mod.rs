@@ -4,7 +4,9 @@
 
 mod catalogue;
 
-pub use catalogue::{CatalogueApi, NEXT_PAGE_TOKEN_TRAILER, STOCK_SOURCE_HEADER};
+pub use catalogue::{
+    CatalogueApi, NEXT_PAGE_TOKEN_TRAILER, STOCK_SOURCE_HEADER, next_page_trailer,
+};
 
 /// Code generated from `proto/catalogue/v1/catalogue.proto`.
 pub mod proto {
