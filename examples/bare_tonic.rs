@@ -29,7 +29,8 @@ use catalogue::{
         },
     },
     domain::{
-        DEFAULT_LIST_PAGE_SIZE, ListCursor, MAX_LIST_PAGE_SIZE, PageSize, ProductId, SearchQuery,
+        CategoryId, DEFAULT_LIST_PAGE_SIZE, DEFAULT_SEARCH_PAGE_SIZE, InvalidInput, ListCursor,
+        MAX_LIST_PAGE_SIZE, MAX_SEARCH_PAGE_SIZE, PageSize, ProductId, SearchOffset, SearchQuery,
         SearchText,
     },
     faults::{FaultInjector, FaultLayer, FaultsConfig},
@@ -182,6 +183,11 @@ async fn serve(cli: Cli) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// A request value that does not parse.
+fn invalid(error: InvalidInput) -> Status {
+    Status::invalid_argument(error.to_string())
+}
+
 /// What a panicking handler answers.
 fn internal(_panic: Box<dyn std::any::Any + Send + 'static>) -> http::Response<tonic::body::Body> {
     Status::internal("internal error").into_http()
@@ -236,16 +242,14 @@ impl CatalogueService for BareCatalogue {
         request: Request<proto::ListProductsRequest>,
     ) -> Result<Response<Self::ListProductsStream>, Status> {
         let request = request.into_inner();
-        let bad =
-            |error: catalogue::domain::InvalidInput| Status::invalid_argument(error.to_string());
         let size = PageSize::parse(
             request.page_size,
             DEFAULT_LIST_PAGE_SIZE,
             MAX_LIST_PAGE_SIZE,
         )
-        .map_err(bad)?
+        .map_err(invalid)?
         .get() as usize;
-        let after = ListCursor::decode(&request.page_token).map_err(bad)?;
+        let after = ListCursor::decode(&request.page_token).map_err(invalid)?;
         let sorted = self.sorted.clone();
         let start = after.map_or(0, |ListCursor(id)| {
             sorted.partition_point(|product| product.id.as_str() <= id.as_str())
@@ -254,7 +258,7 @@ impl CatalogueService for BareCatalogue {
         let next = (end < sorted.len())
             .then(|| ProductId::parse(&sorted[end - 1].id).map(ListCursor))
             .transpose()
-            .map_err(bad)?;
+            .map_err(invalid)?;
         let products = futures::stream::iter(start..end)
             .map(move |index| Ok(sorted[index].clone()))
             .chain(futures::stream::iter(
@@ -268,15 +272,16 @@ impl CatalogueService for BareCatalogue {
         request: Request<proto::SearchRequest>,
     ) -> Result<Response<proto::SearchResponse>, Status> {
         let request = request.into_inner();
-        let text = SearchText::parse(&request.query)
-            .map_err(|e| Status::invalid_argument(e.to_string()))?;
         let query = SearchQuery {
-            text,
-            category: None,
-            offset: catalogue::domain::SearchOffset::decode("")
-                .map_err(|e| Status::invalid_argument(e.to_string()))?,
-            page_size: PageSize::parse(request.page_size, 20, 100)
-                .map_err(|e| Status::invalid_argument(e.to_string()))?,
+            text: SearchText::parse(&request.query).map_err(invalid)?,
+            category: CategoryId::parse_optional(&request.category_id).map_err(invalid)?,
+            offset: SearchOffset::decode(&request.page_token).map_err(invalid)?,
+            page_size: PageSize::parse(
+                request.page_size,
+                DEFAULT_SEARCH_PAGE_SIZE,
+                MAX_SEARCH_PAGE_SIZE,
+            )
+            .map_err(invalid)?,
         };
         let products = self
             .store
