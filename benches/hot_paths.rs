@@ -8,12 +8,10 @@ use std::{convert::Infallible, hint::black_box};
 use catalogue::{
     api::proto,
     domain::{ListCursor, PageSize, ProductId, SearchText},
+    grpc::{GrpcTelemetryLayer, Rpc},
     method::Method,
+    metrics::Metrics,
     store::seed,
-    telemetry::{
-        Metrics,
-        grpc::{GrpcTelemetryLayer, Rpc},
-    },
 };
 use criterion::{Criterion, criterion_group, criterion_main};
 use http_body::Body as _;

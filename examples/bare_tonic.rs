@@ -35,8 +35,8 @@ use catalogue::{
     },
     faults::{FaultInjector, FaultLayer, FaultsConfig},
     protection::{Limits, ProtectionConfig, ShedLayer, expose_tcp_info, guard_connections},
+    runtime::{TaskList, runtime_builder},
     store::{MemoryStore, Store},
-    telemetry::{runtime::runtime_builder, tasks::TaskList},
 };
 use clap::{Parser, ValueEnum};
 use futures::{Stream, StreamExt};

@@ -28,17 +28,15 @@ use crate::{
     config::ServeConfig,
     discovery::consul::{ConsulError, Registrar},
     faults::{FaultError, FaultInjector, FaultLayer},
+    grpc::{GrpcTelemetryLayer, Rpc},
     method::{Kind, Method},
+    metrics::Metrics,
     protection::{ShedLayer, expose_tcp_info, guard_connections, raise_fd_limit},
     ready::{self, Addresses, ReadyFileError},
+    runtime::{Console, Sampler, ScrapeHook, TaskList, console::ConsoleError},
     store::{self, InstrumentedStore, Store, StoreError},
-    telemetry::{
-        Console, LogLevel, Metrics, Telemetry,
-        console::ConsoleError,
-        grpc::{GrpcTelemetryLayer, Rpc, traced::CallTraces},
-        runtime::{Sampler, ScrapeHook},
-        tasks::TaskList,
-    },
+    telemetry::{LogLevel, Telemetry},
+    traces::CallTraces,
     upstream::Upstream,
 };
 

@@ -28,7 +28,7 @@ use serde::{Deserialize, Serialize};
 use tonic::{Code, Status, server::NamedService};
 use tower::{Layer, Service};
 
-use crate::{error::Error, method::Method, telemetry::names, values::Ratio};
+use crate::{error::Error, method::Method, metrics::names, values::Ratio};
 
 /// Faults switched on at start; `PUT /faults` on the admin port changes them
 /// at run time. All off by default, and none at all without
@@ -129,7 +129,7 @@ impl ErrorCode {
 
 impl Serialize for ErrorCode {
     fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        serializer.serialize_str(crate::telemetry::grpc::code_name(self.0))
+        serializer.serialize_str(crate::status::code_name(self.0))
     }
 }
 
@@ -316,7 +316,7 @@ impl Faults {
 pub fn code_from_name(name: &str) -> Option<Code> {
     (0..=16)
         .map(Code::from_i32)
-        .find(|&code| crate::telemetry::grpc::code_name(code).eq_ignore_ascii_case(name))
+        .find(|&code| crate::status::code_name(code).eq_ignore_ascii_case(name))
 }
 
 /// The faults in force, shared by the handlers and the admin API.

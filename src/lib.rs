@@ -19,7 +19,16 @@
 //!   and its simulator (`catalogue upstream`);
 //! - `protection`: server-side load shedding and connection limits;
 //! - `ready`: the `--ready-file` a server writes once it listens;
-//! - `telemetry`: logs, traces, metrics and tokio-console.
+//! - `telemetry`: the app's subscriber (logs, traces, console) and its
+//!   set-up, one per app;
+//! - `metrics`: the app's recorder, every metric's definition, the
+//!   exposition and its exemplars;
+//! - `traces`: head sampling, the keep decision and every exported span;
+//! - `runtime`: the Tokio runtime's and tasks' metrics, the task list,
+//!   tokio-console;
+//! - `profiling`: the call each CPU sample was taken in;
+//! - `grpc`: the tower layer that turns every call into a span and metrics;
+//! - `status`: gRPC status codes as each convention names them.
 #![forbid(unsafe_code)]
 
 pub mod admin;
@@ -30,11 +39,17 @@ pub mod discovery;
 pub mod domain;
 pub mod error;
 pub mod faults;
+pub mod grpc;
 pub mod load;
 pub mod method;
+pub mod metrics;
+pub mod profiling;
 pub mod protection;
 pub mod ready;
+pub mod runtime;
+pub mod status;
 pub mod store;
 pub mod telemetry;
+pub mod traces;
 pub mod upstream;
 pub mod values;

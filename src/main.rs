@@ -2,7 +2,8 @@ use catalogue::{
     app::{self, App},
     config::{Cli, Command},
     load,
-    telemetry::{LogSink, Telemetry, runtime::runtime_builder, tasks::TaskList},
+    runtime::{TaskList, runtime_builder},
+    telemetry::{LogSink, Telemetry},
     upstream::simulator::UpstreamSimulator,
 };
 use clap::Parser;

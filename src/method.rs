@@ -114,6 +114,19 @@ impl From<Method> for &'static str {
     }
 }
 
+/// A method the server serves, as the call layer and the traces record it
+/// (health and reflection too). The app hands the layer its table; calls to any other path are counted under `unknown`, so
+/// that random paths cannot create unbounded series.
+#[derive(Debug, Clone, Copy)]
+pub struct Rpc {
+    pub service: &'static str,
+    pub name: &'static str,
+    pub kind: Kind,
+    /// Whether sampled calls get a span: false for probes and tooling, which
+    /// would drown real traffic.
+    pub traced: bool,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

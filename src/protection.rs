@@ -69,7 +69,7 @@ use tokio::{
 use tonic::{Status, metadata::MetadataValue};
 use tower::{Layer, Service};
 
-use crate::{method::Method, telemetry::names, values::grpc_timeout};
+use crate::{method::Method, metrics::names, values::grpc_timeout};
 
 mod connections;
 mod peers;

@@ -44,11 +44,11 @@ use tokio::sync::watch;
 
 use crate::{
     faults::{FaultInjector, FaultPatch},
+    metrics::openmetrics,
+    profiling::labels::LabelTable,
+    runtime::{Console, Sampler, TaskList},
     store::Store,
-    telemetry::{
-        Console, LogFilter, LogLevel, grpc::labels::LabelTable, openmetrics, runtime::Sampler,
-        tasks::TaskList,
-    },
+    telemetry::{LogFilter, LogLevel},
 };
 
 pub use guard::{AdminGuard, AdminToken};

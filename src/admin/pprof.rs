@@ -8,7 +8,7 @@
 //!   `x-profile-coverage` header is the share of the process's CPU time
 //!   over the window its samples account for; each sample taken in a call
 //!   is labelled `rpc_service`, `rpc_method` and, for a traced call,
-//!   `trace_id` and `span_id` (`telemetry::grpc::labels`);
+//!   `trace_id` and `span_id` (`profiling::labels`);
 //!   `&rpc_method=SearchProducts` keeps only that method's samples;
 //! - `GET /debug/pprof/heap`: live allocations sampled by jemalloc, as gzipped
 //!   pprof protobuf (every mapping flagged symbolised, so `go tool pprof`
@@ -16,7 +16,7 @@
 //!   profiling is off;
 //! - `GET /debug/pprof/tasks`: every live Tokio task of the runtime, with
 //!   its name (if it has one), spawn location and age, as text; 501 when
-//!   the runtime does not list its tasks (see `telemetry::tasks`).
+//!   the runtime does not list its tasks (see `runtime::tasks`).
 //!
 //! Only one CPU profile runs at a time (the sampler is process-wide); a second
 //! request gets 409. Sampling only awaits a timer, and symbolisation, which is
@@ -44,9 +44,9 @@ use serde::Deserialize;
 use tokio::{sync::Semaphore, task::JoinError};
 
 use super::AdminState;
-use crate::telemetry::{
-    grpc::labels::{CallLabel, LabelTable, Labelled, Labelling},
-    tasks::LiveTask,
+use crate::{
+    profiling::labels::{CallLabel, LabelTable, Labelled, Labelling},
+    runtime::tasks::LiveTask,
 };
 
 /// jemalloc's options when it is the global allocator: profiling on and

@@ -21,8 +21,9 @@ use tokio::net::TcpListener;
 use tokio_util::task::TaskTracker;
 
 use crate::{
+    metrics::names,
     protection::{AddressSlots, Refusal},
-    telemetry::{names, tasks::TaskList},
+    runtime::TaskList,
 };
 
 /// The bounds of the admin server.

@@ -49,7 +49,8 @@ use crate::{
     },
     discovery::{Balanced, BalancedService, Target},
     method::Method,
-    telemetry::{LogConfig, grpc::code_name},
+    status::code_name,
+    telemetry::LogConfig,
 };
 
 /// `catalogue load`: open loop with --rps, closed loop with --concurrency.

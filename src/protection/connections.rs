@@ -52,7 +52,7 @@ use super::{
     Limits,
     peers::{AddressSlot, AddressSlots, Refusal},
 };
-use crate::telemetry::names;
+use crate::metrics::names;
 
 /// The first and the longest pause after a failed accept.
 const ACCEPT_BACKOFF_MIN: Duration = Duration::from_millis(5);

@@ -10,7 +10,8 @@ use metrics::{Histogram, gauge, histogram};
 use super::{ListPage, Operation, PoolStats, Store, StoreError};
 use crate::{
     domain::{Product, ProductId, SearchQuery},
-    telemetry::{StoreCall, names, record_store_call},
+    metrics::names,
+    traces::{StoreCall, record_store_call},
 };
 
 const OPERATIONS: [Operation; 3] = [

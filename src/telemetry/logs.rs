@@ -220,7 +220,7 @@ impl<F> WithTraceIds<F> {
     fn current_trace_ids(&self) -> Option<(TraceId, SpanId)> {
         let span_context = self
             .current_span_context()
-            .or_else(super::grpc::traced::traced_call)?;
+            .or_else(crate::traces::calls::traced_call)?;
         span_context
             .is_valid()
             .then(|| (span_context.trace_id(), span_context.span_id()))

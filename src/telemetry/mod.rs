@@ -6,27 +6,11 @@
 //! two apps in one process (the integration tests) never share a counter or
 //! a log sink. Dropping it flushes the trace exporter.
 //!
-//! - `grpc`: the tower layer that makes a span, RED metrics and stream
-//!   metrics of every call;
-//! - `runtime`: the sampler of Tokio runtime, task, process and pool metrics;
-//! - `tasks`: the runtime's live tasks, from its spawn and terminate hooks;
-//! - `console`: tokio-console's layer, dormant until woken, and its endpoint;
 //! - `logs`: log lines, which see events only and carry trace ids;
-//! - `sampling`: the head-sampling decision, made before any span exists;
-//! - `names`: every metric name and help text;
-//! - `prometheus`: the app's recorder.
+//! - `settings`: the flags of logs and traces.
 
-pub mod console;
-mod exposition;
-pub mod grpc;
 mod logs;
-pub mod names;
-pub mod openmetrics;
-pub mod prometheus;
-pub mod runtime;
-pub mod sampling;
 mod settings;
-pub mod tasks;
 
 use std::net::SocketAddr;
 
@@ -43,11 +27,13 @@ use tracing::Dispatch;
 use tracing_subscriber::{Layer, Registry, layer::SubscriberExt};
 
 pub use self::{
-    console::Console,
-    grpc::traced::{Outgoing, StoreCall, outgoing_context, record_store_call},
     logs::LogLevel,
-    prometheus::Metrics,
-    settings::{LogConfig, LogFilter, LogFormat, LogSink, TelemetryConfig},
+    settings::{LogConfig, LogFilter, LogFormat, LogSink, SemconvOptIn, TelemetryConfig},
+};
+use crate::{
+    metrics::{Metrics, names},
+    runtime::{Console, tasks},
+    traces::{CallTraces, Keep, sampling},
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -72,7 +58,7 @@ pub struct Telemetry {
     tracer_provider: Option<SdkTracerProvider>,
     /// Which calls are exported, and their spans; `None` without an
     /// exporter: then no call makes a span.
-    call_traces: Option<grpc::traced::CallTraces>,
+    call_traces: Option<CallTraces>,
     /// The runtime's live tasks, when its builder reports them here.
     tasks: tasks::TaskList,
     /// Whether `dispatch` is the process's default too.
@@ -143,15 +129,11 @@ impl Telemetry {
             dispatch(layers, &config.logs, log_sink.into(), console_addr);
 
         let call_traces = tracer_provider.as_ref().map(|provider| {
-            grpc::traced::CallTraces::new(
+            CallTraces::new(
                 provider.tracer("catalogue"),
                 sampling::HeadSampler::new(config.trace_sampler, config.trace_sampler_arg.get()),
-                (!config.no_trace_keep).then(|| {
-                    grpc::traced::Keep::new(
-                        config.trace_slow_threshold,
-                        config.trace_keep_per_second,
-                    )
-                }),
+                (!config.no_trace_keep)
+                    .then(|| Keep::new(config.trace_slow_threshold, config.trace_keep_per_second)),
                 config.semconv_stability_opt_in,
             )
         });
@@ -206,7 +188,7 @@ impl Telemetry {
 
     /// Which calls are exported, and what makes their spans; `None` when
     /// traces are not exported.
-    pub fn call_traces(&self) -> Option<grpc::traced::CallTraces> {
+    pub fn call_traces(&self) -> Option<CallTraces> {
         self.call_traces.clone()
     }
 

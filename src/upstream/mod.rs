@@ -32,7 +32,8 @@ use tracing_opentelemetry::OpenTelemetrySpanExt;
 
 use self::breaker::{CircuitBreaker, Settings, State, Ticket, Transition};
 use crate::{
-    telemetry::{Outgoing, names, outgoing_context},
+    metrics::names,
+    traces::{Outgoing, outgoing_context},
     upstream::proto::{GetStockRequest, inventory_service_client::InventoryServiceClient},
     values::{Ratio, grpc_timeout, http_uri, positive_duration},
 };

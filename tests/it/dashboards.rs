@@ -9,7 +9,7 @@
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 
-use catalogue::{api::proto::GetProductRequest, telemetry::runtime::runtime_builder};
+use catalogue::{api::proto::GetProductRequest, runtime::runtime_builder};
 use prometheus_parse::{Scrape, Value};
 use promql_parser::{
     label::{METRIC_NAME, MatchOp, Matcher},

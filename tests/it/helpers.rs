@@ -16,8 +16,9 @@ use catalogue::{
     app::{App, StartupError},
     config::{Cli, Command, ServeConfig},
     load::LoadConfig,
+    runtime::TaskList,
     store::{self, Store},
-    telemetry::{Telemetry, tasks::TaskList},
+    telemetry::Telemetry,
     upstream::simulator::UpstreamSimulator,
 };
 use clap::Parser;

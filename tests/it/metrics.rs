@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use catalogue::api::proto::catalogue_service_client::CatalogueServiceClient;
 use catalogue::{
     api::proto::{ListProductsRequest, Product, SearchRequest},
-    telemetry::runtime::runtime_builder,
+    runtime::runtime_builder,
 };
 use prometheus_parse::{Scrape, Value};
 use tonic::{Streaming, transport::Channel};

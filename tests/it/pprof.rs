@@ -148,7 +148,7 @@ async fn cpu_profile_names_frames_with_their_module_paths() {
     let profile = pprof_attachment(response, "profile").await;
     assert!(!profile.sample.is_empty(), "no samples");
     let names = function_names(&profile);
-    for module in ["catalogue::api::", "catalogue::telemetry::grpc::"] {
+    for module in ["catalogue::api::", "catalogue::grpc::"] {
         assert!(
             names.iter().any(|name| name.contains(module)),
             "no frame of {module} in {names:?}"

@@ -7,7 +7,7 @@ use std::{process::Stdio, time::Duration};
 
 use catalogue::{
     api::proto::{GetProductRequest, catalogue_service_client::CatalogueServiceClient},
-    telemetry::{runtime::runtime_builder, tasks::TaskList},
+    runtime::{TaskList, runtime_builder},
 };
 use tonic::transport::Channel;
 

@@ -41,10 +41,11 @@ use opentelemetry::{
 use opentelemetry_sdk::trace::{SdkTracer, Span as SdkSpan};
 use tonic::{Code, transport::server::TcpConnectInfo};
 
-use super::{codes::OTEL_CODE_NAMES, handles::RpcMetrics};
-use crate::telemetry::{
-    sampling::{HeadSampler, unsampled_continuation},
-    settings::SemconvOptIn,
+use super::sampling::{HeadSampler, unsampled_continuation};
+use crate::{
+    method::Rpc,
+    status::{OTEL_CODE_NAMES, code_index},
+    telemetry::SemconvOptIn,
 };
 
 /// What decides which calls are exported and makes their spans; `None` in
@@ -116,9 +117,10 @@ impl CallTraces {
     /// Starts recording a call: its SERVER span if the head sampler traces
     /// it, and what it needs to be kept if it may be, and to pass its trace
     /// on to the calls its handler makes.
-    pub(super) fn start<B>(
+    pub(crate) fn start<B>(
         &self,
-        method: &RpcMetrics,
+        method: &Rpc,
+        span_name: &str,
         request: &Request<B>,
         started_at: Instant,
     ) -> (Option<SdkSpan>, Arc<Recording>) {
@@ -129,12 +131,8 @@ impl CallTraces {
         let peer = connection.and_then(TcpConnectInfo::remote_addr);
         let span = sampled.then(|| {
             let attributes = server_attributes(method, local, peer, self.0.names);
-            self.builder(
-                method.full_name.clone().into(),
-                SpanKind::Server,
-                attributes,
-            )
-            .start_with_context(&self.0.tracer, &parent_context(&caller))
+            self.builder(span_name.to_owned().into(), SpanKind::Server, attributes)
+                .start_with_context(&self.0.tracer, &parent_context(&caller))
         });
         let recording = Arc::new(Recording {
             traces: self.clone(),
@@ -249,20 +247,20 @@ pub fn outgoing_context() -> Option<Outgoing> {
 }
 
 /// Runs `poll` with `recording` as the call being polled.
-pub(super) fn polling<T>(recording: &Arc<Recording>, poll: impl FnOnce() -> T) -> T {
+pub(crate) fn polling<T>(recording: &Arc<Recording>, poll: impl FnOnce() -> T) -> T {
     RECORDING.sync_scope(Some(recording.clone()), poll)
 }
 
 /// How a call ended, for its span.
-pub(super) struct Outcome {
-    pub(super) code: Code,
-    pub(super) elapsed: Duration,
+pub(crate) struct Outcome {
+    pub(crate) code: Code,
+    pub(crate) elapsed: Duration,
     /// For a streaming call: the messages it sent.
-    pub(super) messages_sent: Option<u64>,
+    pub(crate) messages_sent: Option<u64>,
 }
 
 /// What a recorded call keeps while it runs, to be made spans when it ends.
-pub(super) struct Recording {
+pub(crate) struct Recording {
     traces: CallTraces,
     /// When the call started; its wall-clock time is read only if it is
     /// exported.
@@ -271,7 +269,7 @@ pub(super) struct Recording {
     /// baggage.
     caller: Context,
     /// The call's SERVER span, if the head sampler traces it.
-    pub(super) ids: Option<SpanContext>,
+    pub(crate) ids: Option<SpanContext>,
     local: Option<SocketAddr>,
     peer: Option<SocketAddr>,
     store_calls: Mutex<Vec<StoreCall>>,
@@ -287,9 +285,10 @@ impl Recording {
     /// Ends the call's spans: `span`, the traced call's, always; for an
     /// untraced call, new ones if it ended with an error code or was slow.
     /// Returns the ids of the exported SERVER span.
-    pub(super) fn finish(
+    pub(crate) fn finish(
         &self,
-        method: &RpcMetrics,
+        method: &Rpc,
+        span_name: &str,
         span: Option<SdkSpan>,
         outcome: &Outcome,
     ) -> Option<SpanContext> {
@@ -313,11 +312,7 @@ impl Recording {
                     attributes.push(KeyValue::new("catalogue.trace.kept", reason));
                 }
                 self.traces
-                    .builder(
-                        method.full_name.clone().into(),
-                        SpanKind::Server,
-                        attributes,
-                    )
+                    .builder(span_name.to_owned().into(), SpanKind::Server, attributes)
                     .with_start_time(started)
                     .start_with_context(&self.traces.0.tracer, &parent_context(&self.caller))
             }
@@ -392,7 +387,7 @@ impl Recording {
 /// The attributes a SERVER span has from the start (OpenTelemetry's RPC
 /// conventions; the older names too with `rpc/dup`).
 fn server_attributes(
-    method: &RpcMetrics,
+    method: &Rpc,
     local: Option<SocketAddr>,
     peer: Option<SocketAddr>,
     names: SemconvOptIn,
@@ -466,10 +461,6 @@ fn outcome_attributes(outcome: &Outcome, names: SemconvOptIn) -> Vec<KeyValue> {
         ));
     }
     attributes
-}
-
-fn code_index(code: Code) -> usize {
-    (code as usize).min(16)
 }
 
 /// The parent of a SERVER span: the caller's span, marked sampled so that

@@ -11,11 +11,10 @@ use opentelemetry_sdk::trace::Span as SdkSpan;
 use tonic::Code;
 use tracing::Dispatch;
 
-use super::{
-    framing::FrameCounter,
-    handles::RpcMetrics,
-    labels::{PollLabel, TraceIds},
-    traced::{CallTraces, Outcome, Recording},
+use super::{framing::FrameCounter, handles::RpcMetrics};
+use crate::{
+    profiling::labels::{PollLabel, TraceIds},
+    traces::calls::{CallTraces, Outcome, Recording},
 };
 
 /// One call in flight: records its outcome exactly once, when it finishes
@@ -57,8 +56,9 @@ impl Call {
         }
         let started_at = Instant::now();
         let (span, recording) = match traces {
-            Some(traces) if method.traced => {
-                let (span, recording) = traces.start(&method, request, started_at);
+            Some(traces) if method.rpc.traced => {
+                let (span, recording) =
+                    traces.start(&method.rpc, &method.full_name, request, started_at);
                 (span.map(Box::new), Some(recording))
             }
             _ => (None, None),
@@ -104,7 +104,12 @@ impl Call {
                 elapsed: took,
                 messages_sent: method.streams.as_ref().map(|_| self.messages_sent),
             };
-            recording.finish(method, self.span.take().map(|span| *span), &outcome)
+            recording.finish(
+                &method.rpc,
+                &method.full_name,
+                self.span.take().map(|span| *span),
+                &outcome,
+            )
         });
         method
             .outcome(code)

@@ -170,7 +170,7 @@ impl Stopper {
 impl Console {
     /// A dormant console on `addr`, and its layer: the app's subscriber's
     /// outermost layer, around the subscriber `S` of every other layer.
-    pub(super) fn new<S>(addr: SocketAddr) -> (Self, Switched<S>)
+    pub(crate) fn new<S>(addr: SocketAddr) -> (Self, Switched<S>)
     where
         S: Subscriber + for<'lookup> LookupSpan<'lookup>,
     {
@@ -466,7 +466,7 @@ where
 /// here, before the per-layer filter looks the span up in the registry.
 /// Everything that keeps tracing-subscriber's per-layer filter state
 /// (interest, `enabled`, a new span, an event) always goes through.
-pub(super) struct Switched<S> {
+pub(crate) struct Switched<S> {
     inner: Filtered<ConsoleView, DormantFilter, S>,
     switch: Arc<Switch>,
 }

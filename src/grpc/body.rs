@@ -14,7 +14,8 @@ use metrics::Counter;
 use pin_project_lite::pin_project;
 use tonic::Code;
 
-use super::{call::Call, codes::grpc_status, framing::FrameCounter};
+use super::{call::Call, framing::FrameCounter};
+use crate::status::grpc_status;
 
 pin_project! {
     /// The response body: counts messages, measures time blocked on the
@@ -71,7 +72,8 @@ where
         let frame = ready!(label.polling(
             || super::call::trace_ids(recording),
             || super::call::scoped(dispatch.as_ref(), || match recording {
-                Some(recording) => super::traced::polling(recording, || inner.poll_frame(cx)),
+                Some(recording) =>
+                    crate::traces::calls::polling(recording, || inner.poll_frame(cx)),
                 None => inner.poll_frame(cx),
             })
         ));

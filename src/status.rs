@@ -1,12 +1,14 @@
-//! Status code names as go-grpc-prometheus (`grpc_code`) and the
-//! OpenTelemetry conventions (`rpc.response.status_code`) write them.
+//! gRPC status codes as each convention names them: go-grpc-prometheus
+//! (`grpc_code`) and OpenTelemetry (`rpc.response.status_code`), and the
+//! status a response carries. Shared by the call layer, the traces, the
+//! faults and the load generator.
 
 use http::HeaderMap;
 use tonic::Code;
 
 /// gRPC status code names as go-grpc-prometheus writes them (`grpc_code`),
 /// indexed by code.
-pub(super) const GO_CODE_NAMES: [&str; 17] = [
+pub const GO_CODE_NAMES: [&str; 17] = [
     "OK",
     "Canceled",
     "Unknown",
@@ -28,7 +30,7 @@ pub(super) const GO_CODE_NAMES: [&str; 17] = [
 
 /// The same codes as the OpenTelemetry conventions write them
 /// (`rpc.response.status_code`).
-pub(super) const OTEL_CODE_NAMES: [&str; 17] = [
+pub const OTEL_CODE_NAMES: [&str; 17] = [
     "OK",
     "CANCELLED",
     "UNKNOWN",
@@ -51,12 +53,17 @@ pub(super) const OTEL_CODE_NAMES: [&str; 17] = [
 /// A status code's name as the OpenTelemetry conventions write it
 /// (`NOT_FOUND`).
 pub fn code_name(code: Code) -> &'static str {
-    OTEL_CODE_NAMES[(code as usize).min(16)]
+    OTEL_CODE_NAMES[code_index(code)]
+}
+
+/// A code's index in the tables above (its number; 16 at most).
+pub fn code_index(code: Code) -> usize {
+    (code as usize).min(16)
 }
 
 /// The status a response carries in its headers (trailers-only) or
 /// trailers.
-pub(super) fn grpc_status(headers: &HeaderMap) -> Option<Code> {
+pub fn grpc_status(headers: &HeaderMap) -> Option<Code> {
     let value = headers.get("grpc-status")?;
     let code: i32 = value.to_str().ok()?.parse().ok()?;
     Some(Code::from_i32(code))

@@ -15,7 +15,11 @@ use metrics_exporter_prometheus::{
     BuildError, Matcher, PrometheusBuilder, PrometheusHandle, PrometheusRecorder,
 };
 
-use super::{names, openmetrics::Exemplars};
+pub mod exposition;
+pub mod names;
+pub mod openmetrics;
+
+use self::openmetrics::Exemplars;
 
 /// One app's recorder and its renderer, and the exemplars of its latency
 /// histograms; clones share them.

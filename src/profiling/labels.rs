@@ -86,7 +86,7 @@ struct Table {
 impl LabelTable {
     /// The table of an app serving `methods` (at most 255: the layer's fixed
     /// method table).
-    pub(super) fn new(methods: Vec<(&'static str, &'static str)>) -> Self {
+    pub(crate) fn new(methods: Vec<(&'static str, &'static str)>) -> Self {
         assert!(methods.len() < 1 << METHOD_BITS, "too many methods");
         Self(Arc::new(Table {
             app: APPS.fetch_add(1, Ordering::Relaxed),
@@ -95,7 +95,7 @@ impl LabelTable {
     }
 
     /// The label of the method at `index` of the table, for its calls.
-    pub(super) fn method(&self, index: usize) -> MethodLabel {
+    pub(crate) fn method(&self, index: usize) -> MethodLabel {
         debug_assert!(index < self.0.methods.len());
         MethodLabel((index as u64 + 1) | u64::from(self.0.app) << APP_SHIFT)
     }
@@ -136,7 +136,7 @@ impl LabelTable {
 
 /// A method's part of a label word (method and app bits).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) struct MethodLabel(u64);
+pub(crate) struct MethodLabel(u64);
 
 /// Labels a running profile's samples; dropping it (or [`Self::finish`])
 /// stops labelling. Take one only while holding the CPU profiler.
@@ -194,7 +194,7 @@ fn traced() -> std::sync::MutexGuard<'static, Traced> {
 
 /// A call's label word, worked out once per profile.
 #[derive(Debug)]
-pub(super) struct PollLabel {
+pub(crate) struct PollLabel {
     method: MethodLabel,
     /// The full word for the profile in its generation bits; 0 before the
     /// first poll under a profile.
@@ -202,7 +202,7 @@ pub(super) struct PollLabel {
 }
 
 impl PollLabel {
-    pub(super) fn new(method: MethodLabel) -> Self {
+    pub(crate) fn new(method: MethodLabel) -> Self {
         Self { method, word: 0 }
     }
 
@@ -210,7 +210,7 @@ impl PollLabel {
     /// runs; `trace` gives the call's ids if it is traced, asked once per
     /// profile.
     #[inline]
-    pub(super) fn polling<T>(
+    pub(crate) fn polling<T>(
         &mut self,
         trace: impl FnOnce() -> Option<TraceIds>,
         poll: impl FnOnce() -> T,

@@ -8,20 +8,18 @@ use opentelemetry::trace::SpanContext;
 use tokio_metrics::TaskMonitor;
 use tonic::Code;
 
-use super::{Rpc, codes::GO_CODE_NAMES, labels::MethodLabel};
+use super::Rpc;
 use crate::{
-    method::Kind,
-    telemetry::{Metrics, names, openmetrics::SeriesExemplars},
+    metrics::{Metrics, names, openmetrics::SeriesExemplars},
+    profiling::labels::MethodLabel,
+    status::GO_CODE_NAMES,
 };
 
 /// Everything recorded about one method, made once.
 pub(super) struct RpcMetrics {
-    pub(super) service: &'static str,
-    pub(super) name: &'static str,
+    pub(super) rpc: Rpc,
     /// `service/method`: the span name.
     pub(super) full_name: String,
-    pub(super) kind: Kind,
-    pub(super) traced: bool,
     pub(super) started: Counter,
     pub(super) received: Counter,
     pub(super) sent: Counter,
@@ -77,7 +75,7 @@ impl RpcMetrics {
             service,
             name,
             kind,
-            traced,
+            ..
         } = rpc;
         let labels = [
             ("grpc_type", kind.label()),
@@ -94,11 +92,8 @@ impl RpcMetrics {
             duration: histogram!(names::STREAM_DURATION_SECONDS, &stream_labels),
         });
         Self {
-            service,
-            name,
+            rpc,
             full_name: format!("{service}/{name}"),
-            kind,
-            traced,
             started: counter!(names::GRPC_STARTED, &labels),
             received: counter!(names::GRPC_MSG_RECEIVED, &labels),
             sent: counter!(names::GRPC_MSG_SENT, &labels),
@@ -120,16 +115,16 @@ impl RpcMetrics {
         {
             let code_name = GO_CODE_NAMES[index];
             let labels = [
-                ("grpc_type", self.kind.label()),
-                ("grpc_service", self.service),
-                ("grpc_method", self.name),
+                ("grpc_type", self.rpc.kind.label()),
+                ("grpc_service", self.rpc.service),
+                ("grpc_method", self.rpc.name),
                 ("grpc_code", code_name),
             ];
             let code = index.to_string();
             let otel_labels = [
                 ("rpc_system", "grpc"),
-                ("rpc_service", self.service),
-                ("rpc_method", self.name),
+                ("rpc_service", self.rpc.service),
+                ("rpc_method", self.rpc.name),
                 ("rpc_grpc_status_code", code.as_str()),
             ];
             let exemplars = self.metrics.exemplars();

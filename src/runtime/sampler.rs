@@ -18,7 +18,7 @@ use metrics::{Counter, Gauge, counter, gauge};
 use tokio::runtime::{Handle, HistogramConfiguration, LogHistogram, RuntimeMetrics};
 use tokio_metrics::TaskMonitor;
 
-use super::{
+use crate::metrics::{
     Metrics,
     exposition::Exposition,
     names::{self, Sampled},

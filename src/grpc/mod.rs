@@ -19,19 +19,16 @@
 //! - this file: the layer, its service and response future;
 //! - `handles`: the metric handles of one method, registered once;
 //! - `call`: one call in flight, which records its outcome exactly once;
-//! - `traced`: which calls are exported, and their spans;
 //! - `body`: the request and response bodies, counting gRPC messages;
 //! - `framing`: gRPC's length-prefixed messages counted in bytes cut anywhere;
-//! - `labels`: while a CPU profile runs, the call each sample was taken in;
-//! - `codes`: status code names as each convention writes them.
+//!
+//! Beside it: `traces` makes the spans, `metrics` the recorder,
+//! `profiling` the CPU-profile labels, `status` the code names.
 
 mod body;
 mod call;
-mod codes;
 mod framing;
 mod handles;
-pub mod labels;
-pub mod traced;
 
 use std::{
     pin::Pin,
@@ -48,26 +45,13 @@ use tonic::Code;
 use tower::{Layer, Service};
 use tracing::Dispatch;
 
-pub use self::{body::TelemetryBody, codes::code_name};
-use self::{
-    body::count_received, call::Call, codes::grpc_status, handles::RpcMetrics, labels::LabelTable,
-    traced::CallTraces,
+pub use self::body::TelemetryBody;
+use self::{body::count_received, call::Call, handles::RpcMetrics};
+pub use crate::method::Rpc;
+use crate::{
+    method::Kind, metrics::Metrics, profiling::labels::LabelTable, status::grpc_status,
+    traces::CallTraces,
 };
-use super::Metrics;
-use crate::method::Kind;
-
-/// A method the server serves, as this layer records it. The app hands the
-/// layer its table; calls to any other path are counted under `unknown`, so
-/// that random paths cannot create unbounded series.
-#[derive(Debug, Clone, Copy)]
-pub struct Rpc {
-    pub service: &'static str,
-    pub name: &'static str,
-    pub kind: Kind,
-    /// Whether sampled calls get a span: false for probes and tooling, which
-    /// would drown real traffic.
-    pub traced: bool,
-}
 
 /// Shared by every clone of the layer and its services.
 struct Methods {
@@ -157,7 +141,7 @@ impl GrpcTelemetryLayer {
         self.methods
             .by_path
             .iter()
-            .map(|(_, method)| (method.service, method.name, method.monitor.clone()))
+            .map(|(_, method)| (method.rpc.service, method.rpc.name, method.monitor.clone()))
             .collect()
     }
 }
@@ -242,7 +226,7 @@ where
         let result = ready!(label.polling(
             || call::trace_ids(recording),
             || call::scoped(dispatch.as_ref(), || match recording {
-                Some(recording) => traced::polling(recording, || inner.poll(cx)),
+                Some(recording) => crate::traces::calls::polling(recording, || inner.poll(cx)),
                 None => inner.poll(cx),
             })
         ));
