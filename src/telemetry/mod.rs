@@ -28,7 +28,7 @@ use tracing_subscriber::{Layer, Registry, layer::SubscriberExt};
 
 pub use self::{
     logs::LogLevel,
-    settings::{LogConfig, LogFilter, LogFormat, LogSink, SemconvOptIn, TelemetryConfig},
+    settings::{LogConfig, LogFilter, LogFormat, LogSink, TelemetryConfig},
 };
 use crate::{
     metrics::{Metrics, names},

@@ -11,7 +11,7 @@ use tracing_subscriber::{
     layer::Filter,
 };
 
-use super::sampling::SamplerKind;
+use crate::traces::{SemconvOptIn, sampling::SamplerKind};
 use crate::values::{Ratio, http_uri};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -237,28 +237,6 @@ pub struct TelemetryConfig {
     pub no_runtime_metrics: bool,
 }
 
-/// Which span attributes are also sent under their older semantic-convention
-/// names (`OTEL_SEMCONV_STABILITY_OPT_IN`'s `/dup` entries). Each attribute
-/// costs its conversion, encoding and export on every exported span, so
-/// the old names are sent only to a backend that still asks for them.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct SemconvOptIn {
-    pub rpc_dup: bool,
-    pub database_dup: bool,
-}
-
-impl SemconvOptIn {
-    /// A comma-separated list; never an error, since the variable is shared
-    /// with every other instrumentation in the process.
-    pub fn parse(list: &str) -> Result<Self, String> {
-        let entries = || list.split(',').map(str::trim);
-        Ok(Self {
-            rpc_dup: entries().any(|entry| entry == "rpc/dup"),
-            database_dup: entries().any(|entry| entry == "database/dup"),
-        })
-    }
-}
-
 impl TelemetryConfig {
     /// `--instance-id`, or HOST/PID: unique among the replicas on one host,
     /// and among pods (whose host name is the pod's name).
@@ -274,27 +252,6 @@ impl TelemetryConfig {
 
 #[cfg(test)]
 mod tests {
-    #[test]
-    fn the_old_names_are_sent_only_for_the_dup_entries() {
-        let parsed = |list| SemconvOptIn::parse(list).expect("never an error");
-        assert_eq!(parsed(""), SemconvOptIn::default());
-        assert_eq!(parsed("rpc,database,http/dup"), SemconvOptIn::default());
-        assert_eq!(
-            parsed("http, rpc/dup"),
-            SemconvOptIn {
-                rpc_dup: true,
-                database_dup: false
-            }
-        );
-        assert_eq!(
-            parsed("database/dup,rpc/dup"),
-            SemconvOptIn {
-                rpc_dup: true,
-                database_dup: true
-            }
-        );
-    }
-
     use tracing_subscriber::filter::LevelFilter;
 
     use super::*;

@@ -41,11 +41,13 @@ use opentelemetry::{
 use opentelemetry_sdk::trace::{SdkTracer, Span as SdkSpan};
 use tonic::{Code, transport::server::TcpConnectInfo};
 
-use super::sampling::{HeadSampler, unsampled_continuation};
+use super::{
+    SemconvOptIn,
+    sampling::{HeadSampler, unsampled_continuation},
+};
 use crate::{
     method::Rpc,
     status::{OTEL_CODE_NAMES, code_index},
-    telemetry::SemconvOptIn,
 };
 
 /// What decides which calls are exported and makes their spans; `None` in

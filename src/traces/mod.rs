@@ -10,3 +10,51 @@ pub mod calls;
 pub mod sampling;
 
 pub use self::calls::{CallTraces, Keep, Outgoing, StoreCall, outgoing_context, record_store_call};
+
+/// Which span attributes are also sent under their older semantic-convention
+/// names (`OTEL_SEMCONV_STABILITY_OPT_IN`'s `/dup` entries). Each attribute
+/// costs its conversion, encoding and export on every exported span, so
+/// the old names are sent only to a backend that still asks for them.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SemconvOptIn {
+    pub rpc_dup: bool,
+    pub database_dup: bool,
+}
+
+impl SemconvOptIn {
+    /// A comma-separated list; never an error, since the variable is shared
+    /// with every other instrumentation in the process.
+    pub fn parse(list: &str) -> Result<Self, String> {
+        let entries = || list.split(',').map(str::trim);
+        Ok(Self {
+            rpc_dup: entries().any(|entry| entry == "rpc/dup"),
+            database_dup: entries().any(|entry| entry == "database/dup"),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_old_names_are_sent_only_for_the_dup_entries() {
+        let parsed = |list| SemconvOptIn::parse(list).expect("never an error");
+        assert_eq!(parsed(""), SemconvOptIn::default());
+        assert_eq!(parsed("rpc,database,http/dup"), SemconvOptIn::default());
+        assert_eq!(
+            parsed("http, rpc/dup"),
+            SemconvOptIn {
+                rpc_dup: true,
+                database_dup: false
+            }
+        );
+        assert_eq!(
+            parsed("database/dup,rpc/dup"),
+            SemconvOptIn {
+                rpc_dup: true,
+                database_dup: true
+            }
+        );
+    }
+}
