@@ -34,6 +34,7 @@ use catalogue::{
         SearchText,
     },
     faults::{FaultInjector, FaultLayer, FaultsConfig},
+    metrics::Metrics,
     protection::{Limits, ProtectionConfig, ShedLayer, expose_tcp_info, guard_connections},
     runtime::{TaskList, runtime_builder},
     store::{MemoryStore, Store},
@@ -131,6 +132,9 @@ async fn serve(cli: Cli) -> anyhow::Result<()> {
         limits.stream_idle_timeout = None;
     }
     let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
+    // Where the protection's counters go, as in the catalogue; nobody
+    // scrapes it.
+    let metrics = Metrics::new()?;
     let api = || {
         let store = MemoryStore::seeded(cli.seed_products);
         CatalogueServiceServer::new(CatalogueApi::new(Arc::new(store), None))
@@ -142,7 +146,7 @@ async fn serve(cli: Cli) -> anyhow::Result<()> {
             let router = $server.add_service($service);
             if rung >= Rung::Guards {
                 router
-                    .serve_with_incoming(guard_connections(incoming, &limits))
+                    .serve_with_incoming(guard_connections(incoming, &limits, &metrics))
                     .await?
             } else {
                 router.serve_with_incoming(incoming).await?
@@ -159,22 +163,22 @@ async fn serve(cli: Cli) -> anyhow::Result<()> {
         Rung::Shed | Rung::Deadlines => serve!(
             Server::builder()
                 .layer(connection_slots())
-                .layer(ShedLayer::new(&limits)),
+                .layer(ShedLayer::new(&limits, &metrics)),
             api()
         ),
         Rung::Panic => serve!(
             Server::builder()
                 .layer(connection_slots())
-                .layer(ShedLayer::new(&limits))
+                .layer(ShedLayer::new(&limits, &metrics))
                 .layer(CatchPanicLayer::custom(internal)),
             api()
         ),
         Rung::Faults | Rung::RuntimeHistograms | Rung::TaskList => {
-            let faults = Arc::new(FaultInjector::from_config(&cli.faults)?);
+            let faults = Arc::new(FaultInjector::from_config(&cli.faults, &metrics)?);
             serve!(
                 Server::builder()
                     .layer(connection_slots())
-                    .layer(ShedLayer::new(&limits))
+                    .layer(ShedLayer::new(&limits, &metrics))
                     .layer(CatchPanicLayer::custom(internal)),
                 FaultLayer::new(faults).layer(api())
             )

@@ -27,7 +27,7 @@ use crate::{
     },
     config::ServeConfig,
     discovery::consul::{ConsulError, Registrar},
-    faults::{FaultError, FaultInjector, FaultLayer},
+    faults::{FaultError, FaultInjector, FaultLayer, Faulty},
     grpc::{GrpcTelemetryLayer, Rpc},
     method::{Kind, Method},
     metrics::Metrics,
@@ -151,13 +151,14 @@ impl App {
             fit_connections_to_fd_limit(&mut config);
         });
         let metrics = telemetry.metrics();
-        let store: Arc<dyn Store> = Arc::new(metrics.scope(|| InstrumentedStore::new(store)));
-        let faults = Arc::new(metrics.scope(|| FaultInjector::from_config(&config.faults))?);
+        let store: Arc<dyn Store> = Arc::new(InstrumentedStore::new(store, &metrics));
+        let faults = Arc::new(FaultInjector::from_config(&config.faults, &metrics)?);
         let protected = config.protection.limits().upstream_guarded;
-        let upstream =
-            config.upstream.upstream_url.clone().map(|url| {
-                Arc::new(metrics.scope(|| Upstream::new(url, &config.upstream, protected)))
-            });
+        let upstream = config
+            .upstream
+            .upstream_url
+            .clone()
+            .map(|url| Arc::new(Upstream::new(url, &config.upstream, protected, &metrics)));
         let (grpc_listener, grpc_addr) = bind(config.grpc_addr).await?;
         let (admin_listener, admin_addr) = bind(config.admin.admin_addr).await?;
         let consul = Registrar::from_config(&config.consul, grpc_addr, SERVICE_NAME)?;
@@ -292,17 +293,20 @@ impl App {
             !config.telemetry.no_runtime_metrics,
         );
         let labels = telemetry_layer.labels();
-        let grpc_server = metrics.scope(|| {
-            grpc_server(
-                &config,
-                CatalogueApi::new(store.clone(), upstream),
-                faults.clone(),
-                grpc_listener,
-                telemetry_layer,
-                health_service,
-                draining.clone(),
-            )
-        })?;
+        let catalogue = FaultLayer::new(faults.clone()).layer(
+            CatalogueServiceServer::new(CatalogueApi::new(store.clone(), upstream))
+                .max_decoding_message_size(MAX_REQUEST_BYTES)
+                .max_encoding_message_size(config.max_message_bytes),
+        );
+        let grpc_server = grpc_server(
+            &config,
+            catalogue,
+            grpc_listener,
+            telemetry_layer,
+            health_service,
+            &metrics,
+            draining.clone(),
+        )?;
         // Named, so task dumps (and tokio-console) say which task is which.
         let grpc = tasks
             .spawn("grpc-server", grpc_server)
@@ -324,15 +328,14 @@ impl App {
             max_connections: config.admin.admin_max_connections as usize,
             header_timeout: config.admin.admin_header_timeout,
         };
-        let admin_server = metrics.scope(|| {
-            admin::server::serve(
-                admin_listener,
-                admin_router,
-                admin_limits,
-                tasks.clone(),
-                drained(draining),
-            )
-        });
+        let admin_server = admin::server::serve(
+            admin_listener,
+            admin_router,
+            admin_limits,
+            tasks.clone(),
+            metrics.clone(),
+            drained(draining),
+        );
         let admin = tasks
             .spawn("admin-server", admin_server)
             .map_err(StartupError::Spawn)?;
@@ -493,7 +496,7 @@ fn scrape_hooks(
     upstream: Option<&Arc<Upstream>>,
 ) -> Vec<ScrapeHook> {
     let mut hooks: Vec<ScrapeHook> = Vec::new();
-    if let Some(pool) = metrics.scope(|| store::pool_gauges(store.clone())) {
+    if let Some(pool) = store::pool_gauges(store.clone(), metrics) {
         hooks.push(Box::new(pool));
     }
     if let Some(upstream) = upstream.cloned() {
@@ -601,11 +604,11 @@ const METRICS_UPKEEP_INTERVAL: std::time::Duration = std::time::Duration::from_s
 /// telemetry layer, with the HTTP/2 limits set explicitly.
 fn grpc_server<H: Health>(
     config: &ServeConfig,
-    api: CatalogueApi,
-    faults: Arc<FaultInjector>,
+    catalogue: Faulty<CatalogueServiceServer<CatalogueApi>>,
     listener: TcpListener,
     telemetry: GrpcTelemetryLayer,
     health_service: HealthServer<H>,
+    metrics: &Metrics,
     draining: watch::Receiver<bool>,
 ) -> Result<impl Future<Output = Result<(), tonic::transport::Error>> + Send + use<H>, StartupError>
 {
@@ -624,11 +627,6 @@ fn grpc_server<H: Health>(
     let reflection_v1 = reflection_v1.max_decoding_message_size(MAX_REQUEST_BYTES);
     let reflection_v1alpha = reflection_v1alpha.max_decoding_message_size(MAX_REQUEST_BYTES);
     let health_service = health_service.max_decoding_message_size(MAX_REQUEST_BYTES);
-    let catalogue = FaultLayer::new(faults).layer(
-        CatalogueServiceServer::new(api)
-            .max_decoding_message_size(MAX_REQUEST_BYTES)
-            .max_encoding_message_size(config.max_message_bytes),
-    );
     let limits = config.protection.limits();
     let incoming = guard_connections(
         TcpIncoming::from(listener)
@@ -637,6 +635,7 @@ fn grpc_server<H: Health>(
             .with_keepalive_interval(Some(TCP_KEEPALIVE_INTERVAL))
             .with_keepalive_retries(Some(TCP_KEEPALIVE_RETRIES)),
         &limits,
+        metrics,
     );
     // No `Server::timeout`: it ends a late call CANCELLED; `ShedLayer`
     // enforces the request timeout and ends it DEADLINE_EXCEEDED.
@@ -654,7 +653,7 @@ fn grpc_server<H: Health>(
         Some((age, _grace)) => server.max_connection_age(age),
         None => server,
     };
-    let shed = ShedLayer::new(&limits);
+    let shed = ShedLayer::new(&limits, metrics);
     Ok(server
         // Outermost first: telemetry sees the INTERNAL a caught panic becomes
         // and the UNAVAILABLE of a shed call.

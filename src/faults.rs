@@ -23,12 +23,17 @@ use std::{
 use bytes::{Buf, Bytes};
 use futures::future::{BoxFuture, Either};
 use http_body::{Body, Frame, SizeHint};
-use metrics::{Gauge, gauge};
+use metrics::Gauge;
 use serde::{Deserialize, Serialize};
 use tonic::{Code, Status, server::NamedService};
 use tower::{Layer, Service};
 
-use crate::{error::Error, method::Method, metrics::names, values::Ratio};
+use crate::{
+    error::Error,
+    method::Method,
+    metrics::{Metrics, names},
+    values::Ratio,
+};
 
 /// Faults switched on at start; `PUT /faults` on the admin port changes them
 /// at run time. All off by default, and none at all without
@@ -337,8 +342,10 @@ pub struct FaultInjector {
     gauges: [(&'static str, Gauge); 6],
 }
 
-impl Default for FaultInjector {
-    fn default() -> Self {
+impl FaultInjector {
+    /// An injector with no fault and faults allowed; its gauges are
+    /// `metrics`'.
+    pub fn new(metrics: &Metrics) -> Self {
         let gauges = [
             "latency_ms",
             "error_rate",
@@ -347,14 +354,19 @@ impl Default for FaultInjector {
             "leak_bytes_per_call",
             "slow_stream_ms",
         ]
-        .map(|fault| (fault, gauge!(names::FAULT_ACTIVE, "fault" => fault)));
+        .map(|fault| {
+            (
+                fault,
+                metrics.gauge(&names::FAULT_ACTIVE, &[("fault", fault)]),
+            )
+        });
         Self {
             faults: RwLock::new(Faults::default()),
             active: AtomicBool::new(false),
             enabled: true,
             leaked: Mutex::new(Leaked::default()),
             leak_max_bytes: DEFAULT_LEAK_MAX_BYTES,
-            leaked_bytes: gauge!(names::FAULT_LEAKED_BYTES),
+            leaked_bytes: metrics.gauge(&names::FAULT_LEAKED_BYTES, &[]),
             blocking: AtomicUsize::new(0),
             gauges,
         }
@@ -378,11 +390,11 @@ pub enum Verdict {
 impl FaultInjector {
     /// An injector with the start flags' faults; one that injects nothing
     /// without `--enable-faults`.
-    pub fn from_config(config: &FaultsConfig) -> Result<Self, FaultError> {
+    pub fn from_config(config: &FaultsConfig, metrics: &Metrics) -> Result<Self, FaultError> {
         let injector = Self {
             enabled: config.enable_faults,
             leak_max_bytes: config.fault_leak_max_bytes,
-            ..Self::default()
+            ..Self::new(metrics)
         };
         if injector.enabled {
             injector.merge(FaultPatch::from(config))?;
@@ -715,7 +727,7 @@ mod tests {
 
     #[test]
     fn a_bad_patch_changes_nothing() {
-        let injector = FaultInjector::default();
+        let injector = FaultInjector::new(&Metrics::new().expect("a recorder"));
         injector
             .merge(FaultPatch {
                 latency_ms: Some(5),
@@ -768,7 +780,7 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 3)]
     async fn the_blocking_fault_leaves_one_worker_awake() {
-        let injector = FaultInjector::default();
+        let injector = FaultInjector::new(&Metrics::new().expect("a recorder"));
         injector.blocking.store(2, Ordering::Release);
 
         // Two of three workers asleep already: this call is not put to sleep
@@ -793,7 +805,7 @@ mod tests {
 
     #[tokio::test]
     async fn faults_apply_only_to_their_methods_and_reset_restores() {
-        let injector = FaultInjector::default();
+        let injector = FaultInjector::new(&Metrics::new().expect("a recorder"));
         injector
             .merge(FaultPatch {
                 error_rate: Some(1.0),

@@ -60,7 +60,7 @@ use clap::Args;
 use futures::task::AtomicWaker;
 use http::{Request, Response};
 use http_body::{Body, Frame, SizeHint};
-use metrics::{Counter, counter};
+use metrics::Counter;
 use pin_project_lite::pin_project;
 use tokio::{
     sync::{OwnedSemaphorePermit, Semaphore},
@@ -69,7 +69,11 @@ use tokio::{
 use tonic::{Status, metadata::MetadataValue};
 use tower::{Layer, Service};
 
-use crate::{method::Method, metrics::names, values::grpc_timeout};
+use crate::{
+    method::Method,
+    metrics::{Metrics, names},
+    values::grpc_timeout,
+};
 
 mod connections;
 mod peers;
@@ -313,7 +317,7 @@ pub struct ShedLayer {
 }
 
 impl ShedLayer {
-    pub fn new(limits: &Limits) -> Self {
+    pub fn new(limits: &Limits, metrics: &Metrics) -> Self {
         Self {
             permits: Arc::new(Semaphore::new(
                 limits.max_concurrent_calls.min(Semaphore::MAX_PERMITS),
@@ -322,17 +326,17 @@ impl ShedLayer {
                 limits.max_health_watches.min(Semaphore::MAX_PERMITS),
             )),
             pushback_ms: limits.retry_pushback.as_millis().to_string(),
-            shed: counter!(names::SHED, "reason" => "concurrency_limit"),
-            shed_by_connection: counter!(names::SHED, "reason" => "connection_limit"),
-            shed_by_peer: counter!(names::SHED, "reason" => "peer_limit"),
-            shed_reserved: counter!(names::SHED, "reason" => "reserved_for_new_peers"),
+            shed: metrics.counter(&names::SHED, &[("reason", "concurrency_limit")]),
+            shed_by_connection: metrics.counter(&names::SHED, &[("reason", "connection_limit")]),
+            shed_by_peer: metrics.counter(&names::SHED, &[("reason", "peer_limit")]),
+            shed_reserved: metrics.counter(&names::SHED, &[("reason", "reserved_for_new_peers")]),
             reserved_calls: peers::reserve_of(
                 limits.max_concurrent_calls.min(Semaphore::MAX_PERMITS),
             ),
             max_calls_per_peer: limits.max_calls_per_peer,
-            shed_watch: counter!(names::SHED, "reason" => "health_watch_limit"),
+            shed_watch: metrics.counter(&names::SHED, &[("reason", "health_watch_limit")]),
             idle_timeout: limits.stream_idle_timeout,
-            idle_expired: counter!(names::IDLE_CALLS_EXPIRED),
+            idle_expired: metrics.counter(&names::IDLE_CALLS_EXPIRED, &[]),
             request_timeout: limits.request_timeout,
             stream_timeout: limits.stream_timeout,
         }
@@ -1020,7 +1024,10 @@ mod tests {
     use super::*;
 
     fn layer(request_timeout: Option<Duration>) -> ShedLayer {
-        ShedLayer::new(&layer_limits(request_timeout))
+        ShedLayer::new(
+            &layer_limits(request_timeout),
+            &Metrics::new().expect("a recorder"),
+        )
     }
 
     fn layer_limits(request_timeout: Option<Duration>) -> Limits {
@@ -1114,7 +1121,7 @@ mod tests {
             .uri(path)
             .body(tonic::body::Body::empty())
             .unwrap();
-        let response = ShedLayer::new(limits)
+        let response = ShedLayer::new(limits, &Metrics::new().expect("a recorder"))
             .layer(handler)
             .oneshot(request)
             .await

@@ -16,12 +16,12 @@ use hyper_util::{
     rt::{TokioIo, TokioTimer},
     service::TowerToHyperService,
 };
-use metrics::{Counter, counter};
+use metrics::Counter;
 use tokio::net::TcpListener;
 use tokio_util::task::TaskTracker;
 
 use crate::{
-    metrics::names,
+    metrics::{Metrics, names},
     protection::{AddressSlots, Refusal},
     runtime::TaskList,
 };
@@ -38,17 +38,18 @@ pub struct AdminLimits {
 const ACCEPT_ERROR_BACKOFF: Duration = Duration::from_millis(100);
 
 /// Serves `router` on `listener` until `shutdown` resolves, then waits for
-/// the open connections to finish. Call it inside the app's metrics scope:
-/// the refusal counter is registered when it is called.
+/// the open connections to finish. Its refusal counter is `metrics`'.
 pub fn serve(
     listener: TcpListener,
     router: Router,
     limits: AdminLimits,
     tasks: TaskList,
+    metrics: Metrics,
     shutdown: impl Future<Output = ()> + Send,
 ) -> impl Future<Output = std::io::Result<()>> + Send {
-    let reason =
-        |reason: &'static str| counter!(names::ADMIN_CONNECTIONS_REFUSED, "reason" => reason);
+    let reason = |reason: &'static str| {
+        metrics.counter(&names::ADMIN_CONNECTIONS_REFUSED, &[("reason", reason)])
+    };
     let refused = Refused {
         total: reason("max_connections"),
         per_address: reason("max_connections_per_peer"),

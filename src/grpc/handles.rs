@@ -3,7 +3,7 @@
 
 use std::sync::{Arc, OnceLock};
 
-use metrics::{Counter, Gauge, Histogram, counter, gauge, histogram};
+use metrics::{Counter, Gauge, Histogram};
 use opentelemetry::trace::SpanContext;
 use tokio_metrics::TaskMonitor;
 use tonic::Code;
@@ -69,7 +69,7 @@ impl Outcome {
 }
 
 impl RpcMetrics {
-    /// Registers the method's handles: call inside `metrics.scope`.
+    /// Registers the method's handles with `metrics`.
     pub(super) fn new(rpc: Rpc, label: MethodLabel, metrics: Metrics) -> Self {
         let Rpc {
             service,
@@ -84,20 +84,20 @@ impl RpcMetrics {
         ];
         let stream_labels = [("grpc_service", service), ("grpc_method", name)];
         let streams = kind.streams_responses().then(|| StreamMetrics {
-            active: gauge!(names::STREAMS_ACTIVE, &stream_labels),
-            messages: histogram!(names::STREAM_MESSAGES, &stream_labels),
-            first_message: histogram!(names::STREAM_FIRST_MESSAGE_SECONDS, &stream_labels),
-            blocked: histogram!(names::STREAM_BLOCKED_SECONDS, &stream_labels),
-            cancelled: counter!(names::STREAM_CANCELLED, &stream_labels),
-            duration: histogram!(names::STREAM_DURATION_SECONDS, &stream_labels),
+            active: metrics.gauge(&names::STREAMS_ACTIVE, &stream_labels),
+            messages: metrics.histogram(&names::STREAM_MESSAGES, &stream_labels),
+            first_message: metrics.histogram(&names::STREAM_FIRST_MESSAGE_SECONDS, &stream_labels),
+            blocked: metrics.histogram(&names::STREAM_BLOCKED_SECONDS, &stream_labels),
+            cancelled: metrics.counter(&names::STREAM_CANCELLED, &stream_labels),
+            duration: metrics.histogram(&names::STREAM_DURATION_SECONDS, &stream_labels),
         });
         Self {
             rpc,
             full_name: format!("{service}/{name}"),
-            started: counter!(names::GRPC_STARTED, &labels),
-            received: counter!(names::GRPC_MSG_RECEIVED, &labels),
-            sent: counter!(names::GRPC_MSG_SENT, &labels),
-            in_flight: gauge!(names::GRPC_IN_FLIGHT, &stream_labels),
+            started: metrics.counter(&names::GRPC_STARTED, &labels),
+            received: metrics.counter(&names::GRPC_MSG_RECEIVED, &labels),
+            sent: metrics.counter(&names::GRPC_MSG_SENT, &labels),
+            in_flight: metrics.gauge(&names::GRPC_IN_FLIGHT, &stream_labels),
             outcomes: std::array::from_fn(|_| OnceLock::new()),
             metrics,
             streams,
@@ -108,7 +108,7 @@ impl RpcMetrics {
 
     pub(super) fn outcome(&self, code: Code) -> &Outcome {
         let index = (code as usize).min(16);
-        self.outcomes[index].get_or_init(|| self.metrics.scope(|| self.new_outcome(index)))
+        self.outcomes[index].get_or_init(|| self.new_outcome(index))
     }
 
     fn new_outcome(&self, index: usize) -> Outcome {
@@ -129,19 +129,20 @@ impl RpcMetrics {
             ];
             let exemplars = self.metrics.exemplars();
             Outcome {
-                handled: counter!(names::GRPC_HANDLED, &labels),
-                handling_seconds: histogram!(names::GRPC_HANDLING_SECONDS, &labels),
-                rpc_duration: histogram!(
-                    names::RPC_SERVER_DURATION,
-                    &otel_labels.map(|(key, value)| (key, value.to_owned()))
-                ),
+                handled: self.metrics.counter(&names::GRPC_HANDLED, &labels),
+                handling_seconds: self
+                    .metrics
+                    .histogram(&names::GRPC_HANDLING_SECONDS, &labels),
+                rpc_duration: self
+                    .metrics
+                    .histogram(&names::RPC_SERVER_DURATION, &otel_labels),
                 handling_exemplars: exemplars.series(
-                    names::GRPC_HANDLING_SECONDS,
+                    names::GRPC_HANDLING_SECONDS.name,
                     &labels,
                     names::LATENCY_BUCKETS,
                 ),
                 rpc_exemplars: exemplars.series(
-                    names::RPC_SERVER_DURATION,
+                    names::RPC_SERVER_DURATION.name,
                     &otel_labels,
                     names::LATENCY_BUCKETS,
                 ),

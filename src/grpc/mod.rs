@@ -108,7 +108,7 @@ impl GrpcTelemetryLayer {
         );
         let recorded = |index, rpc| {
             let label = labels.method(index);
-            Arc::new(metrics.scope(|| RpcMetrics::new(rpc, label, metrics.clone())))
+            Arc::new(RpcMetrics::new(rpc, label, metrics.clone()))
         };
         let by_path = rpcs
             .iter()

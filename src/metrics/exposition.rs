@@ -6,7 +6,7 @@
 
 use std::fmt::Write as _;
 
-use super::names::Sampled;
+use super::names::Definition;
 
 /// The exposition text the sampler appends families to.
 pub struct Exposition<'a> {
@@ -25,12 +25,12 @@ impl<'a> Exposition<'a> {
     }
 
     /// Starts a counter family (`family.name` ends in `_total`).
-    pub fn counter(&mut self, family: &Sampled) -> Family<'_, 'a> {
+    pub fn counter(&mut self, family: &Definition) -> Family<'_, 'a> {
         self.family(family, "counter")
     }
 
     /// Starts a gauge family.
-    pub fn gauge(&mut self, family: &Sampled) -> Family<'_, 'a> {
+    pub fn gauge(&mut self, family: &Definition) -> Family<'_, 'a> {
         self.family(family, "gauge")
     }
 
@@ -39,7 +39,7 @@ impl<'a> Exposition<'a> {
     /// keeps no sum of its observations, so the family has no `_sum`.
     pub fn histogram(
         &mut self,
-        family: &Sampled,
+        family: &Definition,
         buckets: impl IntoIterator<Item = (Option<f64>, u64)>,
     ) {
         let name = family.name;
@@ -64,7 +64,7 @@ impl<'a> Exposition<'a> {
         writeln!(self.out, "{name}_count {cumulative}").expect("writing to a String");
     }
 
-    fn family(&mut self, family: &Sampled, kind: &str) -> Family<'_, 'a> {
+    fn family(&mut self, family: &Definition, kind: &str) -> Family<'_, 'a> {
         self.header(family, kind);
         Family {
             exposition: self,
@@ -72,7 +72,7 @@ impl<'a> Exposition<'a> {
         }
     }
 
-    fn header(&mut self, family: &Sampled, kind: &str) {
+    fn header(&mut self, family: &Definition, kind: &str) {
         writeln!(self.out, "# HELP {} {}", family.name, family.help).expect("writing to a String");
         writeln!(self.out, "# TYPE {} {kind}", family.name).expect("writing to a String");
     }
@@ -107,14 +107,21 @@ impl Family<'_, '_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::metrics::names::Kind;
 
-    const COUNTER: Sampled = Sampled {
+    const COUNTER: Definition = Definition {
         name: "test_seconds_total",
+        kind: Kind::Sampled,
+        unit: None,
         help: "a test counter",
+        labels: &["worker", "odd"],
     };
-    const HISTOGRAM: Sampled = Sampled {
+    const HISTOGRAM: Definition = Definition {
         name: "test_seconds",
+        kind: Kind::Sampled,
+        unit: None,
         help: "a test histogram",
+        labels: &[],
     };
 
     #[test]

@@ -1,15 +1,18 @@
-//! The app's own Prometheus recorder. It is never installed process-wide:
-//! two apps in one process (the integration tests run a hundred) each count
-//! their own calls.
+//! Metrics: the app's own Prometheus recorder, every family's definition
+//! (`names`), the text written after the recorder's (`exposition`) and the
+//! OpenMetrics rendering with exemplars (`openmetrics`).
 //!
-//! Every metric handle (`Counter`, `Gauge`, `Histogram`) is registered once,
-//! when the component that records it is built, and keeps pointing at the
-//! recorder it was registered with. `Metrics::scope` makes this app's
-//! recorder the one `counter!`, `gauge!` and `histogram!` register with, so
-//! components are built inside it and record on the hot path through their
-//! handles, with no lookup.
+//! The recorder is never installed process-wide: two apps in one process
+//! (the integration tests run a hundred) each count their own calls. Every
+//! metric handle (`Counter`, `Gauge`, `Histogram`) is registered once, by
+//! the component that records it, from the `Metrics` its constructor is
+//! handed (`Metrics::counter` and the like): nothing registers through an
+//! ambient recorder, so a handle made anywhere belongs to the app that made
+//! it, and records on the hot path with no lookup.
 
 use std::sync::Arc;
+
+use metrics::{Counter, Gauge, Histogram, Key, Label, Metadata, Recorder as _, SharedString};
 
 use metrics_exporter_prometheus::{
     BuildError, Matcher, PrometheusBuilder, PrometheusHandle, PrometheusRecorder,
@@ -19,7 +22,10 @@ pub mod exposition;
 pub mod names;
 pub mod openmetrics;
 
-use self::openmetrics::Exemplars;
+use self::{
+    names::{Definition, Kind},
+    openmetrics::Exemplars,
+};
 
 /// One app's recorder and its renderer, and the exemplars of its latency
 /// histograms; clones share them.
@@ -37,7 +43,7 @@ impl Metrics {
         let recorder = PrometheusBuilder::new()
             .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), names::LATENCY_BUCKETS)?
             .set_buckets_for_metric(
-                Matcher::Full(names::STREAM_MESSAGES.into()),
+                Matcher::Full(names::STREAM_MESSAGES.name.into()),
                 names::MESSAGE_COUNT_BUCKETS,
             )?
             .build_recorder();
@@ -46,14 +52,44 @@ impl Metrics {
             recorder: Arc::new(recorder),
             exemplars: Arc::default(),
         };
-        metrics.scope(names::describe);
+        metrics.describe();
         Ok(metrics)
     }
 
-    /// Runs `register` with this recorder as the current one: the handles
-    /// made inside belong to it.
-    pub fn scope<T>(&self, register: impl FnOnce() -> T) -> T {
-        metrics::with_local_recorder(self.recorder.as_ref(), register)
+    /// Registers a counter of `family` with `labels` (its label names, in
+    /// the table's order).
+    pub fn counter(&self, family: &Definition, labels: &[(&'static str, &str)]) -> Counter {
+        self.recorder
+            .register_counter(&key(family, Kind::Counter, labels), &METADATA)
+    }
+
+    /// Registers a gauge of `family` with `labels`.
+    pub fn gauge(&self, family: &Definition, labels: &[(&'static str, &str)]) -> Gauge {
+        self.recorder
+            .register_gauge(&key(family, Kind::Gauge, labels), &METADATA)
+    }
+
+    /// Registers a histogram of `family` with `labels`.
+    pub fn histogram(&self, family: &Definition, labels: &[(&'static str, &str)]) -> Histogram {
+        self.recorder
+            .register_histogram(&key(family, Kind::Histogram, labels), &METADATA)
+    }
+
+    /// The help text and unit of every family the recorder renders.
+    fn describe(&self) {
+        for family in names::ALL {
+            let (name, unit, help) = (
+                family.name.into(),
+                family.unit,
+                SharedString::const_str(family.help),
+            );
+            match family.kind {
+                Kind::Counter => self.recorder.describe_counter(name, unit, help),
+                Kind::Gauge => self.recorder.describe_gauge(name, unit, help),
+                Kind::Histogram => self.recorder.describe_histogram(name, unit, help),
+                Kind::Sampled => {}
+            }
+        }
     }
 
     /// The Prometheus text exposition of everything recorded.
@@ -70,4 +106,32 @@ impl Metrics {
     pub fn run_upkeep(&self) {
         self.handle.run_upkeep();
     }
+}
+
+/// What the recorder is told of where a handle came from: nothing it uses.
+static METADATA: Metadata<'static> =
+    Metadata::new(module_path!(), metrics::Level::INFO, Some(module_path!()));
+
+/// The key of one series of `family`. Registration is not the hot path: the
+/// label values are copied once, into the handle's series.
+fn key(family: &Definition, kind: Kind, labels: &[(&'static str, &str)]) -> Key {
+    debug_assert_eq!(
+        family.kind, kind,
+        "{} registered as another kind",
+        family.name
+    );
+    debug_assert!(
+        labels
+            .iter()
+            .map(|(name, _)| *name)
+            .eq(family.labels.iter().copied()),
+        "{} registered with labels {labels:?}, defined with {:?}",
+        family.name,
+        family.labels
+    );
+    let labels: Vec<Label> = labels
+        .iter()
+        .map(|&(name, value)| Label::new(name, value.to_owned()))
+        .collect();
+    Key::from_parts(family.name, labels)
 }

@@ -39,7 +39,7 @@ use std::{
 
 use futures::{Stream, task::AtomicWaker};
 use http::Request;
-use metrics::{Counter, Gauge, counter, gauge};
+use metrics::{Counter, Gauge};
 use tokio::{
     io::{AsyncRead, AsyncWrite, ReadBuf},
     net::TcpStream,
@@ -52,7 +52,7 @@ use super::{
     Limits,
     peers::{AddressSlot, AddressSlots, Refusal},
 };
-use crate::metrics::names;
+use crate::metrics::{Metrics, names};
 
 /// The first and the longest pause after a failed accept.
 const ACCEPT_BACKOFF_MIN: Duration = Duration::from_millis(5);
@@ -81,9 +81,10 @@ struct Refusals {
 }
 
 impl Refusals {
-    fn new() -> Self {
-        let reason =
-            |reason: &'static str| counter!(names::CONNECTIONS_REFUSED, "reason" => reason);
+    fn new(metrics: &Metrics) -> Self {
+        let reason = |reason: &'static str| {
+            metrics.counter(&names::CONNECTIONS_REFUSED, &[("reason", reason)])
+        };
         Self {
             max_connections: reason(MAX_CONNECTIONS),
             per_peer: reason(MAX_CONNECTIONS_PER_PEER),
@@ -97,7 +98,7 @@ impl Refusals {
 }
 
 /// Accepted connections under the rules in the module docs.
-pub fn guard_connections<S>(incoming: S, limits: &Limits) -> GuardedIncoming<S>
+pub fn guard_connections<S>(incoming: S, limits: &Limits, metrics: &Metrics) -> GuardedIncoming<S>
 where
     S: Stream<Item = io::Result<TcpStream>> + Unpin,
 {
@@ -116,8 +117,8 @@ where
             .map(|(age, grace)| age.saturating_add(grace)),
         backoff: None,
         next_backoff: ACCEPT_BACKOFF_MIN,
-        refusals: Refusals::new(),
-        open: gauge!(names::CONNECTIONS_OPEN),
+        refusals: Refusals::new(metrics),
+        open: metrics.gauge(&names::CONNECTIONS_OPEN, &[]),
     }
 }
 
@@ -634,7 +635,8 @@ mod tests {
         let limits = <Flags as clap::Parser>::parse_from(["test"])
             .protection
             .limits();
-        let mut incoming = guard_connections(failing, &limits);
+        let mut incoming =
+            guard_connections(failing, &limits, &Metrics::new().expect("a recorder"));
 
         // Two more errors are ready, yet the stream waits out its backoff.
         assert!(incoming.next().now_or_never().is_none());

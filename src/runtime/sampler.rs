@@ -14,19 +14,19 @@
 
 use std::time::Duration;
 
-use metrics::{Counter, Gauge, counter, gauge};
+use metrics::{Counter, Gauge};
 use tokio::runtime::{Handle, HistogramConfiguration, LogHistogram, RuntimeMetrics};
 use tokio_metrics::TaskMonitor;
 
 use crate::metrics::{
     Metrics,
     exposition::Exposition,
-    names::{self, Sampled},
+    names::{self, Definition},
 };
 
 /// Run on every scrape, before rendering: sets the gauges of something
-/// telemetry does not know (it registers them when built, inside
-/// `Metrics::scope`).
+/// the sampler does not know (registered with the app's `Metrics` when
+/// that part was built).
 pub type ScrapeHook = Box<dyn Fn() + Send + Sync>;
 
 /// A multi-threaded runtime that records how long each poll takes and how
@@ -72,17 +72,20 @@ impl Sampler {
         task_monitors: Vec<(&'static str, &'static str, TaskMonitor)>,
         runtime_metrics: bool,
     ) -> Self {
-        metrics.scope(|| Self {
-            runtime_handles: runtime_metrics.then(|| RuntimeHandles::new(&runtime)),
+        Self {
+            runtime_handles: runtime_metrics.then(|| RuntimeHandles::new(&runtime, &metrics)),
             task_monitors: if runtime_metrics {
-                task_monitors.into_iter().map(TaskHandles::new).collect()
+                task_monitors
+                    .into_iter()
+                    .map(|task| TaskHandles::new(task, &metrics))
+                    .collect()
             } else {
                 Vec::new()
             },
             runtime,
             hooks,
-            metrics: metrics.clone(),
-        })
+            metrics,
+        }
     }
 
     /// Takes one sample of everything.
@@ -121,7 +124,7 @@ impl Sampler {
             .iter()
             .map(|task| (task.labels, task.monitor.cumulative()))
             .collect();
-        let durations: [(&Sampled, TaskDuration); 4] = [
+        let durations: [(&Definition, TaskDuration); 4] = [
             (&names::TASK_FIRST_POLL_DELAY_SECONDS, |task| {
                 task.total_first_poll_delay
             }),
@@ -160,7 +163,7 @@ type TaskDuration = fn(&tokio_metrics::TaskMetrics) -> Duration;
 /// accessors for it.
 #[cfg(tokio_unstable)]
 struct WorkerHistogram {
-    family: &'static Sampled,
+    family: &'static Definition,
     enabled: fn(&RuntimeMetrics) -> bool,
     buckets: fn(&RuntimeMetrics) -> usize,
     upper: fn(&RuntimeMetrics, usize) -> Duration,
@@ -247,16 +250,19 @@ struct TaskHandles {
 }
 
 impl TaskHandles {
-    fn new((service, method, monitor): (&'static str, &'static str, TaskMonitor)) -> Self {
+    fn new(
+        (service, method, monitor): (&'static str, &'static str, TaskMonitor),
+        metrics: &Metrics,
+    ) -> Self {
         let labels = [("grpc_service", service), ("grpc_method", method)];
         Self {
             monitor,
             labels,
-            instrumented: counter!(names::TASK_INSTRUMENTED, &labels),
-            scheduled: counter!(names::TASK_SCHEDULED, &labels),
-            long_delays: counter!(names::TASK_LONG_DELAYS, &labels),
-            polls: counter!(names::TASK_POLLS, &labels),
-            slow_polls: counter!(names::TASK_SLOW_POLLS, &labels),
+            instrumented: metrics.counter(&names::TASK_INSTRUMENTED, &labels),
+            scheduled: metrics.counter(&names::TASK_SCHEDULED, &labels),
+            long_delays: metrics.counter(&names::TASK_LONG_DELAYS, &labels),
+            polls: metrics.counter(&names::TASK_POLLS, &labels),
+            slow_polls: metrics.counter(&names::TASK_SLOW_POLLS, &labels),
         }
     }
 
@@ -314,26 +320,26 @@ struct UnstableHandles {
 }
 
 impl RuntimeHandles {
-    fn new(runtime: &Handle) -> Self {
-        let metrics = runtime.metrics();
-        let per_worker = (0..metrics.num_workers())
+    fn new(runtime: &Handle, metrics: &Metrics) -> Self {
+        let per_worker = (0..runtime.metrics().num_workers())
             .map(|worker| {
-                let labels = [("worker", worker.to_string())];
+                let worker = worker.to_string();
+                let labels = [("worker", worker.as_str())];
                 WorkerHandles {
-                    parks: counter!(names::RT_WORKER_PARKS, &labels),
-                    park_unparks: counter!(names::RT_WORKER_PARK_UNPARKS, &labels),
+                    parks: metrics.counter(&names::RT_WORKER_PARKS, &labels),
+                    park_unparks: metrics.counter(&names::RT_WORKER_PARK_UNPARKS, &labels),
                     #[cfg(tokio_unstable)]
-                    unstable: UnstableWorkerHandles::new(&labels),
+                    unstable: UnstableWorkerHandles::new(&labels, metrics),
                 }
             })
             .collect();
         Self {
-            workers: gauge!(names::RT_WORKERS),
-            alive_tasks: gauge!(names::RT_ALIVE_TASKS),
-            global_queue_depth: gauge!(names::RT_GLOBAL_QUEUE_DEPTH),
+            workers: metrics.gauge(&names::RT_WORKERS, &[]),
+            alive_tasks: metrics.gauge(&names::RT_ALIVE_TASKS, &[]),
+            global_queue_depth: metrics.gauge(&names::RT_GLOBAL_QUEUE_DEPTH, &[]),
             per_worker,
             #[cfg(tokio_unstable)]
-            unstable: UnstableHandles::new(),
+            unstable: UnstableHandles::new(metrics),
         }
     }
 
@@ -358,16 +364,16 @@ impl RuntimeHandles {
 
 #[cfg(tokio_unstable)]
 impl UnstableWorkerHandles {
-    fn new(labels: &[(&'static str, String)]) -> Self {
+    fn new(labels: &[(&'static str, &str)], metrics: &Metrics) -> Self {
         Self {
-            polls: counter!(names::RT_WORKER_POLLS, labels),
-            noops: counter!(names::RT_WORKER_NOOPS, labels),
-            steals: counter!(names::RT_WORKER_STEALS, labels),
-            steal_operations: counter!(names::RT_WORKER_STEAL_OPERATIONS, labels),
-            overflows: counter!(names::RT_WORKER_OVERFLOWS, labels),
-            local_schedules: counter!(names::RT_WORKER_LOCAL_SCHEDULES, labels),
-            local_queue_depth: gauge!(names::RT_WORKER_LOCAL_QUEUE_DEPTH, labels),
-            mean_poll_seconds: gauge!(names::RT_WORKER_MEAN_POLL_SECONDS, labels),
+            polls: metrics.counter(&names::RT_WORKER_POLLS, labels),
+            noops: metrics.counter(&names::RT_WORKER_NOOPS, labels),
+            steals: metrics.counter(&names::RT_WORKER_STEALS, labels),
+            steal_operations: metrics.counter(&names::RT_WORKER_STEAL_OPERATIONS, labels),
+            overflows: metrics.counter(&names::RT_WORKER_OVERFLOWS, labels),
+            local_schedules: metrics.counter(&names::RT_WORKER_LOCAL_SCHEDULES, labels),
+            local_queue_depth: metrics.gauge(&names::RT_WORKER_LOCAL_QUEUE_DEPTH, labels),
+            mean_poll_seconds: metrics.gauge(&names::RT_WORKER_MEAN_POLL_SECONDS, labels),
         }
     }
 
@@ -390,17 +396,17 @@ impl UnstableWorkerHandles {
 
 #[cfg(tokio_unstable)]
 impl UnstableHandles {
-    fn new() -> Self {
+    fn new(metrics: &Metrics) -> Self {
         Self {
-            spawned_tasks: counter!(names::RT_SPAWNED_TASKS),
-            remote_schedules: counter!(names::RT_REMOTE_SCHEDULES),
-            budget_forced_yields: counter!(names::RT_BUDGET_FORCED_YIELDS),
-            blocking_threads: gauge!(names::RT_BLOCKING_THREADS),
-            idle_blocking_threads: gauge!(names::RT_IDLE_BLOCKING_THREADS),
-            blocking_queue_depth: gauge!(names::RT_BLOCKING_QUEUE_DEPTH),
-            io_ready_events: counter!(names::RT_IO_READY_EVENTS),
-            io_fd_registered: counter!(names::RT_IO_FD_REGISTERED),
-            io_fd_deregistered: counter!(names::RT_IO_FD_DEREGISTERED),
+            spawned_tasks: metrics.counter(&names::RT_SPAWNED_TASKS, &[]),
+            remote_schedules: metrics.counter(&names::RT_REMOTE_SCHEDULES, &[]),
+            budget_forced_yields: metrics.counter(&names::RT_BUDGET_FORCED_YIELDS, &[]),
+            blocking_threads: metrics.gauge(&names::RT_BLOCKING_THREADS, &[]),
+            idle_blocking_threads: metrics.gauge(&names::RT_IDLE_BLOCKING_THREADS, &[]),
+            blocking_queue_depth: metrics.gauge(&names::RT_BLOCKING_QUEUE_DEPTH, &[]),
+            io_ready_events: metrics.counter(&names::RT_IO_READY_EVENTS, &[]),
+            io_fd_registered: metrics.counter(&names::RT_IO_FD_REGISTERED, &[]),
+            io_fd_deregistered: metrics.counter(&names::RT_IO_FD_DEREGISTERED, &[]),
         }
     }
 

@@ -5,12 +5,12 @@
 use std::{future::Future, sync::Arc, time::Instant};
 
 use async_trait::async_trait;
-use metrics::{Histogram, gauge, histogram};
+use metrics::Histogram;
 
 use super::{ListPage, Operation, PoolStats, Store, StoreError};
 use crate::{
     domain::{Product, ProductId, SearchQuery},
-    metrics::names,
+    metrics::{Metrics, names},
     traces::{StoreCall, record_store_call},
 };
 
@@ -27,15 +27,17 @@ pub struct InstrumentedStore {
 }
 
 impl InstrumentedStore {
-    pub fn new(inner: Arc<dyn Store>) -> Self {
+    pub fn new(inner: Arc<dyn Store>, metrics: &Metrics) -> Self {
         let system = inner.system();
         let durations = OPERATIONS.map(|operation| {
             ["ok", "error"].map(|outcome| {
-                histogram!(
-                    names::STORE_QUERY_SECONDS,
-                    "db_system" => system,
-                    "operation" => operation.name(),
-                    "outcome" => outcome,
+                metrics.histogram(
+                    &names::STORE_QUERY_SECONDS,
+                    &[
+                        ("db_system", system),
+                        ("operation", operation.name()),
+                        ("outcome", outcome),
+                    ],
                 )
             })
         });
@@ -54,6 +56,8 @@ impl InstrumentedStore {
         } else {
             operation.name()
         };
+        /// Every operation reads the one table.
+        const COLLECTION: &str = "products";
         let started = Instant::now();
         let result = call.await;
         let ended = Instant::now();
@@ -63,6 +67,7 @@ impl InstrumentedStore {
         record_store_call(|| StoreCall {
             name: span_name,
             system: self.inner.system(),
+            collection: COLLECTION,
             operation: operation.name(),
             statement,
             started,
@@ -74,14 +79,21 @@ impl InstrumentedStore {
 }
 
 /// What sets the gauges of `store`'s connection pool on a scrape; `None`
-/// for a store without a pool. Registers its gauges: build it inside the
-/// app's `Metrics::scope`.
-pub fn pool_gauges(store: Arc<dyn Store>) -> Option<impl Fn() + Send + Sync + 'static> {
+/// for a store without a pool. Its gauges are `metrics`'.
+pub fn pool_gauges(
+    store: Arc<dyn Store>,
+    metrics: &Metrics,
+) -> Option<impl Fn() + Send + Sync + 'static> {
     store.pool_stats()?;
     let system = store.system();
-    let idle = gauge!(names::STORE_POOL_CONNECTIONS, "db_system" => system, "state" => "idle");
-    let in_use = gauge!(names::STORE_POOL_CONNECTIONS, "db_system" => system, "state" => "in_use");
-    let max = gauge!(names::STORE_POOL_MAX, "db_system" => system);
+    let pool = |state| {
+        metrics.gauge(
+            &names::STORE_POOL_CONNECTIONS,
+            &[("db_system", system), ("state", state)],
+        )
+    };
+    let (idle, in_use) = (pool("idle"), pool("in_use"));
+    let max = metrics.gauge(&names::STORE_POOL_MAX, &[("db_system", system)]);
     Some(move || {
         if let Some(pool) = store.pool_stats() {
             idle.set(f64::from(pool.idle));

@@ -20,12 +20,12 @@
 use std::{
     collections::HashMap,
     fmt,
-    sync::{Arc, Mutex, OnceLock, PoisonError},
+    sync::{Arc, Mutex, PoisonError},
     time::{Duration, Instant},
 };
 
-use opentelemetry::trace::{SpanId, TraceContextExt as _, TraceId};
-use tracing::{Event, Level, Metadata, Subscriber, callsite::Identifier, dispatcher::WeakDispatch};
+use opentelemetry::trace::{SpanId, TraceId};
+use tracing::{Event, Level, Metadata, Subscriber, callsite::Identifier};
 use tracing_subscriber::{
     Layer, Registry,
     filter::{FilterExt as _, LevelFilter, filter_fn},
@@ -40,12 +40,6 @@ use tracing_subscriber::{
 };
 
 use super::{LogConfig, LogFilter, LogFormat, LogSink};
-
-/// The dispatch the log layer is part of, set once it is built: a line's
-/// trace ids are read through it. (While an event is being written the
-/// thread's default dispatch is not available: tracing-core answers a
-/// nested lookup with none.)
-pub type OwnDispatch = Arc<OnceLock<WeakDispatch>>;
 
 type ReloadableFilter = reload::Layer<Box<dyn Filter<Registry> + Send + Sync>, Registry>;
 
@@ -83,7 +77,6 @@ impl LogLevel {
 pub fn layer(
     config: &LogConfig,
     sink: LogSink,
-    dispatch: OwnDispatch,
 ) -> (Box<dyn Layer<Registry> + Send + Sync>, LogLevel) {
     let (filter, handle): (ReloadableFilter, _) =
         reload::Layer::new(config.log_filter.layer_filter());
@@ -106,7 +99,6 @@ pub fn layer(
             .event_format(WithTraceIds {
                 inner: Format::default(),
                 json: false,
-                dispatch,
                 rate_limit,
             })
             .with_filter(events_only)
@@ -119,7 +111,6 @@ pub fn layer(
                     .with_current_span(false)
                     .with_span_list(false),
                 json: true,
-                dispatch,
                 rate_limit,
             })
             .with_filter(events_only)
@@ -134,7 +125,6 @@ pub fn layer(
 struct WithTraceIds<F> {
     inner: F,
     json: bool,
-    dispatch: OwnDispatch,
     /// Whose held-back counts are written before the next line.
     rate_limit: RateLimit,
 }
@@ -214,25 +204,14 @@ impl<F> WithTraceIds<F> {
         }
     }
 
-    /// The trace and span ids of the span the event is in, if it belongs to
-    /// a trace. (Not the format context's current span: that is the nearest
-    /// one this layer's filter lets through, and it lets none through.)
+    /// The trace and span ids of the exported span the event is written
+    /// in (an upstream call's CLIENT span, else its call's SERVER span),
+    /// from the same task-locals that made them (`traces`).
     fn current_trace_ids(&self) -> Option<(TraceId, SpanId)> {
-        let span_context = self
-            .current_span_context()
-            .or_else(crate::traces::calls::traced_call)?;
+        let span_context = crate::traces::calls::current_span()?;
         span_context
             .is_valid()
             .then(|| (span_context.trace_id(), span_context.span_id()))
-    }
-
-    /// The context of the current tracing span (an upstream call's), if it
-    /// is exported. A call's SERVER span is no tracing span.
-    fn current_span_context(&self) -> Option<opentelemetry::trace::SpanContext> {
-        let dispatch = self.dispatch.get()?.upgrade()?;
-        let current = dispatch.current_span();
-        let otel = tracing_opentelemetry::get_otel_context(current.id()?, &dispatch)?;
-        Some(otel.span().span_context().clone())
     }
 }
 

@@ -2,7 +2,7 @@
 //! tracing-subscriber registry (logs, OpenTelemetry traces, tokio-console)
 //! as a `Dispatch` and its own Prometheus recorder (`prometheus::Metrics`).
 //! Neither is installed process-wide: the app runs its tasks and calls with
-//! its dispatch and builds its components inside its recorder's scope, so
+//! its dispatch and hands its recorder to every part that makes metrics, so
 //! two apps in one process (the integration tests) never share a counter or
 //! a log sink. Dropping it flushes the trace exporter.
 //!
@@ -24,7 +24,7 @@ use opentelemetry_sdk::{
     trace::{Sampler, SdkTracerProvider},
 };
 use tracing::Dispatch;
-use tracing_subscriber::{Layer, Registry, layer::SubscriberExt};
+use tracing_subscriber::{Registry, layer::SubscriberExt};
 
 pub use self::{
     logs::LogLevel,
@@ -75,16 +75,17 @@ impl Telemetry {
         let metrics = Metrics::new()?;
         // Read once: the host name comes from /proc.
         let instance_id = config.instance_id();
-        metrics.scope(|| {
-            metrics::gauge!(
-                names::BUILD_INFO,
-                "version" => env!("CARGO_PKG_VERSION"),
-                "rustc" => env!("CATALOGUE_RUSTC_VERSION"),
-                "git_sha" => env!("CATALOGUE_GIT_SHA"),
-                "instance_id" => instance_id.clone(),
+        metrics
+            .gauge(
+                &names::BUILD_INFO,
+                &[
+                    ("version", env!("CARGO_PKG_VERSION")),
+                    ("rustc", env!("CATALOGUE_RUSTC_VERSION")),
+                    ("git_sha", env!("CATALOGUE_GIT_SHA")),
+                    ("instance_id", &instance_id),
+                ],
             )
             .set(1.0);
-        });
 
         // W3C trace context and baggage: stateless, the same for every app.
         global::set_text_map_propagator(TextMapCompositePropagator::new(vec![
@@ -97,26 +98,6 @@ impl Telemetry {
             .map(|endpoint| tracer_provider(endpoint, &config.service_name, instance_id))
             .transpose()?;
 
-        let mut layers: Vec<Box<dyn Layer<Registry> + Send + Sync>> = Vec::new();
-        if let Some(provider) = &tracer_provider {
-            let tracer = provider.tracer("catalogue");
-            // Each of these costs every span, sampled or not, on every
-            // enter and exit (a clock read, a context attached): measured
-            // together at ~10% of unary throughput. Spans keep their own
-            // attributes; the context reaches the upstream call through the
-            // span (`OpenTelemetrySpanExt::context`), not the thread.
-            layers.push(
-                tracing_opentelemetry::layer()
-                    .with_tracer(tracer)
-                    .with_tracked_inactivity(false)
-                    .with_context_activation(false)
-                    .with_threads(false)
-                    .with_location(false)
-                    .with_target(false)
-                    .with_filter(config.logs.log_filter.layer_filter())
-                    .boxed(),
-            );
-        }
         // Always there, dormant until woken; outermost, after the log layer
         // (see `console`). Every layer has its own filter: mixing filtered
         // and unfiltered layers in one registry trips tracing-subscriber's
@@ -125,8 +106,7 @@ impl Telemetry {
         // tokio_unstable` (.cargo/config.toml): without it there is nothing
         // for a console to see, and console-subscriber refuses to start.
         let console_addr = cfg!(tokio_unstable).then_some(config.console_addr);
-        let (dispatch, log_level, console) =
-            dispatch(layers, &config.logs, log_sink.into(), console_addr);
+        let (dispatch, log_level, console) = dispatch(&config.logs, log_sink.into(), console_addr);
 
         let call_traces = tracer_provider.as_ref().map(|provider| {
             CallTraces::new(
@@ -155,7 +135,7 @@ impl Telemetry {
         config: &LogConfig,
         log_sink: impl Into<LogSink>,
     ) -> Result<Self, TelemetryError> {
-        let (dispatch, log_level, _) = dispatch(Vec::new(), config, log_sink.into(), None);
+        let (dispatch, log_level, _) = dispatch(config, log_sink.into(), None);
         Ok(Self {
             metrics: Metrics::new()?,
             dispatch,
@@ -250,35 +230,28 @@ impl Drop for Telemetry {
 /// The app's subscriber (`subscriber`) as a dispatch, with the handle of
 /// the log layer's filter and, given an address, the console's switch.
 fn dispatch(
-    layers: Vec<Box<dyn Layer<Registry> + Send + Sync>>,
     logs: &LogConfig,
     sink: LogSink,
     console_addr: Option<SocketAddr>,
 ) -> (Dispatch, LogLevel, Option<Console>) {
-    let own_dispatch = logs::OwnDispatch::default();
-    let (subscriber, log_level, console) =
-        subscriber(layers, logs, sink, console_addr, own_dispatch.clone());
-    let dispatch = Dispatch::new(subscriber);
-    let _ = own_dispatch.set(dispatch.downgrade());
-    (dispatch, log_level, console)
+    let (subscriber, log_level, console) = subscriber(logs, sink, console_addr);
+    (Dispatch::new(subscriber), log_level, console)
 }
 
-/// The registry with `layers`, the log layer, and outermost the console's.
+/// The registry with the log layer and, outermost, the console's. Spans are
+/// not exported through it: every exported span is made by `traces`.
 fn subscriber(
-    mut layers: Vec<Box<dyn Layer<Registry> + Send + Sync>>,
     logs: &LogConfig,
     sink: LogSink,
     console_addr: Option<SocketAddr>,
-    own_dispatch: logs::OwnDispatch,
 ) -> (
     impl tracing::Subscriber + Send + Sync,
     LogLevel,
     Option<Console>,
 ) {
-    let (log_layer, log_level) = logs::layer(logs, sink, own_dispatch);
-    layers.push(log_layer);
+    let (log_layer, log_level) = logs::layer(logs, sink);
     let (console, console_layer) = console_addr.map(Console::new).unzip();
-    let subscriber = Registry::default().with(layers).with(console_layer);
+    let subscriber = Registry::default().with(log_layer).with(console_layer);
     (subscriber, log_level, console)
 }
 
@@ -338,22 +311,10 @@ mod tests {
             ("info", LevelFilter::INFO),
             ("warn,catalogue=debug", LevelFilter::DEBUG),
         ] {
-            let (with, _, console) = subscriber(
-                Vec::new(),
-                &log_config(filter),
-                sink(),
-                addr,
-                Default::default(),
-            );
+            let (with, _, console) = subscriber(&log_config(filter), sink(), addr);
             assert!(console.is_some());
             assert_eq!(with.max_level_hint(), Some(level), "{filter}");
-            let (without, _, _) = subscriber(
-                Vec::new(),
-                &log_config(filter),
-                sink(),
-                None,
-                Default::default(),
-            );
+            let (without, _, _) = subscriber(&log_config(filter), sink(), None);
             assert_eq!(
                 without.max_level_hint(),
                 Some(level),

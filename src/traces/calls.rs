@@ -167,6 +167,8 @@ pub struct StoreCall {
     /// The span name (`SELECT products`, or the operation).
     pub name: &'static str,
     pub system: &'static str,
+    /// `db.collection.name`: the table or collection it reads.
+    pub collection: &'static str,
     pub operation: &'static str,
     pub statement: Option<&'static str>,
     pub started: Instant,
@@ -177,6 +179,8 @@ pub struct StoreCall {
 tokio::task_local! {
     /// The call being polled, if it is recorded.
     static RECORDING: Option<Arc<Recording>>;
+    /// The CLIENT span of the request being sent on, while it is.
+    static CLIENT: SpanContext;
 }
 
 /// Notes a store call of the call being polled, if it is being recorded;
@@ -196,48 +200,93 @@ pub fn record_store_call(call: impl FnOnce() -> StoreCall) {
     });
 }
 
-/// The span of the call being polled, if the head sampler traces it: the
-/// ids its log lines carry.
-pub fn traced_call() -> Option<SpanContext> {
-    RECORDING
-        .try_with(|recording| {
-            recording
-                .as_ref()
-                .and_then(|recording| recording.ids.clone())
-        })
-        .ok()
-        .flatten()
+/// The exported span the code being polled runs in, if any: the CLIENT
+/// span of a request being sent on, else the traced call's SERVER span.
+/// The ids its log lines carry.
+pub fn current_span() -> Option<SpanContext> {
+    CLIENT.try_with(SpanContext::clone).ok().or_else(|| {
+        RECORDING
+            .try_with(|recording| {
+                recording
+                    .as_ref()
+                    .and_then(|recording| recording.ids.clone())
+            })
+            .ok()
+            .flatten()
+    })
 }
 
 /// What a call passes on to the services it calls, with the caller's
 /// baggage (see [`outgoing_context`]).
 pub enum Outgoing {
-    /// A traced call's SERVER span: the parent of the client span to make.
-    Traced(Context),
+    /// A traced call: its SERVER span's context, the parent of the CLIENT
+    /// span `Outgoing::send` makes.
+    Traced { parent: Context, traces: CallTraces },
     /// An untraced call's trace: the caller's trace id (or a new one) and a
     /// span id of its own with the sampled flag off, so that the services
     /// it calls agree. Sent as it is.
     Untraced(Context),
 }
 
+impl Outgoing {
+    /// The context to send on (W3C headers) and, for a traced call, the
+    /// CLIENT span `name` of the request, with `attributes`, started now.
+    pub fn send(
+        self,
+        name: &'static str,
+        attributes: Vec<KeyValue>,
+    ) -> (Context, Option<ClientSpan>) {
+        match self {
+            Self::Untraced(context) => (context, None),
+            Self::Traced { parent, traces } => {
+                let span = traces
+                    .builder(name.into(), SpanKind::Client, attributes)
+                    .start_with_context(&traces.0.tracer, &parent);
+                let context = parent.with_remote_span_context(span.span_context().clone());
+                (context, Some(ClientSpan { span }))
+            }
+        }
+    }
+}
+
+/// The CLIENT span of a request a traced call sends on (the upstream's),
+/// made like every other span here: straight through the SDK. Ends when
+/// dropped.
+pub struct ClientSpan {
+    span: SdkSpan,
+}
+
+impl ClientSpan {
+    /// Marks the request failed.
+    pub fn fail(&mut self) {
+        self.span.set_status(Status::error(""));
+    }
+
+    /// Runs `request` inside the span: the log lines it writes carry the
+    /// span's ids.
+    pub async fn around<F: Future>(&self, request: F) -> F::Output {
+        CLIENT
+            .scope(self.span.span_context().clone(), request)
+            .await
+    }
+}
+
+impl Drop for ClientSpan {
+    fn drop(&mut self) {
+        self.span.end();
+    }
+}
+
 /// What the call being polled passes on to the services it calls; `None`
 /// outside a call, or when traces are not exported.
-///
-/// A client span made for work handed to a library (an upstream call) is
-/// created with `parent: None` and given `Traced`'s context with
-/// `set_parent`, so that it has no parent in tracing's registry. The
-/// library may drop its last handle on a thread of its own (tower's buffer
-/// worker), and the registry releases a closing span's parent through that
-/// thread's default dispatch: with the app's dispatch not the process
-/// default (tests, several apps in one process) the parent would never
-/// close.
 pub fn outgoing_context() -> Option<Outgoing> {
     RECORDING
         .try_with(|recording| {
             recording.as_ref().map(|recording| match &recording.ids {
-                Some(server) => {
-                    Outgoing::Traced(recording.caller.with_remote_span_context(server.clone()))
-                }
+                Some(server) => Outgoing::Traced {
+                    parent: recording.caller.with_remote_span_context(server.clone()),
+                    traces: recording.traces.clone(),
+                },
                 None => {
                     let untraced = unsampled_continuation(recording.caller.span().span_context());
                     Outgoing::Untraced(recording.caller.with_remote_span_context(untraced))
@@ -354,7 +403,7 @@ impl Recording {
             .iter()
         {
             let mut attributes = Vec::with_capacity(if old_names { 7 } else { 4 });
-            attributes.push(KeyValue::new("db.collection.name", "products"));
+            attributes.push(KeyValue::new("db.collection.name", call.collection));
             // Each value under its current name, and its older one with
             // `database/dup`.
             for (name, old_name, value) in [

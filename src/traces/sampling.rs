@@ -1,9 +1,9 @@
 //! Head sampling: whether a call is traced is decided once, as it arrives,
 //! before any span exists.
 //!
-//! tracing-opentelemetry builds, records and closes a span's data even when
-//! the SDK's sampler then drops it; at 10 % sampling that work for the 90 %
-//! of calls nobody exports cost more throughput than exporting the rest.
+//! A span built and then dropped by the SDK's sampler still costs its
+//! attributes and clock reads; at 10 % sampling that work for the 90 % of
+//! calls nobody exports cost more throughput than exporting the rest.
 //! So the decision moves here, with the semantics of the SDK's sampler of
 //! the same name (`OTEL_TRACES_SAMPLER`, `OTEL_TRACES_SAMPLER_ARG`), and the
 //! SDK is left to follow it: a call that is sampled gets spans, one that is

@@ -23,17 +23,15 @@ use std::{
 };
 
 use clap::Args;
-use metrics::{Counter, Gauge, Histogram, counter, gauge, histogram};
+use metrics::{Counter, Gauge, Histogram};
 use opentelemetry::propagation::Injector;
 use tokio::sync::Semaphore;
 use tonic::{Code, Request, metadata::MetadataMap, transport::Channel};
-use tracing::{Instrument, Span};
-use tracing_opentelemetry::OpenTelemetrySpanExt;
 
 use self::breaker::{CircuitBreaker, Settings, State, Ticket, Transition};
 use crate::{
-    metrics::names,
-    traces::{Outgoing, outgoing_context},
+    metrics::{Metrics, names},
+    traces::outgoing_context,
     upstream::proto::{GetStockRequest, inventory_service_client::InventoryServiceClient},
     values::{Ratio, grpc_timeout, http_uri, positive_duration},
 };
@@ -143,19 +141,25 @@ impl Upstream {
     /// starts (degraded) even while the upstream is down.
     /// With `protected` false the bulkhead and breaker never refuse (the
     /// overload experiment's unprotected run).
-    pub fn new(url: http::Uri, config: &UpstreamConfig, protected: bool) -> Self {
+    pub fn new(
+        url: http::Uri,
+        config: &UpstreamConfig,
+        protected: bool,
+        metrics: &Metrics,
+    ) -> Self {
         let channel = Channel::builder(url)
             .connect_timeout(Duration::from_secs(1))
             .tcp_nodelay(true)
             .connect_lazy();
         let metrics = UpstreamMetrics {
-            ok: counter!(names::UPSTREAM_CALLS, "outcome" => "ok"),
-            ok_seconds: histogram!(names::UPSTREAM_SECONDS, "outcome" => "ok"),
-            failed_seconds: histogram!(names::UPSTREAM_SECONDS, "outcome" => "failed"),
-            degraded: Degraded::ALL
-                .map(|degraded| counter!(names::UPSTREAM_CALLS, "outcome" => degraded.reason())),
-            in_flight: gauge!(names::UPSTREAM_IN_FLIGHT),
-            circuit_state: gauge!(names::UPSTREAM_CIRCUIT_STATE),
+            ok: metrics.counter(&names::UPSTREAM_CALLS, &[("outcome", "ok")]),
+            ok_seconds: metrics.histogram(&names::UPSTREAM_SECONDS, &[("outcome", "ok")]),
+            failed_seconds: metrics.histogram(&names::UPSTREAM_SECONDS, &[("outcome", "failed")]),
+            degraded: Degraded::ALL.map(|degraded| {
+                metrics.counter(&names::UPSTREAM_CALLS, &[("outcome", degraded.reason())])
+            }),
+            in_flight: metrics.gauge(&names::UPSTREAM_IN_FLIGHT, &[]),
+            circuit_state: metrics.gauge(&names::UPSTREAM_CIRCUIT_STATE, &[]),
         };
         metrics.circuit_state.set(State::Closed as u8 as f64);
         Self {
@@ -236,44 +240,28 @@ impl Upstream {
         self.observe(transition);
         let ticket = ticket.ok_or(Degraded::BreakerOpen)?;
 
-        // A CLIENT span only inside a traced call.
-        let outgoing = outgoing_context();
-        let span = if let Some(Outgoing::Traced(parent)) = &outgoing {
-            let span = tracing::info_span!(
-                parent: None,
-                "inventory.GetStock",
-                otel.name = "inventory.v1.InventoryService/GetStock",
-                otel.kind = "client",
-                otel.status_code = tracing::field::Empty,
-                rpc.system = "grpc",
-                rpc.system.name = "grpc",
-                rpc.service = "inventory.v1.InventoryService",
-                rpc.method = "GetStock",
-            );
-            let _ = span.set_parent(parent.clone());
-            span
-        } else {
-            Span::none()
-        };
         let mut request = Request::new(GetStockRequest {
             product_id: product_id.to_owned(),
         });
         request.set_timeout(timeout);
-        // An untraced call passes its trace on with the sampled flag off, so
-        // that the upstream follows the same decision; a traced one, the
-        // client span. Either with the caller's baggage.
-        let context = match outgoing {
-            Some(Outgoing::Untraced(context)) => context,
-            _ => span.context(),
+        // A CLIENT span only inside a traced call, its context sent on; an
+        // untraced call passes its trace on with the sampled flag off, so
+        // that the upstream follows the same decision. Either with the
+        // caller's baggage.
+        let (context, mut span) = match outgoing_context() {
+            Some(outgoing) => outgoing.send(GET_STOCK_SPAN, get_stock_attributes()),
+            None => (opentelemetry::Context::new(), None),
         };
         inject_trace_context(&context, request.metadata_mut());
 
         let mut call = InFlight::start(self, ticket);
         let started = Instant::now();
         let mut client = self.client.clone();
-        let answer = tokio::time::timeout(timeout, client.get_stock(request))
-            .instrument(span.clone())
-            .await;
+        let request = tokio::time::timeout(timeout, client.get_stock(request));
+        let answer = match &span {
+            Some(span) => span.around(request).await,
+            None => request.await,
+        };
         let elapsed = started.elapsed().as_secs_f64();
         match answer {
             Ok(Ok(response)) => {
@@ -284,7 +272,9 @@ impl Upstream {
             }
             Ok(Err(status)) => {
                 self.metrics.failed_seconds.record(elapsed);
-                span.record("otel.status_code", "ERROR");
+                if let Some(span) = &mut span {
+                    span.fail();
+                }
                 // tonic reports its own client-side timeout as CANCELLED.
                 let degraded = match status.code() {
                     Code::DeadlineExceeded | Code::Cancelled => Degraded::Timeout,
@@ -299,7 +289,9 @@ impl Upstream {
             Err(_elapsed) => {
                 call.settle(timeout_outcome);
                 self.metrics.failed_seconds.record(elapsed);
-                span.record("otel.status_code", "ERROR");
+                if let Some(span) = &mut span {
+                    span.fail();
+                }
                 Err(Degraded::Timeout)
             }
         }
@@ -373,6 +365,19 @@ impl Drop for InFlight<'_> {
     fn drop(&mut self) {
         self.settle(Outcome::Inconclusive);
     }
+}
+
+/// The CLIENT span of an upstream call: OpenTelemetry's RPC conventions.
+const GET_STOCK_SPAN: &str = "inventory.v1.InventoryService/GetStock";
+
+fn get_stock_attributes() -> Vec<opentelemetry::KeyValue> {
+    use opentelemetry::KeyValue;
+    vec![
+        KeyValue::new("rpc.system", "grpc"),
+        KeyValue::new("rpc.system.name", "grpc"),
+        KeyValue::new("rpc.service", "inventory.v1.InventoryService"),
+        KeyValue::new("rpc.method", "GetStock"),
+    ]
 }
 
 /// Puts the current trace context into the outgoing call's metadata (W3C

@@ -1,5 +1,6 @@
 mod admin;
 mod admin_input;
+mod architecture;
 mod bad_input;
 mod bounds;
 mod breaker;
