@@ -22,20 +22,25 @@ fn sources(room: &str) -> Vec<(PathBuf, String)> {
     files
 }
 
-/// The places in `room` where any of `needles` is written, outside
-/// comments.
-fn mentions(room: &str, needles: &[&str]) -> Vec<String> {
+/// The lines of `room` that `matches`, outside comments.
+fn places(room: &str, matches: impl Fn(&str) -> bool) -> Vec<String> {
     sources(room)
         .into_iter()
         .flat_map(|(path, text)| {
             text.lines()
                 .enumerate()
-                .filter(|(_, line)| !line.trim_start().starts_with("//"))
-                .filter(|(_, line)| needles.iter().any(|needle| line.contains(needle)))
+                .filter(|(_, line)| !line.trim_start().starts_with("//") && matches(line))
                 .map(|(number, line)| format!("{}:{}: {}", path.display(), number + 1, line.trim()))
                 .collect::<Vec<_>>()
         })
         .collect()
+}
+
+/// The places in `room` where any of `needles` is written.
+fn mentions(room: &str, needles: &[&str]) -> Vec<String> {
+    places(room, |line| {
+        needles.iter().any(|needle| line.contains(needle))
+    })
 }
 
 #[test]
@@ -59,19 +64,11 @@ fn no_metric_is_registered_through_an_ambient_recorder() {
 }
 
 /// The places in `room` that name one of the crate's `modules` as a path
-/// (`store::`, inside a `use crate::{…}` too), outside comments.
+/// (`store::`, inside a `use crate::{…}` too).
 fn imports(room: &str, modules: &[&str]) -> Vec<String> {
-    sources(room)
-        .into_iter()
-        .flat_map(|(path, text)| {
-            text.lines()
-                .enumerate()
-                .filter(|(_, line)| !line.trim_start().starts_with("//"))
-                .filter(|(_, line)| modules.iter().any(|module| names_path(line, module)))
-                .map(|(number, line)| format!("{}:{}: {}", path.display(), number + 1, line.trim()))
-                .collect::<Vec<_>>()
-        })
-        .collect()
+    places(room, |line| {
+        modules.iter().any(|module| names_path(line, module))
+    })
 }
 
 /// Whether `line` has `module::` not preceded by an identifier character
