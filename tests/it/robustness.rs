@@ -107,8 +107,8 @@ async fn malformed_protobuf_is_an_error_and_the_server_keeps_serving() {
         )
         .await
         .expect_err("undecodable request refused");
-    // Decoding failures are INTERNAL, as gRPC's status code guide says.
-    assert_eq!(status.code(), Code::Internal, "{status:?}");
+    // The client's fault: INVALID_ARGUMENT, not INTERNAL.
+    assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
 
     let status = app.get_product("").await.expect_err("still validating");
     assert_eq!(status.code(), Code::InvalidArgument);
