@@ -42,6 +42,9 @@
 //!   (`peers.rs`), a handshake timeout, an idle timeout, and a backoff after
 //!   failed accepts.
 //!
+//! - Headers: a call whose headers are over 16 KiB is refused with
+//!   RESOURCE_EXHAUSTED naming the size and the limit, whatever the flags.
+//!
 //! `ProtectionConfig` is the flags; `Limits` what is in force, with
 //! `--no-protection` resolved once.
 
@@ -271,6 +274,36 @@ const REFLECTION_PATHS: [&str; 2] = [
     "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo",
 ];
 
+/// Request headers per call (grpc-go's default as well). h2 takes up to
+/// four times as much (`http2_max_header_list_size` where the server is
+/// built) so that a call over this gets a gRPC status naming the limit:
+/// beyond h2's bound, h2 answers HTTP 431, which gRPC clients see as
+/// UNKNOWN or UNAVAILABLE with no word of the size.
+pub const MAX_HEADER_LIST_BYTES: usize = 16 * 1024;
+
+/// RESOURCE_EXHAUSTED naming the size and the limit, for a call whose
+/// headers are over `MAX_HEADER_LIST_BYTES`, counted as HTTP/2's
+/// SETTINGS_MAX_HEADER_LIST_SIZE counts them (name, value and 32 bytes a
+/// field; the path and authority too).
+fn too_many_header_bytes<B>(request: &Request<B>) -> Option<Response<tonic::body::Body>> {
+    const FIELD_OVERHEAD: usize = 32;
+    let uri = request.uri();
+    let pseudo = uri.path_and_query().map_or(0, |path| path.as_str().len())
+        + uri.authority().map_or(0, |authority| authority.as_str().len());
+    let size = request
+        .headers()
+        .iter()
+        .map(|(name, value)| name.as_str().len() + value.len() + FIELD_OVERHEAD)
+        .sum::<usize>()
+        + pseudo;
+    (size > MAX_HEADER_LIST_BYTES).then(|| {
+        Status::resource_exhausted(format!(
+            "request headers of {size} bytes are over the limit of {MAX_HEADER_LIST_BYTES} bytes"
+        ))
+        .into_http()
+    })
+}
+
 /// Whether a call's response is a stream bounded by `--stream-timeout`
 /// rather than `--request-timeout`.
 fn is_stream(path: &str) -> bool {
@@ -451,6 +484,11 @@ where
     }
 
     fn call(&mut self, mut request: Request<tonic::body::Body>) -> Self::Future {
+        if let Some(response) = too_many_header_bytes(&request) {
+            return ShedFuture::Refused {
+                response: Some(response),
+            };
+        }
         let permit = match self.layer.admit(&request) {
             Ok(slots) => slots,
             Err(refused) => {
