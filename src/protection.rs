@@ -13,7 +13,7 @@
 //!   of their own (`--max-health-watches`). One client IP may hold at most
 //!   `--max-calls-per-peer` (three quarters), so the last quarter is always
 //!   someone else's; and the last eighth of the slots is a reserve only an
-//!   IP holding fewer than 4 calls may take, so that whatever a few
+//!   IP holding no call may take, one slot each, so that whatever other
 //!   addresses hold, a new one is served (see `peers.rs`).
 //! - Idle calls: an admitted call that makes no progress for
 //!   `--stream-idle-timeout` because of its client, whichever way, gives its
@@ -289,7 +289,9 @@ fn too_many_header_bytes<B>(request: &Request<B>) -> Option<Response<tonic::body
     const FIELD_OVERHEAD: usize = 32;
     let uri = request.uri();
     let pseudo = uri.path_and_query().map_or(0, |path| path.as_str().len())
-        + uri.authority().map_or(0, |authority| authority.as_str().len());
+        + uri
+            .authority()
+            .map_or(0, |authority| authority.as_str().len());
     let size = request
         .headers()
         .iter()
@@ -332,8 +334,8 @@ pub struct ShedLayer {
     shed_by_peer: Counter,
     shed_reserved: Counter,
     shed_watch: Counter,
-    /// The last of the call slots, kept for IPs holding fewer than
-    /// `peers::SMALL_HOLDER` calls.
+    /// The last of the call slots, one each for IPs holding no call
+    /// (`peers::takes_reserve`).
     reserved_calls: usize,
     max_calls_per_peer: usize,
     /// `None`: a call keeps its slot however long its client stalls.
@@ -413,12 +415,15 @@ impl ShedLayer {
             }
             return Ok(None);
         }
+        // Calls of one fresh IP arriving at the same instant may each pass
+        // this check before any takes its peer slot: one each is the rule
+        // for calls in turn.
         if let Some(info) = info
             && self.permits.available_permits() <= self.reserved_calls
-            && self
-                .max_calls_per_peer
-                .saturating_sub(info.peer_calls.available_permits())
-                >= peers::SMALL_HOLDER
+            && !peers::takes_reserve(
+                self.max_calls_per_peer
+                    .saturating_sub(info.peer_calls.available_permits()),
+            )
         {
             return Err(&self.shed_reserved);
         }

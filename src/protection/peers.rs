@@ -3,16 +3,20 @@
 //!
 //! - at most a number of connections from one IP, and in all;
 //! - the last eighth of all is a reserve that only an address holding
-//!   fewer than `SMALL_HOLDER` connections may take. Whatever a few
-//!   addresses hold, a new one (a fresh client, kubelet's probe, the
-//!   Prometheus scraper) is let in. The call slots keep a reserve by the
+//!   nothing may take (`takes_reserve`), so the reserve grants each address
+//!   at most one slot. Whatever other addresses hold, a new one (a fresh
+//!   client, kubelet's probe, the Prometheus scraper) is let in as long as
+//!   fewer addresses than the reserve's size hold one of it: 128 call slots
+//!   and 512 connections by default. The call slots keep a reserve by the
 //!   same rule (`ShedLayer`).
 //!
 //! A reserve rather than shedding the oldest idle holder when full: it is
 //! a comparison at accept, where shedding would need every connection's
 //! idleness in one place and would close connections that did nothing
-//! wrong. Many addresses each holding a little can still fill the reserve;
-//! the idle and age limits then give their slots back.
+//! wrong. One slot an address rather than a few: with a few, a handful of
+//! addresses each holding a little filled it (16 addresses holding 3 calls
+//! each fill the 18 reserved of 144). The idle and age limits give the
+//! reserve's slots back.
 
 use std::{
     collections::HashMap,
@@ -22,9 +26,12 @@ use std::{
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
-/// An address holding fewer connections (or calls) than this may take the
-/// reserve.
-pub(super) const SMALL_HOLDER: usize = 4;
+/// Whether an address holding `held` connections (or calls) may take a slot
+/// of the reserve: only one holding none, so that no address holds more
+/// than one of it.
+pub(super) fn takes_reserve(held: usize) -> bool {
+    held == 0
+}
 
 /// The reserve of `total` slots: its last eighth.
 pub(super) fn reserve_of(total: usize) -> usize {
@@ -38,7 +45,7 @@ pub enum Refusal {
     PerAddress,
     /// Every slot is taken.
     Total,
-    /// Only the reserve is left, and the address holds too many to take it.
+    /// Only the reserve is left, and the address holds a slot already.
     Reserve,
 }
 
@@ -90,7 +97,7 @@ impl AddressSlots {
         let held = address.connections;
         let admitted = if held >= self.per_address {
             Err(Refusal::PerAddress)
-        } else if held >= SMALL_HOLDER && self.total.available_permits() <= self.reserve {
+        } else if !takes_reserve(held) && self.total.available_permits() <= self.reserve {
             Err(Refusal::Reserve)
         } else {
             self.total
@@ -181,5 +188,31 @@ mod tests {
             slots.open.lock().unwrap().get(&ip(5)).is_none(),
             "no trace of a refused address"
         );
+    }
+
+    #[test]
+    fn many_small_holders_leave_the_reserve_to_a_fresh_address_and_the_probe() {
+        // 144 slots, a reserve of 18; one address holds all the rest.
+        let slots = AddressSlots::new(144, 144, 1);
+        let mut held: Vec<AddressSlot> = Vec::new();
+        while let Ok(slot) = slots.admit(ip(1)) {
+            held.push(slot);
+        }
+        assert_eq!(held.len(), 126, "all but the reserve");
+
+        // 16 addresses each ask for 3.
+        let mut small = 0;
+        for address in 10..26 {
+            for _ in 0..3 {
+                if let Ok(slot) = slots.admit(ip(address)) {
+                    held.push(slot);
+                    small += 1;
+                }
+            }
+        }
+
+        assert_eq!(small, 16, "one reserve slot each");
+        assert!(slots.admit(ip(99)).is_ok(), "a fresh address is let in");
+        assert!(slots.admit(ip(100)).is_ok(), "and the probe");
     }
 }
