@@ -13,8 +13,9 @@
 //!   of their own (`--max-health-watches`). One client IP may hold at most
 //!   `--max-calls-per-peer` (three quarters), so the last quarter is always
 //!   someone else's; and the last eighth of the slots is a reserve only an
-//!   IP holding no call may take, one slot each, so that whatever other
-//!   addresses hold, a new one is served (see `peers.rs`).
+//!   IP holding fewer than its share (1 to 4 calls, by the reserve's size)
+//!   may take, so that whatever 16 other addresses hold, a new one is
+//!   served (see `peers.rs`).
 //! - Idle calls: an admitted call that makes no progress for
 //!   `--stream-idle-timeout` because of its client, whichever way, gives its
 //!   slot back and ends with DEADLINE_EXCEEDED: a client that reads nothing
@@ -334,9 +335,8 @@ pub struct ShedLayer {
     shed_by_peer: Counter,
     shed_reserved: Counter,
     shed_watch: Counter,
-    /// The last of the call slots, one each for IPs holding no call
-    /// (`peers::takes_reserve`).
-    reserved_calls: usize,
+    /// The last of the call slots, shared by IPs holding few calls.
+    reserve: peers::Reserve,
     max_calls_per_peer: usize,
     /// `None`: a call keeps its slot however long its client stalls.
     idle_timeout: Option<Duration>,
@@ -361,9 +361,7 @@ impl ShedLayer {
             shed_by_connection: counter!(names::SHED, "reason" => "connection_limit"),
             shed_by_peer: counter!(names::SHED, "reason" => "peer_limit"),
             shed_reserved: counter!(names::SHED, "reason" => "reserved_for_new_peers"),
-            reserved_calls: peers::reserve_of(
-                limits.max_concurrent_calls.min(Semaphore::MAX_PERMITS),
-            ),
+            reserve: peers::Reserve::of(limits.max_concurrent_calls.min(Semaphore::MAX_PERMITS)),
             max_calls_per_peer: limits.max_calls_per_peer,
             shed_watch: counter!(names::SHED, "reason" => "health_watch_limit"),
             idle_timeout: limits.stream_idle_timeout,
@@ -415,14 +413,14 @@ impl ShedLayer {
             }
             return Ok(None);
         }
-        // Calls of one fresh IP arriving at the same instant may each pass
-        // this check before any takes its peer slot: one each is the rule
-        // for calls in turn.
+        // Calls of one IP arriving at the same instant may each pass this
+        // check before any takes its peer slot: the share is the rule for
+        // calls in turn.
         if let Some(info) = info
-            && self.permits.available_permits() <= self.reserved_calls
-            && !peers::takes_reserve(
+            && self.reserve.refuses(
                 self.max_calls_per_peer
                     .saturating_sub(info.peer_calls.available_permits()),
+                self.permits.available_permits(),
             )
         {
             return Err(&self.shed_reserved);

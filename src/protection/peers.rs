@@ -2,21 +2,22 @@
 //! the admin listeners alike (`AddressSlots`):
 //!
 //! - at most a number of connections from one IP, and in all;
-//! - the last eighth of all is a reserve that only an address holding
-//!   nothing may take (`takes_reserve`), so the reserve grants each address
-//!   at most one slot. Whatever other addresses hold, a new one (a fresh
-//!   client, kubelet's probe, the Prometheus scraper) is let in as long as
-//!   fewer addresses than the reserve's size hold one of it: 128 call slots
-//!   and 512 connections by default. The call slots keep a reserve by the
-//!   same rule (`ShedLayer`).
+//! - the last eighth of all is a reserve (`Reserve`) that only an address
+//!   holding fewer than its share may take: as many as leave two slots (a
+//!   fresh client, kubelet's probe or the Prometheus scraper) when 16
+//!   addresses hold their share, at least 1 and at most 4 (4 from a reserve
+//!   of 66, the defaults' included; 1 under 34). Whatever 16 other
+//!   addresses hold, a new one is let in. The call slots keep a reserve by
+//!   the same rule (`ShedLayer`).
 //!
 //! A reserve rather than shedding the oldest idle holder when full: it is
 //! a comparison at accept, where shedding would need every connection's
 //! idleness in one place and would close connections that did nothing
-//! wrong. One slot an address rather than a few: with a few, a handful of
-//! addresses each holding a little filled it (16 addresses holding 3 calls
-//! each fill the 18 reserved of 144). The idle and age limits give the
-//! reserve's slots back.
+//! wrong. A share fitted to the reserve's size rather than a fixed few: with
+//! "fewer than 4" whatever the size, 16 addresses holding 3 calls each
+//! filled the 18 reserved of 144. Not one slot an address whatever the
+//! size: a client whose probe's connection is still closing could then not
+//! open the next. The idle and age limits give the reserve's slots back.
 
 use std::{
     collections::HashMap,
@@ -26,16 +27,36 @@ use std::{
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
-/// Whether an address holding `held` connections (or calls) may take a slot
-/// of the reserve: only one holding none, so that no address holds more
-/// than one of it.
-pub(super) fn takes_reserve(held: usize) -> bool {
-    held == 0
+/// The largest share of the reserve one address may take.
+const SMALL_HOLDER: usize = 4;
+
+/// Addresses that may hold their share of the reserve and leave it two
+/// slots: a fresh address and the health probe.
+const RESERVE_HOLDERS: usize = 16;
+
+/// The reserve of `total` slots (connections or calls): its last eighth,
+/// and how much of it one address may take.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Reserve {
+    size: usize,
+    /// An address holding fewer than this may take a slot of the reserve.
+    share: usize,
 }
 
-/// The reserve of `total` slots: its last eighth.
-pub(super) fn reserve_of(total: usize) -> usize {
-    total / 8
+impl Reserve {
+    pub(super) fn of(total: usize) -> Self {
+        let size = total / 8;
+        Self {
+            size,
+            share: (size.saturating_sub(2) / RESERVE_HOLDERS).clamp(1, SMALL_HOLDER),
+        }
+    }
+
+    /// Whether an address holding `held` is refused when `available` slots
+    /// are left.
+    pub(super) fn refuses(self, held: usize, available: usize) -> bool {
+        available <= self.size && held >= self.share
+    }
 }
 
 /// Why `AddressSlots::admit` refused a connection.
@@ -45,14 +66,14 @@ pub enum Refusal {
     PerAddress,
     /// Every slot is taken.
     Total,
-    /// Only the reserve is left, and the address holds a slot already.
+    /// Only the reserve is left, and the address holds its share of it.
     Reserve,
 }
 
 /// The connection slots of one listener; see the module docs.
 pub struct AddressSlots {
     total: Arc<Semaphore>,
-    reserve: usize,
+    reserve: Reserve,
     open: Mutex<HashMap<IpAddr, Address>>,
     per_address: usize,
     calls_per_address: usize,
@@ -81,7 +102,7 @@ impl AddressSlots {
         let total = total.min(Semaphore::MAX_PERMITS);
         Arc::new(Self {
             total: Arc::new(Semaphore::new(total)),
-            reserve: reserve_of(total),
+            reserve: Reserve::of(total),
             open: Mutex::default(),
             per_address,
             calls_per_address: calls_per_address.min(Semaphore::MAX_PERMITS),
@@ -97,7 +118,7 @@ impl AddressSlots {
         let held = address.connections;
         let admitted = if held >= self.per_address {
             Err(Refusal::PerAddress)
-        } else if !takes_reserve(held) && self.total.available_permits() <= self.reserve {
+        } else if self.reserve.refuses(held, self.total.available_permits()) {
             Err(Refusal::Reserve)
         } else {
             self.total
@@ -214,5 +235,24 @@ mod tests {
         assert_eq!(small, 16, "one reserve slot each");
         assert!(slots.admit(ip(99)).is_ok(), "a fresh address is let in");
         assert!(slots.admit(ip(100)).is_ok(), "and the probe");
+    }
+
+    #[test]
+    fn sixteen_addresses_holding_their_share_leave_two_slots_of_any_reserve() {
+        for total in [16, 144, 527, 528, 1024, 4096] {
+            let reserve = Reserve::of(total);
+            assert!(
+                (1..=SMALL_HOLDER).contains(&reserve.share),
+                "{total}: {reserve:?}"
+            );
+            if reserve.size >= 2 + RESERVE_HOLDERS {
+                assert!(
+                    RESERVE_HOLDERS * reserve.share + 2 <= reserve.size,
+                    "{total}: {reserve:?}"
+                );
+            }
+        }
+        assert_eq!(Reserve::of(1024).share, 4, "the default calls' reserve");
+        assert_eq!(Reserve::of(144).share, 1);
     }
 }

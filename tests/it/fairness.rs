@@ -186,7 +186,7 @@ async fn one_client_ip_cannot_hold_every_call_slot_over_many_connections() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_last_call_slots_are_kept_for_addresses_holding_few() {
-    // 16 slots, the last 2 one each for addresses holding no call; 8 per
+    // 16 slots, the last 2 for addresses holding no call (a share of 1); 8 per
     // address.
     let app = slow_get_product_app(
         "16",
@@ -228,7 +228,7 @@ async fn the_last_call_slots_are_kept_for_addresses_holding_few() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn many_addresses_holding_few_calls_leave_the_reserve_to_a_fresh_one() {
-    // 144 slots, the last 18 one each for addresses holding no call;
+    // 144 slots, the last 18 one each (a share of 1) for addresses holding no call;
     // 127.0.0.1 holds all the rest.
     let app = slow_get_product_app(
         "144",
