@@ -53,9 +53,10 @@ impl Reserve {
     }
 
     /// Whether an address holding `held` is refused when `available` slots
-    /// are left.
+    /// are left. Never for an empty reserve (under 8 slots): the refusal
+    /// is then the total's.
     pub(super) fn refuses(self, held: usize, available: usize) -> bool {
-        available <= self.size && held >= self.share
+        self.size > 0 && available <= self.size && held >= self.share
     }
 }
 
@@ -254,5 +255,14 @@ mod tests {
         }
         assert_eq!(Reserve::of(1024).share, 4, "the default calls' reserve");
         assert_eq!(Reserve::of(144).share, 1);
+    }
+
+    #[test]
+    fn under_eight_slots_there_is_no_reserve_to_refuse_for() {
+        let slots = AddressSlots::new(3, 3, 1);
+        let held: Vec<_> = (0..3).map(|_| slots.admit(ip(1)).unwrap()).collect();
+        assert_eq!(slots.admit(ip(1)).err(), Some(Refusal::PerAddress));
+        assert_eq!(slots.admit(ip(2)).err(), Some(Refusal::Total));
+        drop(held);
     }
 }
