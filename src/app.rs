@@ -49,8 +49,8 @@ const MAX_PENDING_ACCEPT_RESET_STREAMS: usize = 64;
 /// bytes (an id, a query, a page token). Responses keep
 /// `--max-message-bytes`.
 const MAX_REQUEST_BYTES: usize = 64 * 1024;
-/// Request headers per call (grpc-go's default is 16 KiB as well).
-const MAX_HEADER_LIST_BYTES: u32 = 16 * 1024;
+/// h2's bound on request headers; `ShedLayer` refuses a call over a quarter.
+const MAX_HEADER_LIST_BYTES: u32 = 64 * 1024;
 /// Server pings find dead connections; one unanswered for the timeout closes
 /// the connection.
 const KEEPALIVE_INTERVAL: std::time::Duration = std::time::Duration::from_secs(60);

@@ -13,8 +13,9 @@
 //!   of their own (`--max-health-watches`). One client IP may hold at most
 //!   `--max-calls-per-peer` (three quarters), so the last quarter is always
 //!   someone else's; and the last eighth of the slots is a reserve only an
-//!   IP holding fewer than 4 calls may take, so that whatever a few
-//!   addresses hold, a new one is served (see `peers.rs`).
+//!   IP holding fewer than its share (1 to 4 calls, by the reserve's size)
+//!   may take, so that whatever 16 other addresses hold, a new one is
+//!   served (see `peers.rs`).
 //! - Idle calls: an admitted call that makes no progress for
 //!   `--stream-idle-timeout` because of its client, whichever way, gives its
 //!   slot back and ends with DEADLINE_EXCEEDED: a client that reads nothing
@@ -41,6 +42,9 @@
 //!   all and per client IP with a reserve for addresses holding few
 //!   (`peers.rs`), a handshake timeout, an idle timeout, and a backoff after
 //!   failed accepts.
+//!
+//! - Headers: a call whose headers are over 16 KiB is refused with
+//!   RESOURCE_EXHAUSTED naming the size and the limit, whatever the flags.
 //!
 //! `ProtectionConfig` is the flags; `Limits` what is in force, with
 //! `--no-protection` resolved once.
@@ -275,6 +279,38 @@ const REFLECTION_PATHS: [&str; 2] = [
     "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo",
 ];
 
+/// Request headers per call (grpc-go's default as well). h2 takes up to
+/// four times as much (`http2_max_header_list_size` where the server is
+/// built) so that a call over this gets a gRPC status naming the limit:
+/// beyond h2's bound, h2 answers HTTP 431, which gRPC clients see as
+/// UNKNOWN or UNAVAILABLE with no word of the size.
+pub const MAX_HEADER_LIST_BYTES: usize = 16 * 1024;
+
+/// RESOURCE_EXHAUSTED naming the size and the limit, for a call whose
+/// headers are over `MAX_HEADER_LIST_BYTES`, counted as HTTP/2's
+/// SETTINGS_MAX_HEADER_LIST_SIZE counts them (name, value and 32 bytes a
+/// field; the path and authority too).
+fn too_many_header_bytes<B>(request: &Request<B>) -> Option<Response<tonic::body::Body>> {
+    const FIELD_OVERHEAD: usize = 32;
+    let uri = request.uri();
+    let pseudo = uri.path_and_query().map_or(0, |path| path.as_str().len())
+        + uri
+            .authority()
+            .map_or(0, |authority| authority.as_str().len());
+    let size = request
+        .headers()
+        .iter()
+        .map(|(name, value)| name.as_str().len() + value.len() + FIELD_OVERHEAD)
+        .sum::<usize>()
+        + pseudo;
+    (size > MAX_HEADER_LIST_BYTES).then(|| {
+        Status::resource_exhausted(format!(
+            "request headers of {size} bytes are over the limit of {MAX_HEADER_LIST_BYTES} bytes"
+        ))
+        .into_http()
+    })
+}
+
 /// Whether a call's response is a stream bounded by `--stream-timeout`
 /// rather than `--request-timeout`.
 fn is_stream(path: &str) -> bool {
@@ -303,9 +339,8 @@ pub struct ShedLayer {
     shed_by_peer: Counter,
     shed_reserved: Counter,
     shed_watch: Counter,
-    /// The last of the call slots, kept for IPs holding fewer than
-    /// `peers::SMALL_HOLDER` calls.
-    reserved_calls: usize,
+    /// The last of the call slots, shared by IPs holding few calls.
+    reserve: peers::Reserve,
     max_calls_per_peer: usize,
     /// `None`: a call keeps its slot however long its client stalls.
     idle_timeout: Option<Duration>,
@@ -330,9 +365,7 @@ impl ShedLayer {
             shed_by_connection: metrics.counter(&names::SHED, &[("reason", "connection_limit")]),
             shed_by_peer: metrics.counter(&names::SHED, &[("reason", "peer_limit")]),
             shed_reserved: metrics.counter(&names::SHED, &[("reason", "reserved_for_new_peers")]),
-            reserved_calls: peers::reserve_of(
-                limits.max_concurrent_calls.min(Semaphore::MAX_PERMITS),
-            ),
+            reserve: peers::Reserve::of(limits.max_concurrent_calls.min(Semaphore::MAX_PERMITS)),
             max_calls_per_peer: limits.max_calls_per_peer,
             shed_watch: metrics.counter(&names::SHED, &[("reason", "health_watch_limit")]),
             idle_timeout: limits.stream_idle_timeout,
@@ -384,12 +417,15 @@ impl ShedLayer {
             }
             return Ok(None);
         }
+        // Calls of one IP arriving at the same instant may each pass this
+        // check before any takes its peer slot: the share is the rule for
+        // calls in turn.
         if let Some(info) = info
-            && self.permits.available_permits() <= self.reserved_calls
-            && self
-                .max_calls_per_peer
-                .saturating_sub(info.peer_calls.available_permits())
-                >= peers::SMALL_HOLDER
+            && self.reserve.refuses(
+                self.max_calls_per_peer
+                    .saturating_sub(info.peer_calls.available_permits()),
+                self.permits.available_permits(),
+            )
         {
             return Err(&self.shed_reserved);
         }
@@ -455,6 +491,11 @@ where
     }
 
     fn call(&mut self, mut request: Request<tonic::body::Body>) -> Self::Future {
+        if let Some(response) = too_many_header_bytes(&request) {
+            return ShedFuture::Refused {
+                response: Some(response),
+            };
+        }
         let permit = match self.layer.admit(&request) {
             Ok(slots) => slots,
             Err(refused) => {

@@ -1,6 +1,6 @@
 //! The admin server's accept loop: HTTP/1 only, at most
 //! `--admin-max-connections` open, a quarter of them (at least 4) from one
-//! address, the last eighth only for an address holding fewer than 4 (one more is closed
+//! address, the last eighth for addresses holding few (one more is closed
 //! as it is accepted, and counted by reason: one address reopening
 //! connections as they close cannot starve the scraper's), and a
 //! connection that has not sent a whole request head
@@ -73,7 +73,7 @@ async fn accept_loop(
     refused: Refused,
     shutdown: impl Future<Output = ()> + Send,
 ) -> std::io::Result<()> {
-    // A quarter each, but never fewer than the 4 the reserve lets in;
+    // A quarter each, but never fewer than the 4 the reserve may let in;
     // admin connections make no gRPC calls: no call slots.
     let slots = AddressSlots::new(
         limits.max_connections,

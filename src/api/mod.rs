@@ -3,6 +3,7 @@
 //! and encode the answer.
 
 mod catalogue;
+pub mod codec;
 
 pub use catalogue::{
     CatalogueApi, NEXT_PAGE_TOKEN_TRAILER, STOCK_SOURCE_HEADER, next_page_trailer,

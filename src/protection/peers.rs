@@ -2,17 +2,22 @@
 //! the admin listeners alike (`AddressSlots`):
 //!
 //! - at most a number of connections from one IP, and in all;
-//! - the last eighth of all is a reserve that only an address holding
-//!   fewer than `SMALL_HOLDER` connections may take. Whatever a few
-//!   addresses hold, a new one (a fresh client, kubelet's probe, the
-//!   Prometheus scraper) is let in. The call slots keep a reserve by the
-//!   same rule (`ShedLayer`).
+//! - the last eighth of all is a reserve (`Reserve`) that only an address
+//!   holding fewer than its share may take: as many as leave two slots (a
+//!   fresh client, kubelet's probe or the Prometheus scraper) when 16
+//!   addresses hold their share, at least 1 and at most 4 (4 from a reserve
+//!   of 66, the defaults' included; 1 under 34). Whatever 16 other
+//!   addresses hold, a new one is let in. The call slots keep a reserve by
+//!   the same rule (`ShedLayer`).
 //!
 //! A reserve rather than shedding the oldest idle holder when full: it is
 //! a comparison at accept, where shedding would need every connection's
 //! idleness in one place and would close connections that did nothing
-//! wrong. Many addresses each holding a little can still fill the reserve;
-//! the idle and age limits then give their slots back.
+//! wrong. A share fitted to the reserve's size rather than a fixed few: with
+//! "fewer than 4" whatever the size, 16 addresses holding 3 calls each
+//! filled the 18 reserved of 144. Not one slot an address whatever the
+//! size: a client whose probe's connection is still closing could then not
+//! open the next. The idle and age limits give the reserve's slots back.
 
 use std::{
     collections::HashMap,
@@ -22,13 +27,37 @@ use std::{
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
-/// An address holding fewer connections (or calls) than this may take the
-/// reserve.
-pub(super) const SMALL_HOLDER: usize = 4;
+/// The largest share of the reserve one address may take.
+const SMALL_HOLDER: usize = 4;
 
-/// The reserve of `total` slots: its last eighth.
-pub(super) fn reserve_of(total: usize) -> usize {
-    total / 8
+/// Addresses that may hold their share of the reserve and leave it two
+/// slots: a fresh address and the health probe.
+const RESERVE_HOLDERS: usize = 16;
+
+/// The reserve of `total` slots (connections or calls): its last eighth,
+/// and how much of it one address may take.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Reserve {
+    size: usize,
+    /// An address holding fewer than this may take a slot of the reserve.
+    share: usize,
+}
+
+impl Reserve {
+    pub(super) fn of(total: usize) -> Self {
+        let size = total / 8;
+        Self {
+            size,
+            share: (size.saturating_sub(2) / RESERVE_HOLDERS).clamp(1, SMALL_HOLDER),
+        }
+    }
+
+    /// Whether an address holding `held` is refused when `available` slots
+    /// are left. Never for an empty reserve (under 8 slots): the refusal
+    /// is then the total's.
+    pub(super) fn refuses(self, held: usize, available: usize) -> bool {
+        self.size > 0 && available <= self.size && held >= self.share
+    }
 }
 
 /// Why `AddressSlots::admit` refused a connection.
@@ -38,14 +67,14 @@ pub enum Refusal {
     PerAddress,
     /// Every slot is taken.
     Total,
-    /// Only the reserve is left, and the address holds too many to take it.
+    /// Only the reserve is left, and the address holds its share of it.
     Reserve,
 }
 
 /// The connection slots of one listener; see the module docs.
 pub struct AddressSlots {
     total: Arc<Semaphore>,
-    reserve: usize,
+    reserve: Reserve,
     open: Mutex<HashMap<IpAddr, Address>>,
     per_address: usize,
     calls_per_address: usize,
@@ -74,7 +103,7 @@ impl AddressSlots {
         let total = total.min(Semaphore::MAX_PERMITS);
         Arc::new(Self {
             total: Arc::new(Semaphore::new(total)),
-            reserve: reserve_of(total),
+            reserve: Reserve::of(total),
             open: Mutex::default(),
             per_address,
             calls_per_address: calls_per_address.min(Semaphore::MAX_PERMITS),
@@ -90,7 +119,7 @@ impl AddressSlots {
         let held = address.connections;
         let admitted = if held >= self.per_address {
             Err(Refusal::PerAddress)
-        } else if held >= SMALL_HOLDER && self.total.available_permits() <= self.reserve {
+        } else if self.reserve.refuses(held, self.total.available_permits()) {
             Err(Refusal::Reserve)
         } else {
             self.total
@@ -181,5 +210,59 @@ mod tests {
             slots.open.lock().unwrap().get(&ip(5)).is_none(),
             "no trace of a refused address"
         );
+    }
+
+    #[test]
+    fn many_small_holders_leave_the_reserve_to_a_fresh_address_and_the_probe() {
+        // 144 slots, a reserve of 18; one address holds all the rest.
+        let slots = AddressSlots::new(144, 144, 1);
+        let mut held: Vec<AddressSlot> = Vec::new();
+        while let Ok(slot) = slots.admit(ip(1)) {
+            held.push(slot);
+        }
+        assert_eq!(held.len(), 126, "all but the reserve");
+
+        // 16 addresses each ask for 3.
+        let mut small = 0;
+        for address in 10..26 {
+            for _ in 0..3 {
+                if let Ok(slot) = slots.admit(ip(address)) {
+                    held.push(slot);
+                    small += 1;
+                }
+            }
+        }
+
+        assert_eq!(small, 16, "one reserve slot each");
+        assert!(slots.admit(ip(99)).is_ok(), "a fresh address is let in");
+        assert!(slots.admit(ip(100)).is_ok(), "and the probe");
+    }
+
+    #[test]
+    fn sixteen_addresses_holding_their_share_leave_two_slots_of_any_reserve() {
+        for total in [16, 144, 527, 528, 1024, 4096] {
+            let reserve = Reserve::of(total);
+            assert!(
+                (1..=SMALL_HOLDER).contains(&reserve.share),
+                "{total}: {reserve:?}"
+            );
+            if reserve.size >= 2 + RESERVE_HOLDERS {
+                assert!(
+                    RESERVE_HOLDERS * reserve.share + 2 <= reserve.size,
+                    "{total}: {reserve:?}"
+                );
+            }
+        }
+        assert_eq!(Reserve::of(1024).share, 4, "the default calls' reserve");
+        assert_eq!(Reserve::of(144).share, 1);
+    }
+
+    #[test]
+    fn under_eight_slots_there_is_no_reserve_to_refuse_for() {
+        let slots = AddressSlots::new(3, 3, 1);
+        let held: Vec<_> = (0..3).map(|_| slots.admit(ip(1)).unwrap()).collect();
+        assert_eq!(slots.admit(ip(1)).err(), Some(Refusal::PerAddress));
+        assert_eq!(slots.admit(ip(2)).err(), Some(Refusal::Total));
+        drop(held);
     }
 }

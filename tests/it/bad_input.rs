@@ -98,38 +98,43 @@ async fn a_nul_a_control_character_or_an_overlong_field_is_invalid_argument_on_p
     refuses_bad_input(app, &logs).await;
 }
 
-/// `GetProductRequest` with its string field as bytes, to send what no
-/// string is.
+/// `GetProductRequest` and `SearchRequest` alike (field 1 a string): the
+/// field as bytes, to send what no string is.
 #[derive(Clone, PartialEq, prost::Message)]
-struct RawGetProduct {
+struct RawStringField {
     #[prost(bytes = "vec", tag = "1")]
-    product_id: Vec<u8>,
+    field: Vec<u8>,
 }
 
 #[tokio::test]
-async fn invalid_utf8_is_refused_by_the_decoder_before_any_store() {
+async fn invalid_utf8_is_invalid_argument_naming_the_field_before_any_store() {
     let Some(app) = crate::helpers::spawn_app(Backend::Sqlite).await else {
         return;
     };
     let mut grpc = tonic::client::Grpc::new(app.channel.clone());
-    grpc.ready().await.expect("channel ready");
 
-    let status = grpc
-        .unary::<_, catalogue::api::proto::Product, _>(
-            tonic::Request::new(RawGetProduct {
-                product_id: b"prod-\xff\xfe".to_vec(),
-            }),
-            PathAndQuery::from_static("/catalogue.v1.CatalogueService/GetProduct"),
-            tonic_prost::ProstCodec::default(),
-        )
-        .await
-        .expect_err("invalid UTF-8 refused");
+    for (path, field) in [
+        ("/catalogue.v1.CatalogueService/GetProduct", "product_id"),
+        ("/catalogue.v1.CatalogueService/SearchProducts", "query"),
+    ] {
+        grpc.ready().await.expect("channel ready");
+        // Any reply type: the call ends before one is sent.
+        let status = grpc
+            .unary::<_, catalogue::api::proto::Product, _>(
+                tonic::Request::new(RawStringField {
+                    field: b"prod-\xff\xfe".to_vec(),
+                }),
+                PathAndQuery::from_static(path),
+                tonic_prost::ProstCodec::default(),
+            )
+            .await
+            .expect_err("invalid UTF-8 refused");
 
-    // A request that does not decode is INTERNAL in gRPC's status code
-    // table ("error parsing request proto"), which tonic follows.
-    assert_eq!(status.code(), Code::Internal, "{status:?}");
-    assert!(
-        status.message().contains("not UTF-8"),
-        "the decoder says why: {status:?}"
-    );
+        // The client's fault, not the server's: not INTERNAL.
+        assert_eq!(status.code(), Code::InvalidArgument, "{path}: {status:?}");
+        assert!(
+            status.message().contains("not UTF-8") && status.message().contains(field),
+            "{path}: the decoder names the field and what is wrong: {status:?}"
+        );
+    }
 }

@@ -348,7 +348,7 @@ async fn a_connection_with_a_call_open_is_not_idle() {
 
 #[tokio::test]
 async fn the_last_connection_slots_are_kept_for_addresses_holding_few() {
-    // 16 slots, the last 2 for addresses holding fewer than 4.
+    // 16 slots, the last 2 for addresses holding none (a share of 1).
     let app = spawn_app_with(
         Backend::Memory,
         &[

@@ -186,7 +186,7 @@ async fn one_client_ip_cannot_hold_every_call_slot_over_many_connections() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_last_call_slots_are_kept_for_addresses_holding_few() {
-    // 16 slots, the last 2 for addresses holding fewer than 4 calls; 8 per
+    // 16 slots, the last 2 for addresses holding no call (a share of 1); 8 per
     // address.
     let app = slow_get_product_app(
         "16",
@@ -222,6 +222,70 @@ async fn the_last_call_slots_are_kept_for_addresses_holding_few() {
 
     wait_for_in_flight(&app, 14.0).await;
     for call in held.into_iter().chain(second_held) {
+        call.abort();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn many_addresses_holding_few_calls_leave_the_reserve_to_a_fresh_one() {
+    // 144 slots, the last 18 one each (a share of 1) for addresses holding no call;
+    // 127.0.0.1 holds all the rest.
+    let app = slow_get_product_app(
+        "144",
+        &[
+            "--max-calls-per-connection",
+            "144",
+            "--max-calls-per-peer",
+            "144",
+        ],
+    )
+    .await;
+    let mut held = hold_calls(&app, 126);
+    wait_for_in_flight(&app, 126.0).await;
+
+    // 16 addresses ask for 3 calls each.
+    for last in 10..26 {
+        let client = client_from(&app, &format!("127.0.0.{last}")).await;
+        held.extend((0..3).map(|_| {
+            let mut client = client.clone();
+            let request = GetProductRequest {
+                product_id: seed_products()[0].id.clone(),
+            };
+            tokio::spawn(async move { client.get_product(request).await.map(drop) })
+        }));
+    }
+    let decided = |scrape: &prometheus_parse::Scrape| {
+        crate::helpers::value(
+            scrape,
+            "grpc_server_in_flight_requests",
+            &[("grpc_method", "GetProduct")],
+        )
+        .unwrap_or(0.0)
+            + shed(scrape, "reserved_for_new_peers").unwrap_or(0.0)
+            + shed(scrape, "concurrency_limit").unwrap_or(0.0)
+    };
+    let mut scrape = app.scrape().await;
+    for _ in 0..1500 {
+        if decided(&scrape) == 126.0 + 48.0 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        scrape = app.scrape().await;
+    }
+
+    list_a_page(&mut client_from(&app, "127.0.0.99").await).await;
+
+    assert_eq!(
+        decided(&scrape),
+        126.0 + 48.0,
+        "every call admitted or refused"
+    );
+    assert_eq!(
+        shed(&scrape, "reserved_for_new_peers"),
+        Some(32.0),
+        "one reserve slot each, two refused each"
+    );
+    for call in held {
         call.abort();
     }
 }

@@ -107,8 +107,8 @@ async fn malformed_protobuf_is_an_error_and_the_server_keeps_serving() {
         )
         .await
         .expect_err("undecodable request refused");
-    // Decoding failures are INTERNAL, as gRPC's status code guide says.
-    assert_eq!(status.code(), Code::Internal, "{status:?}");
+    // The client's fault: INVALID_ARGUMENT, not INTERNAL.
+    assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
 
     let status = app.get_product("").await.expect_err("still validating");
     assert_eq!(status.code(), Code::InvalidArgument);
@@ -129,4 +129,39 @@ async fn an_unknown_method_is_unimplemented() {
         .await
         .expect_err("no such method");
     assert_eq!(status.code(), Code::Unimplemented);
+}
+
+#[tokio::test]
+async fn headers_over_16_kib_are_resource_exhausted_naming_the_size_and_the_limit() {
+    let app = spawn_app(Backend::Memory).await.expect("memory app");
+    let mut client = app.client.clone();
+
+    let mut request = tonic::Request::new(GetProductRequest {
+        product_id: "prod-0000001".into(),
+    });
+    let big = "x".repeat(20 * 1024);
+    request
+        .metadata_mut()
+        .insert("x-big", big.parse().expect("ASCII metadata"));
+    let status = client
+        .get_product(request)
+        .await
+        .expect_err("headers over the limit refused");
+
+    assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
+    assert!(
+        status.message().contains("16384 bytes"),
+        "names the limit: {status:?}"
+    );
+
+    let mut request = tonic::Request::new(GetProductRequest {
+        product_id: "prod-0000001".into(),
+    });
+    request
+        .metadata_mut()
+        .insert("x-small", "x".repeat(1024).parse().expect("ASCII metadata"));
+    client
+        .get_product(request)
+        .await
+        .expect("headers under the limit served");
 }
