@@ -3,68 +3,33 @@
 //! serves gRPC, admin HTTP and tokio-console until the shutdown future
 //! resolves, then drains.
 
-use std::{any::Any, future::Future, net::SocketAddr, sync::Arc};
+use std::{future::Future, net::SocketAddr, sync::Arc};
 
 use tokio::{net::TcpListener, sync::watch, task::JoinHandle};
 use tokio_util::task::AbortOnDropHandle;
-use tonic::{
-    Status,
-    transport::{Server, server::TcpIncoming},
-};
-use tonic_health::{
-    ServingStatus,
-    pb::health_server::{Health, HealthServer},
-};
-use tower::Layer as _;
-use tower_http::catch_panic::CatchPanicLayer;
+use tonic_health::ServingStatus;
 use tracing::{Dispatch, instrument::WithSubscriber as _};
 
 use crate::{
     admin::{self, AdminGuard, AdminState, server::AdminLimits, settings::InsecureAdmin},
     api::{
-        CatalogueApi, proto,
+        CatalogueApi,
         proto::catalogue_service_server::{CatalogueServiceServer, SERVICE_NAME},
     },
     config::ServeConfig,
     discovery::consul::{ConsulError, Registrar},
-    faults::{FaultError, FaultInjector, FaultLayer, Faulty},
-    grpc::{GrpcTelemetryLayer, Rpc},
-    method::{Kind, Method},
+    faults::{FaultError, FaultInjector},
+    grpc::GrpcTelemetryLayer,
     metrics::Metrics,
-    protection::{ShedLayer, expose_tcp_info, guard_connections, raise_fd_limit},
+    protection::{Limits, fit_to_fd_limit},
     ready::{self, Addresses, ReadyFileError},
     runtime::{Console, Sampler, ScrapeHook, TaskList, console::ConsoleError},
+    server,
     store::{self, InstrumentedStore, Store, StoreError},
     telemetry::{LogLevel, Telemetry},
     traces::CallTraces,
     upstream::Upstream,
 };
-
-/// h2's guard against streams reset by protocol errors (the "rapid reset"
-/// family): tonic passes `None` to hyper by default, which turns it off.
-const MAX_LOCAL_ERROR_RESET_STREAMS: usize = 1024;
-/// Streams a client may open and reset before the server accepts them.
-const MAX_PENDING_ACCEPT_RESET_STREAMS: usize = 64;
-/// Largest request message: a request of the contract is a few hundred
-/// bytes (an id, a query, a page token). Responses keep
-/// `--max-message-bytes`.
-const MAX_REQUEST_BYTES: usize = 64 * 1024;
-/// h2's bound on request headers; `ShedLayer` refuses a call over a quarter.
-const MAX_HEADER_LIST_BYTES: u32 = 64 * 1024;
-/// Server pings find dead connections; one unanswered for the timeout closes
-/// the connection.
-const KEEPALIVE_INTERVAL: std::time::Duration = std::time::Duration::from_secs(60);
-const KEEPALIVE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(20);
-/// TCP keepalive on accepted connections: the kernel finds a peer that
-/// vanished (no FIN, no RST) even on a connection HTTP/2 pings do not
-/// reach yet (one still in its handshake): first probe after 60 s idle,
-/// then every 10 s, three unanswered probes close it.
-const TCP_KEEPALIVE_TIME: std::time::Duration = std::time::Duration::from_secs(60);
-const TCP_KEEPALIVE_INTERVAL: std::time::Duration = std::time::Duration::from_secs(10);
-const TCP_KEEPALIVE_RETRIES: u32 = 3;
-/// Files the process keeps open besides client connections: listeners,
-/// admin connections, the database pool, the log, the binary's own.
-const RESERVED_FDS: u64 = 256;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartupError {
@@ -100,6 +65,9 @@ pub enum StartupError {
 /// A built, bound and not yet serving instance of the service.
 pub struct App {
     config: ServeConfig,
+    /// The protection's limits, `--max-connections` fitted to the
+    /// open-files limit.
+    limits: Limits,
     store: Arc<dyn Store>,
     faults: Arc<FaultInjector>,
     upstream: Option<Arc<Upstream>>,
@@ -142,18 +110,18 @@ impl App {
 
     /// Binds the listeners around a store that is already open.
     pub async fn build_with_store(
-        mut config: ServeConfig,
+        config: ServeConfig,
         store: Arc<dyn Store>,
         telemetry: &mut Telemetry,
     ) -> Result<Self, StartupError> {
         config.admin.check()?;
-        tracing::dispatcher::with_default(&telemetry.dispatch(), || {
-            fit_connections_to_fd_limit(&mut config);
+        let limits = tracing::dispatcher::with_default(&telemetry.dispatch(), || {
+            fit_to_fd_limit(config.protection.limits())
         });
         let metrics = telemetry.metrics();
         let store: Arc<dyn Store> = Arc::new(InstrumentedStore::new(store, &metrics));
         let faults = Arc::new(FaultInjector::from_config(&config.faults, &metrics)?);
-        let protected = config.protection.limits().upstream_guarded;
+        let protected = limits.upstream_guarded;
         let upstream = config
             .upstream
             .upstream_url
@@ -182,6 +150,7 @@ impl App {
         };
         Ok(Self {
             config,
+            limits,
             store,
             faults,
             upstream,
@@ -254,6 +223,7 @@ impl App {
     async fn start(self) -> Result<Running, StartupError> {
         let Self {
             config,
+            limits,
             store,
             faults,
             upstream,
@@ -280,7 +250,7 @@ impl App {
         let (drain, draining) = watch::channel(false);
 
         let telemetry_layer = GrpcTelemetryLayer::new(
-            &served_rpcs(config.telemetry.trace_health_checks),
+            &server::served_rpcs(config.telemetry.trace_health_checks),
             call_traces,
             &metrics,
             call_dispatch,
@@ -293,19 +263,22 @@ impl App {
             !config.telemetry.no_runtime_metrics,
         );
         let labels = telemetry_layer.labels();
-        let catalogue = FaultLayer::new(faults.clone()).layer(
-            CatalogueServiceServer::new(CatalogueApi::new(store.clone(), upstream))
-                .max_decoding_message_size(MAX_REQUEST_BYTES)
-                .max_encoding_message_size(config.max_message_bytes),
-        );
-        let grpc_server = grpc_server(
-            &config,
-            catalogue,
+        let services = server::Services {
+            catalogue: server::catalogue(
+                CatalogueApi::new(store.clone(), upstream),
+                faults.clone(),
+                config.max_message_bytes,
+            ),
+            health: health_service,
+        };
+        let grpc_server = server::serve(
+            services,
             grpc_listener,
             telemetry_layer,
-            health_service,
+            &limits,
             &metrics,
-            draining.clone(),
+            config.max_concurrent_streams,
+            drained(draining.clone()),
         )?;
         // Named, so task dumps (and tokio-console) say which task is which.
         let grpc = tasks
@@ -340,12 +313,12 @@ impl App {
             .spawn("admin-server", admin_server)
             .map_err(StartupError::Spawn)?;
         let upkeep = tasks
-            .spawn("metrics-upkeep", upkeep(metrics))
+            .spawn("metrics-upkeep", metrics.upkeep())
             .map_err(StartupError::Spawn)?;
         let store_health = tasks
             .spawn(
                 "store-health",
-                follow_store_health(
+                server::follow_store_health(
                     store_for_health,
                     health.clone(),
                     config.store_health_interval,
@@ -507,190 +480,6 @@ fn scrape_hooks(
     hooks
 }
 
-/// Pings the store every `interval` (each ping bounded by it) and sets the
-/// catalogue service's gRPC health to follow: NOT_SERVING while the store
-/// fails, SERVING again once it answers, so probes and Consul checks that
-/// ask gRPC health (not `/readyz`) see a database outage. The server's own
-/// status ("") is left alone: liveness must not restart a pod for it.
-async fn follow_store_health(
-    store: Arc<dyn Store>,
-    health: tonic_health::server::HealthReporter,
-    interval: std::time::Duration,
-) {
-    let mut ticks = tokio::time::interval(interval);
-    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut serving = true;
-    loop {
-        ticks.tick().await;
-        let answered = tokio::time::timeout(interval, store.ping()).await;
-        let up = matches!(answered, Ok(Ok(())));
-        if up == serving {
-            continue;
-        }
-        serving = up;
-        if up {
-            tracing::info!("the store answers again: health SERVING");
-            health
-                .set_serving::<CatalogueServiceServer<CatalogueApi>>()
-                .await;
-        } else {
-            let error = match answered {
-                Ok(Err(error)) => error.to_string(),
-                _ => format!("no answer within {interval:?}"),
-            };
-            tracing::warn!(%error, "the store does not answer: health NOT_SERVING");
-            health
-                .set_not_serving::<CatalogueServiceServer<CatalogueApi>>()
-                .await;
-        }
-    }
-}
-
-/// Folds histogram samples into their buckets every second. Scrapes do it
-/// too, but without this a service nobody scrapes would hold every sample
-/// it ever recorded.
-async fn upkeep(metrics: Metrics) {
-    let mut ticks = tokio::time::interval(METRICS_UPKEEP_INTERVAL);
-    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        ticks.tick().await;
-        metrics.run_upkeep();
-    }
-}
-
-const HEALTH_SERVICE: &str = tonic_health::pb::health_server::SERVICE_NAME;
-const REFLECTION_V1_SERVICE: &str =
-    tonic_reflection::pb::v1::server_reflection_server::SERVICE_NAME;
-const REFLECTION_V1ALPHA_SERVICE: &str =
-    tonic_reflection::pb::v1alpha::server_reflection_server::SERVICE_NAME;
-
-/// Every method the gRPC server serves, for its telemetry: the catalogue's,
-/// then health and reflection, traced only with `trace_health_checks`.
-fn served_rpcs(trace_health_checks: bool) -> Vec<Rpc> {
-    let catalogue = Method::ALL.map(|method| Rpc {
-        service: Method::SERVICE,
-        name: method.name(),
-        kind: method.kind(),
-        traced: true,
-    });
-    let tooling = [
-        (HEALTH_SERVICE, "Check", Kind::Unary),
-        (HEALTH_SERVICE, "Watch", Kind::ServerStream),
-        (
-            REFLECTION_V1_SERVICE,
-            "ServerReflectionInfo",
-            Kind::BidiStream,
-        ),
-        (
-            REFLECTION_V1ALPHA_SERVICE,
-            "ServerReflectionInfo",
-            Kind::BidiStream,
-        ),
-    ]
-    .map(|(service, name, kind)| Rpc {
-        service,
-        name,
-        kind,
-        traced: trace_health_checks,
-    });
-    catalogue.into_iter().chain(tooling).collect()
-}
-
-/// How often histogram samples are folded into their buckets between
-/// scrapes: bounds the samples held to one second's worth.
-const METRICS_UPKEEP_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1);
-
-/// The gRPC server future: catalogue, health and reflection behind the
-/// telemetry layer, with the HTTP/2 limits set explicitly.
-fn grpc_server<H: Health>(
-    config: &ServeConfig,
-    catalogue: Faulty<CatalogueServiceServer<CatalogueApi>>,
-    listener: TcpListener,
-    telemetry: GrpcTelemetryLayer,
-    health_service: HealthServer<H>,
-    metrics: &Metrics,
-    draining: watch::Receiver<bool>,
-) -> Result<impl Future<Output = Result<(), tonic::transport::Error>> + Send + use<H>, StartupError>
-{
-    // Lists what this server serves, not every service of the descriptors
-    // (the catalogue's set holds the inventory upstream's too).
-    let reflection = |reflection_service| {
-        tonic_reflection::server::Builder::configure()
-            .register_encoded_file_descriptor_set(proto::FILE_DESCRIPTOR_SET)
-            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-            .with_service_name(Method::SERVICE)
-            .with_service_name(HEALTH_SERVICE)
-            .with_service_name(reflection_service)
-    };
-    let reflection_v1 = reflection(REFLECTION_V1_SERVICE).build_v1()?;
-    let reflection_v1alpha = reflection(REFLECTION_V1ALPHA_SERVICE).build_v1alpha()?;
-    let reflection_v1 = reflection_v1.max_decoding_message_size(MAX_REQUEST_BYTES);
-    let reflection_v1alpha = reflection_v1alpha.max_decoding_message_size(MAX_REQUEST_BYTES);
-    let health_service = health_service.max_decoding_message_size(MAX_REQUEST_BYTES);
-    let limits = config.protection.limits();
-    let incoming = guard_connections(
-        TcpIncoming::from(listener)
-            .with_nodelay(Some(true))
-            .with_keepalive(Some(TCP_KEEPALIVE_TIME))
-            .with_keepalive_interval(Some(TCP_KEEPALIVE_INTERVAL))
-            .with_keepalive_retries(Some(TCP_KEEPALIVE_RETRIES)),
-        &limits,
-        metrics,
-    );
-    // No `Server::timeout`: it ends a late call CANCELLED; `ShedLayer`
-    // enforces the request timeout and ends it DEADLINE_EXCEEDED.
-    let server = Server::builder()
-        .max_concurrent_streams(config.max_concurrent_streams)
-        .http2_max_local_error_reset_streams(Some(MAX_LOCAL_ERROR_RESET_STREAMS))
-        .http2_max_pending_accept_reset_streams(Some(MAX_PENDING_ACCEPT_RESET_STREAMS))
-        .http2_max_header_list_size(MAX_HEADER_LIST_BYTES)
-        .http2_keepalive_interval(Some(KEEPALIVE_INTERVAL))
-        .http2_keepalive_timeout(Some(KEEPALIVE_TIMEOUT));
-    // Only the age: tonic 0.14 given a grace as well never sends the
-    // GOAWAY (it waits out age and grace, then drops the connection).
-    // `GuardedConnection` closes it once the grace is over.
-    let server = match limits.max_connection_age {
-        Some((age, _grace)) => server.max_connection_age(age),
-        None => server,
-    };
-    let shed = ShedLayer::new(&limits, metrics);
-    Ok(server
-        // Outermost first: telemetry sees the INTERNAL a caught panic becomes
-        // and the UNAVAILABLE of a shed call.
-        .layer(tower::util::MapRequestLayer::new(
-            expose_tcp_info::<tonic::body::Body>,
-        ))
-        .layer(telemetry)
-        .layer(shed)
-        .layer(CatchPanicLayer::custom(panic_response))
-        .add_service(health_service)
-        .add_service(reflection_v1)
-        .add_service(reflection_v1alpha)
-        .add_service(catalogue)
-        .serve_with_incoming_shutdown(incoming, drained(draining)))
-}
-
-/// Raises the soft limit on open files to the hard one, then lowers
-/// `--max-connections`, with a warning, if the limit cannot hold that many
-/// connections and the files the process needs besides.
-fn fit_connections_to_fd_limit(config: &mut ServeConfig) {
-    let Some(limit) = raise_fd_limit() else {
-        return;
-    };
-    let fits = usize::try_from(limit.saturating_sub(RESERVED_FDS)).unwrap_or(usize::MAX);
-    let asked = config.protection.max_connections;
-    if asked > fits && !config.protection.no_protection {
-        let fits = fits.max(1);
-        tracing::warn!(
-            max_connections = asked,
-            open_files_limit = limit,
-            lowered_to = fits,
-            "--max-connections is more than the open-files limit allows; lowered"
-        );
-        config.protection.max_connections = fits;
-    }
-}
-
 async fn bind(addr: SocketAddr) -> Result<(TcpListener, SocketAddr), StartupError> {
     let bind_error = |source| StartupError::Bind { addr, source };
     let listener = TcpListener::bind(addr).await.map_err(bind_error)?;
@@ -702,18 +491,6 @@ async fn bind(addr: SocketAddr) -> Result<(TcpListener, SocketAddr), StartupErro
 async fn drained(mut draining: watch::Receiver<bool>) {
     // An error means the sender is gone, which also means stop.
     let _ = draining.wait_for(|draining| *draining).await;
-}
-
-/// A panicking handler answers its call with INTERNAL; the server and every
-/// other call are unaffected.
-fn panic_response(panic: Box<dyn Any + Send + 'static>) -> http::Response<tonic::body::Body> {
-    let message = panic
-        .downcast_ref::<&str>()
-        .copied()
-        .or_else(|| panic.downcast_ref::<String>().map(String::as_str))
-        .unwrap_or("non-string panic payload");
-    tracing::error!(panic = message, "handler panicked");
-    Status::internal("internal error").into_http()
 }
 
 /// Resolves on Ctrl-C or SIGTERM. The handlers are installed when this is

@@ -47,6 +47,7 @@ pub mod profiling;
 pub mod protection;
 pub mod ready;
 pub mod runtime;
+pub mod server;
 pub mod status;
 pub mod store;
 pub mod telemetry;

@@ -84,7 +84,8 @@ mod peers;
 
 use connections::ConnectionControl;
 pub use connections::{
-    ConnectionInfo, GuardedConnection, expose_tcp_info, guard_connections, raise_fd_limit,
+    ConnectionInfo, GuardedConnection, expose_tcp_info, fit_to_fd_limit, guard_connections,
+    raise_fd_limit,
 };
 pub use peers::{AddressSlot, AddressSlots, Refusal};
 

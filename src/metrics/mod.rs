@@ -102,11 +102,27 @@ impl Metrics {
         &self.exemplars
     }
 
+    /// Folds histogram samples into their buckets every second, for ever.
+    /// Scrapes do it too, but without this a service nobody scrapes would
+    /// hold every sample it ever recorded.
+    pub async fn upkeep(self) {
+        let mut ticks = tokio::time::interval(UPKEEP_INTERVAL);
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            ticks.tick().await;
+            self.run_upkeep();
+        }
+    }
+
     /// Folds histogram samples into their buckets (a render does it too).
     pub fn run_upkeep(&self) {
         self.handle.run_upkeep();
     }
 }
+
+/// How often histogram samples are folded into their buckets between
+/// scrapes: bounds the samples held to one second's worth.
+const UPKEEP_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// What the recorder is told of where a handle came from: nothing it uses.
 static METADATA: Metadata<'static> =

@@ -518,6 +518,33 @@ impl AsyncWrite for GuardedConnection {
     }
 }
 
+/// Files the process keeps open besides client connections: listeners,
+/// admin connections, the database pool, the log, the binary's own.
+const RESERVED_FDS: u64 = 256;
+
+/// Raises the soft limit on open files to the hard one (`raise_fd_limit`)
+/// and returns `limits` with `max_connections` lowered, with a warning, if
+/// the limit cannot hold that many connections and the files the process
+/// needs besides. No cap (`--no-protection`) stays no cap.
+pub fn fit_to_fd_limit(mut limits: Limits) -> Limits {
+    let Some(open_files) = raise_fd_limit() else {
+        return limits;
+    };
+    let fits = usize::try_from(open_files.saturating_sub(RESERVED_FDS)).unwrap_or(usize::MAX);
+    let asked = limits.max_connections;
+    if asked > fits && asked != usize::MAX {
+        let fits = fits.max(1);
+        tracing::warn!(
+            max_connections = asked,
+            open_files_limit = open_files,
+            lowered_to = fits,
+            "--max-connections is more than the open-files limit allows; lowered"
+        );
+        limits.max_connections = fits;
+    }
+    limits
+}
+
 /// Raises the soft limit on open files to the hard limit (a service started
 /// under `ulimit -Sn 1024` would otherwise stop accepting near a thousand
 /// connections) and returns the soft limit in force, `None` where it cannot
