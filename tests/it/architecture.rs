@@ -118,6 +118,7 @@ fn the_signal_rooms_import_no_room_above_them() {
             "runtime",
             &["grpc", "traces", "api", "store", "profiling"][..],
         ),
+        ("server.rs", &["config", "app"][..]),
     ] {
         let found = imports(room, above);
         assert!(
