@@ -13,10 +13,8 @@ use tonic::Code;
 use tonic_health::pb::health_check_response::ServingStatus;
 
 use crate::{
-    db::{
-        PgSchema, Relay, app_on, leaves_serving_within, server_addr, url_through, wait_for_health,
-    },
-    helpers::{TestApp, wait_for_in_flight},
+    db::{Relay, app_on, leaves_serving_within, server_addr, url_through, wait_for_health},
+    helpers::{Backend, PgSchema, TestApp},
 };
 
 fn first_id() -> String {
@@ -221,7 +219,7 @@ async fn calls_holding_every_pooled_connection_do_not_flip_health() {
         return;
     };
     let calls = spawn_calls(&app, 4, get_first);
-    wait_for_in_flight(&app, 4.0).await;
+    app.wait_for_in_flight(4.0).await;
     wait_for_waiting(&pool, "WHERE id = $1", 2).await;
 
     // Twenty health intervals with both connections taken and two calls
@@ -251,8 +249,7 @@ async fn a_search_flood_leaves_pooled_connections_for_other_calls() {
             .await
             .map(drop)
     });
-    crate::helpers::wait_for_value(
-        &app,
+    app.wait_for_value(
         "grpc_server_in_flight_requests",
         &[("grpc_method", "SearchProducts")],
         8.0,
@@ -275,13 +272,12 @@ async fn a_search_flood_leaves_pooled_connections_for_other_calls() {
 /// An app on a SQLite file of its own, pinging its store every 100 ms.
 async fn sqlite_app() -> (TestApp, crate::helpers::Logs) {
     let logs = crate::helpers::Logs::default();
-    let app = crate::helpers::spawn_app_logging_to(
-        crate::helpers::Backend::Sqlite,
-        &["--store-health-interval", "100ms"],
-        logs.sink(),
-    )
-    .await
-    .unwrap();
+    let app = TestApp::builder()
+        .backend(Backend::Sqlite)
+        .args(&["--store-health-interval", "100ms"])
+        .logs(&logs)
+        .spawn()
+        .await;
     (app, logs)
 }
 
