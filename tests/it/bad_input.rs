@@ -90,6 +90,10 @@ async fn a_nul_a_control_character_or_an_overlong_field_is_invalid_argument_in_m
 }
 
 #[tokio::test]
+#[cfg_attr(
+    not(postgres_tests),
+    ignore = "needs PostgreSQL: build and run with TEST_DATABASE_URL set"
+)]
 async fn a_nul_a_control_character_or_an_overlong_field_is_invalid_argument_on_postgres() {
     let Some(schema) = PgSchema::create().await else {
         return;

@@ -121,6 +121,10 @@ async fn wait_for_waiting(pool: &sqlx::PgPool, statement: &str, count: i64) {
 }
 
 #[tokio::test]
+#[cfg_attr(
+    not(postgres_tests),
+    ignore = "needs PostgreSQL: build and run with TEST_DATABASE_URL set"
+)]
 async fn a_backend_killed_mid_query_is_unavailable_with_its_cause_logged() {
     let Some(schema) = PgSchema::create().await else {
         return;
@@ -152,6 +156,10 @@ async fn a_backend_killed_mid_query_is_unavailable_with_its_cause_logged() {
 }
 
 #[tokio::test]
+#[cfg_attr(
+    not(postgres_tests),
+    ignore = "needs PostgreSQL: build and run with TEST_DATABASE_URL set"
+)]
 async fn a_database_that_refuses_connections_is_unavailable_and_not_serving() {
     let Some(schema) = PgSchema::create().await else {
         return;
@@ -188,6 +196,10 @@ async fn a_database_that_refuses_connections_is_unavailable_and_not_serving() {
 }
 
 #[tokio::test]
+#[cfg_attr(
+    not(postgres_tests),
+    ignore = "needs PostgreSQL: build and run with TEST_DATABASE_URL set"
+)]
 async fn a_dropped_catalogue_is_not_serving_and_unavailable() {
     let Some(schema) = PgSchema::create().await else {
         return;
@@ -211,6 +223,10 @@ async fn a_dropped_catalogue_is_not_serving_and_unavailable() {
 }
 
 #[tokio::test]
+#[cfg_attr(
+    not(postgres_tests),
+    ignore = "needs PostgreSQL: build and run with TEST_DATABASE_URL set"
+)]
 async fn calls_holding_every_pooled_connection_do_not_flip_health() {
     let Some((_schema, app, pool, lock)) =
         app_behind_a_locked_table(&["--db-pool-size", "2", "--store-health-interval", "100ms"])
@@ -234,6 +250,10 @@ async fn calls_holding_every_pooled_connection_do_not_flip_health() {
 }
 
 #[tokio::test]
+#[cfg_attr(
+    not(postgres_tests),
+    ignore = "needs PostgreSQL: build and run with TEST_DATABASE_URL set"
+)]
 async fn a_search_flood_leaves_pooled_connections_for_other_calls() {
     let Some((_schema, app, pool, lock)) =
         app_behind_a_locked_table(&["--db-pool-size", "4"]).await

@@ -2,14 +2,13 @@
 //! database.
 //!
 //! # Layout
-//! - `mod.rs`: the app and its builder, the backends, the test
-//!   configuration
-//! - `grpc.rs`: calls to the app, the upstream simulator, the load
+//! - here: the app and its builder, the backends, the test configuration
+//! - `helpers/grpc.rs`: calls to the app, the upstream simulator, the load
 //!   generator's configuration
-//! - `http.rs`: the admin port (scrapes, faults, waits on a metric)
-//! - `metrics.rs`: samples read out of a scrape
-//! - `logs.rs`: where the app's log lines go, and its subscriber
-//! - `postgres.rs`: a schema per test, dropped when the test ends
+//! - `helpers/http.rs`: the admin port (scrapes, faults, waits on a metric)
+//! - `helpers/metrics.rs`: samples read out of a scrape
+//! - `helpers/logs.rs`: where the app's log lines go, and its subscriber
+//! - `helpers/postgres.rs`: a schema per test, dropped when the test ends
 
 mod grpc;
 mod http;
