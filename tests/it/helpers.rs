@@ -98,8 +98,11 @@ pub struct TestAppBuilder {
     extra: Vec<String>,
     logs: Option<Logs>,
     tasks: Option<TaskList>,
-    configure: Option<Box<dyn FnOnce(&mut ServeConfig)>>,
+    configure: Option<ConfigChange>,
 }
+
+/// A change to the parsed configuration (`TestAppBuilder::configure`).
+type ConfigChange = Box<dyn FnOnce(&mut ServeConfig)>;
 
 /// Where a test app's products come from.
 enum Products {
