@@ -1205,4 +1205,162 @@ mod tests {
 
         assert_eq!(watch, None, "a health Watch outlives every server timeout");
     }
+
+    // On a paused clock (tokio's `test-util`): time moves only when the
+    // test advances it, so each bound is checked to the millisecond, and
+    // nothing is awaited that could let the clock jump on its own.
+
+    const GET_PRODUCT: &str = "/catalogue.v1.CatalogueService/GetProduct";
+    const LIST_PRODUCTS: &str = "/catalogue.v1.CatalogueService/ListProducts";
+
+    fn call_to(path: &str) -> Request<tonic::body::Body> {
+        Request::builder()
+            .uri(path)
+            .body(tonic::body::Body::empty())
+            .unwrap()
+    }
+
+    /// The grpc-status a response carries in its headers (a refusal, or a
+    /// deadline before any answer); `None` for an answer of the handler's.
+    fn header_status<B>(response: &Response<B>) -> Option<&str> {
+        response.headers().get("grpc-status")?.to_str().ok()
+    }
+
+    /// The layer around a handler that never answers.
+    fn unanswered(
+        limits: &Limits,
+    ) -> impl Service<
+        Request<tonic::body::Body>,
+        Response = Response<ShedBody<Silent>>,
+        Error = std::convert::Infallible,
+    > + Clone {
+        let handler = tower::service_fn(|_: Request<tonic::body::Body>| {
+            std::future::pending::<Result<Response<Silent>, std::convert::Infallible>>()
+        });
+        ShedLayer::new(limits, &Metrics::new().expect("a recorder")).layer(handler)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_call_past_its_deadline_ends_deadline_exceeded_exactly_when_the_clock_passes_it() {
+        use tower::ServiceExt as _;
+        let deadline = Duration::from_millis(100);
+        let limits = Limits {
+            max_concurrent_calls: 8,
+            ..layer_limits(Some(deadline))
+        };
+        let mut call = Box::pin(unanswered(&limits).oneshot(call_to(GET_PRODUCT)));
+        assert!(futures::poll!(&mut call).is_pending(), "admitted, waiting");
+
+        tokio::time::advance(deadline - Duration::from_millis(1)).await;
+        let before = futures::poll!(&mut call);
+        tokio::time::advance(Duration::from_millis(1)).await;
+        let at = futures::poll!(&mut call);
+
+        assert!(
+            before.is_pending(),
+            "still waiting 1 ms before its deadline"
+        );
+        let Poll::Ready(Ok(response)) = at else {
+            panic!("ended at its deadline");
+        };
+        assert_eq!(header_status(&response), Some("4"), "DEADLINE_EXCEEDED");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_call_over_the_concurrency_limit_is_refused_unavailable_with_a_pushback_hint() {
+        use tower::ServiceExt as _;
+        let limits = Limits {
+            retry_pushback: Duration::from_millis(250),
+            ..layer_limits(None)
+        };
+        let service = unanswered(&limits);
+        let mut holding = Box::pin(service.clone().oneshot(call_to(GET_PRODUCT)));
+        assert!(
+            futures::poll!(&mut holding).is_pending(),
+            "takes the one slot"
+        );
+
+        let refused = service.clone().oneshot(call_to(GET_PRODUCT)).await.unwrap();
+        drop(holding);
+        let mut after = Box::pin(service.oneshot(call_to(GET_PRODUCT)));
+
+        assert_eq!(header_status(&refused), Some("14"), "UNAVAILABLE: retry");
+        assert_eq!(
+            refused
+                .headers()
+                .get("grpc-retry-pushback-ms")
+                .and_then(|value| value.to_str().ok()),
+            Some("250")
+        );
+        assert!(
+            futures::poll!(&mut after).is_pending(),
+            "the slot came back with the call that held it"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_stream_whose_client_reads_nothing_ends_at_the_idle_timeout_and_gives_its_slot_back()
+    {
+        use futures::StreamExt as _;
+        use http_body_util::BodyExt as _;
+        use tower::ServiceExt as _;
+        let idle = Duration::from_secs(10);
+        let limits = Limits {
+            stream_idle_timeout: Some(idle),
+            ..layer_limits(None)
+        };
+        // One message, then nothing more to say.
+        let handler = tower::service_fn(|_: Request<tonic::body::Body>| async {
+            let frames = futures::stream::iter([Ok::<_, std::convert::Infallible>(Frame::data(
+                Bytes::from_static(b"message"),
+            ))])
+            .chain(futures::stream::pending());
+            Ok::<_, std::convert::Infallible>(Response::new(http_body_util::StreamBody::new(
+                frames,
+            )))
+        });
+        let service = ShedLayer::new(&limits, &Metrics::new().expect("a recorder")).layer(handler);
+        let mut stream = service
+            .clone()
+            .oneshot(call_to(LIST_PRODUCTS))
+            .await
+            .unwrap()
+            .into_body();
+        let first = stream.frame().await.unwrap().unwrap();
+        assert!(first.is_data(), "the message went out");
+
+        // The client reads nothing more: hyper never polls the body again.
+        tokio::time::advance(idle - Duration::from_millis(1)).await;
+        let before = service
+            .clone()
+            .oneshot(call_to(LIST_PRODUCTS))
+            .await
+            .unwrap();
+        tokio::time::advance(Duration::from_millis(1)).await;
+        let after = service.oneshot(call_to(LIST_PRODUCTS)).await.unwrap();
+        let trailers = stream
+            .frame()
+            .await
+            .unwrap()
+            .unwrap()
+            .into_trailers()
+            .unwrap();
+
+        assert_eq!(
+            header_status(&before),
+            Some("14"),
+            "1 ms before the idle timeout the stream holds the one slot"
+        );
+        assert_eq!(header_status(&after), None, "its slot came back at it");
+        assert_eq!(
+            trailers.get("grpc-status").and_then(|v| v.to_str().ok()),
+            Some("4"),
+            "DEADLINE_EXCEEDED: {trailers:?}"
+        );
+        let message = trailers
+            .get("grpc-message")
+            .and_then(|value| value.to_str().ok())
+            .unwrap_or_default();
+        assert!(message.contains("idle"), "{message}");
+    }
 }

@@ -12,7 +12,7 @@ use tokio::{
 };
 use tracing_subscriber::fmt::writer::BoxMakeWriter;
 
-use crate::helpers::{Backend, TestApp, seed_products, spawn_app_with, test_config, value};
+use crate::helpers::{TestApp, seed_products, test_config, value};
 
 /// Longest any test here waits for the server to act (never reached when
 /// the rule holds; it turns a missing rule into a failure, not a hang).
@@ -60,12 +60,10 @@ async fn call(app: &TestApp, method: &str, path: &str, token: Option<&str>) -> (
 
 #[tokio::test]
 async fn with_a_token_every_route_but_health_and_metrics_needs_it() {
-    let app = spawn_app_with(
-        Backend::Memory,
-        &["--admin-token", "secret", "--enable-faults"],
-    )
-    .await
-    .unwrap();
+    let app = TestApp::builder()
+        .args(&["--admin-token", "secret", "--enable-faults"])
+        .spawn()
+        .await;
 
     for (method, path) in [
         ("GET", "/faults"),
@@ -124,7 +122,7 @@ async fn a_non_loopback_admin_addr_needs_a_token_or_admin_insecure() {
 
 #[tokio::test]
 async fn fault_injection_is_off_without_enable_faults() {
-    let app = spawn_app_with(Backend::Memory, &[]).await.unwrap();
+    let app = TestApp::builder().spawn().await;
 
     for method in ["GET", "PUT", "DELETE"] {
         let (status, body) = call(&app, method, "/faults", None).await;
@@ -137,18 +135,16 @@ async fn fault_injection_is_off_without_enable_faults() {
 async fn the_leak_fault_holds_at_most_its_cap() {
     const MIB: u64 = 1024 * 1024;
     let cap = (3 * MIB).to_string();
-    let mut app = spawn_app_with(
-        Backend::Memory,
-        &[
+    let mut app = TestApp::builder()
+        .args(&[
             "--enable-faults",
             "--fault-leak-max-bytes",
             &cap,
             "--fault-leak-bytes-per-call",
             &MIB.to_string(),
-        ],
-    )
-    .await
-    .unwrap();
+        ])
+        .spawn()
+        .await;
 
     for _ in 0..5 {
         app.get_product(&seed_products()[0].id).await.unwrap();
@@ -168,7 +164,7 @@ async fn the_leak_fault_holds_at_most_its_cap() {
 
 #[tokio::test]
 async fn without_a_token_a_request_for_a_foreign_host_is_refused() {
-    let app = spawn_app_with(Backend::Memory, &[]).await.unwrap();
+    let app = TestApp::builder().spawn().await;
     let port = app.admin_addr.port();
 
     for host in ["rebound.example", "rebound.example:6060", "127.0.0.2"] {
@@ -188,9 +184,10 @@ async fn without_a_token_a_request_for_a_foreign_host_is_refused() {
     }
 
     // A token replaces the Host check: names are fine when it is presented.
-    let guarded = spawn_app_with(Backend::Memory, &["--admin-token", "secret"])
-        .await
-        .unwrap();
+    let guarded = TestApp::builder()
+        .args(&["--admin-token", "secret"])
+        .spawn()
+        .await;
     let (addr, host) = (guarded.admin_addr, "catalogue.internal:6060");
     assert_eq!(send(addr, "GET", "/metrics", host, None).await.0, 200);
     assert_eq!(send(addr, "GET", "/log-level", host, None).await.0, 401);
@@ -218,17 +215,15 @@ async fn closed_by_server(stream: &mut TcpStream) -> Vec<u8> {
 
 #[tokio::test]
 async fn admin_connections_beyond_the_cap_are_closed_and_counted() {
-    let app = spawn_app_with(
-        Backend::Memory,
-        &[
+    let app = TestApp::builder()
+        .args(&[
             "--admin-max-connections",
             "2",
             "--admin-header-timeout",
             "1h",
-        ],
-    )
-    .await
-    .unwrap();
+        ])
+        .spawn()
+        .await;
     let mut held = Vec::new();
     for _ in 0..2 {
         held.push(TcpStream::connect(app.admin_addr).await.unwrap());
@@ -269,9 +264,10 @@ async fn admin_connections_beyond_the_cap_are_closed_and_counted() {
 
 #[tokio::test]
 async fn an_admin_connection_that_sends_no_whole_head_in_time_is_closed() {
-    let app = spawn_app_with(Backend::Memory, &["--admin-header-timeout", "200ms"])
-        .await
-        .unwrap();
+    let app = TestApp::builder()
+        .args(&["--admin-header-timeout", "200ms"])
+        .spawn()
+        .await;
 
     let mut silent = TcpStream::connect(app.admin_addr).await.unwrap();
     let mut slow = TcpStream::connect(app.admin_addr).await.unwrap();

@@ -4,7 +4,7 @@
 
 use reqwest::{Client, StatusCode};
 
-use crate::helpers::{Backend, Logs, TestApp, spawn_app_logging_to, spawn_app_with};
+use crate::helpers::{Logs, TestApp};
 
 async fn put_log_level(app: &TestApp, path_and_query: &str, body: &str) -> (StatusCode, String) {
     let response = Client::new()
@@ -28,9 +28,7 @@ async fn current_filter(app: &TestApp) -> String {
 #[tokio::test]
 async fn a_filter_that_silences_the_service_is_refused_unless_it_is_off() {
     let logs = Logs::default();
-    let app = spawn_app_logging_to(Backend::Memory, &[], logs.sink())
-        .await
-        .unwrap();
+    let app = TestApp::builder().logs(&logs).spawn().await;
 
     for body in [
         "[[[",
@@ -59,7 +57,7 @@ async fn a_filter_that_silences_the_service_is_refused_unless_it_is_off() {
 
 #[tokio::test]
 async fn a_filter_over_1_kib_is_refused() {
-    let app = spawn_app_with(Backend::Memory, &[]).await.unwrap();
+    let app = TestApp::builder().spawn().await;
     let long = std::iter::repeat_n("catalogue::store=debug", 60)
         .collect::<Vec<_>>()
         .join(",");
@@ -74,7 +72,7 @@ async fn a_filter_over_1_kib_is_refused() {
 
 #[tokio::test]
 async fn field_filters_match_literally_not_as_regular_expressions() {
-    let app = spawn_app_with(Backend::Memory, &[]).await.unwrap();
+    let app = TestApp::builder().spawn().await;
     // As a regular expression, `(a+)+$` is the textbook catastrophe; as a
     // literal value it is a string like any other.
     let body = "info,[call{path=(a+)+$}]=debug";
@@ -87,7 +85,7 @@ async fn field_filters_match_literally_not_as_regular_expressions() {
 
 #[tokio::test]
 async fn an_unknown_query_parameter_on_debug_routes_is_a_400_naming_it() {
-    let app = spawn_app_with(Backend::Memory, &[]).await.unwrap();
+    let app = TestApp::builder().spawn().await;
 
     for path in [
         "/debug/pprof/profile?secs=1",
@@ -106,12 +104,11 @@ async fn an_unknown_query_parameter_on_debug_routes_is_a_400_naming_it() {
 
 #[tokio::test]
 async fn cross_site_requests_are_refused_with_or_without_a_token() {
-    let open = spawn_app_with(Backend::Memory, &["--enable-faults"])
-        .await
-        .unwrap();
-    let guarded = spawn_app_with(Backend::Memory, &["--admin-token", "secret"])
-        .await
-        .unwrap();
+    let open = TestApp::builder().args(&["--enable-faults"]).spawn().await;
+    let guarded = TestApp::builder()
+        .args(&["--admin-token", "secret"])
+        .spawn()
+        .await;
     let cross_site: [(&str, &str); 3] = [
         ("origin", "http://evil.example"),
         ("sec-fetch-site", "cross-site"),

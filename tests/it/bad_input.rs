@@ -8,8 +8,8 @@ use catalogue::api::proto::{
 use tonic::{Code, codegen::http::uri::PathAndQuery, transport::Channel};
 
 use crate::{
-    db::{PgSchema, app_on},
-    helpers::{Backend, Logs, TestApp, spawn_app_logging_to},
+    db::app_on,
+    helpers::{Backend, Logs, PgSchema, TestApp},
 };
 
 /// Every call the API takes, each with one bad field.
@@ -74,22 +74,26 @@ async fn refuses_bad_input(mut app: TestApp, logs: &Logs) {
 #[tokio::test]
 async fn a_nul_a_control_character_or_an_overlong_field_is_invalid_argument_on_sqlite() {
     let logs = Logs::default();
-    let app = spawn_app_logging_to(Backend::Sqlite, &[], logs.sink())
-        .await
-        .unwrap();
+    let app = TestApp::builder()
+        .backend(Backend::Sqlite)
+        .logs(&logs)
+        .spawn()
+        .await;
     refuses_bad_input(app, &logs).await;
 }
 
 #[tokio::test]
 async fn a_nul_a_control_character_or_an_overlong_field_is_invalid_argument_in_memory() {
     let logs = Logs::default();
-    let app = spawn_app_logging_to(Backend::Memory, &[], logs.sink())
-        .await
-        .unwrap();
+    let app = TestApp::builder().logs(&logs).spawn().await;
     refuses_bad_input(app, &logs).await;
 }
 
 #[tokio::test]
+#[cfg_attr(
+    not(postgres_tests),
+    ignore = "needs PostgreSQL: build and run with TEST_DATABASE_URL set"
+)]
 async fn a_nul_a_control_character_or_an_overlong_field_is_invalid_argument_on_postgres() {
     let Some(schema) = PgSchema::create().await else {
         return;
@@ -108,9 +112,7 @@ struct RawStringField {
 
 #[tokio::test]
 async fn invalid_utf8_is_invalid_argument_naming_the_field_before_any_store() {
-    let Some(app) = crate::helpers::spawn_app(Backend::Sqlite).await else {
-        return;
-    };
+    let app = TestApp::builder().backend(Backend::Sqlite).spawn().await;
     let mut grpc = tonic::client::Grpc::new(app.channel.clone());
 
     for (path, field) in [

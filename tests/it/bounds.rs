@@ -17,7 +17,7 @@ use tonic_reflection::pb::v1::{
     server_reflection_request::MessageRequest,
 };
 
-use crate::helpers::{Backend, TestApp, seed_products, spawn_app_with, value};
+use crate::helpers::{TestApp, seed_products, value};
 
 /// Longest a test waits for the server to end a call (reached only when
 /// the bound is missing: it turns a hang into a failure).
@@ -37,7 +37,7 @@ async fn slow_stream_app(extra: &[&str]) -> TestApp {
         extra,
     ]
     .concat();
-    spawn_app_with(Backend::Memory, &flags).await.unwrap()
+    TestApp::builder().args(&flags).spawn().await
 }
 
 /// Reads a ListProducts stream of 50 until it ends; returns how many
@@ -98,19 +98,17 @@ async fn a_clients_grpc_timeout_bounds_the_whole_stream() {
 
 #[tokio::test]
 async fn a_reflection_stream_whose_client_sends_nothing_more_ends_and_gives_its_slot_back() {
-    let mut app = spawn_app_with(
-        Backend::Memory,
-        &[
+    let mut app = TestApp::builder()
+        .args(&[
             "--stream-idle-timeout",
             "500ms",
             "--max-concurrent-calls",
             "1",
             "--max-calls-per-connection",
             "1",
-        ],
-    )
-    .await
-    .unwrap();
+        ])
+        .spawn()
+        .await;
     // One request, and the client's side of the stream left open.
     let (requests, open_requests) = tokio::sync::mpsc::channel(1);
     requests
@@ -151,17 +149,15 @@ async fn a_reflection_stream_whose_client_sends_nothing_more_ends_and_gives_its_
 #[tokio::test]
 async fn one_address_cannot_take_every_admin_connection() {
     // 8 connections, at most 4 from one address.
-    let app = spawn_app_with(
-        Backend::Memory,
-        &[
+    let app = TestApp::builder()
+        .args(&[
             "--admin-max-connections",
             "8",
             "--admin-header-timeout",
             "1h",
-        ],
-    )
-    .await
-    .unwrap();
+        ])
+        .spawn()
+        .await;
     let mut held = Vec::new();
     for _ in 0..8 {
         held.push(TcpStream::connect(app.admin_addr).await.unwrap());
@@ -194,9 +190,10 @@ async fn one_address_cannot_take_every_admin_connection() {
 
 #[tokio::test]
 async fn a_reflection_stream_whose_client_keeps_asking_is_not_idle() {
-    let app = spawn_app_with(Backend::Memory, &["--stream-idle-timeout", "500ms"])
-        .await
-        .unwrap();
+    let app = TestApp::builder()
+        .args(&["--stream-idle-timeout", "500ms"])
+        .spawn()
+        .await;
     let (requests, open_requests) = tokio::sync::mpsc::channel(1);
     let list_services = || ServerReflectionRequest {
         host: String::new(),

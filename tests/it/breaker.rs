@@ -6,14 +6,13 @@ use std::time::Duration;
 use catalogue::api::proto::GetProductRequest;
 use tonic::Request;
 
-use crate::helpers::{Backend, seed_products, spawn_app_with, upstream, value};
+use crate::helpers::{TestApp, seed_products, upstream, value};
 
 #[tokio::test]
 async fn calls_with_tiny_deadlines_do_not_open_the_breaker_for_everyone() {
     let url = upstream(2000, 0.0).await;
-    let mut app = spawn_app_with(
-        Backend::Memory,
-        &[
+    let mut app = TestApp::builder()
+        .args(&[
             "--upstream-url",
             &url,
             "--breaker-min-requests",
@@ -24,10 +23,9 @@ async fn calls_with_tiny_deadlines_do_not_open_the_breaker_for_everyone() {
             "300ms",
             "--upstream-timeout",
             "5s",
-        ],
-    )
-    .await
-    .unwrap();
+        ])
+        .spawn()
+        .await;
 
     for _ in 0..10 {
         let mut request = Request::new(GetProductRequest {

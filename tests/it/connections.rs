@@ -15,7 +15,7 @@ use tokio::{
     net::{TcpSocket, TcpStream},
 };
 
-use crate::helpers::{Backend, TestApp, spawn_app_with, value};
+use crate::helpers::{TestApp, value};
 
 /// Longest a test waits for the server to close a connection (reached only
 /// when the rule is missing: it turns a hang into a failure).
@@ -46,9 +46,10 @@ fn refused(app_scrape: &prometheus_parse::Scrape, reason: &str) -> Option<f64> {
 
 #[tokio::test]
 async fn a_connection_that_does_not_start_http2_in_time_is_closed() {
-    let mut app = spawn_app_with(Backend::Memory, &["--handshake-timeout", "300ms"])
-        .await
-        .unwrap();
+    let mut app = TestApp::builder()
+        .args(&["--handshake-timeout", "300ms"])
+        .spawn()
+        .await;
 
     // Silent; the preface and SETTINGS but no request; a trickle of the
     // preface, a byte at a time.
@@ -107,17 +108,15 @@ async fn served(stream: &mut TcpStream) -> bool {
 
 #[tokio::test]
 async fn one_client_ip_holds_at_most_max_connections_per_peer() {
-    let app: TestApp = spawn_app_with(
-        Backend::Memory,
-        &[
+    let app: TestApp = TestApp::builder()
+        .args(&[
             "--max-connections-per-peer",
             "2",
             "--handshake-timeout",
             "1h",
-        ],
-    )
-    .await
-    .unwrap();
+        ])
+        .spawn()
+        .await;
     // The test's own channel is 127.0.0.1's first connection.
     let mut second = connect_from("127.0.0.1", app.grpc_addr).await;
     assert!(served(&mut second).await, "the second is served");
@@ -210,19 +209,17 @@ fn max_connections_beyond_the_open_files_limit_is_lowered_with_a_warning() {
 
 #[tokio::test]
 async fn a_connection_older_than_max_connection_age_gets_a_goaway() {
-    let app = spawn_app_with(
-        Backend::Memory,
-        &[
+    let app = TestApp::builder()
+        .args(&[
             "--max-connection-age",
             "300ms",
             "--max-connection-age-grace",
             "1s",
             "--request-timeout",
             "1h",
-        ],
-    )
-    .await
-    .unwrap();
+        ])
+        .spawn()
+        .await;
     let mut stream = TcpStream::connect(app.grpc_addr).await.unwrap();
     stream.write_all(PREFACE).await.unwrap();
     stream.write_all(SETTINGS).await.unwrap();
@@ -304,9 +301,10 @@ fn call_headers(path: &str) -> Vec<u8> {
 
 #[tokio::test]
 async fn a_connection_with_no_call_open_for_the_idle_timeout_is_closed() {
-    let app = spawn_app_with(Backend::Memory, &["--connection-idle-timeout", "300ms"])
-        .await
-        .unwrap();
+    let app = TestApp::builder()
+        .args(&["--connection-idle-timeout", "300ms"])
+        .spawn()
+        .await;
     let mut stream = TcpStream::connect(app.grpc_addr).await.unwrap();
     stream.write_all(PREFACE).await.unwrap();
     stream.write_all(SETTINGS).await.unwrap();
@@ -323,9 +321,8 @@ async fn a_connection_with_no_call_open_for_the_idle_timeout_is_closed() {
 
 #[tokio::test]
 async fn a_connection_with_a_call_open_is_not_idle() {
-    let mut app = spawn_app_with(
-        Backend::Memory,
-        &[
+    let mut app = TestApp::builder()
+        .args(&[
             "--connection-idle-timeout",
             "300ms",
             "--enable-faults",
@@ -333,10 +330,9 @@ async fn a_connection_with_a_call_open_is_not_idle() {
             "200",
             "--fault-methods",
             "ListProducts",
-        ],
-    )
-    .await
-    .unwrap();
+        ])
+        .spawn()
+        .await;
 
     // Six products, 200 ms apart: four times the idle timeout.
     let received = app.list_to_end(6).await;
@@ -349,19 +345,17 @@ async fn a_connection_with_a_call_open_is_not_idle() {
 #[tokio::test]
 async fn the_last_connection_slots_are_kept_for_addresses_holding_few() {
     // 16 slots, the last 2 for addresses holding none (a share of 1).
-    let app = spawn_app_with(
-        Backend::Memory,
-        &[
+    let app = TestApp::builder()
+        .args(&[
             "--max-connections",
             "16",
             "--max-connections-per-peer",
             "8",
             "--handshake-timeout",
             "1h",
-        ],
-    )
-    .await
-    .unwrap();
+        ])
+        .spawn()
+        .await;
     // 127.0.0.1 holds 8 (the test's own channel is one), 127.0.0.2 asks
     // for 8 more.
     let mut held = Vec::new();

@@ -17,7 +17,7 @@ use console_api::{
 };
 use tonic::{Streaming, transport::Channel};
 
-use crate::helpers::{Backend, TestApp, spawn_app_configured, spawn_app_with, test_config};
+use crate::helpers::TestApp;
 
 /// Wake and sleep cycles under load.
 const CYCLES: usize = 50;
@@ -139,9 +139,7 @@ async fn until_closed(mut attached: Attached) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_console_reports_the_servers_named_tasks() {
-    let app = spawn_app_with(Backend::Memory, &["--console"])
-        .await
-        .expect("memory app");
+    let app = TestApp::builder().args(&["--console"]).spawn().await;
     let console_addr = app.console_addr.expect("--console serves the console");
     let mut updates = attach(console_addr).await;
     until_tasks_named(&mut updates, &["grpc-server", "admin-server"]).await;
@@ -154,9 +152,7 @@ async fn the_console_reports_the_servers_named_tasks() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_console_sleeps_until_woken_sees_tasks_spawned_since_and_detaches_on_delete() {
-    let app = spawn_app_with(Backend::Memory, &[])
-        .await
-        .expect("memory app");
+    let app = TestApp::builder().spawn().await;
     assert_eq!(app.console_addr, None, "no endpoint while dormant");
     let state = console_state(&app, reqwest::Method::GET).await;
     assert_eq!(state["state"], "dormant", "{state}");
@@ -219,9 +215,10 @@ async fn the_console_sleeps_until_woken_sees_tasks_spawned_since_and_detaches_on
 
 #[tokio::test]
 async fn the_console_routes_need_the_token_and_refuse_other_methods() {
-    let app = spawn_app_with(Backend::Memory, &["--admin-token", "secret"])
-        .await
-        .expect("memory app");
+    let app = TestApp::builder()
+        .args(&["--admin-token", "secret"])
+        .spawn()
+        .await;
     let (status, _) = console_route(&app, reqwest::Method::PUT, None).await;
     assert_eq!(status, 401, "waking the console needs the token");
     let (status, body) = console_route(&app, reqwest::Method::POST, Some("secret")).await;
@@ -236,9 +233,10 @@ async fn the_console_routes_need_the_token_and_refuse_other_methods() {
 async fn waking_on_a_taken_address_is_a_conflict_naming_it() {
     let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("binds");
     let addr = taken.local_addr().unwrap();
-    let mut config = test_config("memory", &[]);
-    config.telemetry.console_addr = addr;
-    let app = spawn_app_configured(config).await;
+    let app = TestApp::builder()
+        .configure(move |config| config.telemetry.console_addr = addr)
+        .spawn()
+        .await;
     let (status, body) = console_route(&app, reqwest::Method::PUT, None).await;
     assert_eq!(status, 409, "{body}");
     assert!(
@@ -299,9 +297,7 @@ async fn fifty_wake_and_sleep_cycles_under_load_are_clean() {
         "--log-filter",
         "debug,h2=info,hyper=info,tower=info",
     ];
-    let app = spawn_app_with(Backend::Memory, &flags)
-        .await
-        .expect("memory app");
+    let app = TestApp::builder().args(&flags).spawn().await;
     let stop = Arc::new(AtomicBool::new(false));
     let calls = Arc::new(AtomicU64::new(0));
     let loads: Vec<_> = (0..4)

@@ -30,7 +30,7 @@ use tonic_health::pb::{
 };
 use tracing_subscriber::fmt::writer::BoxMakeWriter;
 
-use crate::helpers::{Backend, load_config, repo_path, spawn_app_with, test_config};
+use crate::helpers::{TestApp, load_config, repo_path, test_config};
 
 const HEALTH_SERVICE: &str = "catalogue.v1.CatalogueService";
 /// Generous: only a broken contract makes a test wait this long.
@@ -39,17 +39,15 @@ const PATIENCE: Duration = Duration::from_secs(10);
 #[tokio::test]
 async fn registration_sends_the_documented_service_definition() {
     let agent = ConsulAgent::start(Script::default()).await;
-    let _app = spawn_app_with(
-        Backend::Memory,
-        &[
+    let _app = TestApp::builder()
+        .args(&[
             "--consul-addr",
             &agent.url,
             "--consul-advertise-addr",
             "192.0.2.10:50051",
-        ],
-    )
-    .await
-    .expect("memory app");
+        ])
+        .spawn()
+        .await;
 
     let requests = agent.requests(1).await;
 
@@ -70,9 +68,10 @@ async fn shutdown_deregisters_the_same_id_before_health_turns_not_serving() {
         ..Script::default()
     })
     .await;
-    let mut app = spawn_app_with(Backend::Memory, &["--consul-addr", &agent.url])
-        .await
-        .expect("memory app");
+    let mut app = TestApp::builder()
+        .args(&["--consul-addr", &agent.url])
+        .spawn()
+        .await;
     let registered = agent.requests(1).await[0].json();
     let port = app.grpc_addr.port();
     assert_eq!(registered["ID"], format!("catalogue-127.0.0.1-{port}"));
@@ -205,7 +204,7 @@ async fn healthy_instances_are_read_from_the_documented_health_answer() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_load_generator_balances_over_the_instances_consul_reports() {
-    let app = spawn_app_with(Backend::Memory, &[]).await.unwrap();
+    let app = TestApp::builder().spawn().await;
     let port = app.grpc_addr.port();
     // The second instance is in Consul's answer but not running: the client
     // must not send it calls, since its health never says SERVING.

@@ -19,9 +19,7 @@ use serde_json::Value as Json;
 use tonic::Code;
 
 use crate::{
-    helpers::{
-        Backend, TestApp, put_faults, read_yaml, repo_path, seed_products, spawn_app_with, upstream,
-    },
+    helpers::{Backend, TestApp, read_yaml, repo_path, seed_products, upstream},
     metrics::{call_each_rpc, cancel_a_stream},
 };
 
@@ -74,9 +72,9 @@ fn every_dashboard_and_rule_query_selects_exported_metrics_and_labels() {
             // and one call shed.
             let upstream_url = upstream(0, 1.0).await;
             let max_calls = MAX_CONCURRENT_CALLS.to_string();
-            let mut app = spawn_app_with(
-                Backend::Sqlite,
-                &[
+            let mut app = TestApp::builder()
+                .backend(Backend::Sqlite)
+                .args(&[
                     "--upstream-url",
                     &upstream_url,
                     "--breaker-min-requests",
@@ -86,10 +84,9 @@ fn every_dashboard_and_rule_query_selects_exported_metrics_and_labels() {
                     "--max-calls-per-connection",
                     &max_calls,
                     "--enable-faults",
-                ],
-            )
-            .await
-            .expect("sqlite app");
+                ])
+                .spawn()
+                .await;
             call_each_rpc(&mut app).await;
             cancel_a_stream(&app).await;
             shed_a_call(&app).await;
@@ -122,8 +119,9 @@ const MAX_CONCURRENT_CALLS: usize = 4;
 /// Holds every call slot with GetProduct calls slowed by a latency fault,
 /// so that one call more is shed; leaves the fault on.
 async fn shed_a_call(app: &TestApp) {
-    let (status, body) =
-        put_faults(app, r#"{"latency_ms": 60000, "methods": ["GetProduct"]}"#).await;
+    let (status, body) = app
+        .put_faults(r#"{"latency_ms": 60000, "methods": ["GetProduct"]}"#)
+        .await;
     assert_eq!(status, 200, "{body}");
     let product_id = seed_products()[0].id.clone();
     // One call more than the limit: one of them is refused at once while

@@ -8,16 +8,14 @@
 use catalogue::api::proto::GetProductRequest;
 use tonic::Code;
 
-use crate::helpers::{Backend, put_faults, seed_products, spawn_app_with, value};
+use crate::helpers::{TestApp, seed_products, value};
 
 async fn slow_get_product(request_timeout: &str) -> tonic::Status {
-    let mut app = spawn_app_with(
-        Backend::Memory,
-        &["--enable-faults", "--request-timeout", request_timeout],
-    )
-    .await
-    .expect("memory app");
-    let (status, body) = put_faults(&app, r#"{"latency_ms": 2000}"#).await;
+    let mut app = TestApp::builder()
+        .args(&["--enable-faults", "--request-timeout", request_timeout])
+        .spawn()
+        .await;
+    let (status, body) = app.put_faults(r#"{"latency_ms": 2000}"#).await;
     assert_eq!(status, 200, "{body}");
     let request = tonic::Request::new(GetProductRequest {
         product_id: seed_products()[0].id.clone(),

@@ -9,9 +9,7 @@ use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
 
 use tokio::task::JoinHandle;
 
-use crate::helpers::{
-    Backend, TestApp, seed_products, shed, spawn_app_with, wait_for_in_flight, wait_for_value,
-};
+use crate::helpers::{TestApp, seed_products, shed};
 
 /// An app with `slots` call slots whose GetProduct waits a minute, so that
 /// every admitted call holds its slot; `extra` flags besides.
@@ -29,7 +27,7 @@ async fn slow_get_product_app(slots: &str, extra: &[&str]) -> TestApp {
         extra,
     ]
     .concat();
-    spawn_app_with(Backend::Memory, &flags).await.unwrap()
+    TestApp::builder().args(&flags).spawn().await
 }
 
 /// `calls` GetProduct calls on the app's own connection, left running.
@@ -68,14 +66,13 @@ async fn one_connection_holds_at_most_a_quarter_of_the_call_slots() {
     let held = hold_calls(&app, 8);
 
     // Assert: two admitted, six refused by the connection's bound...
-    wait_for_value(
-        &app,
+    app.wait_for_value(
         "catalogue_shed_total",
         &[("reason", "connection_limit")],
         6.0,
     )
     .await;
-    wait_for_in_flight(&app, 2.0).await;
+    app.wait_for_in_flight(2.0).await;
     // ...and a fresh client's connection is served.
     list_a_page(&mut client_from(&app, "127.0.0.1").await).await;
     let scrape = app.scrape().await;
@@ -91,12 +88,10 @@ async fn one_connection_holds_at_most_a_quarter_of_the_call_slots() {
 
 #[tokio::test]
 async fn health_watches_have_their_own_bound_and_take_no_call_slot() {
-    let mut app = spawn_app_with(
-        Backend::Memory,
-        &["--max-health-watches", "2", "--max-concurrent-calls", "1"],
-    )
-    .await
-    .unwrap();
+    let mut app = TestApp::builder()
+        .args(&["--max-health-watches", "2", "--max-concurrent-calls", "1"])
+        .spawn()
+        .await;
     let mut health = HealthClient::new(app.channel.clone());
     let mut watches = Vec::new();
     for _ in 0..2 {
@@ -161,13 +156,8 @@ async fn one_client_ip_cannot_hold_every_call_slot_over_many_connections() {
         product_id: seed_products()[0].id.clone(),
     };
     let held = hold_calls(&app, 5);
-    wait_for_value(
-        &app,
-        "catalogue_shed_total",
-        &[("reason", "peer_limit")],
-        2.0,
-    )
-    .await;
+    app.wait_for_value("catalogue_shed_total", &[("reason", "peer_limit")], 2.0)
+        .await;
 
     let mut same_ip = client_from(&app, "127.0.0.1").await;
     let mut other_ip = client_from(&app, "127.0.0.2").await;
@@ -199,7 +189,7 @@ async fn the_last_call_slots_are_kept_for_addresses_holding_few() {
     )
     .await;
     let held = hold_calls(&app, 8);
-    wait_for_in_flight(&app, 8.0).await;
+    app.wait_for_in_flight(8.0).await;
     let second = client_from(&app, "127.0.0.2").await;
     let second_held: Vec<_> = (0..8)
         .map(|_| {
@@ -210,8 +200,7 @@ async fn the_last_call_slots_are_kept_for_addresses_holding_few() {
             tokio::spawn(async move { client.get_product(request).await.map(drop) })
         })
         .collect();
-    wait_for_value(
-        &app,
+    app.wait_for_value(
         "catalogue_shed_total",
         &[("reason", "reserved_for_new_peers")],
         2.0,
@@ -220,7 +209,7 @@ async fn the_last_call_slots_are_kept_for_addresses_holding_few() {
 
     list_a_page(&mut client_from(&app, "127.0.0.3").await).await;
 
-    wait_for_in_flight(&app, 14.0).await;
+    app.wait_for_in_flight(14.0).await;
     for call in held.into_iter().chain(second_held) {
         call.abort();
     }
@@ -241,7 +230,7 @@ async fn many_addresses_holding_few_calls_leave_the_reserve_to_a_fresh_one() {
     )
     .await;
     let mut held = hold_calls(&app, 126);
-    wait_for_in_flight(&app, 126.0).await;
+    app.wait_for_in_flight(126.0).await;
 
     // 16 addresses ask for 3 calls each.
     for last in 10..26 {

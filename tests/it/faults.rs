@@ -7,13 +7,11 @@ use catalogue::{
 };
 use tonic::Code;
 
-use crate::helpers::{Backend, TestApp, bucket, put_faults, seed_products, spawn_app_with, value};
+use crate::helpers::{TestApp, bucket, seed_products, value};
 
 /// An app with fault injection allowed (`--enable-faults`).
 async fn faulty_app() -> TestApp {
-    spawn_app_with(Backend::Memory, &["--enable-faults"])
-        .await
-        .expect("memory app")
+    TestApp::builder().args(&["--enable-faults"]).spawn().await
 }
 
 const GET: &[(&str, &str)] = &[("grpc_method", "GetProduct")];
@@ -53,7 +51,7 @@ async fn latency_signals(app: &TestApp) -> (f64, Option<f64>) {
 #[tokio::test]
 async fn latency_shows_in_the_handling_time_histogram_until_reset() {
     let mut app = faulty_app().await;
-    let (status, body) = put_faults(&app, r#"{"latency_ms": 60}"#).await;
+    let (status, body) = app.put_faults(r#"{"latency_ms": 60}"#).await;
     assert_eq!(status, 200, "{body}");
 
     get_product(&mut app).await.unwrap();
@@ -71,11 +69,11 @@ async fn latency_shows_in_the_handling_time_histogram_until_reset() {
 #[tokio::test]
 async fn injected_errors_carry_the_chosen_code_only_on_chosen_methods() {
     let mut app = faulty_app().await;
-    let (status, body) = put_faults(
-        &app,
-        r#"{"error_rate": 1.0, "error_code": "RESOURCE_EXHAUSTED", "methods": ["GetProduct"]}"#,
-    )
-    .await;
+    let (status, body) = app
+        .put_faults(
+            r#"{"error_rate": 1.0, "error_code": "RESOURCE_EXHAUSTED", "methods": ["GetProduct"]}"#,
+        )
+        .await;
     assert_eq!(status, 200, "{body}");
 
     let failed = get_product(&mut app).await.expect_err("injected");
@@ -111,9 +109,10 @@ async fn blocking_and_cpu_burn_show_as_long_polls_of_the_rpc_task() {
     };
     let before = poll_seconds(&app.scrape().await);
 
-    put_faults(&app, r#"{"blocking_ms": 30}"#).await;
+    app.put_faults(r#"{"blocking_ms": 30}"#).await;
     get_product(&mut app).await.unwrap();
-    put_faults(&app, r#"{"blocking_ms": 0, "cpu_burn_ms": 30}"#).await;
+    app.put_faults(r#"{"blocking_ms": 0, "cpu_burn_ms": 30}"#)
+        .await;
     get_product(&mut app).await.unwrap();
     let scrape = app.scrape().await;
 
@@ -130,7 +129,7 @@ async fn blocking_and_cpu_burn_show_as_long_polls_of_the_rpc_task() {
 #[tokio::test]
 async fn a_leak_is_retained_until_reset() {
     let mut app = faulty_app().await;
-    put_faults(&app, r#"{"leak_bytes_per_call": 1048576}"#).await;
+    app.put_faults(r#"{"leak_bytes_per_call": 1048576}"#).await;
     for _ in 0..4 {
         get_product(&mut app).await.unwrap();
     }
@@ -151,7 +150,7 @@ async fn a_leak_is_retained_until_reset() {
 #[tokio::test]
 async fn slow_streams_show_in_stream_duration() {
     let mut app = faulty_app().await;
-    put_faults(&app, r#"{"slow_stream_ms": 15}"#).await;
+    app.put_faults(r#"{"slow_stream_ms": 15}"#).await;
 
     app.list_to_end(10).await;
 
@@ -172,7 +171,7 @@ async fn slow_streams_show_in_stream_duration() {
 #[tokio::test]
 async fn bad_payloads_are_refused_and_change_nothing() {
     let app = faulty_app().await;
-    put_faults(&app, r#"{"latency_ms": 1}"#).await;
+    app.put_faults(r#"{"latency_ms": 1}"#).await;
 
     for body in [
         r#"{"latncy_ms": 5}"#,
@@ -184,7 +183,7 @@ async fn bad_payloads_are_refused_and_change_nothing() {
         r#"{"latency_ms": 5, "blocking_ms": 999999}"#,
         "not json",
     ] {
-        let (status, message) = put_faults(&app, body).await;
+        let (status, message) = app.put_faults(body).await;
         assert_eq!(status, 400, "{body}");
         assert!(message.starts_with("invalid faults: "), "{message}");
     }
@@ -239,7 +238,7 @@ async fn every_fault_applies_to(method: Method) {
     ] {
         let mut app = faulty_app().await;
         let body = format!(r#"{{{fault}, "methods": ["{method}"]}}"#);
-        let (status, message) = put_faults(&app, &body).await;
+        let (status, message) = app.put_faults(&body).await;
         assert_eq!(status, 200, "{message}");
 
         call(&mut app, method).await.expect("slowed, not failed");
@@ -262,7 +261,7 @@ async fn every_fault_applies_to(method: Method) {
 
     let mut app = faulty_app().await;
     let body = format!(r#"{{"error_rate": 1, "error_code": "ABORTED", "methods": ["{method}"]}}"#);
-    put_faults(&app, &body).await;
+    app.put_faults(&body).await;
     let failed = call(&mut app, method).await.expect_err("injected error");
     assert_eq!(failed.code(), Code::Aborted, "{method}: {failed:?}");
     call(&mut app, other).await.expect("another method");
@@ -274,7 +273,7 @@ async fn every_fault_applies_to(method: Method) {
 
     let mut app = faulty_app().await;
     let body = format!(r#"{{"leak_bytes_per_call": 4096, "methods": ["{method}"]}}"#);
-    put_faults(&app, &body).await;
+    app.put_faults(&body).await;
     call(&mut app, method).await.unwrap();
     call(&mut app, other).await.unwrap();
     let scrape = app.scrape().await;

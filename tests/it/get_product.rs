@@ -1,6 +1,6 @@
 use tonic::Code;
 
-use crate::helpers::{Backend, backend_tests, seed_products, spawn_app};
+use crate::helpers::{Backend, TestApp, backend_tests, seed_products};
 
 backend_tests!(
     returns_the_seeded_product,
@@ -9,9 +9,7 @@ backend_tests!(
 );
 
 async fn returns_the_seeded_product(backend: Backend) {
-    let Some(mut app) = spawn_app(backend).await else {
-        return;
-    };
+    let mut app = TestApp::builder().backend(backend).spawn().await;
     let expected = seed_products()[41].clone();
 
     let product = app
@@ -25,9 +23,7 @@ async fn returns_the_seeded_product(backend: Backend) {
 }
 
 async fn empty_id_is_invalid_argument(backend: Backend) {
-    let Some(mut app) = spawn_app(backend).await else {
-        return;
-    };
+    let mut app = TestApp::builder().backend(backend).spawn().await;
 
     let status = app.get_product("").await.expect_err("empty id is refused");
 
@@ -36,9 +32,7 @@ async fn empty_id_is_invalid_argument(backend: Backend) {
 }
 
 async fn unknown_id_is_not_found_naming_the_id(backend: Backend) {
-    let Some(mut app) = spawn_app(backend).await else {
-        return;
-    };
+    let mut app = TestApp::builder().backend(backend).spawn().await;
 
     let status = app
         .get_product("prod-missing")

@@ -17,7 +17,7 @@ use tonic_reflection::pb::v1::{
     server_reflection_request::MessageRequest, server_reflection_response::MessageResponse,
 };
 
-use crate::helpers::{Backend, backend_tests, spawn_app, spawn_app_with_store_and};
+use crate::helpers::{Backend, TestApp, backend_tests};
 
 backend_tests!(
     health_reports_serving_for_the_server_and_the_service,
@@ -27,9 +27,7 @@ backend_tests!(
 const SERVICE: &str = "catalogue.v1.CatalogueService";
 
 async fn health_reports_serving_for_the_server_and_the_service(backend: Backend) {
-    let Some(app) = spawn_app(backend).await else {
-        return;
-    };
+    let app = TestApp::builder().backend(backend).spawn().await;
     let mut health = HealthClient::new(app.channel.clone());
 
     for service in ["", SERVICE] {
@@ -56,9 +54,7 @@ async fn health_reports_serving_for_the_server_and_the_service(backend: Backend)
 }
 
 async fn admin_liveness_and_readiness_answer_ok(backend: Backend) {
-    let Some(app) = spawn_app(backend).await else {
-        return;
-    };
+    let app = TestApp::builder().backend(backend).spawn().await;
 
     for path in ["/healthz", "/readyz"] {
         let response = reqwest::get(app.admin_url(path))
@@ -70,9 +66,7 @@ async fn admin_liveness_and_readiness_answer_ok(backend: Backend) {
 
 #[tokio::test]
 async fn reflection_lists_and_describes_the_services() {
-    let app = crate::helpers::spawn_app(Backend::Memory)
-        .await
-        .expect("memory app");
+    let app = TestApp::builder().spawn().await;
     let mut reflection = ServerReflectionClient::new(app.channel.clone());
     let requests = futures::stream::iter([
         ServerReflectionRequest {
@@ -117,7 +111,7 @@ async fn reflection_lists_and_describes_the_services() {
 
 #[tokio::test]
 async fn health_watch_streams_the_change_to_not_serving_on_shutdown() {
-    let mut app = spawn_app(Backend::Memory).await.expect("memory app");
+    let mut app = TestApp::builder().spawn().await;
     let mut health = HealthClient::new(app.channel.clone());
     let mut watch = health
         .watch(HealthCheckRequest {
@@ -179,7 +173,11 @@ async fn the_catalogue_is_not_serving_while_its_store_is_down_and_the_server_sta
         inner: MemoryStore::seeded(10),
         down: false.into(),
     });
-    let app = spawn_app_with_store_and(store.clone(), &["--store-health-interval", "50ms"]).await;
+    let app = TestApp::builder()
+        .store(store.clone())
+        .args(&["--store-health-interval", "50ms"])
+        .spawn()
+        .await;
     let mut health = HealthClient::new(app.channel.clone());
     let mut watch = health
         .watch(HealthCheckRequest {

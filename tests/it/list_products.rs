@@ -19,9 +19,7 @@ use futures::StreamExt;
 use tokio::sync::Notify;
 use tonic::{Code, Streaming, transport::Channel};
 
-use crate::helpers::{
-    Backend, CATALOGUE_SIZE, backend_tests, seed_products, spawn_app, spawn_app_with_store,
-};
+use crate::helpers::{Backend, CATALOGUE_SIZE, TestApp, backend_tests, seed_products};
 
 use catalogue::api::proto::catalogue_service_client::CatalogueServiceClient;
 
@@ -52,9 +50,7 @@ async fn read_page(
 }
 
 async fn default_page_streams_the_first_products_in_id_order(backend: Backend) {
-    let Some(mut app) = spawn_app(backend).await else {
-        return;
-    };
+    let mut app = TestApp::builder().backend(backend).spawn().await;
 
     let (products, token) = read_page(&mut app.client, ListProductsRequest::default())
         .await
@@ -68,9 +64,7 @@ async fn default_page_streams_the_first_products_in_id_order(backend: Backend) {
 }
 
 async fn page_tokens_walk_the_whole_catalogue(backend: Backend) {
-    let Some(mut app) = spawn_app(backend).await else {
-        return;
-    };
+    let mut app = TestApp::builder().backend(backend).spawn().await;
     let mut seen = Vec::new();
     let mut page_token = String::new();
     let mut pages = 0;
@@ -97,9 +91,7 @@ async fn page_tokens_walk_the_whole_catalogue(backend: Backend) {
 }
 
 async fn category_filter_returns_only_that_category(backend: Backend) {
-    let Some(mut app) = spawn_app(backend).await else {
-        return;
-    };
+    let mut app = TestApp::builder().backend(backend).spawn().await;
     let expected: Vec<Product> = seed_products()
         .into_iter()
         .filter(|p| p.category_id == "kitchen")
@@ -120,9 +112,7 @@ async fn category_filter_returns_only_that_category(backend: Backend) {
 }
 
 async fn out_of_range_page_sizes_are_invalid_argument(backend: Backend) {
-    let Some(mut app) = spawn_app(backend).await else {
-        return;
-    };
+    let mut app = TestApp::builder().backend(backend).spawn().await;
 
     for page_size in [-1, domain::MAX_LIST_PAGE_SIZE as i32 + 1] {
         let request = ListProductsRequest {
@@ -146,9 +136,7 @@ async fn out_of_range_page_sizes_are_invalid_argument(backend: Backend) {
 }
 
 async fn malformed_page_token_is_invalid_argument(backend: Backend) {
-    let Some(mut app) = spawn_app(backend).await else {
-        return;
-    };
+    let mut app = TestApp::builder().backend(backend).spawn().await;
 
     let request = ListProductsRequest {
         page_token: "not a token".into(),
@@ -226,7 +214,7 @@ async fn cancelling_a_stream_stops_the_work_on_the_server() {
         fetch_waiting: Notify::new(),
         fetch_abandoned: Notify::new(),
     });
-    let mut app = spawn_app_with_store(store.clone()).await;
+    let mut app = TestApp::builder().store(store.clone()).spawn().await;
     let request = ListProductsRequest {
         page_size: 1000,
         ..Default::default()

@@ -5,7 +5,7 @@ use catalogue::{
     load::{self, Summary},
 };
 
-use crate::helpers::{self, Backend, TestApp, spawn_app};
+use crate::helpers::{self, TestApp};
 
 /// `catalogue load` against `app` with `flags` (split at whitespace).
 fn load_config(app: &TestApp, flags: &str) -> LoadConfig {
@@ -42,7 +42,7 @@ async fn server_handled(app: &TestApp, method: &str, expected: u64) -> f64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn open_loop_reaches_its_rate_and_agrees_with_the_servers_counts() {
-    let app = spawn_app(Backend::Memory).await.expect("memory app");
+    let app = TestApp::builder().spawn().await;
     let config = load_config(&app, "--rps 100 --duration 2s --mix get=8,list=1,search=1");
 
     let summary = load::run(&config).await.expect("load runs");
@@ -76,7 +76,7 @@ async fn open_loop_reaches_its_rate_and_agrees_with_the_servers_counts() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn closed_loop_runs_the_mix_it_is_given() {
-    let app = spawn_app(Backend::Memory).await.expect("memory app");
+    let app = TestApp::builder().spawn().await;
     let config = load_config(&app, "--concurrency 4 --duration 1s --mix search=1");
 
     let summary = load::run(&config).await.expect("load runs");
@@ -94,7 +94,7 @@ async fn closed_loop_runs_the_mix_it_is_given() {
 
 #[tokio::test]
 async fn the_binary_prints_a_json_summary() {
-    let app = spawn_app(Backend::Memory).await.expect("memory app");
+    let app = TestApp::builder().spawn().await;
     let target = format!("http://{}", app.grpc_addr);
 
     let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_catalogue"))

@@ -1,21 +1,18 @@
 //! The log filter changed at run time on the admin port.
 
 use reqwest::StatusCode;
-use tracing_subscriber::fmt::writer::BoxMakeWriter;
 
-use crate::helpers::{Backend, Logs, TestApp, spawn_app_logging_to};
+use crate::helpers::{Backend, Logs, TestApp};
 
 const TOKEN: &str = "s3cret";
 
 async fn app_logging_to(logs: &Logs) -> TestApp {
-    let logs = logs.clone();
-    spawn_app_logging_to(
-        Backend::Sqlite,
-        &["--admin-token", TOKEN],
-        BoxMakeWriter::new(move || logs.clone()),
-    )
-    .await
-    .expect("sqlite app")
+    TestApp::builder()
+        .backend(Backend::Sqlite)
+        .args(&["--admin-token", TOKEN])
+        .logs(logs)
+        .spawn()
+        .await
 }
 
 async fn put_log_level(app: &TestApp, body: &str, token: Option<&str>) -> (StatusCode, String) {

@@ -14,7 +14,7 @@ use catalogue::{
 use futures::{StreamExt, stream};
 use tonic::Code;
 
-use crate::helpers::{Logs, spawn_app_with_store_logging_to};
+use crate::helpers::{Logs, TestApp};
 
 /// A store whose every `get_product` fails as a corrupt row would: an
 /// INTERNAL status and an ERROR line per call.
@@ -57,12 +57,11 @@ const PER_SECOND: usize = 10;
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_error_storm_writes_a_bounded_number_of_lines_and_counts_the_rest() {
     let logs = Logs::default();
-    let app = spawn_app_with_store_logging_to(
-        Arc::new(FailingStore(MemoryStore::seeded(10))),
-        &[],
-        logs.sink(),
-    )
-    .await;
+    let app = TestApp::builder()
+        .store(Arc::new(FailingStore(MemoryStore::seeded(10))))
+        .logs(&logs)
+        .spawn()
+        .await;
     let started = Instant::now();
 
     let call = |n: usize| {

@@ -10,7 +10,7 @@ use catalogue::{
 use prometheus_parse::{Scrape, Value};
 use tonic::{Streaming, transport::Channel};
 
-use crate::helpers::{Backend, TestApp, seed_products, spawn_app, value};
+use crate::helpers::{Backend, TestApp, seed_products, value};
 
 /// The value of the one sample of `name` for the catalogue's `method`
 /// whose labels include `extra`.
@@ -51,7 +51,7 @@ fn handled_counts_and_histograms_match_the_calls_made() {
         .build()
         .unwrap()
         .block_on(async {
-            let mut app = spawn_app(Backend::Memory).await.expect("memory app");
+            let mut app = TestApp::builder().spawn().await;
             let streamed = call_each_rpc(&mut app).await;
 
             let scrape = app.scrape().await;
@@ -151,7 +151,7 @@ fn handled_counts_and_histograms_match_the_calls_made() {
 
 #[tokio::test]
 async fn every_metric_has_help_text_and_pool_metrics_appear_for_sql_stores() {
-    let app = spawn_app(Backend::Sqlite).await.expect("sqlite app");
+    let app = TestApp::builder().backend(Backend::Sqlite).spawn().await;
 
     let scrape = app.scrape().await;
 
@@ -231,7 +231,7 @@ pub(crate) async fn cancel_a_stream(app: &TestApp) -> Scrape {
 
 #[tokio::test]
 async fn a_cancelled_stream_is_counted() {
-    let app = spawn_app(Backend::Memory).await.expect("memory app");
+    let app = TestApp::builder().spawn().await;
 
     let scrape = cancel_a_stream(&app).await;
 
@@ -254,7 +254,7 @@ async fn a_cancelled_stream_is_counted() {
 
 #[tokio::test]
 async fn a_slow_reader_shows_as_time_blocked() {
-    let app = spawn_app(Backend::Memory).await.expect("memory app");
+    let app = TestApp::builder().spawn().await;
     let mut stream = small_window_stream(&app).await;
     let mut received = 0;
     while stream.message().await.unwrap().is_some() {

@@ -8,22 +8,28 @@ use catalogue::{
     store::{self, StoreOptions, seed},
 };
 
+use crate::helpers::{Backend, PgSchema, TestApp, test_database_url};
+
 #[tokio::test]
+#[cfg_attr(
+    not(postgres_tests),
+    ignore = "needs PostgreSQL: build and run with TEST_DATABASE_URL set"
+)]
 async fn the_schema_search_path_names_is_created_before_migrating() {
-    let Ok(url) = std::env::var("TEST_DATABASE_URL") else {
-        eprintln!("skipped: TEST_DATABASE_URL is not set");
-        return;
-    };
+    let url = test_database_url();
     // Never created by anyone, and with a hyphen: only a quoted identifier
     // creates it.
     let nanos = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .unwrap()
         .subsec_nanos();
-    let schema = format!("catalogue-fresh-{}-{nanos}", std::process::id());
-    let separator = if url.contains('?') { '&' } else { '?' };
+    let fresh = PgSchema::claim(
+        &url,
+        &format!("catalogue-fresh-{}-{nanos}", std::process::id()),
+    );
+    let schema = &fresh.name;
     let options = StoreOptions {
-        database_url: format!("{url}{separator}options[search_path]={schema}"),
+        database_url: fresh.url(),
         seed_products: 10,
         pool_size: 2,
         acquire_timeout: std::time::Duration::from_secs(5),
@@ -39,7 +45,7 @@ async fn the_schema_search_path_names_is_created_before_migrating() {
         "SELECT table_name::text FROM information_schema.tables \
          WHERE table_schema = $1 ORDER BY table_name",
     )
-    .bind(&schema)
+    .bind(schema)
     .fetch_all(&admin)
     .await
     .expect("tables listed");
@@ -51,12 +57,6 @@ async fn the_schema_search_path_names_is_created_before_migrating() {
         Err(_) => Ok(false),
     };
     let open_error = opened.err().map(|error| error.to_string());
-    sqlx::query(sqlx::AssertSqlSafe(format!(
-        "DROP SCHEMA IF EXISTS \"{schema}\" CASCADE"
-    )))
-    .execute(&admin)
-    .await
-    .expect("schema dropped");
 
     assert!(
         tables.contains(&"products".to_owned()),
@@ -65,24 +65,18 @@ async fn the_schema_search_path_names_is_created_before_migrating() {
     assert!(matches!(product, Ok(true)), "the store serves: {product:?}");
 }
 
-/// An app on a fresh schema with `extra` flags, its schema's url, and a
-/// transaction of the test's that holds an exclusive lock on `products`:
-/// every statement of the app on it waits.
+/// An app on a fresh schema with `extra` flags, and a transaction of the
+/// test's that holds an exclusive lock on `products`: every statement of
+/// the app on it waits.
 async fn app_behind_a_locked_table(
     extra: &[&str],
-) -> (
-    crate::helpers::TestApp,
-    sqlx::Transaction<'static, sqlx::Postgres>,
-) {
-    let url = crate::helpers::postgres_schema(&crate::helpers::test_database_url()).await;
-    let app = crate::helpers::spawn_app_at(
-        &url,
-        extra,
-        crate::helpers::test_log_sink(),
-        tempfile::tempdir().unwrap(),
-    )
-    .await;
-    let pool = sqlx::PgPool::connect(&url).await.unwrap();
+) -> (TestApp, sqlx::Transaction<'static, sqlx::Postgres>) {
+    let app = TestApp::builder()
+        .backend(Backend::Postgres)
+        .args(extra)
+        .spawn()
+        .await;
+    let pool = app.schema().expect("a PostgreSQL app").pool().await;
     let mut lock = pool.begin().await.unwrap();
     sqlx::query("LOCK TABLE products IN ACCESS EXCLUSIVE MODE")
         .execute(&mut *lock)
@@ -93,7 +87,7 @@ async fn app_behind_a_locked_table(
 
 /// GetProduct with a deadline far beyond the store's timeouts: the store
 /// fails first (UNAVAILABLE), or nothing bounds it and the deadline does.
-async fn get_product_within_a_minute(app: &crate::helpers::TestApp) -> tonic::Code {
+async fn get_product_within_a_minute(app: &TestApp) -> tonic::Code {
     let mut request = tonic::Request::new(catalogue::api::proto::GetProductRequest {
         product_id: seed::products(1).next().unwrap().id.as_str().to_owned(),
     });
@@ -153,7 +147,7 @@ async fn a_call_waits_for_a_pooled_connection_at_most_the_acquire_timeout() {
             client.get_product(request).await.map(drop)
         }
     });
-    crate::helpers::wait_for_in_flight(&app, 1.0).await;
+    app.wait_for_in_flight(1.0).await;
 
     // ...so the next call has none to take.
     let code = get_product_within_a_minute(&app).await;

@@ -9,7 +9,7 @@ use catalogue::api::proto::{GetProductRequest, SearchRequest};
 use flate2::read::GzDecoder;
 use pprof::protos::{Message, Profile};
 
-use crate::helpers::{Backend, TestApp, put_faults, seed_products, spawn_app, spawn_app_with};
+use crate::helpers::{TestApp, seed_products};
 
 /// The SIGPROF sampler is one per process, and this test binary runs many
 /// apps in one: a test that takes a CPU profile holds this first, so the
@@ -17,7 +17,7 @@ use crate::helpers::{Backend, TestApp, put_faults, seed_products, spawn_app, spa
 static CPU_PROFILER: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 async fn memory_app() -> TestApp {
-    spawn_app(Backend::Memory).await.expect("memory app")
+    TestApp::builder().spawn().await
 }
 
 /// Calls GetProduct and SearchProducts in a loop until aborted.
@@ -301,10 +301,8 @@ async fn heap_profile_decodes_and_holds_allocation_samples() {
 
 #[tokio::test]
 async fn heap_profile_under_the_leak_fault_names_the_leaking_function() {
-    let mut app = spawn_app_with(Backend::Memory, &["--enable-faults"])
-        .await
-        .expect("memory app");
-    put_faults(&app, r#"{"leak_bytes_per_call": 1048576}"#).await;
+    let mut app = TestApp::builder().args(&["--enable-faults"]).spawn().await;
+    app.put_faults(r#"{"leak_bytes_per_call": 1048576}"#).await;
     for _ in 0..32 {
         app.get_product("prod-0000001").await.expect("served");
     }
@@ -390,9 +388,10 @@ async fn index_links_every_profile() {
 
 #[tokio::test]
 async fn admin_token_guards_debug_routes_but_not_health() {
-    let app = spawn_app_with(Backend::Memory, &["--admin-token", "secret"])
-        .await
-        .expect("memory app");
+    let app = TestApp::builder()
+        .args(&["--admin-token", "secret"])
+        .spawn()
+        .await;
     let client = reqwest::Client::new();
     let heap = app.admin_url("/debug/pprof/heap");
     let send = |request: reqwest::RequestBuilder| async move {
@@ -438,11 +437,13 @@ fn label<'a>(labels: &[(&str, &'a str)], key: &str) -> Option<&'a str> {
 /// An app whose SearchProducts calls each burn 5 ms of CPU: samples in
 /// them are all but certain.
 async fn app_burning_cpu_in_search(extra: &[&str]) -> TestApp {
-    let app = spawn_app_with(Backend::Memory, &[&["--enable-faults"], extra].concat())
-        .await
-        .expect("memory app");
-    let (status, body) =
-        put_faults(&app, r#"{"cpu_burn_ms": 5, "methods": ["SearchProducts"]}"#).await;
+    let app = TestApp::builder()
+        .args(&[&["--enable-faults"], extra].concat())
+        .spawn()
+        .await;
+    let (status, body) = app
+        .put_faults(r#"{"cpu_burn_ms": 5, "methods": ["SearchProducts"]}"#)
+        .await;
     assert_eq!(status, 200, "{body}");
     app
 }

@@ -10,7 +10,7 @@ use catalogue::{
 };
 use tokio::process::Child;
 
-use crate::helpers::{self, postgres_schema, value};
+use crate::helpers::{self, PgSchema, value};
 
 /// One replica: a child process on fixed ports, so it can come back on them.
 struct Replica {
@@ -132,9 +132,14 @@ fn load_config(replicas: &[Replica], retries: u32) -> LoadConfig {
 }
 
 /// Drives three replicas for 10 s; the second is stopped with `signal` at
-/// 2 s and started again 2 s later. Returns the summary and the replicas.
-async fn three_replicas_with_one_stopped(signal: &str, retries: u32) -> (Summary, Vec<Replica>) {
-    let database_url = postgres_schema(&helpers::test_database_url()).await;
+/// 2 s and started again 2 s later. Returns their schema (dropped last),
+/// the summary and the replicas.
+async fn three_replicas_with_one_stopped(
+    signal: &str,
+    retries: u32,
+) -> (PgSchema, Summary, Vec<Replica>) {
+    let schema = PgSchema::required().await;
+    let database_url = schema.url();
     let mut replicas = Vec::new();
     for _ in 0..3 {
         replicas.push(Replica::start(&database_url).await);
@@ -147,7 +152,7 @@ async fn three_replicas_with_one_stopped(signal: &str, retries: u32) -> (Summary
     tokio::time::sleep(Duration::from_secs(2)).await;
     replicas[1].restart().await;
     let summary = load.await.unwrap().expect("load runs");
-    (summary, replicas)
+    (schema, summary, replicas)
 }
 
 /// Codes other than OK and NOT_FOUND (the mix asks for a few unknown ids).
@@ -170,7 +175,7 @@ fn failures(summary: &Summary) -> Vec<String> {
     ignore = "needs PostgreSQL: build and run with TEST_DATABASE_URL set"
 )]
 async fn a_draining_replica_gets_no_new_calls_and_load_spreads_again_when_it_is_back() {
-    let (summary, replicas) = three_replicas_with_one_stopped("TERM", 0).await;
+    let (_schema, summary, replicas) = three_replicas_with_one_stopped("TERM", 0).await;
 
     // No retries: a call sent to the replica after it began draining would
     // have failed.
@@ -208,7 +213,7 @@ async fn a_draining_replica_gets_no_new_calls_and_load_spreads_again_when_it_is_
     ignore = "needs PostgreSQL: build and run with TEST_DATABASE_URL set"
 )]
 async fn calls_survive_a_crashed_replica_by_retrying_on_the_others() {
-    let (summary, replicas) = three_replicas_with_one_stopped("KILL", 2).await;
+    let (_schema, summary, replicas) = three_replicas_with_one_stopped("KILL", 2).await;
 
     assert_eq!(failures(&summary), Vec::<String>::new(), "{summary}");
     assert_eq!(summary.replicas.len(), 3, "{summary}");

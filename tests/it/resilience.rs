@@ -14,10 +14,7 @@ use tonic_health::pb::{
     HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
 };
 
-use crate::helpers::{
-    Backend, TestApp, seed_products, simulator, spawn_app_with, upstream, value,
-    wait_for_in_flight, wait_for_value,
-};
+use crate::helpers::{TestApp, seed_products, simulator, upstream, value};
 
 fn get_request(deadline: Option<Duration>) -> Request<GetProductRequest> {
     let mut request = Request::new(GetProductRequest {
@@ -42,7 +39,7 @@ fn stock_source(response: &tonic::Response<catalogue::api::proto::Product>) -> &
 async fn behind_upstream(latency_ms: u64, error_rate: f64, extra: &[&str]) -> TestApp {
     let url = upstream(latency_ms, error_rate).await;
     let flags = [&["--upstream-url", url.as_str()], extra].concat();
-    spawn_app_with(Backend::Memory, &flags).await.unwrap()
+    TestApp::builder().args(&flags).spawn().await
 }
 
 /// `catalogue_upstream_requests_total` of `outcome`.
@@ -145,7 +142,7 @@ async fn calls_beyond_the_limit_are_shed_at_once_but_health_checks_are_not() {
             tokio::spawn(async move { client.get_product(get_request(None)).await })
         })
         .collect();
-    wait_for_in_flight(&app, 2.0).await;
+    app.wait_for_in_flight(2.0).await;
 
     let shed = app
         .client
@@ -178,9 +175,10 @@ async fn calls_beyond_the_limit_are_shed_at_once_but_health_checks_are_not() {
 
 #[tokio::test]
 async fn connections_beyond_the_limit_are_closed() {
-    let app = spawn_app_with(Backend::Memory, &["--max-connections", "1"])
-        .await
-        .unwrap();
+    let app = TestApp::builder()
+        .args(&["--max-connections", "1"])
+        .spawn()
+        .await;
     // The test app's own channel holds the one slot.
     app.client
         .clone()
@@ -211,9 +209,8 @@ async fn connections_beyond_the_limit_are_closed() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_abandoned_probe_does_not_leave_the_breaker_half_open_forever() {
     let (url, admin) = simulator(0, 1.0, 0.0).await;
-    let app = spawn_app_with(
-        Backend::Memory,
-        &[
+    let app = TestApp::builder()
+        .args(&[
             "--upstream-url",
             &url,
             "--upstream-timeout",
@@ -224,10 +221,9 @@ async fn an_abandoned_probe_does_not_leave_the_breaker_half_open_forever() {
             "1ms",
             "--breaker-probes",
             "1",
-        ],
-    )
-    .await
-    .unwrap();
+        ])
+        .spawn()
+        .await;
     let mut client = app.client.clone();
     for _ in 0..2 {
         client
@@ -288,12 +284,10 @@ async fn an_abandoned_probe_does_not_leave_the_breaker_half_open_forever() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_that_stops_reading_gives_its_slot_back_and_loses_its_connection_after_the_idle_timeout()
  {
-    let app = spawn_app_with(
-        Backend::Memory,
-        &["--max-concurrent-calls", "1", "--stream-idle-timeout", "2s"],
-    )
-    .await
-    .unwrap();
+    let app = TestApp::builder()
+        .args(&["--max-concurrent-calls", "1", "--stream-idle-timeout", "2s"])
+        .spawn()
+        .await;
     // A window far smaller than a page: the server stalls after 1 KiB.
     let stalled_channel = Endpoint::from_shared(format!("http://{}", app.grpc_addr))
         .unwrap()
@@ -316,7 +310,8 @@ async fn a_client_that_stops_reading_gives_its_slot_back_and_loses_its_connectio
         .get_product(get_request(None))
         .await
         .expect_err("the stalled stream holds the only slot");
-    wait_for_value(&app, "catalogue_idle_calls_expired_total", &[], 1.0).await;
+    app.wait_for_value("catalogue_idle_calls_expired_total", &[], 1.0)
+        .await;
     let after = app.client.clone().get_product(get_request(None)).await;
     let mut received = 0;
     let ended = loop {
@@ -343,9 +338,8 @@ async fn a_client_that_stops_reading_gives_its_slot_back_and_loses_its_connectio
 
 #[tokio::test]
 async fn a_stream_the_server_is_slow_to_produce_is_not_idle() {
-    let app = spawn_app_with(
-        Backend::Memory,
-        &[
+    let app = TestApp::builder()
+        .args(&[
             "--stream-idle-timeout",
             "300ms",
             "--enable-faults",
@@ -353,10 +347,9 @@ async fn a_stream_the_server_is_slow_to_produce_is_not_idle() {
             "100",
             "--fault-methods",
             "ListProducts",
-        ],
-    )
-    .await
-    .unwrap();
+        ])
+        .spawn()
+        .await;
 
     let mut stream = app
         .client

@@ -10,7 +10,7 @@ use catalogue::{
 };
 use tonic::{Code, codegen::http::uri::PathAndQuery};
 
-use crate::helpers::{Backend, seed_products, spawn_app, spawn_app_with_store};
+use crate::helpers::{TestApp, seed_products};
 
 /// A store whose `get_product` panics for one id.
 struct PanickingStore(MemoryStore);
@@ -47,7 +47,10 @@ impl Store for PanickingStore {
 
 #[tokio::test]
 async fn a_panicking_handler_fails_its_call_with_internal_and_the_server_keeps_serving() {
-    let mut app = spawn_app_with_store(Arc::new(PanickingStore(MemoryStore::seeded(10)))).await;
+    let mut app = TestApp::builder()
+        .store(Arc::new(PanickingStore(MemoryStore::seeded(10))))
+        .spawn()
+        .await;
 
     let status = app.get_product("boom").await.expect_err("the call fails");
     assert_eq!(status.code(), Code::Internal);
@@ -66,7 +69,7 @@ async fn a_panicking_handler_fails_its_call_with_internal_and_the_server_keeps_s
 
 #[tokio::test]
 async fn an_oversized_message_is_refused_and_the_server_keeps_serving() {
-    let mut app = spawn_app(Backend::Memory).await.expect("memory app");
+    let mut app = TestApp::builder().spawn().await;
     // Requests are decoded up to 64 KiB (a request of the contract is a few
     // hundred bytes), far below the 4 MiB --max-message-bytes of responses.
     let over = "x".repeat(65 * 1024);
@@ -95,7 +98,7 @@ struct WrongWireType {
 
 #[tokio::test]
 async fn malformed_protobuf_is_an_error_and_the_server_keeps_serving() {
-    let mut app = spawn_app(Backend::Memory).await.expect("memory app");
+    let mut app = TestApp::builder().spawn().await;
     let mut grpc = tonic::client::Grpc::new(app.channel.clone());
     grpc.ready().await.expect("channel ready");
 
@@ -116,7 +119,7 @@ async fn malformed_protobuf_is_an_error_and_the_server_keeps_serving() {
 
 #[tokio::test]
 async fn an_unknown_method_is_unimplemented() {
-    let app = spawn_app(Backend::Memory).await.expect("memory app");
+    let app = TestApp::builder().spawn().await;
     let mut grpc = tonic::client::Grpc::new(app.channel.clone());
     grpc.ready().await.expect("channel ready");
 
@@ -133,7 +136,7 @@ async fn an_unknown_method_is_unimplemented() {
 
 #[tokio::test]
 async fn headers_over_16_kib_are_resource_exhausted_naming_the_size_and_the_limit() {
-    let app = spawn_app(Backend::Memory).await.expect("memory app");
+    let app = TestApp::builder().spawn().await;
     let mut client = app.client.clone();
 
     let mut request = tonic::Request::new(GetProductRequest {

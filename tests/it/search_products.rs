@@ -8,7 +8,7 @@ use tonic::{Code, transport::Channel};
 
 use catalogue::api::proto::catalogue_service_client::CatalogueServiceClient;
 
-use crate::helpers::{Backend, backend_tests, seed_products, spawn_app};
+use crate::helpers::{Backend, TestApp, backend_tests, seed_products};
 
 backend_tests!(
     pages_through_every_match_with_name_matches_first,
@@ -73,9 +73,7 @@ fn ids(products: &[Product]) -> HashSet<String> {
 }
 
 async fn pages_through_every_match_with_name_matches_first(backend: Backend) {
-    let Some(mut app) = spawn_app(backend).await else {
-        return;
-    };
+    let mut app = TestApp::builder().backend(backend).spawn().await;
     let expected = expected_matches("rustic", None);
     assert!(expected.len() > 40, "the query spans several pages");
 
@@ -96,9 +94,7 @@ async fn pages_through_every_match_with_name_matches_first(backend: Backend) {
 }
 
 async fn every_word_must_match(backend: Backend) {
-    let Some(mut app) = spawn_app(backend).await else {
-        return;
-    };
+    let mut app = TestApp::builder().backend(backend).spawn().await;
     let expected = expected_matches("oak lamp", None);
     assert!(!expected.is_empty());
 
@@ -108,9 +104,7 @@ async fn every_word_must_match(backend: Backend) {
 }
 
 async fn category_filter_narrows_the_results(backend: Backend) {
-    let Some(mut app) = spawn_app(backend).await else {
-        return;
-    };
+    let mut app = TestApp::builder().backend(backend).spawn().await;
     let expected = expected_matches("rustic", Some("home"));
     assert!(!expected.is_empty());
 
@@ -131,9 +125,7 @@ async fn refused(client: &mut CatalogueServiceClient<Channel>, query: &str) -> t
 }
 
 async fn empty_query_is_invalid_argument(backend: Backend) {
-    let Some(mut app) = spawn_app(backend).await else {
-        return;
-    };
+    let mut app = TestApp::builder().backend(backend).spawn().await;
 
     for query in ["", "   "] {
         let status = refused(&mut app.client, query).await;
@@ -143,9 +135,7 @@ async fn empty_query_is_invalid_argument(backend: Backend) {
 }
 
 async fn a_query_without_a_word_is_invalid_argument(backend: Backend) {
-    let Some(mut app) = spawn_app(backend).await else {
-        return;
-    };
+    let mut app = TestApp::builder().backend(backend).spawn().await;
 
     // Punctuation, symbols and the underscore, ASCII and Unicode: no word as
     // `domain::words` reads text, which is how every store's query is split.
@@ -162,9 +152,7 @@ async fn a_query_without_a_word_is_invalid_argument(backend: Backend) {
 }
 
 async fn a_repeated_word_counts_once(backend: Backend) {
-    let Some(mut app) = spawn_app(backend).await else {
-        return;
-    };
+    let mut app = TestApp::builder().backend(backend).spawn().await;
     let expected = expected_matches("oak", None);
     assert!(!expected.is_empty());
 
@@ -175,9 +163,7 @@ async fn a_repeated_word_counts_once(backend: Backend) {
 }
 
 async fn more_than_16_distinct_words_is_invalid_argument(backend: Backend) {
-    let Some(mut app) = spawn_app(backend).await else {
-        return;
-    };
+    let mut app = TestApp::builder().backend(backend).spawn().await;
     let words: Vec<String> = (0..17).map(|n| format!("w{n}")).collect();
 
     let status = refused(&mut app.client, &words.join(" ")).await;
@@ -195,9 +181,7 @@ async fn more_than_16_distinct_words_is_invalid_argument(backend: Backend) {
 }
 
 async fn out_of_range_page_size_and_malformed_token_are_invalid_argument(backend: Backend) {
-    let Some(mut app) = spawn_app(backend).await else {
-        return;
-    };
+    let mut app = TestApp::builder().backend(backend).spawn().await;
     let bad_requests = [
         SearchRequest {
             query: "oak".into(),

@@ -1,10 +1,10 @@
 use catalogue::api::proto::{GetProductRequest, ListProductsRequest};
 
-use crate::helpers::{Backend, CATALOGUE_SIZE, spawn_app};
+use crate::helpers::{Backend, CATALOGUE_SIZE, TestApp};
 
 #[tokio::test]
 async fn an_open_stream_drains_to_its_end_after_shutdown_begins() {
-    let mut app = spawn_app(Backend::Sqlite).await.expect("sqlite app");
+    let mut app = TestApp::builder().backend(Backend::Sqlite).spawn().await;
     let request = ListProductsRequest {
         page_size: CATALOGUE_SIZE as i32,
         ..Default::default()
@@ -35,7 +35,7 @@ async fn an_open_stream_drains_to_its_end_after_shutdown_begins() {
 
 #[tokio::test]
 async fn no_new_calls_are_accepted_once_stopped() {
-    let app = spawn_app(Backend::Memory).await.expect("memory app");
+    let app = TestApp::builder().spawn().await;
     let grpc_addr = app.grpc_addr;
     app.stop().await.expect("clean shutdown");
 

@@ -13,10 +13,8 @@ use tonic::Code;
 use tonic_health::pb::health_check_response::ServingStatus;
 
 use crate::{
-    db::{
-        PgSchema, Relay, app_on, leaves_serving_within, server_addr, url_through, wait_for_health,
-    },
-    helpers::{TestApp, wait_for_in_flight},
+    db::{Relay, app_on, leaves_serving_within, server_addr, url_through, wait_for_health},
+    helpers::{Backend, PgSchema, TestApp},
 };
 
 fn first_id() -> String {
@@ -123,6 +121,10 @@ async fn wait_for_waiting(pool: &sqlx::PgPool, statement: &str, count: i64) {
 }
 
 #[tokio::test]
+#[cfg_attr(
+    not(postgres_tests),
+    ignore = "needs PostgreSQL: build and run with TEST_DATABASE_URL set"
+)]
 async fn a_backend_killed_mid_query_is_unavailable_with_its_cause_logged() {
     let Some(schema) = PgSchema::create().await else {
         return;
@@ -154,6 +156,10 @@ async fn a_backend_killed_mid_query_is_unavailable_with_its_cause_logged() {
 }
 
 #[tokio::test]
+#[cfg_attr(
+    not(postgres_tests),
+    ignore = "needs PostgreSQL: build and run with TEST_DATABASE_URL set"
+)]
 async fn a_database_that_refuses_connections_is_unavailable_and_not_serving() {
     let Some(schema) = PgSchema::create().await else {
         return;
@@ -190,6 +196,10 @@ async fn a_database_that_refuses_connections_is_unavailable_and_not_serving() {
 }
 
 #[tokio::test]
+#[cfg_attr(
+    not(postgres_tests),
+    ignore = "needs PostgreSQL: build and run with TEST_DATABASE_URL set"
+)]
 async fn a_dropped_catalogue_is_not_serving_and_unavailable() {
     let Some(schema) = PgSchema::create().await else {
         return;
@@ -213,6 +223,10 @@ async fn a_dropped_catalogue_is_not_serving_and_unavailable() {
 }
 
 #[tokio::test]
+#[cfg_attr(
+    not(postgres_tests),
+    ignore = "needs PostgreSQL: build and run with TEST_DATABASE_URL set"
+)]
 async fn calls_holding_every_pooled_connection_do_not_flip_health() {
     let Some((_schema, app, pool, lock)) =
         app_behind_a_locked_table(&["--db-pool-size", "2", "--store-health-interval", "100ms"])
@@ -221,7 +235,7 @@ async fn calls_holding_every_pooled_connection_do_not_flip_health() {
         return;
     };
     let calls = spawn_calls(&app, 4, get_first);
-    wait_for_in_flight(&app, 4.0).await;
+    app.wait_for_in_flight(4.0).await;
     wait_for_waiting(&pool, "WHERE id = $1", 2).await;
 
     // Twenty health intervals with both connections taken and two calls
@@ -236,6 +250,10 @@ async fn calls_holding_every_pooled_connection_do_not_flip_health() {
 }
 
 #[tokio::test]
+#[cfg_attr(
+    not(postgres_tests),
+    ignore = "needs PostgreSQL: build and run with TEST_DATABASE_URL set"
+)]
 async fn a_search_flood_leaves_pooled_connections_for_other_calls() {
     let Some((_schema, app, pool, lock)) =
         app_behind_a_locked_table(&["--db-pool-size", "4"]).await
@@ -251,8 +269,7 @@ async fn a_search_flood_leaves_pooled_connections_for_other_calls() {
             .await
             .map(drop)
     });
-    crate::helpers::wait_for_value(
-        &app,
+    app.wait_for_value(
         "grpc_server_in_flight_requests",
         &[("grpc_method", "SearchProducts")],
         8.0,
@@ -275,13 +292,12 @@ async fn a_search_flood_leaves_pooled_connections_for_other_calls() {
 /// An app on a SQLite file of its own, pinging its store every 100 ms.
 async fn sqlite_app() -> (TestApp, crate::helpers::Logs) {
     let logs = crate::helpers::Logs::default();
-    let app = crate::helpers::spawn_app_logging_to(
-        crate::helpers::Backend::Sqlite,
-        &["--store-health-interval", "100ms"],
-        logs.sink(),
-    )
-    .await
-    .unwrap();
+    let app = TestApp::builder()
+        .backend(Backend::Sqlite)
+        .args(&["--store-health-interval", "100ms"])
+        .logs(&logs)
+        .spawn()
+        .await;
     (app, logs)
 }
 

@@ -11,9 +11,7 @@ use catalogue::{
 };
 use tonic::transport::Channel;
 
-use crate::helpers::{
-    Backend, TestApp, put_faults, spawn_app_listing, test_log_sink, wait_for_in_flight,
-};
+use crate::helpers::TestApp;
 
 /// The apps' `--shutdown-grace` (5 s here, 10 s for the binary) with room:
 /// beyond this, shutdown is stuck, not slow.
@@ -32,14 +30,11 @@ fn on_service_runtime<F: Future<Output = ()>>(test: impl FnOnce(TestApp) -> F) {
         .build()
         .unwrap()
         .block_on(async {
-            let app = spawn_app_listing(
-                Backend::Memory,
-                &["--enable-faults"],
-                test_log_sink(),
-                tasks,
-            )
-            .await
-            .expect("memory app");
+            let app = TestApp::builder()
+                .args(&["--enable-faults"])
+                .tasks(tasks)
+                .spawn()
+                .await;
             test(app).await;
         });
 }
@@ -103,9 +98,9 @@ fn twenty_dumps_then_shutdown_drains_and_returns() {
 #[test]
 fn a_dump_while_a_worker_is_blocked_answers_at_once_and_wedges_nothing() {
     on_service_runtime(|app| async move {
-        put_faults(&app, BLOCKING).await;
+        app.put_faults(BLOCKING).await;
         let blocked = get_product(&app.client);
-        wait_for_in_flight(&app, 1.0).await;
+        app.wait_for_in_flight(1.0).await;
 
         let (status, dump) = task_dump(&app.admin_url("")).await;
 
@@ -115,7 +110,7 @@ fn a_dump_while_a_worker_is_blocked_answers_at_once_and_wedges_nothing() {
             "the dump waited for the blocked worker"
         );
         assert!(blocked.await.unwrap(), "the blocked call is served");
-        put_faults(&app, r#"{"blocking_ms": 0}"#).await;
+        app.put_faults(r#"{"blocking_ms": 0}"#).await;
         let (status, dump) = task_dump(&app.admin_url("")).await;
         assert_eq!(status, 200, "a later dump: {dump}");
         stop_within_bound(app).await;

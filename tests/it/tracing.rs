@@ -24,9 +24,8 @@ use tonic::{
     transport::{Server, server::Router},
 };
 use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
-use tracing_subscriber::fmt::writer::BoxMakeWriter;
 
-use crate::helpers::{Backend, Logs, TestApp, seed_products, spawn_app_logging_to};
+use crate::helpers::{Backend, Logs, TestApp, seed_products};
 
 /// Serves `router` on a loopback port until the test ends; returns its url.
 async fn serve_on_loopback(router: Router) -> String {
@@ -102,14 +101,12 @@ fn string(value: &str) -> Value {
 async fn traced_app(logs: &Logs) -> (TestApp, Receiver) {
     let receiver = Receiver::default();
     let endpoint = receiver.start().await;
-    let logs = logs.clone();
-    let app = spawn_app_logging_to(
-        Backend::Sqlite,
-        &["--otlp-endpoint", &endpoint, "--log-format", "json"],
-        BoxMakeWriter::new(move || logs.clone()),
-    )
-    .await
-    .expect("sqlite app");
+    let app = TestApp::builder()
+        .backend(Backend::Sqlite)
+        .args(&["--otlp-endpoint", &endpoint, "--log-format", "json"])
+        .logs(logs)
+        .spawn()
+        .await;
     (app, receiver)
 }
 
@@ -121,9 +118,11 @@ async fn traced_app_with(extra: &[&str]) -> (TestApp, Receiver) {
         .into_iter()
         .chain(extra.iter().copied())
         .collect();
-    let app = crate::helpers::spawn_app_with(Backend::Sqlite, &flags)
-        .await
-        .expect("sqlite app");
+    let app = TestApp::builder()
+        .backend(Backend::Sqlite)
+        .args(&flags)
+        .spawn()
+        .await;
     (app, receiver)
 }
 
@@ -179,19 +178,19 @@ async fn the_callers_sampling_decision_travels_on_to_the_upstream() {
     let endpoint = receiver.start().await;
     let traceparents = Arc::new(Mutex::new(Vec::new()));
     let upstream = start_inventory(traceparents.clone()).await;
-    let app = crate::helpers::spawn_app_with(
-        Backend::Memory,
-        // Only the head sampler's decision: no call is kept for being slow.
-        &[
-            "--otlp-endpoint",
-            &endpoint,
-            "--upstream-url",
-            &upstream,
-            "--no-trace-keep",
-        ],
-    )
-    .await
-    .unwrap();
+    let app = TestApp::builder()
+        .args(
+            // Only the head sampler's decision: no call is kept for being slow.
+            &[
+                "--otlp-endpoint",
+                &endpoint,
+                "--upstream-url",
+                &upstream,
+                "--no-trace-keep",
+            ],
+        )
+        .spawn()
+        .await;
     const UNSAMPLED: &str = "0af7651916cd43dd8448eb211c80319c";
 
     app.client
@@ -237,12 +236,10 @@ async fn the_callers_baggage_travels_on_to_the_upstream_sampled_or_not() {
     let endpoint = receiver.start().await;
     let contexts = Arc::new(Mutex::new(Vec::new()));
     let upstream = start_inventory(contexts.clone()).await;
-    let app = crate::helpers::spawn_app_with(
-        Backend::Memory,
-        &["--otlp-endpoint", &endpoint, "--upstream-url", &upstream],
-    )
-    .await
-    .unwrap();
+    let app = TestApp::builder()
+        .args(&["--otlp-endpoint", &endpoint, "--upstream-url", &upstream])
+        .spawn()
+        .await;
     for flags in ["00", "01"] {
         let mut request = get_request_with(&format!("00-{TRACE_ID}-{PARENT_ID}-{flags}"));
         request
@@ -503,9 +500,10 @@ async fn an_unreachable_collector_does_not_fail_calls() {
         .local_addr()
         .unwrap();
     let endpoint = format!("http://{unused}");
-    let mut app = crate::helpers::spawn_app_with(Backend::Memory, &["--otlp-endpoint", &endpoint])
-        .await
-        .expect("memory app");
+    let mut app = TestApp::builder()
+        .args(&["--otlp-endpoint", &endpoint])
+        .spawn()
+        .await;
 
     for product in &seed_products()[..50] {
         app.client
@@ -594,7 +592,7 @@ async fn errors_and_slow_calls_are_exported_whatever_the_sampling_ratio() {
     app.get_product("prod-missing")
         .await
         .expect_err("not found");
-    crate::helpers::put_faults(&app, r#"{"latency_ms": 600}"#).await;
+    app.put_faults(r#"{"latency_ms": 600}"#).await;
     app.get_product(&product).await.expect("found, slowly");
     reqwest::Client::new()
         .delete(app.admin_url("/faults"))
