@@ -67,9 +67,7 @@ pub async fn profile(
     let used_before = ProcessCpu::read();
     // SIGPROF samples whichever thread is on the CPU; this task only waits.
     tokio::time::sleep(request.duration).await;
-    symbolise(move || {
-        // Both live until the report is built: no second sampler meanwhile.
-        let _permit = permit;
+    let profile = symbolise(move || {
         // Counted before symbolising, whose own CPU is not the window's.
         let coverage = Coverage::measure(&profiler, request.frequency, used_before)?;
         let labelled = labelling.finish();
@@ -107,7 +105,12 @@ pub async fn profile(
         };
         Ok(CpuProfile { body, coverage })
     })
-    .await?
+    .await?;
+    // Held until the memory symbolising took is given back too, so a
+    // second profile's sample table never stacks on the first one's debug
+    // info.
+    drop(permit);
+    profile
 }
 
 /// Replaces the label word pprof gives each sample taken in a call (the
