@@ -9,7 +9,8 @@
 //! - `DELETE`: puts it back to sleep and closes the endpoint and its
 //!   connections; 200 with the state.
 //!
-//! Any other method is a 405.
+//! Any other method is a 405. Built without the `console` feature, `PUT`
+//! is a 501 naming it, and the state is always dormant.
 
 use axum::{
     Json, Router,
@@ -20,6 +21,7 @@ use axum::{
 };
 
 use super::{AdminState, NoQuery};
+use crate::runtime::console::ConsoleError;
 
 pub fn routes() -> Router<AdminState> {
     Router::new().route(
@@ -45,6 +47,8 @@ async fn put_console(State(state): State<AdminState>, _: Query<NoQuery>) -> Resp
             tracing::error!(%error, "waking tokio-console failed");
             let status = if error.address_in_use() {
                 StatusCode::CONFLICT
+            } else if matches!(error, ConsoleError::NotBuilt) {
+                StatusCode::NOT_IMPLEMENTED
             } else {
                 StatusCode::INTERNAL_SERVER_ERROR
             };

@@ -107,14 +107,16 @@ impl<'a, T> Iterator for BucketIterator<'a, T> {
 }
 
 pub struct HashCounter<T: Hash + Eq + 'static> {
-    buckets: Box<[Bucket<T>; BUCKETS]>,
+    /// `BUCKETS` buckets, or none while the profiler is stopped (see
+    /// `Collector::stopped`).
+    buckets: Box<[Bucket<T>]>,
 }
 
 impl<T: Hash + Eq + Default + Debug> Default for HashCounter<T> {
     fn default() -> Self {
         let mut v: Vec<Bucket<T>> = Vec::with_capacity(BUCKETS);
         v.resize_with(BUCKETS, Default::default);
-        let buckets = v.into_boxed_slice().try_into().unwrap();
+        let buckets = v.into_boxed_slice();
 
         Self { buckets }
     }
@@ -128,6 +130,9 @@ impl<T: Hash + Eq> HashCounter<T> {
     }
 
     pub fn add(&mut self, key: T, count: isize) -> Option<Entry<T>> {
+        if self.buckets.is_empty() {
+            return None;
+        }
         let hash_value = Self::hash(&key);
         let bucket = &mut self.buckets[(hash_value % BUCKETS as u64) as usize];
 
@@ -135,9 +140,8 @@ impl<T: Hash + Eq> HashCounter<T> {
     }
 
     pub fn iter(&self) -> impl Iterator<Item = &Entry<T>> {
-        let mut iter: Box<dyn Iterator<Item = &Entry<T>>> =
-            Box::new(self.buckets[0].iter().chain(std::iter::empty()));
-        for bucket in self.buckets[1..].iter() {
+        let mut iter: Box<dyn Iterator<Item = &Entry<T>>> = Box::new(std::iter::empty());
+        for bucket in self.buckets.iter() {
             iter = Box::new(iter.chain(bucket.iter()));
         }
 
@@ -252,6 +256,20 @@ impl<T: Hash + Eq + Default + Debug + 'static> Collector<T> {
     pub fn new() -> std::io::Result<Self> {
         Ok(Self {
             map: HashCounter::<T>::default(),
+            temp_array: TempFdArray::<Entry<T>>::new()?,
+        })
+    }
+}
+
+impl<T: Hash + Eq + Default + Debug + 'static> Collector<T> {
+    /// A collector that holds nothing and drops what it is given: the
+    /// profiler's while stopped, so the sample table (about 80 MB at
+    /// `MAX_DEPTH` 128) exists only while a profile runs.
+    pub fn stopped() -> std::io::Result<Self> {
+        Ok(Self {
+            map: HashCounter {
+                buckets: Box::new([]),
+            },
             temp_array: TempFdArray::<Entry<T>>::new()?,
         })
     }

@@ -412,7 +412,7 @@ extern "C" fn perf_signal_handler(
 impl Profiler {
     fn new() -> Result<Self> {
         Ok(Profiler {
-            data: Collector::new()?,
+            data: Collector::stopped()?,
             sample_counter: 0,
             running: false,
 
@@ -448,6 +448,8 @@ impl Profiler {
         if self.running {
             Err(Error::Running)
         } else {
+            // The sample table exists only while a profile runs.
+            self.data = Collector::new()?;
             self.register_signal_handler()?;
             self.running = true;
 
@@ -457,7 +459,8 @@ impl Profiler {
 
     fn init(&mut self) -> Result<()> {
         self.sample_counter = 0;
-        self.data = Collector::new()?;
+        // Dropped before the next is made: the stopped one holds nothing.
+        self.data = Collector::stopped()?;
         self.running = false;
 
         Ok(())
