@@ -11,6 +11,7 @@ cd "$(dirname "$0")/.."
 # Each package and who needs it (see scripts/README.md).
 packages=(
   python3-venv                 # the virtualenv
+  chromium chromium-driver     # the live view's browser test (live-view.sh)
   curl                         # every shell check
   nghttp2-client               # h2load: bench.py, instructions.py, console-overhead.py
   prometheus                   # promtool and prometheus: check-dashboards.sh, fault-pictures.sh

@@ -354,10 +354,16 @@ pub struct ShedLayer {
 
 impl ShedLayer {
     pub fn new(limits: &Limits, metrics: &Metrics) -> Self {
+        let max_calls = limits.max_concurrent_calls.min(Semaphore::MAX_PERMITS);
+        // The registry keeps the value; the handle is not needed again. No
+        // limit is no line at the top of a chart.
+        if max_calls < Semaphore::MAX_PERMITS {
+            metrics
+                .gauge(&names::MAX_CONCURRENT_CALLS, &[])
+                .set(max_calls as f64);
+        }
         Self {
-            permits: Arc::new(Semaphore::new(
-                limits.max_concurrent_calls.min(Semaphore::MAX_PERMITS),
-            )),
+            permits: Arc::new(Semaphore::new(max_calls)),
             watches: Arc::new(Semaphore::new(
                 limits.max_health_watches.min(Semaphore::MAX_PERMITS),
             )),
@@ -366,7 +372,7 @@ impl ShedLayer {
             shed_by_connection: metrics.counter(&names::SHED, &[("reason", "connection_limit")]),
             shed_by_peer: metrics.counter(&names::SHED, &[("reason", "peer_limit")]),
             shed_reserved: metrics.counter(&names::SHED, &[("reason", "reserved_for_new_peers")]),
-            reserve: peers::Reserve::of(limits.max_concurrent_calls.min(Semaphore::MAX_PERMITS)),
+            reserve: peers::Reserve::of(max_calls),
             max_calls_per_peer: limits.max_calls_per_peer,
             shed_watch: metrics.counter(&names::SHED, &[("reason", "health_watch_limit")]),
             idle_timeout: limits.stream_idle_timeout,

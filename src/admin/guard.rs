@@ -32,8 +32,9 @@ use axum::{
 
 /// The routes anyone who reaches the port may call, token or not: probes
 /// and the scraper carry no secret, and these reveal nothing that needs
-/// one. Every other route, present or future, is guarded.
-pub const OPEN_ROUTES: [&str; 3] = ["/healthz", "/readyz", "/metrics"];
+/// one (the live view's page holds no data: its feed is guarded). Every
+/// other route, present or future, is guarded.
+pub const OPEN_ROUTES: [&str; 4] = ["/healthz", "/readyz", "/metrics", "/debug/live"];
 
 /// What the guard checks a request against.
 #[derive(Debug, Clone)]

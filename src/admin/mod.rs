@@ -12,6 +12,8 @@
 //!   [`pprof`]);
 //! - `GET`, `PUT`, `DELETE /debug/console`: tokio-console's state, woken,
 //!   put to sleep (see [`console`]);
+//! - `GET /debug/live`: the runtime and the calls, live in a browser, and
+//!   `GET /debug/live/feed`, the samples it draws (see [`live`]);
 //! - `GET /log-level`, `PUT /log-level` (a `RUST_LOG`-style filter as the
 //!   body): the log filter in force, changed without a restart; a bad
 //!   filter is a 400 and changes nothing, one over 1 KiB a 413, and one
@@ -25,6 +27,7 @@
 
 pub mod console;
 pub mod guard;
+pub mod live;
 pub mod pprof;
 pub mod server;
 pub mod settings;
@@ -32,7 +35,7 @@ pub mod settings;
 use std::sync::Arc;
 
 use axum::{
-    Json, Router,
+    Extension, Json, Router,
     body::Bytes,
     extract::{Request, State},
     http::{HeaderMap, StatusCode, header},
@@ -94,6 +97,9 @@ pub fn router(state: AdminState) -> Router {
         .route("/log-level", get(get_log_level).put(put_log_level))
         .merge(pprof::routes())
         .merge(console::routes())
+        .merge(live::routes())
+        // Changes made here are marked on the live view's charts.
+        .layer(middleware::from_fn(live::mark_changes))
         // Every route above, and the 404 of any other path, passes the guard.
         .layer(middleware::from_fn_with_state(
             state.guard.clone(),
@@ -103,6 +109,7 @@ pub fn router(state: AdminState) -> Router {
             state.dispatch.clone(),
             with_dispatch,
         ))
+        .layer(Extension(live::Live::default()))
         .with_state(state)
 }
 

@@ -162,6 +162,9 @@ families! {
     /// 0 closed, 1 half-open, 2 open.
     UPSTREAM_CIRCUIT_STATE = Gauge "catalogue_upstream_circuit_state" []:
         "upstream circuit breaker state: 0 closed, 1 half-open, 2 open";
+    /// `--max-concurrent-calls`, as the shed layer was built with it.
+    MAX_CONCURRENT_CALLS = Gauge "catalogue_max_concurrent_calls" []:
+        "the most calls served at once (--max-concurrent-calls); more are refused";
     /// Calls refused at once by the server (label: reason).
     SHED = Counter "catalogue_shed_total" ["reason"]:
         "calls refused at once with UNAVAILABLE because the server was at its limit";

@@ -9,6 +9,21 @@
 #[doc(hidden)]
 pub use tikv_jemallocator::Jemalloc;
 
+/// The bytes the process has allocated and not freed, by jemalloc's count;
+/// `None` in a build without the `profiling` feature (the statistics come
+/// with it).
+pub fn allocated_bytes() -> Option<u64> {
+    #[cfg(feature = "profiling")]
+    {
+        tikv_jemalloc_ctl::epoch::advance().ok()?;
+        tikv_jemalloc_ctl::stats::allocated::read()
+            .ok()
+            .map(|bytes| bytes as u64)
+    }
+    #[cfg(not(feature = "profiling"))]
+    None
+}
+
 /// jemalloc's options when it is the global allocator: profiling on and
 /// active from the start, one sample per 2^21 bytes (2 MiB) allocated on
 /// average. Each sample unwinds the stack through DWARF tables (libgcc's

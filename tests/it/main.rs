@@ -18,6 +18,7 @@ mod get_product;
 mod health;
 mod helpers;
 mod list_products;
+mod live;
 mod load;
 mod log_level;
 mod log_volume;
