@@ -133,6 +133,8 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--binary", default=os.environ.get("CATALOGUE_BIN", "target/debug/catalogue"))
     parser.add_argument("--screenshot", default="target/live-view/live-view.png")
+    parser.add_argument("--screenshot-height", type=int,
+                        help="the top this many pixels of the page (default: all of it)")
     args = parser.parse_args()
 
     work = tempfile.mkdtemp(prefix="live-view-")
@@ -222,7 +224,7 @@ def main():
 
         os.makedirs(os.path.dirname(os.path.abspath(args.screenshot)), exist_ok=True)
         height = driver.execute_script("return document.documentElement.scrollHeight")
-        driver.set_window_size(1280, max(height, 800))
+        driver.set_window_size(1280, args.screenshot_height or max(height, 800))
         driver.save_screenshot(args.screenshot)
         print(f"screenshot: {args.screenshot}")
 

@@ -383,9 +383,11 @@ function heatmapPlugin(chart) {
 }
 
 // Two charts a row on a wide screen, one on a narrow one.
+// A chart's box is its plot's width and 10 pixels (border and padding);
+// the page has 16 pixels of margin a side, 8 between two boxes.
 function chartWidth() {
-  const room = document.documentElement.clientWidth - 48;
-  return Math.max(360, room >= 1000 ? Math.floor(room / 2) - 14 : room - 10);
+  const room = document.documentElement.clientWidth - 32;
+  return Math.max(340, room >= 1000 ? Math.floor((room - 8) / 2) - 12 : room - 12);
 }
 
 function makeChart(chart, parent) {
