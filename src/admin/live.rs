@@ -162,7 +162,7 @@ fn hello() -> String {
 }
 
 /// A sample a second and every marker, until the viewer goes (dropping the
-/// stream, and `seat` with it).
+/// stream, and `seat` with it) or the service begins to drain.
 fn samples(
     state: AdminState,
     markers: broadcast::Receiver<Marker>,
@@ -170,10 +170,14 @@ fn samples(
 ) -> impl Stream<Item = Result<Event, Infallible>> {
     let mut ticks = tokio::time::interval(INTERVAL);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let stopping = state.stopping.clone();
     futures::stream::unfold(
-        (state, markers, ticks, seat),
-        |(state, mut markers, mut ticks, seat)| async move {
+        (state, markers, ticks, seat, stopping),
+        |(state, mut markers, mut ticks, seat, mut stopping)| async move {
             let event = tokio::select! {
+                // A drain ends the feed (the page reconnects elsewhere)
+                // rather than holding the admin server's shutdown.
+                _ = stopping.wait_for(|stopping| *stopping) => return None,
                 _ = ticks.tick() => sample(&state),
                 marker = markers.recv() => match marker {
                     Ok(marker) => Event::default()
@@ -183,7 +187,7 @@ fn samples(
                     Err(_) => Event::default().comment("markers lost"),
                 },
             };
-            Some((Ok(event), (state, markers, ticks, seat)))
+            Some((Ok(event), (state, markers, ticks, seat, stopping)))
         },
     )
 }

@@ -248,3 +248,29 @@ fn every_family_the_page_reads_is_in_the_table() {
         "the script names the families it reads: {named}"
     );
 }
+
+/// A page left open does not hold up a drain: its feed ends, cleanly, when
+/// shutdown begins (rather than being cut off when the grace runs out).
+#[tokio::test]
+async fn the_feed_ends_cleanly_when_the_service_begins_to_drain() {
+    let mut app = app().await;
+    let mut feed = Feed::open(&app).await;
+    feed.next_named("hello").await;
+    app.begin_shutdown();
+    // A hang guard, not a speed limit: samples keep coming once a second
+    // for as long as the feed is open.
+    let end = async {
+        loop {
+            match feed.response.chunk().await {
+                Ok(Some(_)) => {}
+                Ok(None) => return Ok(()),
+                Err(error) => return Err(error),
+            }
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(30), end)
+        .await
+        .expect("the feed ends once the drain begins")
+        .expect("the feed ended cleanly, not cut off");
+    app.stopped().await.expect("the app stops");
+}
