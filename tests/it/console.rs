@@ -131,6 +131,62 @@ fn spawn_named(app: &TestApp, name: &str, done: Arc<tokio::sync::Notify>) {
     });
 }
 
+/// How long one step of a wake and sleep cycle may hang before the test
+/// says which one did (not a speed limit: each takes milliseconds).
+const STEP_HANG: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// Awaits one step of cycle `cycle`; a hang fails naming the step.
+async fn step<T>(cycle: usize, what: &str, step: impl Future<Output = T>) -> T {
+    tokio::time::timeout(STEP_HANG, step)
+        .await
+        .unwrap_or_else(|_| panic!("cycle {cycle}: {what} hung for {STEP_HANG:?}"))
+}
+
+/// Spawns a probe task and reads updates until the console is told of it.
+/// The console's event buffer is bounded by design (it drops events rather
+/// than queue them when its aggregator falls behind, and says how many in
+/// the next update): a probe whose spawn may have been dropped is followed
+/// by another. Updates that report no drop and never name a probe fail.
+async fn until_a_probe_is_seen(
+    app: &TestApp,
+    attached: &mut Attached,
+    cycle: usize,
+    done: &Arc<tokio::sync::Notify>,
+) {
+    /// Updates (one a second) without a drop and without the probe.
+    const PATIENCE: usize = 30;
+    let mut probe = 0;
+    let mut name = format!("probe-{cycle}-{probe}");
+    spawn_named(app, &name, done.clone());
+    let mut quiet = 0;
+    while !attached.names.contains(&name) {
+        let update = step(cycle, "an update", attached.updates.message())
+            .await
+            .expect("updates stream")
+            .unwrap_or_else(|| panic!("cycle {cycle}: the update stream ended without {name}"));
+        attached.names.extend(task_names(&update));
+        if attached.names.contains(&name) {
+            return;
+        }
+        let dropped = update
+            .task_update
+            .as_ref()
+            .map_or(0, |tasks| tasks.dropped_events);
+        if dropped > 0 {
+            probe += 1;
+            name = format!("probe-{cycle}-{probe}");
+            spawn_named(app, &name, done.clone());
+            quiet = 0;
+        } else {
+            quiet += 1;
+            assert!(
+                quiet < PATIENCE,
+                "cycle {cycle}: {PATIENCE} updates, none dropping events, none naming {name}"
+            );
+        }
+    }
+}
+
 /// Reads what is left of an update stream: it must end (an error or the
 /// end), not hang, once the endpoint is closed.
 async fn until_closed(mut attached: Attached) {
@@ -306,16 +362,14 @@ async fn fifty_wake_and_sleep_cycles_under_load_are_clean() {
     let done = Arc::new(tokio::sync::Notify::new());
 
     for cycle in 0..CYCLES {
-        let addr = wake(&app).await;
-        let mut updates = attach(addr).await;
+        let addr = step(cycle, "wake", wake(&app)).await;
+        let mut updates = step(cycle, "attach", attach(addr)).await;
         if cycle == 0 || cycle == CYCLES - 1 {
-            let name = format!("probe-{cycle}");
-            spawn_named(&app, &name, done.clone());
-            until_tasks_named(&mut updates, &[&name]).await;
+            until_a_probe_is_seen(&app, &mut updates, cycle, &done).await;
         }
-        let state = console_state(&app, reqwest::Method::DELETE).await;
+        let state = step(cycle, "sleep", console_state(&app, reqwest::Method::DELETE)).await;
         assert_eq!(state["state"], "dormant", "cycle {cycle}: {state}");
-        until_closed(updates).await;
+        step(cycle, "the stream's end", until_closed(updates)).await;
     }
 
     stop.store(true, Ordering::Relaxed);
