@@ -13,12 +13,14 @@ use std::{
     convert::Infallible,
     pin::Pin,
     sync::{
-        Arc, Mutex, RwLock,
+        Arc,
         atomic::{AtomicBool, AtomicUsize, Ordering},
     },
     task::{Context, Poll, ready},
     time::{Duration, Instant},
 };
+
+use parking_lot::{Mutex, RwLock};
 
 use bytes::{Buf, Bytes};
 use futures::future::{BoxFuture, Either};
@@ -415,10 +417,8 @@ impl FaultInjector {
         }
     }
 
-    fn lock_leaked(&self) -> std::sync::MutexGuard<'_, Leaked> {
-        self.leaked
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    fn lock_leaked(&self) -> parking_lot::MutexGuard<'_, Leaked> {
+        self.leaked.lock()
     }
 
     /// Retains `bytes` more, unless that would pass `--fault-leak-max-bytes`.
@@ -438,10 +438,7 @@ impl FaultInjector {
         if !self.enabled {
             return Err(FaultError::Disabled);
         }
-        let mut faults = self
-            .faults
-            .write()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut faults = self.faults.write();
         let merged = faults.merged(patch)?;
         if merged != *faults {
             tracing::warn!(faults = ?merged, "faults changed");
@@ -453,10 +450,7 @@ impl FaultInjector {
 
     /// Turns every fault off and frees what `leak` retained.
     pub fn reset(&self) -> Faults {
-        let mut faults = self
-            .faults
-            .write()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut faults = self.faults.write();
         *faults = Faults::default();
         let freed = std::mem::take(&mut *self.lock_leaked()).bytes;
         self.leaked_bytes.set(0.0);
@@ -480,10 +474,8 @@ impl FaultInjector {
         }
     }
 
-    fn read(&self) -> std::sync::RwLockReadGuard<'_, Faults> {
-        self.faults
-            .read()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    fn read(&self) -> parking_lot::RwLockReadGuard<'_, Faults> {
+        self.faults.read()
     }
 
     /// Runs the faults that act before a call of `method`: leak, CPU burn,

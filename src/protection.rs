@@ -52,12 +52,14 @@
 use std::{
     pin::Pin,
     sync::{
-        Arc, Mutex,
+        Arc,
         atomic::{AtomicBool, AtomicU8, Ordering},
     },
     task::{Context, Poll, Wake, Waker, ready},
     time::Duration,
 };
+
+use parking_lot::Mutex;
 
 use bytes::Bytes;
 use clap::Args;
@@ -750,10 +752,7 @@ impl Lease {
     }
 
     fn take_permit(&self) -> Option<Slots> {
-        self.permit
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .take()
+        self.permit.lock().take()
     }
 }
 

@@ -22,12 +22,14 @@ use std::{
     convert::Infallible,
     str::FromStr,
     sync::{
-        Arc, Mutex,
+        Arc,
         atomic::{AtomicU64, Ordering},
     },
     task::{Context, Poll},
     time::Duration,
 };
+
+use parking_lot::Mutex;
 
 use futures::{StreamExt, stream};
 use http::Uri;
@@ -211,19 +213,13 @@ pub struct Replicas(Arc<Mutex<BTreeMap<String, Arc<AtomicU64>>>>);
 
 impl Replicas {
     fn counter(&self, replica: &str) -> Arc<AtomicU64> {
-        self.0
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .entry(replica.to_owned())
-            .or_default()
-            .clone()
+        self.0.lock().entry(replica.to_owned()).or_default().clone()
     }
 
     /// Replica address → calls sent to it.
     pub fn calls(&self) -> BTreeMap<String, u64> {
         self.0
             .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
             .iter()
             .map(|(replica, calls)| (replica.clone(), calls.load(Ordering::Relaxed)))
             .collect()

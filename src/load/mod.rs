@@ -28,13 +28,14 @@ use std::{
     future::Future,
     str::FromStr,
     sync::{
-        Arc, Mutex,
+        Arc,
         atomic::{AtomicU64, AtomicUsize, Ordering},
     },
     time::{Duration, Instant},
 };
 
 use clap::Args;
+use parking_lot::Mutex;
 use rand::{Rng, seq::IndexedRandom};
 use tokio::time::sleep_until;
 use tonic::{Code, Request, Status, metadata::MetadataValue};
@@ -336,7 +337,6 @@ pub async fn run(config: &LoadConfig) -> Result<Summary, LoadError> {
     let summary = run
         .recorder
         .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
         .summary(started.elapsed(), run.balanced.replicas.calls());
     Ok(summary)
 }
@@ -370,10 +370,7 @@ async fn open_loop(run: &Arc<Run>, rps: f64, duration: Duration, max_in_flight: 
         // Reap finished calls so the set stays as small as what is in flight.
         while tasks.try_join_next().is_some() {}
         if in_flight.load(Ordering::Relaxed) >= max_in_flight {
-            run.recorder
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .skip();
+            run.recorder.lock().skip();
             continue;
         }
         in_flight.fetch_add(1, Ordering::Relaxed);
@@ -422,7 +419,6 @@ impl Run {
         }
         self.recorder
             .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
             .record(method, code_name(code), intended.elapsed(), messages);
     }
 
@@ -452,10 +448,7 @@ impl Run {
                 None => RETRY_BACKOFF * 2u32.pow(attempt),
             };
             attempt += 1;
-            self.recorder
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .retry();
+            self.recorder.lock().retry();
             tokio::time::sleep(pause).await;
         }
     }

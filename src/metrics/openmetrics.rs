@@ -10,12 +10,9 @@
 //! next sampled call that lands in the bucket. Recording takes one
 //! uncontended lock, and only for calls whose trace is exported.
 
-use std::{
-    collections::HashMap,
-    fmt::Write as _,
-    sync::{Arc, Mutex, PoisonError},
-    time::SystemTime,
-};
+use std::{collections::HashMap, fmt::Write as _, sync::Arc, time::SystemTime};
+
+use parking_lot::Mutex;
 
 use opentelemetry::trace::{SpanId, TraceId};
 
@@ -43,9 +40,7 @@ impl SeriesExemplars {
     /// the exemplar of the smallest bucket that holds it.
     pub fn record(&self, value: f64, trace_id: TraceId, span_id: SpanId) {
         let bucket = self.bounds.partition_point(|&bound| bound < value);
-        *self.latest[bucket]
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner) = Some(Exemplar {
+        *self.latest[bucket].lock() = Some(Exemplar {
             trace_id,
             span_id,
             value,
@@ -54,11 +49,7 @@ impl SeriesExemplars {
     }
 
     fn latest(&self, bucket: usize) -> Option<Exemplar> {
-        *self
-            .latest
-            .get(bucket)?
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
+        *self.latest.get(bucket)?.lock()
     }
 }
 
@@ -86,7 +77,7 @@ impl Exemplars {
             .map(|(key, value)| ((*key).to_owned(), (*value).to_owned()))
             .collect();
         labels.sort();
-        let mut series = self.series.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut series = self.series.lock();
         series
             .entry(name)
             .or_default()
@@ -105,7 +96,7 @@ impl Exemplars {
     /// keep it), no blank lines, exemplars on the buckets that have one,
     /// and `# EOF`.
     pub fn openmetrics(&self, prometheus: &str) -> String {
-        let series = self.series.lock().unwrap_or_else(PoisonError::into_inner);
+        let series = self.series.lock();
         let mut out = String::with_capacity(prometheus.len() + prometheus.len() / 8);
         let counters: Vec<&str> = prometheus
             .lines()

@@ -21,9 +21,11 @@
 //! another app resolve to nothing.
 
 use std::sync::{
-    Arc, Mutex, PoisonError,
+    Arc,
     atomic::{AtomicU16, AtomicU64, Ordering},
 };
+
+use parking_lot::Mutex;
 
 use opentelemetry::trace::{SpanId, TraceId};
 
@@ -188,8 +190,8 @@ impl Drop for Labelling {
     }
 }
 
-fn traced() -> std::sync::MutexGuard<'static, Traced> {
-    TRACED.lock().unwrap_or_else(PoisonError::into_inner)
+fn traced() -> parking_lot::MutexGuard<'static, Traced> {
+    TRACED.lock()
 }
 
 /// A call's label word, worked out once per profile.
@@ -282,7 +284,7 @@ mod tests {
 
     #[test]
     fn a_word_resolves_to_its_method_and_trace_in_its_own_app_only() {
-        let _profile = PROFILE.lock().unwrap_or_else(PoisonError::into_inner);
+        let _profile = PROFILE.lock();
         let table = LabelTable::new(vec![("s", "GetProduct"), ("s", "SearchProducts")]);
         let other = LabelTable::new(vec![("s", "GetProduct"), ("s", "SearchProducts")]);
         let labelling = Labelling::start();
@@ -308,7 +310,7 @@ mod tests {
 
     #[test]
     fn polls_outside_a_profile_leave_the_thread_unlabelled_and_labels_are_restored() {
-        let _profile = PROFILE.lock().unwrap_or_else(PoisonError::into_inner);
+        let _profile = PROFILE.lock();
         let table = LabelTable::new(vec![("s", "GetProduct")]);
         let mut call = PollLabel::new(table.method(0));
 
@@ -325,7 +327,7 @@ mod tests {
 
     #[test]
     fn a_word_cached_in_an_earlier_profile_keeps_its_method_but_not_its_trace() {
-        let _profile = PROFILE.lock().unwrap_or_else(PoisonError::into_inner);
+        let _profile = PROFILE.lock();
         let table = LabelTable::new(vec![("s", "SearchProducts")]);
         let mut call = PollLabel::new(table.method(0));
         let first = Labelling::start();
@@ -343,7 +345,7 @@ mod tests {
 
     #[test]
     fn the_table_of_traced_calls_is_bounded() {
-        let _profile = PROFILE.lock().unwrap_or_else(PoisonError::into_inner);
+        let _profile = PROFILE.lock();
         let labelling = Labelling::start();
         let generation = labelling.generation;
         for _ in 0..MAX_TRACED_CALLS {

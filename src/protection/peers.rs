@@ -19,11 +19,9 @@
 //! size: a client whose probe's connection is still closing could then not
 //! open the next. The idle and age limits give the reserve's slots back.
 
-use std::{
-    collections::HashMap,
-    net::IpAddr,
-    sync::{Arc, Mutex, PoisonError},
-};
+use std::{collections::HashMap, net::IpAddr, sync::Arc};
+
+use parking_lot::Mutex;
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
@@ -111,7 +109,7 @@ impl AddressSlots {
     }
 
     pub fn admit(self: &Arc<Self>, ip: IpAddr) -> Result<AddressSlot, Refusal> {
-        let mut open = self.open.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut open = self.open.lock();
         let address = open.entry(ip).or_insert_with(|| Address {
             connections: 0,
             calls: Arc::new(Semaphore::new(self.calls_per_address)),
@@ -149,11 +147,7 @@ impl AddressSlots {
 
 impl Drop for AddressSlot {
     fn drop(&mut self) {
-        let mut open = self
-            .slots
-            .open
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
+        let mut open = self.slots.open.lock();
         if let Some(address) = open.get_mut(&self.ip) {
             address.connections -= 1;
             if address.connections == 0 {
@@ -207,7 +201,7 @@ mod tests {
         );
         assert_eq!(slots.admit(ip(5)).err(), Some(Refusal::Total));
         assert!(
-            slots.open.lock().unwrap().get(&ip(5)).is_none(),
+            slots.open.lock().get(&ip(5)).is_none(),
             "no trace of a refused address"
         );
     }

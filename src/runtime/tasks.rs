@@ -16,11 +16,13 @@ use std::{
     hash::{BuildHasher, RandomState},
     panic::Location,
     sync::{
-        Arc, Mutex, MutexGuard, PoisonError,
+        Arc,
         atomic::{AtomicBool, Ordering},
     },
     time::{Duration, Instant},
 };
+
+use parking_lot::{Mutex, MutexGuard};
 
 use tokio::task::{Id, JoinHandle};
 
@@ -124,9 +126,7 @@ impl TaskList {
         let now = Instant::now();
         let mut live: Vec<LiveTask> = (0..SHARDS)
             .flat_map(|shard| {
-                let tasks = self.0.tasks[shard]
-                    .lock()
-                    .unwrap_or_else(PoisonError::into_inner);
+                let tasks = self.0.tasks[shard].lock();
                 tasks
                     .iter()
                     .map(|(&id, task)| LiveTask {
@@ -144,9 +144,7 @@ impl TaskList {
 
     fn shard(&self, id: Id) -> MutexGuard<'_, HashMap<Id, Task>> {
         let index = self.0.hasher.hash_one(id) as usize % SHARDS;
-        self.0.tasks[index]
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
+        self.0.tasks[index].lock()
     }
 }
 

@@ -20,9 +20,11 @@
 use std::{
     collections::HashMap,
     fmt,
-    sync::{Arc, Mutex, PoisonError},
+    sync::Arc,
     time::{Duration, Instant},
 };
+
+use parking_lot::Mutex;
 
 use opentelemetry::trace::{SpanId, TraceId};
 use tracing::{Event, Level, Metadata, Subscriber, callsite::Identifier};
@@ -55,10 +57,7 @@ pub struct LogLevel {
 impl LogLevel {
     /// The directives in force.
     pub fn current(&self) -> LogFilter {
-        self.current
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone()
+        self.current.lock().clone()
     }
 
     /// Filters log lines by `filter` from now on; returns the directives it
@@ -66,7 +65,7 @@ impl LogLevel {
     pub fn set(&self, filter: LogFilter) -> Result<LogFilter, reload::Error> {
         // Built before the lock: only the swap happens under it.
         let layer_filter = filter.layer_filter();
-        let mut current = self.current.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut current = self.current.lock();
         self.handle.reload(layer_filter)?;
         Ok(std::mem::replace(&mut *current, filter))
     }
@@ -264,8 +263,8 @@ impl RateLimit {
         }
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, RateState> {
-        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    fn lock(&self) -> parking_lot::MutexGuard<'_, RateState> {
+        self.state.lock()
     }
 
     /// Whether a line of `metadata`'s call site may be written now.

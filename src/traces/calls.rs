@@ -23,11 +23,13 @@
 use std::{
     net::{IpAddr, SocketAddr},
     sync::{
-        Arc, Mutex, PoisonError,
+        Arc,
         atomic::{AtomicU32, AtomicU64, Ordering},
     },
     time::{Duration, Instant, SystemTime},
 };
+
+use parking_lot::Mutex;
 
 use http::{HeaderMap, HeaderName, Request};
 use opentelemetry::{
@@ -191,11 +193,7 @@ pub fn record_store_call(call: impl FnOnce() -> StoreCall) {
             .as_ref()
             .filter(|recording| recording.exportable())
         {
-            recording
-                .store_calls
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .push(call());
+            recording.store_calls.lock().push(call());
         }
     });
 }
@@ -396,12 +394,7 @@ impl Recording {
     fn store_spans(&self, server: &SpanContext, started: SystemTime) {
         let parent = Context::new().with_remote_span_context(server.clone());
         let old_names = self.traces.0.names.database_dup;
-        for call in self
-            .store_calls
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .iter()
-        {
+        for call in self.store_calls.lock().iter() {
             let mut attributes = Vec::with_capacity(if old_names { 7 } else { 4 });
             attributes.push(KeyValue::new("db.collection.name", call.collection));
             // Each value under its current name, and its older one with

@@ -16,10 +16,9 @@
 //! its admission back (a half-open probe slot too) and counts for neither
 //! side, so callers with tiny deadlines cannot open the breaker for all.
 
-use std::{
-    sync::Mutex,
-    time::{Duration, Instant},
-};
+use std::time::{Duration, Instant};
+
+use parking_lot::Mutex;
 
 /// The breaker's state; the numbers are what `catalogue_upstream_circuit_state`
 /// exports.
@@ -216,10 +215,8 @@ impl CircuitBreaker {
         };
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
-        self.inner
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    fn lock(&self) -> parking_lot::MutexGuard<'_, Inner> {
+        self.inner.lock()
     }
 }
 

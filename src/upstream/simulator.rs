@@ -3,13 +3,9 @@
 //! changed at run time with `PUT /faults` on its own admin port (`GET` shows
 //! it, `DELETE` restores the start flags).
 
-use std::{
-    future::Future,
-    net::SocketAddr,
-    path::PathBuf,
-    sync::{Arc, RwLock},
-    time::Duration,
-};
+use std::{future::Future, net::SocketAddr, path::PathBuf, sync::Arc, time::Duration};
+
+use parking_lot::RwLock;
 
 use axum::{
     Json, Router, body::Bytes, extract::State, http::StatusCode, response::IntoResponse,
@@ -116,10 +112,7 @@ struct Simulator {
 
 impl Simulator {
     fn current(&self) -> Behaviour {
-        self.behaviour
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
+        self.behaviour.read().clone()
     }
 }
 
@@ -251,10 +244,7 @@ async fn put_behaviour(
     match merged {
         Ok(behaviour) => {
             tracing::warn!(?behaviour, "upstream behaviour changed");
-            *simulator
-                .behaviour
-                .write()
-                .unwrap_or_else(|p| p.into_inner()) = behaviour.clone();
+            *simulator.behaviour.write() = behaviour.clone();
             Json(behaviour).into_response()
         }
         Err(error) => (
@@ -266,10 +256,7 @@ async fn put_behaviour(
 }
 
 async fn reset_behaviour(State(simulator): State<Simulator>) -> Json<Behaviour> {
-    *simulator
-        .behaviour
-        .write()
-        .unwrap_or_else(|p| p.into_inner()) = simulator.initial.clone();
+    *simulator.behaviour.write() = simulator.initial.clone();
     Json(simulator.initial.clone())
 }
 

@@ -127,3 +127,23 @@ fn the_signal_rooms_import_no_room_above_them() {
         );
     }
 }
+
+#[test]
+fn locks_are_parking_lots_and_never_poisoned() {
+    let mut found = mentions("", &["PoisonError", "poisoned", "p.into_inner()"]);
+    // A file that holds a lock takes it from parking_lot (or tokio, for
+    // one held across an await).
+    for (path, text) in sources("") {
+        let locks = ["Mutex<", "Mutex::", "RwLock<", "RwLock::"]
+            .iter()
+            .any(|lock| {
+                text.replace("tokio::sync::Mutex", "")
+                    .replace("tokio::sync::RwLock", "")
+                    .contains(lock)
+            });
+        if locks && !text.contains("parking_lot::") && !text.contains("use tokio::sync::") {
+            found.push(format!("{}: a lock not from parking_lot", path.display()));
+        }
+    }
+    assert!(found.is_empty(), "{found:#?}");
+}

@@ -112,7 +112,7 @@ impl Console {
         let layer = Switched {
             inner: ConsoleView {
                 layer,
-                registered: std::sync::Mutex::default(),
+                registered: parking_lot::Mutex::default(),
                 switch: switch.clone(),
             }
             .with_filter(DormantFilter {
@@ -337,7 +337,7 @@ impl<S> Filter<S> for DormantFilter {
 struct ConsoleView {
     layer: ConsoleLayer,
     /// The callsites the console has registered.
-    registered: std::sync::Mutex<HashSet<Identifier>>,
+    registered: parking_lot::Mutex<HashSet<Identifier>>,
     switch: Arc<Switch>,
 }
 
@@ -346,12 +346,7 @@ where
     S: Subscriber + for<'lookup> LookupSpan<'lookup>,
 {
     fn register_callsite(&self, metadata: &'static Metadata<'static>) -> Interest {
-        let first = wanted(metadata)
-            && self
-                .registered
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner)
-                .insert(metadata.callsite());
+        let first = wanted(metadata) && self.registered.lock().insert(metadata.callsite());
         if first {
             Layer::<S>::register_callsite(&self.layer, metadata)
         } else {
