@@ -167,7 +167,7 @@ pub struct FaultsReport {
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Faults {
     pub latency_ms: u64,
-    pub error_rate: f64,
+    pub error_rate: Ratio,
     pub error_code: ErrorCode,
     pub blocking_ms: u64,
     pub cpu_burn_ms: u64,
@@ -181,7 +181,7 @@ impl Default for Faults {
     fn default() -> Self {
         Self {
             latency_ms: 0,
-            error_rate: 0.0,
+            error_rate: Ratio::ZERO,
             error_code: ErrorCode(Code::Unavailable),
             blocking_ms: 0,
             cpu_burn_ms: 0,
@@ -197,7 +197,7 @@ impl Default for Faults {
 #[serde(deny_unknown_fields)]
 pub struct FaultPatch {
     pub latency_ms: Option<u64>,
-    pub error_rate: Option<f64>,
+    pub error_rate: Option<Ratio>,
     pub error_code: Option<ErrorCode>,
     pub blocking_ms: Option<u64>,
     pub cpu_burn_ms: Option<u64>,
@@ -211,7 +211,7 @@ impl From<&FaultsConfig> for FaultPatch {
     fn from(config: &FaultsConfig) -> Self {
         Self {
             latency_ms: config.fault_latency_ms,
-            error_rate: config.fault_error_rate.map(Ratio::get),
+            error_rate: config.fault_error_rate,
             error_code: config.fault_error_code,
             blocking_ms: config.fault_blocking_ms,
             cpu_burn_ms: config.fault_cpu_burn_ms,
@@ -230,8 +230,6 @@ pub enum FaultError {
         max: u64,
         got: u64,
     },
-    #[error("error_rate must be between 0 and 1, got {0}")]
-    ErrorRate(f64),
     #[error("error_code {0:?} is not a gRPC error code name (e.g. UNAVAILABLE, INTERNAL)")]
     ErrorCode(String),
     #[error("{0}")]
@@ -251,11 +249,7 @@ impl Faults {
             Some(got) => Ok(got),
             None => Ok(current),
         };
-        let error_rate = match patch.error_rate {
-            Some(rate) if !(0.0..=1.0).contains(&rate) => return Err(FaultError::ErrorRate(rate)),
-            Some(rate) => rate,
-            None => self.error_rate,
-        };
+        let error_rate = patch.error_rate.unwrap_or(self.error_rate);
         let error_code = patch.error_code.unwrap_or(self.error_code);
         let methods = match patch.methods {
             Some(methods) if methods.is_empty() => None,
@@ -304,7 +298,7 @@ impl Faults {
 
     fn any_active(&self) -> bool {
         self.latency_ms > 0
-            || self.error_rate > 0.0
+            || self.error_rate > Ratio::ZERO
             || self.blocking_ms > 0
             || self.cpu_burn_ms > 0
             || self.leak_bytes_per_call > 0
@@ -463,7 +457,7 @@ impl FaultInjector {
         self.active.store(faults.any_active(), Ordering::Release);
         let values = [
             faults.latency_ms > 0,
-            faults.error_rate > 0.0,
+            faults.error_rate > Ratio::ZERO,
             faults.blocking_ms > 0,
             faults.cpu_burn_ms > 0,
             faults.leak_bytes_per_call > 0,
@@ -501,7 +495,7 @@ impl FaultInjector {
         if faults.latency_ms > 0 {
             tokio::time::sleep(Duration::from_millis(faults.latency_ms)).await;
         }
-        if faults.error_rate > 0.0 && rand::random::<f64>() < faults.error_rate {
+        if faults.error_rate > Ratio::ZERO && rand::random::<f64>() < faults.error_rate.get() {
             return Verdict::Fail(faults.error_code.code());
         }
         Verdict::Proceed
@@ -728,11 +722,6 @@ mod tests {
             .unwrap();
         let refused = [
             FaultPatch {
-                error_rate: Some(1.5),
-                latency_ms: Some(9),
-                ..Default::default()
-            },
-            FaultPatch {
                 methods: Some(vec![Method::GetProduct, Method::GetProduct]),
                 ..Default::default()
             },
@@ -800,7 +789,7 @@ mod tests {
         let injector = FaultInjector::new(&Metrics::new().expect("a recorder"));
         injector
             .merge(FaultPatch {
-                error_rate: Some(1.0),
+                error_rate: Some(Ratio::ONE),
                 error_code: Some(ErrorCode(Code::Internal)),
                 methods: Some(vec![Method::SearchProducts]),
                 ..Default::default()

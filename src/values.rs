@@ -4,8 +4,12 @@
 
 use std::{fmt, str::FromStr, time::Duration};
 
-/// A number in `0..=1`.
-#[derive(Debug, Clone, Copy, PartialEq, PartialOrd, Default)]
+use serde::{Deserialize, Serialize, de::DeserializeOwned};
+
+/// A number in `0..=1`: from a flag (`FromStr`) or a JSON number (serde,
+/// which refuses 1.5 as it would a string).
+#[derive(Debug, Clone, Copy, PartialEq, PartialOrd, Default, Serialize, Deserialize)]
+#[serde(try_from = "f64", into = "f64")]
 pub struct Ratio(f64);
 
 /// A number outside `0..=1`, or not a number.
@@ -30,6 +34,20 @@ impl Ratio {
     }
 }
 
+impl TryFrom<f64> for Ratio {
+    type Error = NotARatio;
+
+    fn try_from(value: f64) -> Result<Self, Self::Error> {
+        Self::new(value)
+    }
+}
+
+impl From<Ratio> for f64 {
+    fn from(ratio: Ratio) -> Self {
+        ratio.0
+    }
+}
+
 impl FromStr for Ratio {
     type Err = NotARatio;
 
@@ -46,6 +64,21 @@ impl fmt::Display for Ratio {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         self.0.fmt(f)
     }
+}
+
+/// A JSON body as `T`, or what was wrong with it, naming the field
+/// (`error_rate: 1.5 is not a ratio…`): the message a 400 carries.
+pub fn json_body<T: DeserializeOwned>(body: &[u8]) -> Result<T, String> {
+    let mut json = serde_json::Deserializer::from_slice(body);
+    let value = serde_path_to_error::deserialize(&mut json).map_err(|error| {
+        let path = error.path().to_string();
+        match path.as_str() {
+            "." => error.into_inner().to_string(),
+            _ => format!("{path}: {}", error.into_inner()),
+        }
+    })?;
+    json.end().map_err(|error| error.to_string())?;
+    Ok(value)
 }
 
 /// A duration greater than zero (`humantime`'s syntax): for a timeout or

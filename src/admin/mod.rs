@@ -52,6 +52,7 @@ use crate::{
     runtime::{Console, Sampler, TaskList},
     store::Store,
     telemetry::{LogFilter, LogLevel},
+    values,
 };
 
 pub use guard::{AdminGuard, AdminToken};
@@ -175,7 +176,7 @@ async fn get_faults(State(state): State<AdminState>) -> Response {
 /// Merges the fields of a JSON object into the active faults. Unknown
 /// fields, wrong types and out-of-range values are a 400 and change nothing.
 async fn put_faults(State(state): State<AdminState>, body: Bytes) -> Response {
-    let patch: FaultPatch = match serde_json::from_slice(&body) {
+    let patch: FaultPatch = match values::json_body(&body) {
         Ok(patch) => patch,
         Err(error) => {
             return (

@@ -111,7 +111,7 @@ impl Telemetry {
         let call_traces = tracer_provider.as_ref().map(|provider| {
             CallTraces::new(
                 provider.tracer("catalogue"),
-                sampling::HeadSampler::new(config.trace_sampler, config.trace_sampler_arg.get()),
+                sampling::HeadSampler::new(config.trace_sampler, config.trace_sampler_arg),
                 (!config.no_trace_keep)
                     .then(|| Keep::new(config.trace_slow_threshold, config.trace_keep_per_second)),
                 config.semconv_stability_opt_in,

@@ -13,6 +13,8 @@
 use opentelemetry::trace::{SpanContext, SpanId, TraceFlags, TraceId, TraceState};
 use rand::Rng;
 
+use crate::values::Ratio;
+
 /// `OTEL_TRACES_SAMPLER`'s values.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum SamplerKind {
@@ -34,16 +36,13 @@ pub enum SamplerKind {
 #[derive(Debug, Clone, Copy)]
 pub struct HeadSampler {
     kind: SamplerKind,
-    /// For the ratio samplers: the share of new traces sampled, 0..=1.
-    ratio: f64,
+    /// For the ratio samplers: the share of new traces sampled.
+    ratio: Ratio,
 }
 
 impl HeadSampler {
-    pub fn new(kind: SamplerKind, ratio: f64) -> Self {
-        Self {
-            kind,
-            ratio: ratio.clamp(0.0, 1.0),
-        }
+    pub fn new(kind: SamplerKind, ratio: Ratio) -> Self {
+        Self { kind, ratio }
     }
 
     /// Whether a call whose caller sent `parent` (invalid when it sent
@@ -53,7 +52,7 @@ impl HeadSampler {
             SamplerKind::AlwaysOn | SamplerKind::ParentBasedAlwaysOn => true,
             SamplerKind::AlwaysOff | SamplerKind::ParentBasedAlwaysOff => false,
             SamplerKind::TraceIdRatio | SamplerKind::ParentBasedTraceIdRatio => {
-                rand::rng().random_bool(self.ratio)
+                rand::rng().random_bool(self.ratio.get())
             }
         };
         match self.kind {
@@ -110,20 +109,21 @@ mod tests {
     #[test]
     fn parent_based_samplers_follow_the_caller_and_the_others_do_not() {
         let none = SpanContext::empty_context();
-        let on = HeadSampler::new(SamplerKind::ParentBasedAlwaysOn, 1.0);
+        let on = HeadSampler::new(SamplerKind::ParentBasedAlwaysOn, Ratio::ONE);
         assert!(on.sample(&none));
         assert!(on.sample(&remote(true)));
         assert!(!on.sample(&remote(false)));
-        let ratio = HeadSampler::new(SamplerKind::ParentBasedTraceIdRatio, 0.0);
+        let ratio = HeadSampler::new(SamplerKind::ParentBasedTraceIdRatio, Ratio::ZERO);
         assert!(!ratio.sample(&none));
         assert!(ratio.sample(&remote(true)));
-        assert!(HeadSampler::new(SamplerKind::AlwaysOn, 0.0).sample(&remote(false)));
-        assert!(!HeadSampler::new(SamplerKind::AlwaysOff, 1.0).sample(&remote(true)));
+        assert!(HeadSampler::new(SamplerKind::AlwaysOn, Ratio::ZERO).sample(&remote(false)));
+        assert!(!HeadSampler::new(SamplerKind::AlwaysOff, Ratio::ONE).sample(&remote(true)));
     }
 
     #[test]
     fn a_ratio_samples_about_that_share_of_new_traces() {
-        let sampler = HeadSampler::new(SamplerKind::TraceIdRatio, 0.1);
+        let sampler =
+            HeadSampler::new(SamplerKind::TraceIdRatio, Ratio::new(0.1).expect("a ratio"));
         let none = SpanContext::empty_context();
         let sampled = (0..20_000).filter(|_| sampler.sample(&none)).count();
         // 2,000 expected; ±400 is over 9 standard deviations.

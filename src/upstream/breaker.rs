@@ -20,6 +20,8 @@ use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
 
+use crate::values::Ratio;
+
 /// The breaker's state; the numbers are what `catalogue_upstream_circuit_state`
 /// exports.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -50,7 +52,7 @@ pub struct Settings {
     /// Calls a window needs before its failure ratio can trip the breaker.
     pub min_requests: u32,
     /// Failure ratio (0..1) that trips the breaker.
-    pub failure_ratio: f64,
+    pub failure_ratio: Ratio,
 }
 
 #[derive(Debug, Default, Clone, Copy)]
@@ -161,7 +163,7 @@ impl CircuitBreaker {
                 let counts = inner.counts;
                 counts.requests >= self.settings.min_requests
                     && f64::from(counts.failures) / f64::from(counts.requests)
-                        >= self.settings.failure_ratio
+                        >= self.settings.failure_ratio.get()
             }
             State::Open => false,
         };
@@ -231,7 +233,7 @@ mod tests {
                 interval: Duration::from_secs(10),
                 open_timeout: Duration::from_secs(5),
                 min_requests: 4,
-                failure_ratio: 0.5,
+                failure_ratio: Ratio::new(0.5).expect("a ratio"),
             },
             now,
         )

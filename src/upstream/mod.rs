@@ -186,7 +186,7 @@ impl Upstream {
                     } else {
                         u32::MAX
                     },
-                    failure_ratio: config.breaker_failure_ratio.get(),
+                    failure_ratio: config.breaker_failure_ratio,
                 },
                 Instant::now(),
             ),

@@ -24,7 +24,7 @@ use crate::{
         GetStockRequest, GetStockResponse,
         inventory_service_server::{InventoryService, InventoryServiceServer},
     },
-    values::Ratio,
+    values::{Ratio, json_body},
 };
 
 /// `catalogue upstream`: the inventory simulator.
@@ -61,8 +61,8 @@ pub struct UpstreamSimulatorConfig {
 pub struct Behaviour {
     pub latency_ms: u64,
     pub jitter_ms: u64,
-    pub error_rate: f64,
-    pub hang_rate: f64,
+    pub error_rate: Ratio,
+    pub hang_rate: Ratio,
 }
 
 /// A `PUT /faults` body for the simulator.
@@ -71,25 +71,18 @@ pub struct Behaviour {
 struct BehaviourPatch {
     latency_ms: Option<u64>,
     jitter_ms: Option<u64>,
-    error_rate: Option<f64>,
-    hang_rate: Option<f64>,
+    error_rate: Option<Ratio>,
+    hang_rate: Option<Ratio>,
 }
 
 impl Behaviour {
-    fn merged(&self, patch: BehaviourPatch) -> Result<Self, String> {
-        let rate = |name: &str, value: Option<f64>, current: f64| match value {
-            Some(rate) if !(0.0..=1.0).contains(&rate) => {
-                Err(format!("{name} must be between 0 and 1, got {rate}"))
-            }
-            Some(rate) => Ok(rate),
-            None => Ok(current),
-        };
-        Ok(Self {
+    fn merged(&self, patch: BehaviourPatch) -> Self {
+        Self {
             latency_ms: patch.latency_ms.unwrap_or(self.latency_ms),
             jitter_ms: patch.jitter_ms.unwrap_or(self.jitter_ms),
-            error_rate: rate("error_rate", patch.error_rate, self.error_rate)?,
-            hang_rate: rate("hang_rate", patch.hang_rate, self.hang_rate)?,
-        })
+            error_rate: patch.error_rate.unwrap_or(self.error_rate),
+            hang_rate: patch.hang_rate.unwrap_or(self.hang_rate),
+        }
     }
 }
 
@@ -98,8 +91,8 @@ impl From<&UpstreamSimulatorConfig> for Behaviour {
         Self {
             latency_ms: config.latency_ms,
             jitter_ms: config.jitter_ms,
-            error_rate: config.error_rate.get(),
-            hang_rate: config.hang_rate.get(),
+            error_rate: config.error_rate,
+            hang_rate: config.hang_rate,
         }
     }
 }
@@ -132,8 +125,8 @@ impl InventoryService for Simulator {
             };
             (
                 Duration::from_millis(behaviour.latency_ms + jitter),
-                rng.random_bool(behaviour.hang_rate),
-                rng.random_bool(behaviour.error_rate),
+                rng.random_bool(behaviour.hang_rate.get()),
+                rng.random_bool(behaviour.error_rate.get()),
             )
         };
         if hang {
@@ -238,9 +231,7 @@ async fn put_behaviour(
     State(simulator): State<Simulator>,
     body: Bytes,
 ) -> axum::response::Response {
-    let merged = serde_json::from_slice::<BehaviourPatch>(&body)
-        .map_err(|error| error.to_string())
-        .and_then(|patch| simulator.current().merged(patch));
+    let merged = json_body::<BehaviourPatch>(&body).map(|patch| simulator.current().merged(patch));
     match merged {
         Ok(behaviour) => {
             tracing::warn!(?behaviour, "upstream behaviour changed");
@@ -271,17 +262,11 @@ mod tests {
     }
 
     #[test]
-    fn rates_outside_zero_to_one_are_refused() {
-        let behaviour = Behaviour {
-            latency_ms: 0,
-            jitter_ms: 0,
-            error_rate: 0.0,
-            hang_rate: 0.0,
-        };
-        let patch = BehaviourPatch {
-            hang_rate: Some(1.5),
-            ..Default::default()
-        };
-        assert!(behaviour.merged(patch).is_err());
+    fn rates_outside_zero_to_one_are_refused_naming_the_field() {
+        let error = json_body::<BehaviourPatch>(br#"{"hang_rate": 1.5}"#).unwrap_err();
+        assert!(error.starts_with("hang_rate: "), "{error}");
+        assert!(error.contains("not a ratio"), "{error}");
+        let patch = json_body::<BehaviourPatch>(br#"{"error_rate": 0.25}"#).expect("a ratio");
+        assert_eq!(patch.error_rate.map(Ratio::get), Some(0.25));
     }
 }

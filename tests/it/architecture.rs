@@ -147,3 +147,12 @@ fn locks_are_parking_lots_and_never_poisoned() {
     }
     assert!(found.is_empty(), "{found:#?}");
 }
+
+#[test]
+fn a_ratio_is_checked_in_one_place() {
+    let found: Vec<_> = mentions("", &["0.0..=1.0", "clamp(0.0, 1.0)"])
+        .into_iter()
+        .filter(|place| !place.contains("src/values.rs"))
+        .collect();
+    assert!(found.is_empty(), "use values::Ratio: {found:#?}");
+}

@@ -173,19 +173,21 @@ async fn bad_payloads_are_refused_and_change_nothing() {
     let app = faulty_app().await;
     app.put_faults(r#"{"latency_ms": 1}"#).await;
 
-    for body in [
-        r#"{"latncy_ms": 5}"#,
-        r#"{"latency_ms": "five"}"#,
-        r#"{"latency_ms": -5}"#,
-        r#"{"error_rate": 2}"#,
-        r#"{"error_code": "TEAPOT"}"#,
-        r#"{"methods": ["DropTables"]}"#,
-        r#"{"latency_ms": 5, "blocking_ms": 999999}"#,
-        "not json",
+    // Each body, and what its message names.
+    for (body, names) in [
+        (r#"{"latncy_ms": 5}"#, "latncy_ms"),
+        (r#"{"latency_ms": "five"}"#, "latency_ms: "),
+        (r#"{"latency_ms": -5}"#, "latency_ms: "),
+        (r#"{"error_rate": 2}"#, r#"error_rate: "2" is not a ratio"#),
+        (r#"{"error_code": "TEAPOT"}"#, "error_code: "),
+        (r#"{"methods": ["DropTables"]}"#, "methods[0]: "),
+        (r#"{"latency_ms": 5, "blocking_ms": 999999}"#, "blocking_ms"),
+        ("not json", "expected"),
     ] {
         let (status, message) = app.put_faults(body).await;
         assert_eq!(status, 400, "{body}");
         assert!(message.starts_with("invalid faults: "), "{message}");
+        assert!(message.contains(names), "{body}: {message}");
     }
 
     let faults: serde_json::Value = serde_json::from_str(
