@@ -140,6 +140,23 @@ def comparison_arguments(candidate, seconds):
     return parser
 
 
+def versus_baseline(rps, cpu, baseline):
+    """Each configuration's medians of alternating rounds (`rps` and `cpu`:
+    name -> one number per round) and their ratios to `baseline`'s."""
+    base_rps, base_cpu = statistics.median(rps[baseline]), statistics.median(cpu[baseline])
+    return {
+        name: {
+            "median_rps": round(statistics.median(rps[name])),
+            "rps_vs_baseline": round(statistics.median(rps[name]) / base_rps, 3),
+            "median_cpu_us_per_call": round(statistics.median(cpu[name]), 2),
+            "cpu_vs_baseline": round(statistics.median(cpu[name]) / base_cpu, 3),
+            "runs_rps": rps[name],
+            "runs_cpu_us_per_call": cpu[name],
+        }
+        for name in rps
+    }
+
+
 def h2load(server, seconds, body_path, clients=16, streams=32, method="GetProduct", rate=None):
     """Closed-loop saturation of one method by h2load (a ListProducts stream
     is one request), or with `rate` an open loop at that many calls per

@@ -18,7 +18,6 @@ bench.py needs: scripts/setup.sh). Both builds must accept --ready-file.
 
 import json
 import os
-import statistics
 import sys
 import tempfile
 import urllib.request
@@ -83,19 +82,7 @@ def main():
                 cpu[name].append(round(micros, 2))
     finally:
         os.unlink(file.name)
-    base_rps = statistics.median(rps["no console layer (baseline)"])
-    base_cpu = statistics.median(cpu["no console layer (baseline)"])
-    print(json.dumps({
-        name: {
-            "median_rps": round(statistics.median(rps[name])),
-            "rps_vs_baseline": round(statistics.median(rps[name]) / base_rps, 3),
-            "median_cpu_us_per_call": round(statistics.median(cpu[name]), 2),
-            "cpu_vs_baseline": round(statistics.median(cpu[name]) / base_cpu, 3),
-            "runs_rps": rps[name],
-            "runs_cpu_us_per_call": cpu[name],
-        }
-        for name in configurations
-    }, indent=2))
+    print(json.dumps(bench.versus_baseline(rps, cpu, "no console layer (baseline)"), indent=2))
 
 
 if __name__ == "__main__":

@@ -91,24 +91,12 @@ def main():
                     feed.append(round(feed_rate))
     finally:
         os.unlink(file.name)
-    base = "without the route (baseline)"
-    base_rps, base_cpu = statistics.median(rps[base]), statistics.median(cpu[base])
     print(json.dumps({
         "rounds": args.rounds,
         "seconds": args.seconds,
         "steady_rate": bench.STEADY_RATE,
         "feed_bytes_per_second": round(statistics.median(feed)) if feed else None,
-        "configurations": {
-            name: {
-                "median_rps": round(statistics.median(rps[name])),
-                "rps_vs_baseline": round(statistics.median(rps[name]) / base_rps, 3),
-                "median_cpu_us_per_call": round(statistics.median(cpu[name]), 2),
-                "cpu_vs_baseline": round(statistics.median(cpu[name]) / base_cpu, 3),
-                "runs_rps": rps[name],
-                "runs_cpu_us_per_call": cpu[name],
-            }
-            for name in configurations
-        },
+        "configurations": bench.versus_baseline(rps, cpu, "without the route (baseline)"),
     }, indent=2))
 
 
