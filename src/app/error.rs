@@ -1,4 +1,4 @@
-//! Why the app did not start, or stopped other than by its shutdown signal.
+//! `StartupError`: the one error `App` returns.
 
 use std::net::SocketAddr;
 
@@ -7,6 +7,7 @@ use crate::{
     ready::ReadyFileError, runtime::console::ConsoleError, store::StoreError,
 };
 
+/// Why the app did not start, or stopped other than by its shutdown signal.
 #[derive(Debug, thiserror::Error)]
 pub enum StartupError {
     #[error("could not open the store: {0}")]

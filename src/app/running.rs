@@ -48,8 +48,11 @@ pub struct Running {
     pub health: HealthStatus,
     pub switches: Switches,
     pub consul: Option<Registrar>,
+    /// How long calls are still served once health and readiness fail.
     pub drain_delay: Duration,
+    /// How long in-flight calls may take to finish once the listeners close.
     pub shutdown_grace: Duration,
+    /// The metrics' upkeep, aborted when the app is dropped.
     pub _upkeep: AbortOnDropHandle<()>,
     /// Sets the catalogue's health from the store's; stopped before the
     /// drain turns it NOT_SERVING for good.
