@@ -1,8 +1,8 @@
 use catalogue::{
-    app::{self, App},
+    app::App,
     config::{Cli, Command},
     load,
-    runtime::{TaskList, runtime_builder},
+    runtime::{TaskList, runtime_builder, shutdown_signal},
     telemetry::{LogSink, Telemetry},
     upstream::simulator::UpstreamSimulator,
 };
@@ -35,11 +35,11 @@ fn run() -> anyhow::Result<()> {
     runtime.block_on(async {
         match command {
             Command::Serve(config) => {
-                let mut telemetry =
+                let telemetry =
                     Telemetry::init(&config.telemetry, LogSink::stdout())?.with_tasks(tasks);
                 telemetry.set_global_default()?;
-                let app = App::build(config, &mut telemetry).await?;
-                app.run_until_stopped(app::shutdown_signal()).await?;
+                let app = App::build(config, &telemetry).await?;
+                app.run_until_stopped(shutdown_signal()).await?;
             }
             Command::Load(config) => {
                 // Standard output is the summary's.
@@ -50,7 +50,7 @@ fn run() -> anyhow::Result<()> {
             Command::Upstream(config) => {
                 Telemetry::logs_only(&config.logs, LogSink::stdout())?.set_global_default()?;
                 let simulator = UpstreamSimulator::bind(&config).await?;
-                simulator.run(app::shutdown_signal()).await?;
+                simulator.run(shutdown_signal()).await?;
             }
         }
         Ok(())

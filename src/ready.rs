@@ -3,7 +3,7 @@
 //! "console": null}`), so that scripts and tests start a server on port 0 and
 //! read its real addresses instead of parsing its log. The file is written
 //! beside its final name, then renamed: a reader sees the whole object or no
-//! file, never half of one.
+//! file, never half of one. `announce` says the same in the log.
 
 use std::{
     io::Write as _,
@@ -46,6 +46,28 @@ pub fn write(path: &Path, addresses: &Addresses) -> Result<(), ReadyFileError> {
         return Err(failed(error));
     }
     Ok(())
+}
+
+/// Says where everything is, once serving: the addresses as fields (for
+/// log searches), and a line each for the pages and the first call.
+/// `has_console`: whether this build can wake tokio-console.
+pub fn announce(addresses: &Addresses, has_console: bool) {
+    let Addresses {
+        grpc,
+        admin,
+        console,
+    } = addresses;
+    let console = match (console, has_console) {
+        (Some(awake), _) => format!("awake at {awake}"),
+        (None, true) => format!("dormant (curl -X PUT http://{admin}/debug/console wakes it)"),
+        (None, false) => "not in this build".to_owned(),
+    };
+    tracing::info!(%grpc, %admin, %console, "catalogue is serving");
+    tracing::info!("metrics:  http://{admin}/metrics");
+    tracing::info!("profiles: http://{admin}/debug/pprof/");
+    tracing::info!(
+        "first call: bash scripts/python-client.sh {grpc}  (or grpcurl -plaintext {grpc} list)"
+    );
 }
 
 #[cfg(test)]

@@ -11,7 +11,11 @@ use tonic::{
     Status,
     transport::{Server, server::TcpIncoming},
 };
-use tonic_health::pb::health_server::{Health, HealthServer};
+use tonic_health::{
+    ServingStatus,
+    pb::health_server::{Health, HealthServer},
+    server::HealthReporter,
+};
 use tower::Layer as _;
 use tower_http::catch_panic::CatchPanicLayer;
 
@@ -179,42 +183,78 @@ pub fn served_rpcs(trace_health_checks: bool) -> Vec<Rpc> {
     catalogue.into_iter().chain(tooling).collect()
 }
 
-/// Pings the store every `interval` (each ping bounded by it) and sets the
-/// catalogue service's gRPC health to follow: NOT_SERVING while the store
-/// fails, SERVING again once it answers, so probes and Consul checks that
-/// ask gRPC health (not `/readyz`) see a database outage. The server's own
-/// status ("") is left alone: liveness must not restart a pod for it.
-pub async fn follow_store_health(
-    store: Arc<dyn Store>,
-    health: tonic_health::server::HealthReporter,
-    interval: std::time::Duration,
-) {
-    let mut ticks = tokio::time::interval(interval);
-    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut serving = true;
-    loop {
-        ticks.tick().await;
-        let answered = tokio::time::timeout(interval, store.ping()).await;
-        let up = matches!(answered, Ok(Ok(())));
-        if up == serving {
-            continue;
+/// The gRPC health statuses: the catalogue's, which follows the store's, and
+/// the server's own (""), which only the shutdown changes.
+#[derive(Clone)]
+pub struct HealthStatus {
+    reporter: HealthReporter,
+}
+
+impl HealthStatus {
+    /// The statuses, the catalogue SERVING, and the health service that
+    /// answers from them.
+    pub async fn serving() -> (Self, HealthServer<impl Health>) {
+        let (reporter, service) = tonic_health::server::health_reporter();
+        reporter
+            .set_serving::<CatalogueServiceServer<CatalogueApi>>()
+            .await;
+        (Self { reporter }, service)
+    }
+
+    /// Pings the store every `interval` (each ping bounded by it) and sets
+    /// the catalogue's status to follow: NOT_SERVING while the store fails,
+    /// SERVING again once it answers, so probes and Consul checks that ask
+    /// gRPC health (not `/readyz`) see a database outage. The server's own
+    /// status is left alone: liveness must not restart a pod for it.
+    pub async fn follow_store(self, store: Arc<dyn Store>, interval: std::time::Duration) {
+        let mut ticks = tokio::time::interval(interval);
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut serving = true;
+        loop {
+            ticks.tick().await;
+            let answered = tokio::time::timeout(interval, store.ping()).await;
+            let up = matches!(answered, Ok(Ok(())));
+            if up == serving {
+                continue;
+            }
+            serving = up;
+            if up {
+                tracing::info!("the store answers again: health SERVING");
+                self.reporter
+                    .set_serving::<CatalogueServiceServer<CatalogueApi>>()
+                    .await;
+            } else {
+                let error = match answered {
+                    Ok(Err(error)) => error.to_string(),
+                    _ => format!("no answer within {interval:?}"),
+                };
+                tracing::warn!(%error, "the store does not answer: health NOT_SERVING");
+                self.reporter
+                    .set_not_serving::<CatalogueServiceServer<CatalogueApi>>()
+                    .await;
+            }
         }
-        serving = up;
-        if up {
-            tracing::info!("the store answers again: health SERVING");
-            health
-                .set_serving::<CatalogueServiceServer<CatalogueApi>>()
-                .await;
-        } else {
-            let error = match answered {
-                Ok(Err(error)) => error.to_string(),
-                _ => format!("no answer within {interval:?}"),
-            };
-            tracing::warn!(%error, "the store does not answer: health NOT_SERVING");
-            health
-                .set_not_serving::<CatalogueServiceServer<CatalogueApi>>()
-                .await;
-        }
+    }
+
+    /// Both statuses NOT_SERVING, so that balancers watching health stop
+    /// sending.
+    pub async fn stop(&self) {
+        self.reporter
+            .set_not_serving::<CatalogueServiceServer<CatalogueApi>>()
+            .await;
+        self.reporter
+            .set_service_status("", ServingStatus::NotServing)
+            .await;
+    }
+
+    /// Clears both statuses. Health Watch streams never end by themselves,
+    /// and a drain would wait for them: clearing ends them (later checks get
+    /// NOT_FOUND), so watchers' connections go.
+    pub async fn clear(&mut self) {
+        self.reporter
+            .clear_service_status(proto::catalogue_service_server::SERVICE_NAME)
+            .await;
+        self.reporter.clear_service_status("").await;
     }
 }
 

@@ -4,7 +4,7 @@ use std::{net::SocketAddr, time::Duration};
 
 use clap::Args;
 
-use super::guard::AdminToken;
+use super::{guard::AdminToken, server::AdminLimits};
 
 /// Where the admin server listens and who may call it.
 #[derive(Debug, Clone, Args)]
@@ -54,5 +54,13 @@ impl AdminConfig {
             return Ok(());
         }
         Err(InsecureAdmin(self.admin_addr))
+    }
+
+    /// The admin server's bounds, as the flags set them.
+    pub fn limits(&self) -> AdminLimits {
+        AdminLimits {
+            max_connections: self.admin_max_connections as usize,
+            header_timeout: self.admin_header_timeout,
+        }
     }
 }

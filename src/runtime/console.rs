@@ -71,6 +71,23 @@ impl ConsoleError {
     }
 }
 
+/// Wakes `console` at start when `--console` (`asked`) says so; where it
+/// attaches, if awake. A build without the console's layer (`None`) says so
+/// in the log.
+pub async fn wake_at_start(
+    console: Option<Console>,
+    asked: bool,
+) -> Result<Option<SocketAddr>, ConsoleError> {
+    match (console, asked) {
+        (Some(console), true) => Ok(console.wake().await?.addr),
+        (None, true) => {
+            tracing::warn!("--console: this build has no tokio-console layer (no tokio_unstable)");
+            Ok(None)
+        }
+        (_, false) => Ok(None),
+    }
+}
+
 /// Awake or dormant, since when, and where a console attaches.
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
 pub struct ConsoleStatus {

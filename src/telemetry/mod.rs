@@ -4,7 +4,8 @@
 //! Neither is installed process-wide: the app runs its tasks and calls with
 //! its dispatch and hands its recorder to every part that makes metrics, so
 //! two apps in one process (the integration tests) never share a counter or
-//! a log sink. Dropping it flushes the trace exporter.
+//! a log sink. Clones share it all; dropping the last flushes the trace
+//! exporter.
 //!
 //! - `logs`: log lines, which see events only and carry trace ids;
 //! - `settings`: the flags of logs and traces.
@@ -12,7 +13,13 @@
 mod logs;
 mod settings;
 
-use std::net::SocketAddr;
+use std::{
+    net::SocketAddr,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+};
 
 use opentelemetry::{
     KeyValue, global, propagation::TextMapCompositePropagator, trace::TracerProvider as _,
@@ -44,8 +51,9 @@ pub enum TelemetryError {
     Metrics(#[from] metrics_exporter_prometheus::BuildError),
 }
 
-/// One app's telemetry. Dropping it flushes and shuts down the trace
-/// exporter.
+/// One app's telemetry. Clones share it; dropping the last flushes and
+/// shuts down the trace exporter.
+#[derive(Clone)]
 pub struct Telemetry {
     metrics: Metrics,
     /// The app's subscriber: logs, traces and the console layer.
@@ -55,15 +63,20 @@ pub struct Telemetry {
     /// tokio-console's switch: `None` for `logs_only`, whose subscriber has
     /// no console layer, and in a build without `tokio_unstable`.
     console: Option<Console>,
-    tracer_provider: Option<SdkTracerProvider>,
+    tracer_provider: Option<Arc<Exporter>>,
     /// Which calls are exported, and their spans; `None` without an
     /// exporter: then no call makes a span.
     call_traces: Option<CallTraces>,
     /// The runtime's live tasks, when its builder reports them here.
     tasks: tasks::TaskList,
-    /// Whether `dispatch` is the process's default too.
-    global: bool,
+    /// Whether `dispatch` is the process's default too; shared, so a clone
+    /// taken before `set_global_default` knows.
+    global: Arc<AtomicBool>,
 }
+
+/// The trace exporter's provider, shut down (flushing what it holds) when
+/// the last clone of the app's telemetry goes.
+struct Exporter(SdkTracerProvider);
 
 impl Telemetry {
     /// Builds the app's subscriber and recorder; installs neither. Must
@@ -122,10 +135,10 @@ impl Telemetry {
             dispatch,
             log_level,
             console,
-            tracer_provider,
+            tracer_provider: tracer_provider.map(|provider| Arc::new(Exporter(provider))),
             call_traces,
             tasks: tasks::TaskList::default(),
-            global: false,
+            global: Arc::default(),
         })
     }
 
@@ -144,7 +157,7 @@ impl Telemetry {
             tracer_provider: None,
             call_traces: None,
             tasks: tasks::TaskList::default(),
-            global: false,
+            global: Arc::default(),
         })
     }
 
@@ -153,9 +166,9 @@ impl Telemetry {
     /// console's, the blocking pool's). A process that runs one app (the
     /// binary) calls it, tests do not; once it has, the app's calls no
     /// longer switch to its dispatch on every poll (`call_dispatch`).
-    pub fn set_global_default(&mut self) -> Result<(), tracing::dispatcher::SetGlobalDefaultError> {
+    pub fn set_global_default(&self) -> Result<(), tracing::dispatcher::SetGlobalDefaultError> {
         tracing::dispatcher::set_global_default(self.dispatch.clone())?;
-        self.global = true;
+        self.global.store(true, Ordering::Relaxed);
         Ok(())
     }
 
@@ -163,7 +176,7 @@ impl Telemetry {
     /// subscriber is the process's default, where switching to it on every
     /// poll would change nothing (and cost a thread-local swap each time).
     pub fn call_dispatch(&self) -> Option<Dispatch> {
-        (!self.global).then(|| self.dispatch.clone())
+        (!self.global.load(Ordering::Relaxed)).then(|| self.dispatch.clone())
     }
 
     /// Which calls are exported, and what makes their spans; `None` when
@@ -192,18 +205,19 @@ impl Telemetry {
         self.metrics.clone()
     }
 
-    /// The app's subscriber: what its tasks and calls run with.
+    /// The log filter, changed by `PUT /log-level`.
     pub fn log_level(&self) -> LogLevel {
         self.log_level.clone()
     }
 
+    /// The app's subscriber: what its tasks and calls run with.
     pub fn dispatch(&self) -> Dispatch {
         self.dispatch.clone()
     }
 
     /// Exports every finished span now, instead of at the next batch.
     pub fn flush_traces(&self) {
-        if let Some(provider) = &self.tracer_provider
+        if let Some(Exporter(provider)) = self.tracer_provider.as_deref()
             && let Err(error) = provider.force_flush()
         {
             tracing::warn!(%error, "flushing traces failed");
@@ -217,11 +231,9 @@ impl Telemetry {
     }
 }
 
-impl Drop for Telemetry {
+impl Drop for Exporter {
     fn drop(&mut self) {
-        if let Some(provider) = self.tracer_provider.take()
-            && let Err(error) = provider.shutdown()
-        {
+        if let Err(error) = self.0.shutdown() {
             eprintln!("flushing traces failed: {error}");
         }
     }

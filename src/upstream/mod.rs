@@ -137,16 +137,20 @@ struct UpstreamMetrics {
 }
 
 impl Upstream {
-    /// A client of `config.upstream_url`; connects lazily, so the service
-    /// starts (degraded) even while the upstream is down.
-    /// With `protected` false the bulkhead and breaker never refuse (the
-    /// overload experiment's unprotected run).
-    pub fn new(
-        url: http::Uri,
+    /// A shared client of `config.upstream_url`, `None` without one; connects
+    /// lazily, so the service starts (degraded) even while the upstream is
+    /// down. With `protected` false the bulkhead and breaker never refuse
+    /// (the overload experiment's unprotected run).
+    pub fn from_config(
         config: &UpstreamConfig,
         protected: bool,
         metrics: &Metrics,
-    ) -> Self {
+    ) -> Option<Arc<Self>> {
+        let url = config.upstream_url.clone()?;
+        Some(Arc::new(Self::new(url, config, protected, metrics)))
+    }
+
+    fn new(url: http::Uri, config: &UpstreamConfig, protected: bool, metrics: &Metrics) -> Self {
         let channel = Channel::builder(url)
             .connect_timeout(Duration::from_secs(1))
             .tcp_nodelay(true)
@@ -294,6 +298,16 @@ impl Upstream {
                 }
                 Err(Degraded::Timeout)
             }
+        }
+    }
+
+    /// What the metrics sampler runs on each scrape: the breaker turns
+    /// half-open by the clock, and a scrape moves it on, so its state gauge
+    /// is never staler than the scrape.
+    pub fn scrape_hook(self: &Arc<Self>) -> impl Fn() + Send + Sync + 'static {
+        let upstream = self.clone();
+        move || {
+            upstream.circuit_state();
         }
     }
 

@@ -96,9 +96,8 @@ async fn with_a_token_every_route_but_health_and_metrics_needs_it() {
 async fn build_on_every_interface(extra: &[&str]) -> Option<String> {
     let mut config = test_config("memory", extra);
     config.admin.admin_addr = "0.0.0.0:0".parse().unwrap();
-    let mut telemetry =
-        crate::helpers::telemetry(&config, BoxMakeWriter::new(std::io::sink)).unwrap();
-    App::build(config, &mut telemetry)
+    let telemetry = crate::helpers::telemetry(&config, BoxMakeWriter::new(std::io::sink)).unwrap();
+    App::build(config, &telemetry)
         .await
         .err()
         .map(|error| error.to_string())

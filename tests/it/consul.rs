@@ -369,9 +369,9 @@ async fn bad_answers_are_clear_errors_and_a_watch_outlives_them() {
 
 /// Builds and runs an app that is expected to fail before it serves.
 async fn build_and_run(config: ServeConfig) -> Result<(), StartupError> {
-    let mut telemetry = crate::helpers::telemetry(&config, BoxMakeWriter::new(std::io::sink))
+    let telemetry = crate::helpers::telemetry(&config, BoxMakeWriter::new(std::io::sink))
         .expect("telemetry initialises once per test process");
-    let app = App::build(config, &mut telemetry).await?;
+    let app = App::build(config, &telemetry).await?;
     tokio::time::timeout(PATIENCE, app.run_until_stopped(std::future::pending()))
         .await
         .expect("start-up fails in time")

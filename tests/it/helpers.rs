@@ -238,8 +238,8 @@ impl TestAppBuilder {
             telemetry = telemetry.with_tasks(tasks);
         }
         let app = match self.products {
-            Products::Store(store) => App::build_with_store(config, store, &mut telemetry).await,
-            _ => App::build(config, &mut telemetry).await,
+            Products::Store(store) => App::build_with_store(config, store, &telemetry).await,
+            _ => App::build(config, &telemetry).await,
         }
         .expect("app builds");
 
