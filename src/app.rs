@@ -27,7 +27,7 @@ use crate::{
     profiling::labels::LabelTable,
     protection::{Limits, fit_to_fd_limit},
     ready::{self, Addresses},
-    runtime::{Sampler, ScrapeHook, console},
+    runtime::{Collector, ScrapeHook, console},
     server::{self, HealthStatus},
     store::{self, InstrumentedStore, Store},
     telemetry::Telemetry,
@@ -164,11 +164,16 @@ impl App {
         } = self;
         let (health, health_service) = HealthStatus::serving().await;
         let switches = Switches::new();
-        let (grpc_layer, sampler) = parts.grpc_telemetry();
+        let (grpc_layer, collector) = parts.grpc_telemetry();
         let labels = grpc_layer.labels();
         let grpc = parts.serve_grpc(grpc_listener, grpc_layer, health_service, &switches)?;
-        let admin =
-            parts.serve_admin(admin_listener, addresses.admin, sampler, labels, &switches)?;
+        let admin = parts.serve_admin(
+            admin_listener,
+            addresses.admin,
+            collector,
+            labels,
+            &switches,
+        )?;
         let upkeep = parts.spawn("metrics-upkeep", parts.telemetry.metrics().upkeep())?;
         let interval = parts.config.store_health_interval;
         let store_health = health.clone().follow_store(parts.store.clone(), interval);
@@ -188,9 +193,9 @@ impl App {
 }
 
 impl Parts {
-    /// The layer around every gRPC call, and the scrape-time sampler that
+    /// The layer around every gRPC call, and the scrape-time collector that
     /// reads its tasks' numbers with the runtime's.
-    fn grpc_telemetry(&self) -> (GrpcTelemetryLayer, Sampler) {
+    fn grpc_telemetry(&self) -> (GrpcTelemetryLayer, Collector) {
         let metrics = self.telemetry.metrics();
         let layer = GrpcTelemetryLayer::new(
             &server::served_rpcs(self.config.telemetry.trace_health_checks),
@@ -198,17 +203,17 @@ impl Parts {
             &metrics,
             self.telemetry.call_dispatch(),
         );
-        let sampler = Sampler::new(
+        let collector = Collector::new(
             tokio::runtime::Handle::current(),
             metrics.clone(),
             self.scrape_hooks(&metrics),
             layer.task_monitors(),
             !self.config.telemetry.no_runtime_metrics,
         );
-        (layer, sampler)
+        (layer, collector)
     }
 
-    /// What the metrics sampler runs on each scrape besides the runtime's
+    /// What the metrics collector runs on each scrape besides the runtime's
     /// numbers: the database pool's gauges and the upstream's breaker.
     fn scrape_hooks(&self, metrics: &Metrics) -> Vec<ScrapeHook> {
         let pool = store::pool_gauges(self.store.clone(), metrics);
@@ -246,18 +251,18 @@ impl Parts {
     }
 
     /// Spawns the admin HTTP server, until the drain: its routes read the
-    /// app's parts, its telemetry's handles and `sampler`.
+    /// app's parts, its telemetry's handles and `collector`.
     fn serve_admin(
         &self,
         listener: TcpListener,
         addr: SocketAddr,
-        sampler: Sampler,
+        collector: Collector,
         labels: LabelTable,
         switches: &Switches,
     ) -> Result<JoinHandle<std::io::Result<()>>, StartupError> {
         let router = admin::router(AdminState {
             store: self.store.clone(),
-            metrics: Arc::new(sampler),
+            metrics: Arc::new(collector),
             faults: self.faults.clone(),
             stopping: switches.stopping(),
             guard: AdminGuard::new(self.config.admin.admin_token.clone(), addr),

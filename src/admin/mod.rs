@@ -49,7 +49,7 @@ use crate::{
     faults::{FaultInjector, FaultPatch},
     metrics::openmetrics,
     profiling::labels::LabelTable,
-    runtime::{Console, Sampler, TaskList},
+    runtime::{Collector, Console, TaskList},
     store::Store,
     telemetry::{LogFilter, LogLevel},
     values,
@@ -69,7 +69,7 @@ pub use settings::AdminConfig;
 pub struct AdminState {
     pub store: Arc<dyn Store>,
     /// Samples runtime, process and pool metrics, then renders them all.
-    pub metrics: Arc<Sampler>,
+    pub metrics: Arc<Collector>,
     pub faults: Arc<FaultInjector>,
     /// Turns true when shutdown begins: from then on the instance is not
     /// ready, so load balancers stop sending it new calls.

@@ -156,3 +156,9 @@ fn a_ratio_is_checked_in_one_place() {
         .collect();
     assert!(found.is_empty(), "use values::Ratio: {found:#?}");
 }
+
+#[test]
+fn sampler_means_one_thing_the_head_sampling_of_traces() {
+    let found = mentions("runtime", &["Sampler", "sampler"]);
+    assert!(found.is_empty(), "the runtime's is a Collector: {found:#?}");
+}

@@ -1,11 +1,11 @@
-//! The Tokio runtime builder with its poll-time histogram on, and the sampler
+//! The Tokio runtime builder with its poll-time histogram on, and the collector
 //! that turns the runtime's, the RPC tasks' and the process's numbers into
 //! metrics, and runs the scrape hooks the app hands it (the database pool,
 //! the upstream's breaker).
 //!
-//! The sampler runs on every scrape of `/metrics`, as Prometheus clients
+//! The collector runs on every scrape of `/metrics`, as Prometheus clients
 //! collect: values are as fresh as the scrape and cost nothing between
-//! scrapes. Tokio keeps cumulative counters; the sampler copies them into
+//! scrapes. Tokio keeps cumulative counters; the collector copies them into
 //! Prometheus counters with `absolute`, so `rate()` in PromQL gives
 //! per-second values and nothing is lost between samples. What the metrics
 //! crate cannot type (durations in seconds, Tokio's histograms, the
@@ -25,7 +25,7 @@ use crate::metrics::{
 };
 
 /// Run on every scrape, before rendering: sets the gauges of something
-/// the sampler does not know (registered with the app's `Metrics` when
+/// the collector does not know (registered with the app's `Metrics` when
 /// that part was built).
 pub type ScrapeHook = Box<dyn Fn() + Send + Sync>;
 
@@ -53,8 +53,8 @@ pub fn runtime_builder() -> tokio::runtime::Builder {
     builder
 }
 
-/// What the sampler reads.
-pub struct Sampler {
+/// What the collector reads.
+pub struct Collector {
     runtime: Handle,
     metrics: Metrics,
     hooks: Vec<ScrapeHook>,
@@ -62,7 +62,7 @@ pub struct Sampler {
     runtime_handles: Option<RuntimeHandles>,
 }
 
-impl Sampler {
+impl Collector {
     /// `runtime_metrics` false samples only the hooks (and folds the
     /// histograms).
     pub fn new(
