@@ -164,16 +164,11 @@ impl App {
         } = self;
         let (health, health_service) = HealthStatus::serving().await;
         let switches = Switches::new();
-        let (grpc_layer, collector) = parts.grpc_telemetry();
+        let (grpc_layer, scrape) = parts.grpc_telemetry();
         let labels = grpc_layer.labels();
         let grpc = parts.serve_grpc(grpc_listener, grpc_layer, health_service, &switches)?;
-        let admin = parts.serve_admin(
-            admin_listener,
-            addresses.admin,
-            collector,
-            labels,
-            &switches,
-        )?;
+        let admin =
+            parts.serve_admin(admin_listener, addresses.admin, scrape, labels, &switches)?;
         let upkeep = parts.spawn("metrics-upkeep", parts.telemetry.metrics().upkeep())?;
         let interval = parts.config.store_health_interval;
         let store_health = health.clone().follow_store(parts.store.clone(), interval);
