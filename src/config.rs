@@ -139,7 +139,7 @@ pub struct ServeConfig {
 }
 
 impl ServeConfig {
-    pub fn store_options(&self) -> StoreOptions {
+    pub(crate) fn store_options(&self) -> StoreOptions {
         StoreOptions {
             database_url: self.database_url.clone(),
             seed_products: self.seed_products,

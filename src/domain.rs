@@ -16,15 +16,15 @@ pub const DEFAULT_SEARCH_PAGE_SIZE: u32 = 20;
 /// Largest `SearchProducts` page a client may ask for.
 pub const MAX_SEARCH_PAGE_SIZE: u32 = 100;
 /// Longest product or category id accepted, in bytes.
-pub const MAX_ID_BYTES: usize = 128;
+pub(crate) const MAX_ID_BYTES: usize = 128;
 /// Longest search query accepted, in bytes.
-pub const MAX_QUERY_BYTES: usize = 256;
+pub(crate) const MAX_QUERY_BYTES: usize = 256;
 /// Most distinct words a search query may have: each word is a term every
 /// candidate row is scored against, so the cost of a query grows with them.
-pub const MAX_QUERY_WORDS: usize = 16;
+pub(crate) const MAX_QUERY_WORDS: usize = 16;
 /// Deepest search result reachable through page tokens: ranking deeper than
 /// this costs the database more than any person paging through results needs.
-pub const MAX_SEARCH_OFFSET: u32 = 10_000;
+pub(crate) const MAX_SEARCH_OFFSET: u32 = 10_000;
 
 /// A product as the catalogue stores it.
 #[derive(Debug, Clone, PartialEq)]
@@ -263,7 +263,7 @@ pub fn words(text: &str) -> Vec<String> {
 
 /// A validated `ListProducts` request.
 #[derive(Debug, Clone)]
-pub struct ListQuery {
+pub(crate) struct ListQuery {
     pub after: Option<ProductId>,
     pub category: Option<CategoryId>,
     pub page_size: PageSize,

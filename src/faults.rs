@@ -195,7 +195,7 @@ impl Default for Faults {
 /// A `PUT /faults` body: the fields to change. Unknown fields are refused.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct FaultPatch {
+pub(crate) struct FaultPatch {
     pub latency_ms: Option<u64>,
     pub error_rate: Option<Ratio>,
     pub error_code: Option<ErrorCode>,
@@ -314,7 +314,7 @@ impl Faults {
 
 /// A gRPC code from its name, as the OpenTelemetry conventions write it
 /// (`NOT_FOUND`), case-insensitively.
-pub fn code_from_name(name: &str) -> Option<Code> {
+pub(crate) fn code_from_name(name: &str) -> Option<Code> {
     (0..=16)
         .map(Code::from_i32)
         .find(|&code| crate::status::code_name(code).eq_ignore_ascii_case(name))
@@ -428,7 +428,7 @@ impl FaultInjector {
     }
 
     /// Applies `patch`, or changes nothing and says why.
-    pub fn merge(&self, patch: FaultPatch) -> Result<Faults, FaultError> {
+    pub(crate) fn merge(&self, patch: FaultPatch) -> Result<Faults, FaultError> {
         if !self.enabled {
             return Err(FaultError::Disabled);
         }
@@ -522,7 +522,7 @@ impl FaultInjector {
     }
 
     /// The pause before each streamed message of `method`, if any.
-    pub fn stream_delay(&self, method: Method) -> Option<Duration> {
+    pub(crate) fn stream_delay(&self, method: Method) -> Option<Duration> {
         if !self.active.load(Ordering::Acquire) {
             return None;
         }

@@ -28,7 +28,7 @@ impl Kind {
     }
 
     /// Whether the server answers with a stream of messages.
-    pub fn streams_responses(self) -> bool {
+    pub(crate) fn streams_responses(self) -> bool {
         matches!(self, Self::ServerStream | Self::BidiStream)
     }
 }
@@ -73,7 +73,7 @@ impl Method {
     }
 
     /// The method a request path calls; `None` for any other service's.
-    pub fn from_path(path: &str) -> Option<Self> {
+    pub(crate) fn from_path(path: &str) -> Option<Self> {
         Self::ALL.into_iter().find(|method| method.path() == path)
     }
 }

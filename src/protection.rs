@@ -287,7 +287,7 @@ const REFLECTION_PATHS: [&str; 2] = [
 /// built) so that a call over this gets a gRPC status naming the limit:
 /// beyond h2's bound, h2 answers HTTP 431, which gRPC clients see as
 /// UNKNOWN or UNAVAILABLE with no word of the size.
-pub const MAX_HEADER_LIST_BYTES: usize = 16 * 1024;
+pub(crate) const MAX_HEADER_LIST_BYTES: usize = 16 * 1024;
 
 /// RESOURCE_EXHAUSTED naming the size and the limit, for a call whose
 /// headers are over `MAX_HEADER_LIST_BYTES`, counted as HTTP/2's
@@ -623,7 +623,7 @@ pin_project! {
 /// What an admitted call holds, given back when it is dropped: a global
 /// slot (or, for a health Watch, a watch slot), its client IP's and its
 /// connection's.
-pub struct Slots {
+pub(crate) struct Slots {
     _call: OwnedSemaphorePermit,
     /// Its client IP's and its connection's.
     _peer_and_connection: Option<[OwnedSemaphorePermit; 2]>,
@@ -666,7 +666,7 @@ impl Drop for Slots {
 /// window is shut. Time the body itself spends waiting (on the store, on a
 /// fault's delay) never counts. The one timer is set to the sooner of the
 /// idle instant and the call's deadline.
-pub struct IdleWatch {
+pub(crate) struct IdleWatch {
     lease: Arc<Lease>,
     /// `None` when the call has neither an idle timeout nor a deadline.
     timer: Option<Pin<Box<Sleep>>>,

@@ -51,7 +51,7 @@ pub fn write(path: &Path, addresses: &Addresses) -> Result<(), ReadyFileError> {
 /// Says where everything is, once serving: the addresses as fields (for
 /// log searches), and a line each for the pages and the first call.
 /// `has_console`: whether this build can wake tokio-console.
-pub fn announce(addresses: &Addresses, has_console: bool) {
+pub(crate) fn announce(addresses: &Addresses, has_console: bool) {
     let Addresses {
         grpc,
         admin,

@@ -153,7 +153,7 @@ const REFLECTION_V1ALPHA_SERVICE: &str =
 
 /// Every method the gRPC server serves, for its telemetry: the catalogue's,
 /// then health and reflection, traced only with `trace_health_checks`.
-pub fn served_rpcs(trace_health_checks: bool) -> Vec<Rpc> {
+pub(crate) fn served_rpcs(trace_health_checks: bool) -> Vec<Rpc> {
     let catalogue = Method::ALL.map(|method| Rpc {
         service: Method::SERVICE,
         name: method.name(),
@@ -186,7 +186,7 @@ pub fn served_rpcs(trace_health_checks: bool) -> Vec<Rpc> {
 /// The gRPC health statuses: the catalogue's, which follows the store's, and
 /// the server's own (""), which only the shutdown changes.
 #[derive(Clone)]
-pub struct HealthStatus {
+pub(crate) struct HealthStatus {
     reporter: HealthReporter,
 }
 
@@ -206,7 +206,7 @@ impl HealthStatus {
     /// SERVING again once it answers, so probes and Consul checks that ask
     /// gRPC health (not `/readyz`) see a database outage. The server's own
     /// status is left alone: liveness must not restart a pod for it.
-    pub async fn follow_store(self, store: Arc<dyn Store>, interval: std::time::Duration) {
+    pub(crate) async fn follow_store(self, store: Arc<dyn Store>, interval: std::time::Duration) {
         let mut ticks = tokio::time::interval(interval);
         ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut serving = true;
@@ -250,7 +250,7 @@ impl HealthStatus {
     /// Clears both statuses. Health Watch streams never end by themselves,
     /// and a drain would wait for them: clearing ends them (later checks get
     /// NOT_FOUND), so watchers' connections go.
-    pub async fn clear(&mut self) {
+    pub(crate) async fn clear(&mut self) {
         self.reporter
             .clear_service_status(proto::catalogue_service_server::SERVICE_NAME)
             .await;

@@ -8,7 +8,7 @@ use tonic::Code;
 
 /// gRPC status code names as go-grpc-prometheus writes them (`grpc_code`),
 /// indexed by code.
-pub const GO_CODE_NAMES: [&str; 17] = [
+pub(crate) const GO_CODE_NAMES: [&str; 17] = [
     "OK",
     "Canceled",
     "Unknown",
@@ -30,7 +30,7 @@ pub const GO_CODE_NAMES: [&str; 17] = [
 
 /// The same codes as the OpenTelemetry conventions write them
 /// (`rpc.response.status_code`).
-pub const OTEL_CODE_NAMES: [&str; 17] = [
+pub(crate) const OTEL_CODE_NAMES: [&str; 17] = [
     "OK",
     "CANCELLED",
     "UNKNOWN",
@@ -52,18 +52,18 @@ pub const OTEL_CODE_NAMES: [&str; 17] = [
 
 /// A status code's name as the OpenTelemetry conventions write it
 /// (`NOT_FOUND`).
-pub fn code_name(code: Code) -> &'static str {
+pub(crate) fn code_name(code: Code) -> &'static str {
     OTEL_CODE_NAMES[code_index(code)]
 }
 
 /// A code's index in the tables above (its number; 16 at most).
-pub fn code_index(code: Code) -> usize {
+pub(crate) fn code_index(code: Code) -> usize {
     (code as usize).min(16)
 }
 
 /// The status a response carries in its headers (trailers-only) or
 /// trailers.
-pub fn grpc_status(headers: &HeaderMap) -> Option<Code> {
+pub(crate) fn grpc_status(headers: &HeaderMap) -> Option<Code> {
     let value = headers.get("grpc-status")?;
     let code: i32 = value.to_str().ok()?.parse().ok()?;
     Some(Code::from_i32(code))

@@ -19,7 +19,7 @@ pub struct NotARatio(pub String);
 
 impl Ratio {
     pub const ZERO: Self = Self(0.0);
-    pub const ONE: Self = Self(1.0);
+    pub(crate) const ONE: Self = Self(1.0);
 
     pub fn new(value: f64) -> Result<Self, NotARatio> {
         if (0.0..=1.0).contains(&value) {
@@ -68,7 +68,7 @@ impl fmt::Display for Ratio {
 
 /// A JSON body as `T`, or what was wrong with it, naming the field
 /// (`error_rate: 1.5 is not a ratio…`): the message a 400 carries.
-pub fn json_body<T: DeserializeOwned>(body: &[u8]) -> Result<T, String> {
+pub(crate) fn json_body<T: DeserializeOwned>(body: &[u8]) -> Result<T, String> {
     let mut json = serde_json::Deserializer::from_slice(body);
     let value = serde_path_to_error::deserialize(&mut json).map_err(|error| {
         let path = error.path().to_string();
@@ -83,7 +83,7 @@ pub fn json_body<T: DeserializeOwned>(body: &[u8]) -> Result<T, String> {
 
 /// A duration greater than zero (`humantime`'s syntax): for a timeout or
 /// an interval, zero means "never" or "at once", which no one wants.
-pub fn positive_duration(text: &str) -> Result<Duration, String> {
+pub(crate) fn positive_duration(text: &str) -> Result<Duration, String> {
     match humantime::parse_duration(text) {
         Ok(duration) if duration.is_zero() => Err("must be greater than 0".into()),
         Ok(duration) => Ok(duration),
@@ -92,7 +92,7 @@ pub fn positive_duration(text: &str) -> Result<Duration, String> {
 }
 
 /// An `http://` or `https://` URL with a host.
-pub fn http_uri(text: &str) -> Result<http::Uri, String> {
+pub(crate) fn http_uri(text: &str) -> Result<http::Uri, String> {
     let uri: http::Uri = text
         .parse()
         .map_err(|error| format!("{text:?} is not a URL: {error}"))?;
@@ -105,7 +105,7 @@ pub fn http_uri(text: &str) -> Result<http::Uri, String> {
 }
 
 /// A `grpc-timeout` header's value: digits and a unit (H, M, S, m, u, n).
-pub fn grpc_timeout(value: &str) -> Option<Duration> {
+pub(crate) fn grpc_timeout(value: &str) -> Option<Duration> {
     let (digits, unit) = value.split_at(value.len().checked_sub(1)?);
     let amount: u64 = digits.parse().ok()?;
     Some(match unit {

@@ -34,7 +34,7 @@ use axum::{
 /// and the scraper carry no secret, and these reveal nothing that needs
 /// one (the live view's page holds no data: its feed is guarded). Every
 /// other route, present or future, is guarded.
-pub const OPEN_ROUTES: [&str; 4] = ["/healthz", "/readyz", "/metrics", "/debug/live"];
+pub(crate) const OPEN_ROUTES: [&str; 4] = ["/healthz", "/readyz", "/metrics", "/debug/live"];
 
 /// What the guard checks a request against.
 #[derive(Debug, Clone)]

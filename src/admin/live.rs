@@ -72,7 +72,7 @@ static PAGE: LazyLock<String> = LazyLock::new(|| {
 
 /// The viewers' seats and the markers they are sent; clones share them.
 #[derive(Clone)]
-pub struct Live {
+pub(crate) struct Live {
     viewers: Arc<Semaphore>,
     markers: broadcast::Sender<Marker>,
 }

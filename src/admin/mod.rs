@@ -30,7 +30,7 @@ pub mod guard;
 pub mod live;
 pub mod pprof;
 pub mod server;
-pub mod settings;
+pub(crate) mod settings;
 
 use std::sync::Arc;
 
@@ -61,7 +61,7 @@ pub use guard::{AdminGuard, AdminToken};
 /// route answers 400 naming it, rather than ignoring what the caller meant.
 #[derive(Debug, Default, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct NoQuery {}
+pub(crate) struct NoQuery {}
 pub use settings::AdminConfig;
 
 /// What the admin routes look at.

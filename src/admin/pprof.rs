@@ -64,7 +64,9 @@ const INDEX: &str = r#"<!DOCTYPE html>
 
 /// Why a route did not answer with what was asked; each maps to one status.
 #[derive(Debug, thiserror::Error)]
-pub enum PprofError {
+pub(crate) enum PprofError {
+    /// Only the profiles' queries are parsed (the `profiling` feature).
+    #[cfg_attr(not(feature = "profiling"), allow(dead_code))]
     #[error("{0}")]
     BadRequest(String),
     #[error("{0}")]
@@ -156,15 +158,15 @@ mod profiles {
     /// The header saying which share of the process's CPU time over the
     /// profile's window its samples account for (`0.973`); absent when the
     /// process's CPU time could not be read or was zero.
-    pub const COVERAGE_HEADER: &str = "x-profile-coverage";
+    pub(crate) const COVERAGE_HEADER: &str = "x-profile-coverage";
     /// The header with both numbers: `sampled=9.71s used=9.98s`.
-    pub const CPU_SECONDS_HEADER: &str = "x-profile-cpu-seconds";
+    pub(crate) const CPU_SECONDS_HEADER: &str = "x-profile-cpu-seconds";
 
     /// The query string of the CPU profile route, before parsing. A
     /// parameter it does not name (`?secs=2`) is a 400 naming it.
     #[derive(Debug, Default, Deserialize)]
     #[serde(deny_unknown_fields)]
-    pub struct ProfileQuery {
+    pub(crate) struct ProfileQuery {
         pub(super) seconds: Option<String>,
         pub(super) frequency: Option<String>,
         pub(super) format: Option<String>,
@@ -174,7 +176,7 @@ mod profiles {
     /// The query string of the heap profile route.
     #[derive(Debug, Default, Deserialize)]
     #[serde(deny_unknown_fields)]
-    pub struct HeapQuery {
+    pub(crate) struct HeapQuery {
         format: Option<String>,
     }
 

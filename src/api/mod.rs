@@ -14,6 +14,6 @@ pub mod proto {
     tonic::include_proto!("catalogue.v1");
 
     /// The encoded descriptors of the catalogue protos, for server reflection.
-    pub const FILE_DESCRIPTOR_SET: &[u8] =
+    pub(crate) const FILE_DESCRIPTOR_SET: &[u8] =
         tonic::include_file_descriptor_set!("catalogue_descriptor");
 }

@@ -13,7 +13,7 @@ use crate::{discovery::consul::Registrar, server::HealthStatus};
 /// The shutdown's two switches: `stop` turns health and readiness off;
 /// `drain`, the drain delay later, closes the listeners and lets in-flight
 /// calls finish.
-pub struct Switches {
+pub(crate) struct Switches {
     stop: watch::Sender<bool>,
     drain: watch::Sender<bool>,
 }
@@ -27,7 +27,7 @@ impl Switches {
     }
 
     /// What readiness watches: `true` once the app stops being ready.
-    pub fn stopping(&self) -> watch::Receiver<bool> {
+    pub(crate) fn stopping(&self) -> watch::Receiver<bool> {
         self.stop.subscribe()
     }
 
@@ -42,7 +42,7 @@ impl Switches {
 }
 
 /// A started app: its server tasks and the switches that stop it.
-pub struct Running {
+pub(crate) struct Running {
     pub grpc: JoinHandle<Result<(), tonic::transport::Error>>,
     pub admin: JoinHandle<std::io::Result<()>>,
     pub health: HealthStatus,
@@ -73,7 +73,7 @@ impl Running {
     }
 
     /// Serves until `shutdown` resolves (`None`), or a server fails.
-    pub async fn serve_until(
+    pub(crate) async fn serve_until(
         &mut self,
         shutdown: impl Future<Output = ()>,
     ) -> Option<Result<(), StartupError>> {
@@ -96,7 +96,7 @@ impl Running {
 
     /// Health turns NOT_SERVING and readiness fails; calls are still served
     /// for the drain delay, so that balancers watching health stop sending.
-    pub async fn stop_being_ready(&mut self) {
+    pub(crate) async fn stop_being_ready(&mut self) {
         tracing::info!(grace = ?self.shutdown_grace, "shutting down: draining in-flight calls");
         self.store_health.abort();
         self.health.stop().await;

@@ -186,14 +186,14 @@ fn replica_name(uri: &Uri) -> String {
 }
 
 /// The client every call goes through: cloneable, shareable, balanced.
-pub type BalancedService =
+pub(crate) type BalancedService =
     BoxCloneSyncService<http::Request<Body>, http::Response<Body>, BalanceError>;
 
 /// Why the balancer could not make a call. A named type rather than
 /// `BoxError`: with a boxed `dyn Error` as its error, futures of tonic's
 /// generated clients over this service are not provably `Send`.
 #[derive(Debug)]
-pub struct BalanceError(BoxError);
+pub(crate) struct BalanceError(BoxError);
 
 impl std::fmt::Display for BalanceError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -209,7 +209,7 @@ impl std::error::Error for BalanceError {
 
 /// Calls handed to each replica so far, by address.
 #[derive(Clone, Default)]
-pub struct Replicas(Arc<Mutex<BTreeMap<String, Arc<AtomicU64>>>>);
+pub(crate) struct Replicas(Arc<Mutex<BTreeMap<String, Arc<AtomicU64>>>>);
 
 impl Replicas {
     fn counter(&self, replica: &str) -> Arc<AtomicU64> {
@@ -228,7 +228,7 @@ impl Replicas {
 
 /// A client balanced over a target's healthy replicas. Dropping it stops
 /// discovery and every health watcher.
-pub struct Balanced {
+pub(crate) struct Balanced {
     pub service: BalancedService,
     pub replicas: Replicas,
     _discovery: AbortOnDropHandle<()>,

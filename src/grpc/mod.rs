@@ -137,7 +137,7 @@ impl GrpcTelemetryLayer {
     }
 
     /// The task monitor of every known method, for the metrics sampler.
-    pub fn task_monitors(&self) -> Vec<(&'static str, &'static str, TaskMonitor)> {
+    pub(crate) fn task_monitors(&self) -> Vec<(&'static str, &'static str, TaskMonitor)> {
         self.methods
             .by_path
             .iter()

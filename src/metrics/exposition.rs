@@ -9,12 +9,12 @@ use std::fmt::Write as _;
 use super::names::Definition;
 
 /// The exposition text the sampler appends families to.
-pub struct Exposition<'a> {
+pub(crate) struct Exposition<'a> {
     out: &'a mut String,
 }
 
 /// A family whose header is written: its samples follow.
-pub struct Family<'e, 'a> {
+pub(crate) struct Family<'e, 'a> {
     exposition: &'e mut Exposition<'a>,
     name: &'static str,
 }

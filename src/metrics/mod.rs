@@ -93,7 +93,7 @@ impl Metrics {
     }
 
     /// The Prometheus text exposition of everything recorded.
-    pub fn render(&self) -> String {
+    pub(crate) fn render(&self) -> String {
         self.handle.render()
     }
 
@@ -115,7 +115,7 @@ impl Metrics {
     }
 
     /// Folds histogram samples into their buckets (a render does it too).
-    pub fn run_upkeep(&self) {
+    pub(crate) fn run_upkeep(&self) {
         self.handle.run_upkeep();
     }
 }

@@ -231,13 +231,13 @@ families! {
 /// Handling-time buckets, in seconds: from 50 µs (a GetProduct from the
 /// memory store is well under 100 µs) to 10 s (a call waiting on a slow
 /// upstream), roughly ×2–2.5 per step.
-pub const LATENCY_BUCKETS: &[f64] = &[
+pub(crate) const LATENCY_BUCKETS: &[f64] = &[
     0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
     1.0, 2.5, 5.0, 10.0,
 ];
 
 /// Messages per stream.
-pub const MESSAGE_COUNT_BUCKETS: &[f64] =
+pub(crate) const MESSAGE_COUNT_BUCKETS: &[f64] =
     &[0.0, 1.0, 10.0, 50.0, 100.0, 250.0, 500.0, 1000.0, 5000.0];
 
 #[cfg(test)]

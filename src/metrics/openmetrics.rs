@@ -201,7 +201,7 @@ fn write_exemplar(out: &mut String, exemplar: &Exemplar) {
 
 /// Whether an `Accept` header asks for OpenMetrics (any media range of it
 /// with a non-zero quality), as Prometheus' scrapes do.
-pub fn accepts_openmetrics(accept: &str) -> bool {
+pub(crate) fn accepts_openmetrics(accept: &str) -> bool {
     accept.split(',').any(|range| {
         let mut parameters = range.split(';').map(str::trim);
         parameters.next() == Some("application/openmetrics-text")

@@ -27,10 +27,10 @@ use super::{
 static CPU_PROFILER: Semaphore = Semaphore::const_new(1);
 
 /// The pprof label keys of a sample taken in a call.
-pub const RPC_SERVICE_LABEL: &str = "rpc_service";
-pub const RPC_METHOD_LABEL: &str = "rpc_method";
-pub const TRACE_ID_LABEL: &str = "trace_id";
-pub const SPAN_ID_LABEL: &str = "span_id";
+pub(crate) const RPC_SERVICE_LABEL: &str = "rpc_service";
+pub(crate) const RPC_METHOD_LABEL: &str = "rpc_method";
+pub(crate) const TRACE_ID_LABEL: &str = "trace_id";
+pub(crate) const SPAN_ID_LABEL: &str = "span_id";
 
 /// What to profile, checked.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -32,7 +32,7 @@ use opentelemetry::trace::{SpanId, TraceId};
 /// Traced calls one profile labels with their ids; later ones get their
 /// method only. 65,536 entries of 24 bytes: 1.5 MiB at most, freed when the
 /// profile ends.
-pub const MAX_TRACED_CALLS: usize = 1 << 16;
+pub(crate) const MAX_TRACED_CALLS: usize = 1 << 16;
 
 const METHOD_BITS: u32 = 8;
 const APP_SHIFT: u32 = 8;
@@ -103,7 +103,7 @@ impl LabelTable {
     }
 
     /// Every method name a label can carry, each once, in table order.
-    pub fn method_names(&self) -> Vec<&'static str> {
+    pub(crate) fn method_names(&self) -> Vec<&'static str> {
         let mut names: Vec<&'static str> = Vec::new();
         for &(_, name) in &self.0.methods {
             if !names.contains(&name) {
@@ -143,7 +143,7 @@ pub(crate) struct MethodLabel(u64);
 /// Labels a running profile's samples; dropping it (or [`Self::finish`])
 /// stops labelling. Take one only while holding the CPU profiler.
 #[derive(Debug)]
-pub struct Labelling {
+pub(crate) struct Labelling {
     generation: u16,
 }
 
@@ -170,7 +170,7 @@ impl Labelling {
     }
 
     /// Stops labelling; returns the traced calls the labels point at.
-    pub fn finish(self) -> Labelled {
+    pub(crate) fn finish(self) -> Labelled {
         PROFILING.store(0, Ordering::Relaxed);
         let calls = std::mem::take(&mut traced().calls);
         Labelled {

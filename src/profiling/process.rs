@@ -3,7 +3,7 @@
 
 /// The process's CPU time so far, in clock ticks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ProcessCpu(u64);
+pub(crate) struct ProcessCpu(u64);
 
 impl ProcessCpu {
     /// `/proc`'s clock tick: `USER_HZ`, 100 on every Linux architecture
@@ -25,7 +25,7 @@ impl ProcessCpu {
         Some(Self(utime + stime))
     }
 
-    pub fn seconds_since(self, earlier: Self) -> f64 {
+    pub(crate) fn seconds_since(self, earlier: Self) -> f64 {
         self.0.saturating_sub(earlier.0) as f64 / Self::TICKS_PER_SECOND
     }
 }

@@ -359,7 +359,7 @@ impl Drop for GuardedConnection {
 /// connection with none open for the idle timeout is closed), or that it
 /// must close, at its next read, with every call on it.
 #[derive(Debug)]
-pub struct ConnectionControl {
+pub(crate) struct ConnectionControl {
     closing: AtomicBool,
     /// The connection's task, woken to read (and so to close).
     task: AtomicWaker,

@@ -108,7 +108,7 @@ impl AddressSlots {
         })
     }
 
-    pub fn admit(self: &Arc<Self>, ip: IpAddr) -> Result<AddressSlot, Refusal> {
+    pub(crate) fn admit(self: &Arc<Self>, ip: IpAddr) -> Result<AddressSlot, Refusal> {
         let mut open = self.open.lock();
         let address = open.entry(ip).or_insert_with(|| Address {
             connections: 0,

@@ -103,7 +103,7 @@ impl Collector {
     }
 
     /// Samples, then renders the Prometheus text exposition.
-    pub fn render(&self) -> String {
+    pub(crate) fn render(&self) -> String {
         self.sample();
         let mut text = self.metrics.render();
         if self.runtime_handles.is_some() {
@@ -113,7 +113,7 @@ impl Collector {
     }
 
     /// Samples, then renders OpenMetrics text with exemplars.
-    pub fn render_openmetrics(&self) -> String {
+    pub(crate) fn render_openmetrics(&self) -> String {
         self.metrics.exemplars().openmetrics(&self.render())
     }
 

@@ -66,7 +66,7 @@ pub enum ConsoleError {
 
 impl ConsoleError {
     /// The address is taken (another process, or a console of another app).
-    pub fn address_in_use(&self) -> bool {
+    pub(crate) fn address_in_use(&self) -> bool {
         matches!(self, Self::Bind { source, .. } if source.kind() == std::io::ErrorKind::AddrInUse)
     }
 }
@@ -74,7 +74,7 @@ impl ConsoleError {
 /// Wakes `console` at start when `--console` (`asked`) says so; where it
 /// attaches, if awake. A build without the console's layer (`None`) says so
 /// in the log.
-pub async fn wake_at_start(
+pub(crate) async fn wake_at_start(
     console: Option<Console>,
     asked: bool,
 ) -> Result<Option<SocketAddr>, ConsoleError> {

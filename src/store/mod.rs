@@ -31,7 +31,7 @@ pub use sqlite::SqliteStore;
 /// Rows fetched per round trip while streaming a list. A stream holds at most
 /// one chunk in memory and no database connection between chunks, so a slow
 /// reader costs neither memory nor a pool slot.
-pub const LIST_CHUNK_SIZE: u32 = 200;
+pub(crate) const LIST_CHUNK_SIZE: u32 = 200;
 
 /// Rows written per statement while seeding.
 const SEED_BATCH_SIZE: usize = 1000;
@@ -88,7 +88,7 @@ pub struct StoreOptions {
 impl StoreError {
     /// No pooled connection came free within `--db-acquire-timeout`: the
     /// database is saturated, and a retry (elsewhere, or later) may succeed.
-    pub fn is_busy(&self) -> bool {
+    pub(crate) fn is_busy(&self) -> bool {
         matches!(
             self,
             Self::Database(sqlx::Error::PoolTimedOut) | Self::SearchesBusy
@@ -99,7 +99,7 @@ impl StoreError {
     /// restarting, out of resources, busy, locked, read-only, or without
     /// its catalogue (see `failure`). A retry, later or on another replica,
     /// may succeed.
-    pub fn is_transient(&self) -> bool {
+    pub(crate) fn is_transient(&self) -> bool {
         match self {
             Self::Database(error) => failure::is_transient(error),
             Self::Unreachable(_) | Self::CatalogueMissing | Self::SearchesBusy => true,
@@ -223,7 +223,7 @@ pub async fn open(options: &StoreOptions) -> Result<Arc<dyn Store>, StoreError> 
 /// What a list stream yields: products, then, when more follow the page, the
 /// cursor of the next page.
 #[derive(Debug, Clone, PartialEq)]
-pub enum Listed {
+pub(crate) enum Listed {
     Product(Product),
     NextPage(ListCursor),
 }
@@ -232,7 +232,7 @@ pub enum Listed {
 /// each chunk only when the previous one has been consumed. Dropping the
 /// stream (a cancelled call) stops the work at once, including a fetch in
 /// flight.
-pub fn list_stream(
+pub(crate) fn list_stream(
     store: Arc<dyn Store>,
     query: ListQuery,
 ) -> impl Stream<Item = Result<Listed, StoreError>> + Send + 'static {

@@ -9,7 +9,7 @@
 use crate::domain::Product;
 
 /// The categories of the seed catalogue, each with the nouns of its products.
-pub const CATEGORIES: &[(&str, &[&str])] = &[
+pub(crate) const CATEGORIES: &[(&str, &[&str])] = &[
     (
         "books",
         &[

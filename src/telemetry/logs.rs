@@ -217,7 +217,7 @@ impl<F> WithTraceIds<F> {
 /// The WARN and ERROR lines one call site writes a second, at most: enough
 /// to see what is wrong, and a storm of a million failing calls a second
 /// writes ten lines a second per call site.
-pub const WARNINGS_PER_SECOND: u32 = 10;
+pub(crate) const WARNINGS_PER_SECOND: u32 = 10;
 
 /// Caps the WARN and ERROR lines each call site writes: at most
 /// `per_second` in a one-second window, the rest counted. The count of a
@@ -227,7 +227,7 @@ pub const WARNINGS_PER_SECOND: u32 = 10;
 /// not by message text: a call site's events are alike, and a table of call
 /// sites is bounded by the program, where one of texts would grow with input.
 #[derive(Clone)]
-pub struct RateLimit {
+pub(crate) struct RateLimit {
     /// 0: no limit.
     per_second: u32,
     state: Arc<Mutex<RateState>>,

@@ -175,13 +175,13 @@ impl Telemetry {
     /// The dispatch each call's polls must switch to: `None` once the app's
     /// subscriber is the process's default, where switching to it on every
     /// poll would change nothing (and cost a thread-local swap each time).
-    pub fn call_dispatch(&self) -> Option<Dispatch> {
+    pub(crate) fn call_dispatch(&self) -> Option<Dispatch> {
         (!self.global.load(Ordering::Relaxed)).then(|| self.dispatch.clone())
     }
 
     /// Which calls are exported, and what makes their spans; `None` when
     /// traces are not exported.
-    pub fn call_traces(&self) -> Option<CallTraces> {
+    pub(crate) fn call_traces(&self) -> Option<CallTraces> {
         self.call_traces.clone()
     }
 

@@ -55,7 +55,7 @@ const OWN_TARGET: &str = env!("CARGO_CRATE_NAME");
 
 impl LogFilter {
     /// The longest filter accepted: a few dozen directives.
-    pub const MAX_BYTES: usize = 1024;
+    pub(crate) const MAX_BYTES: usize = 1024;
 
     pub fn parse(directives: &str) -> Result<Self, String> {
         let directives = match directives.trim() {

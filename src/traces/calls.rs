@@ -201,7 +201,7 @@ pub fn record_store_call(call: impl FnOnce() -> StoreCall) {
 /// The exported span the code being polled runs in, if any: the CLIENT
 /// span of a request being sent on, else the traced call's SERVER span.
 /// The ids its log lines carry.
-pub fn current_span() -> Option<SpanContext> {
+pub(crate) fn current_span() -> Option<SpanContext> {
     CLIENT.try_with(SpanContext::clone).ok().or_else(|| {
         RECORDING
             .try_with(|recording| {

@@ -7,7 +7,7 @@
 //!   that end badly or slowly, and the W3C context a call sends on.
 
 pub mod calls;
-pub mod sampling;
+pub(crate) mod sampling;
 
 pub use self::calls::{CallTraces, Keep, Outgoing, StoreCall, outgoing_context, record_store_call};
 

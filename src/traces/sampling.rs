@@ -71,7 +71,7 @@ impl HeadSampler {
 /// The trace context a call that is not traced passes on to the services
 /// its handler calls (`telemetry::outgoing_context`): its caller's trace id
 /// (or a new one) and a span id of its own, with the sampled flag off.
-pub fn unsampled_continuation(parent: &SpanContext) -> SpanContext {
+pub(crate) fn unsampled_continuation(parent: &SpanContext) -> SpanContext {
     let mut rng = rand::rng();
     let trace_id = if parent.is_valid() {
         parent.trace_id()

@@ -42,7 +42,7 @@ impl State {
 }
 
 #[derive(Debug, Clone)]
-pub struct Settings {
+pub(crate) struct Settings {
     /// Calls admitted while half-open.
     pub max_probes: u32,
     /// Length of a closed-state counting window.
@@ -74,20 +74,20 @@ struct Inner {
 /// A call the breaker admitted: report its outcome with `success`/`failure`.
 #[derive(Debug, Clone, Copy)]
 #[must_use = "report the outcome of an admitted call"]
-pub struct Ticket {
+pub(crate) struct Ticket {
     generation: u64,
 }
 
 /// Admitted or refused, and the state changes that caused, for the caller
 /// to log and export.
 #[derive(Debug)]
-pub struct Transition {
+pub(crate) struct Transition {
     pub from: State,
     pub to: State,
 }
 
 #[derive(Debug)]
-pub struct CircuitBreaker {
+pub(crate) struct CircuitBreaker {
     settings: Settings,
     inner: Mutex<Inner>,
 }
@@ -114,7 +114,7 @@ impl CircuitBreaker {
 
     /// Admits a call, or refuses it (open, or half-open with every probe
     /// slot taken).
-    pub fn admit(&self, now: Instant) -> (Option<Ticket>, Option<Transition>) {
+    pub(crate) fn admit(&self, now: Instant) -> (Option<Ticket>, Option<Transition>) {
         let mut inner = self.lock();
         let transition = self.refresh(&mut inner, now);
         let admitted = match inner.state {

@@ -304,7 +304,7 @@ impl Upstream {
     /// What the metrics sampler runs on each scrape: the breaker turns
     /// half-open by the clock, and a scrape moves it on, so its state gauge
     /// is never staler than the scrape.
-    pub fn scrape_hook(self: &Arc<Self>) -> impl Fn() + Send + Sync + 'static {
+    pub(crate) fn scrape_hook(self: &Arc<Self>) -> impl Fn() + Send + Sync + 'static {
         let upstream = self.clone();
         move || {
             upstream.circuit_state();
@@ -312,7 +312,7 @@ impl Upstream {
     }
 
     /// The breaker's state now (turning open into half-open when due).
-    pub fn circuit_state(&self) -> State {
+    pub(crate) fn circuit_state(&self) -> State {
         let (state, transition) = self.breaker.state(Instant::now());
         self.observe(transition);
         state
@@ -415,7 +415,7 @@ fn inject_trace_context(context: &opentelemetry::Context, metadata: &mut Metadat
 
 /// The caller's deadline, from its `grpc-timeout` header: digits and a unit
 /// (H, M, S, m, u, n).
-pub fn caller_deadline(metadata: &MetadataMap, now: Instant) -> Option<Instant> {
+pub(crate) fn caller_deadline(metadata: &MetadataMap, now: Instant) -> Option<Instant> {
     let value = metadata.get("grpc-timeout")?.to_str().ok()?;
     now.checked_add(grpc_timeout(value)?)
 }

@@ -58,7 +58,7 @@ pub struct UpstreamSimulatorConfig {
 
 /// How the simulated upstream behaves.
 #[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct Behaviour {
+pub(crate) struct Behaviour {
     pub latency_ms: u64,
     pub jitter_ms: u64,
     pub error_rate: Ratio,

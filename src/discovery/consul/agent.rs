@@ -3,7 +3,7 @@
 
 use std::{
     fmt::{self, Write as _},
-    net::{IpAddr, SocketAddr},
+    net::SocketAddr,
     time::Duration,
 };
 
@@ -29,15 +29,6 @@ const MAX_ERROR_BODY_CHARS: usize = 512;
 pub struct Instance {
     pub host: String,
     pub port: u16,
-}
-
-impl Instance {
-    /// The socket address, when the host is an IP address (a DNS name needs
-    /// resolving first).
-    pub fn socket_addr(&self) -> Option<SocketAddr> {
-        let ip = self.host.parse::<IpAddr>().ok()?;
-        Some(SocketAddr::new(ip, self.port))
-    }
 }
 
 impl From<SocketAddr> for Instance {

@@ -25,7 +25,7 @@ pub struct ConsulTarget {
 
 impl ConsulTarget {
     /// How a target naming Consul starts.
-    pub const PREFIX: &str = "consul://";
+    pub(crate) const PREFIX: &str = "consul://";
 
     /// Refuses anything but `consul://HOST:PORT/SERVICE`, SERVICE one path
     /// segment.
