@@ -20,12 +20,11 @@ use std::{
     time::{Duration, Instant},
 };
 
-use parking_lot::{Mutex, RwLock};
-
 use bytes::{Buf, Bytes};
 use futures::future::{BoxFuture, Either};
 use http_body::{Body, Frame, SizeHint};
 use metrics::Gauge;
+use parking_lot::{Mutex, RwLock};
 use serde::{Deserialize, Serialize};
 use tonic::{Code, Status, server::NamedService};
 use tower::{Layer, Service};

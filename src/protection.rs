@@ -59,14 +59,13 @@ use std::{
     time::Duration,
 };
 
-use parking_lot::Mutex;
-
 use bytes::Bytes;
 use clap::Args;
 use futures::task::AtomicWaker;
 use http::{Request, Response};
 use http_body::{Body, Frame, SizeHint};
 use metrics::Counter;
+use parking_lot::Mutex;
 use pin_project_lite::pin_project;
 use tokio::{
     sync::{OwnedSemaphorePermit, Semaphore},

@@ -29,10 +29,9 @@ use std::{
     time::Duration,
 };
 
-use parking_lot::Mutex;
-
 use futures::{StreamExt, stream};
 use http::Uri;
+use parking_lot::Mutex;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::{IntervalStream, ReceiverStream};
 use tokio_util::task::AbortOnDropHandle;

@@ -12,9 +12,8 @@
 
 use std::{collections::HashMap, fmt::Write as _, sync::Arc, time::SystemTime};
 
-use parking_lot::Mutex;
-
 use opentelemetry::trace::{SpanId, TraceId};
+use parking_lot::Mutex;
 
 /// The content type of the OpenMetrics text exposition.
 pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";

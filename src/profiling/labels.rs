@@ -25,9 +25,8 @@ use std::sync::{
     atomic::{AtomicU16, AtomicU64, Ordering},
 };
 
-use parking_lot::Mutex;
-
 use opentelemetry::trace::{SpanId, TraceId};
+use parking_lot::Mutex;
 
 /// Traced calls one profile labels with their ids; later ones get their
 /// method only. 65,536 entries of 24 bytes: 1.5 MiB at most, freed when the

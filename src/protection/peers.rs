@@ -22,7 +22,6 @@
 use std::{collections::HashMap, net::IpAddr, sync::Arc};
 
 use parking_lot::Mutex;
-
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 /// The largest share of the reserve one address may take.

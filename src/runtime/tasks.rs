@@ -23,7 +23,6 @@ use std::{
 };
 
 use parking_lot::{Mutex, MutexGuard};
-
 use tokio::task::{Id, JoinHandle};
 
 /// Locks the list is split over, so that workers spawning and completing

@@ -24,9 +24,8 @@ use std::{
     time::{Duration, Instant},
 };
 
-use parking_lot::Mutex;
-
 use opentelemetry::trace::{SpanId, TraceId};
+use parking_lot::Mutex;
 use tracing::{Event, Level, Metadata, Subscriber, callsite::Identifier};
 use tracing_subscriber::{
     Layer, Registry,

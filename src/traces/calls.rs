@@ -29,8 +29,6 @@ use std::{
     time::{Duration, Instant, SystemTime},
 };
 
-use parking_lot::Mutex;
-
 use http::{HeaderMap, HeaderName, Request};
 use opentelemetry::{
     Context, KeyValue,
@@ -41,6 +39,7 @@ use opentelemetry::{
     },
 };
 use opentelemetry_sdk::trace::{SdkTracer, Span as SdkSpan};
+use parking_lot::Mutex;
 use tonic::{Code, transport::server::TcpConnectInfo};
 
 use super::{

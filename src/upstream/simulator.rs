@@ -5,13 +5,12 @@
 
 use std::{future::Future, net::SocketAddr, path::PathBuf, sync::Arc, time::Duration};
 
-use parking_lot::RwLock;
-
 use axum::{
     Json, Router, body::Bytes, extract::State, http::StatusCode, response::IntoResponse,
     routing::get,
 };
 use clap::Args;
+use parking_lot::RwLock;
 use rand::Rng;
 use serde::{Deserialize, Serialize};
 use tokio::net::TcpListener;
