@@ -136,7 +136,7 @@ impl GrpcTelemetryLayer {
         self.methods.labels.clone()
     }
 
-    /// The task monitor of every known method, for the metrics sampler.
+    /// The task monitor of every known method, for the runtime's metrics collector.
     pub(crate) fn task_monitors(&self) -> Vec<(&'static str, &'static str, TaskMonitor)> {
         self.methods
             .by_path

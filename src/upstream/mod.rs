@@ -301,7 +301,7 @@ impl Upstream {
         }
     }
 
-    /// What the metrics sampler runs on each scrape: the breaker turns
+    /// What the metrics collector runs on each scrape: the breaker turns
     /// half-open by the clock, and a scrape moves it on, so its state gauge
     /// is never staler than the scrape.
     pub(crate) fn scrape_hook(self: &Arc<Self>) -> impl Fn() + Send + Sync + 'static {
