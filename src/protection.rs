@@ -77,7 +77,7 @@ use tower::{Layer, Service};
 use crate::{
     method::Method,
     metrics::{Metrics, names},
-    values::grpc_timeout,
+    values::grpc_timeout_of,
 };
 
 mod connections;
@@ -388,11 +388,7 @@ impl ShedLayer {
     /// `grpc-timeout` if sooner. A unary call's response is whole once
     /// answered (only the idle timeout bounds its sending).
     fn deadlines<B>(&self, request: &Request<B>) -> (Option<Duration>, Option<Duration>) {
-        let client = request
-            .headers()
-            .get("grpc-timeout")
-            .and_then(|value| value.to_str().ok())
-            .and_then(grpc_timeout);
+        let client = grpc_timeout_of(request.headers());
         let answer = sooner(self.request_timeout, client);
         let path = request.uri().path();
         if path == HEALTH_WATCH_PATH {
@@ -530,7 +526,7 @@ where
             timeout,
             inner: self.inner.call(request),
             lease,
-            layer: self.layer.clone(),
+            idle_timeout: self.layer.idle_timeout,
         }
     }
 }
@@ -547,7 +543,7 @@ pin_project! {
             timeout: Option<Duration>,
             // `None` for calls that are never shed.
             lease: Option<Arc<Lease>>,
-            layer: ShedLayer,
+            idle_timeout: Option<Duration>,
         },
         Refused { response: Option<Response<tonic::body::Body>> },
     }
@@ -566,7 +562,7 @@ where
                 deadline,
                 timeout,
                 lease,
-                layer,
+                idle_timeout,
             } => {
                 let result = match (inner.poll(cx), *timeout) {
                     (Poll::Ready(result), _) => result,
@@ -588,7 +584,7 @@ where
                     // the call's deadline.
                     let idle = lease
                         .take()
-                        .map(|lease| IdleWatch::new(lease, layer.idle_timeout));
+                        .map(|lease| IdleWatch::new(lease, *idle_timeout));
                     response.map(|inner| ShedBody::Admitted {
                         inner,
                         idle,

@@ -4,6 +4,8 @@
 //! and the health status that follows the store. `app` decides when it
 //! runs; this says what it is.
 
+mod by_service;
+
 use std::{any::Any, future::Future, sync::Arc};
 
 use tokio::net::TcpListener;
@@ -18,6 +20,8 @@ use tonic_health::{
 };
 use tower::Layer as _;
 use tower_http::catch_panic::CatchPanicLayer;
+
+use self::by_service::CatalogueFirstLayer;
 
 use crate::{
     api::{CatalogueApi, proto, proto::catalogue_service_server::CatalogueServiceServer},
@@ -138,10 +142,10 @@ pub fn serve<H: Health, S: Future<Output = ()> + Send>(
         .layer(telemetry)
         .layer(shed)
         .layer(CatchPanicLayer::custom(panic_response))
+        .layer(CatalogueFirstLayer::new(services.catalogue))
         .add_service(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
-        .add_service(services.catalogue)
         .serve_with_incoming_shutdown(incoming, shutdown))
 }
 

@@ -64,7 +64,9 @@ pub(crate) fn code_index(code: Code) -> usize {
 /// The status a response carries in its headers (trailers-only) or
 /// trailers.
 pub(crate) fn grpc_status(headers: &HeaderMap) -> Option<Code> {
-    let value = headers.get("grpc-status")?;
+    // A name made once: a name given as a string is parsed on every lookup.
+    static GRPC_STATUS: http::HeaderName = http::HeaderName::from_static("grpc-status");
+    let value = headers.get(&GRPC_STATUS)?;
     let code: i32 = value.to_str().ok()?.parse().ok()?;
     Some(Code::from_i32(code))
 }

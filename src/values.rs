@@ -104,6 +104,13 @@ pub(crate) fn http_uri(text: &str) -> Result<http::Uri, String> {
     }
 }
 
+/// The `grpc-timeout` header of `headers`, if it has one that parses.
+pub(crate) fn grpc_timeout_of(headers: &http::HeaderMap) -> Option<Duration> {
+    // A name made once: a name given as a string is parsed on every lookup.
+    static GRPC_TIMEOUT: http::HeaderName = http::HeaderName::from_static("grpc-timeout");
+    grpc_timeout(headers.get(&GRPC_TIMEOUT)?.to_str().ok()?)
+}
+
 /// A `grpc-timeout` header's value: digits and a unit (H, M, S, m, u, n).
 pub(crate) fn grpc_timeout(value: &str) -> Option<Duration> {
     let (digits, unit) = value.split_at(value.len().checked_sub(1)?);

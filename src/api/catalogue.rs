@@ -133,7 +133,11 @@ impl CatalogueService for CatalogueApi {
         &self,
         request: Request<proto::GetProductRequest>,
     ) -> Result<Response<proto::Product>, Status> {
-        let deadline = caller_deadline(request.metadata(), Instant::now());
+        // Read only when there is an upstream to pass it on to.
+        let deadline = self
+            .upstream
+            .as_ref()
+            .and_then(|_| caller_deadline(request.metadata(), Instant::now()));
         let mut product = self.product(request.get_ref()).await?;
         let Some(upstream) = &self.upstream else {
             return Ok(Response::new(product));

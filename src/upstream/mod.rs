@@ -33,7 +33,7 @@ use crate::{
     metrics::{Metrics, names},
     traces::outgoing_context,
     upstream::proto::{GetStockRequest, inventory_service_client::InventoryServiceClient},
-    values::{Ratio, grpc_timeout, http_uri, positive_duration},
+    values::{Ratio, grpc_timeout_of, http_uri, positive_duration},
 };
 
 /// Why live stock could not be had; GetProduct then serves the stored stock.
@@ -416,8 +416,7 @@ fn inject_trace_context(context: &opentelemetry::Context, metadata: &mut Metadat
 /// The caller's deadline, from its `grpc-timeout` header: digits and a unit
 /// (H, M, S, m, u, n).
 pub(crate) fn caller_deadline(metadata: &MetadataMap, now: Instant) -> Option<Instant> {
-    let value = metadata.get("grpc-timeout")?.to_str().ok()?;
-    now.checked_add(grpc_timeout(value)?)
+    now.checked_add(grpc_timeout_of(metadata.as_ref())?)
 }
 
 #[cfg(test)]
