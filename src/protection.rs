@@ -470,15 +470,17 @@ impl<S> Layer<S> for ShedLayer {
     fn layer(&self, inner: S) -> Self::Service {
         Shed {
             inner,
-            layer: self.clone(),
+            layer: Arc::new(self.clone()),
         }
     }
 }
 
+/// Cloned for every call (tonic clones the service stack per request): the
+/// layer's limits and counters are shared, not copied.
 #[derive(Clone)]
 pub struct Shed<S> {
     inner: S,
-    layer: ShedLayer,
+    layer: Arc<ShedLayer>,
 }
 
 impl<S, B> Service<Request<tonic::body::Body>> for Shed<S>
