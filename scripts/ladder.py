@@ -51,9 +51,10 @@ RUNGS = [
      "bare", ["--up-to", "runtime-histograms"], {}),
     ("+ task list", "the task list's spawn and terminate hooks", "bare", ["--up-to", "task-list"], {}),
     ("+ telemetry layer, metrics only", "the catalogue binary: RED and stream metrics, task monitors, "
-     "profile labels, the app's log subscriber; no runtime sampler, no heap profiling",
+     "profile labels, the app's log subscriber, and its own routing (catalogue calls skip tonic's "
+     "axum router, which every rung below pays); no runtime metrics, no heap profiling",
      "catalogue", ["--no-runtime-metrics"], NO_HEAP_PROFILE),
-    ("+ runtime metrics", "the runtime and task sampler (at scrape time)", "catalogue", [], NO_HEAP_PROFILE),
+    ("+ runtime metrics", "the runtime and task metrics collector (at scrape time)", "catalogue", [], NO_HEAP_PROFILE),
     ("+ heap-profile sampling", "jemalloc's heap profiling (the binary's default MALLOC_CONF: prof:true, a sample per 2 MiB)",
      "catalogue", [], {}),
     ("+ traces 10 %, no keep", "OTLP export of 10 % of calls (head sampling)",
