@@ -267,10 +267,6 @@ impl ProtectionConfig {
     }
 }
 
-/// A timer that never fires, for calls no deadline bounds (it is never
-/// polled, so never registered).
-const NO_DEADLINE: Duration = Duration::from_secs(60 * 60 * 24 * 365);
-
 /// Paths that are never shed by the global or the per-connection limit.
 const NEVER_SHED_PREFIX: &str = "/grpc.health.v1.Health/";
 /// Health streams, bounded on their own (`--max-health-watches`).
@@ -512,11 +508,14 @@ where
             }
         };
         let (timeout, lasts) = self.layer.deadlines(&request);
-        // Before the inner call, so that this deadline is never later than
-        // tonic's own (which would end the call CANCELLED).
-        let deadline = tokio::time::sleep(timeout.unwrap_or(NO_DEADLINE));
-        // The call started when its answer's deadline was set.
-        let ends = lasts.map(|lasts| deadline.deadline() - timeout.unwrap_or(NO_DEADLINE) + lasts);
+        // The deadlines count from here, before the inner call, so that the
+        // answer's is never later than tonic's own (which would end the
+        // call CANCELLED). Its timer is made only if the call has to wait.
+        let started = (timeout.is_some() || lasts.is_some()).then(Instant::now);
+        let due = started
+            .zip(timeout)
+            .map(|(started, timeout)| started + timeout);
+        let ends = started.zip(lasts).map(|(started, lasts)| started + lasts);
         let lease = permit.map(|permit| Lease::new(permit, ends, &self.layer));
         if let (Some(lease), Some(idle)) = (&lease, self.layer.idle_timeout)
             && REFLECTION_PATHS.contains(&request.uri().path())
@@ -524,7 +523,8 @@ where
             request = request.map(|body| RequestWatch::wrap(body, lease, idle));
         }
         ShedFuture::Admitted {
-            deadline,
+            deadline: None,
+            due,
             timeout,
             inner: self.inner.call(request),
             lease,
@@ -538,10 +538,12 @@ pin_project! {
     pub enum ShedFuture<F> {
         Admitted {
             #[pin] inner: F,
-            // Polled only when `timeout` is set: an untimed call never
-            // registers a timer.
-            #[pin] deadline: tokio::time::Sleep,
-            // When the call must have answered, after it started.
+            // Made the first time the call has to wait with a deadline to
+            // keep: an untimed call, or one answered at once, has no timer.
+            #[pin] deadline: Option<Sleep>,
+            // When the call must have answered.
+            due: Option<Instant>,
+            // How long after it started.
             timeout: Option<Duration>,
             // `None` for calls that are never shed.
             lease: Option<Arc<Lease>>,
@@ -561,16 +563,24 @@ where
         match self.project() {
             ShedFutureProjection::Admitted {
                 inner,
-                deadline,
+                mut deadline,
+                due,
                 timeout,
                 lease,
                 idle_timeout,
             } => {
-                let result = match (inner.poll(cx), *timeout) {
-                    (Poll::Ready(result), _) => result,
-                    (Poll::Pending, None) => return Poll::Pending,
-                    (Poll::Pending, Some(timeout)) => {
-                        ready!(deadline.poll(cx));
+                let result = match (inner.poll(cx), *due, *timeout) {
+                    (Poll::Ready(result), ..) => result,
+                    (Poll::Pending, Some(due), Some(timeout)) => {
+                        if deadline.is_none() {
+                            deadline.set(Some(tokio::time::sleep_until(due)));
+                        }
+                        ready!(
+                            deadline
+                                .as_pin_mut()
+                                .expect("the deadline's timer is made above")
+                                .poll(cx)
+                        );
                         let status = Status::deadline_exceeded(format!(
                             "deadline exceeded: no answer within {timeout:?} \
                              (--request-timeout or the client's grpc-timeout)"
@@ -578,6 +588,7 @@ where
                         let response = status.into_http().map(|inner| ShedBody::Refused { inner });
                         return Poll::Ready(Ok(response));
                     }
+                    (Poll::Pending, ..) => return Poll::Pending,
                 };
                 Poll::Ready(result.map(|response| {
                     // The permit is held until the response's last byte (a
@@ -667,10 +678,15 @@ pub(crate) struct IdleWatch {
     lease: Arc<Lease>,
     /// `None` when the call has neither an idle timeout nor a deadline.
     timer: Option<Pin<Box<Sleep>>>,
+    /// Whether the timer has been polled with the lease as its waker.
+    armed: bool,
     idle_timeout: Option<Duration>,
     /// When the call must have ended.
     ends: Option<Instant>,
 }
+
+/// The resolution of tokio's timers.
+const TIMER_TICK: Duration = Duration::from_millis(1);
 
 /// Why a call was ended by a timer (`Lease::expired`).
 const NOT_EXPIRED: u8 = 0;
@@ -780,6 +796,7 @@ impl IdleWatch {
             lease,
             timer: timed
                 .then(|| Box::pin(tokio::time::sleep_until(ends.unwrap_or_else(Instant::now)))),
+            armed: false,
             idle_timeout,
             ends,
         };
@@ -803,6 +820,18 @@ impl IdleWatch {
             (None, None) => return,
         };
         self.lease.waiting_on_client.store(true, Ordering::Release);
+        // A timer still running for an instant less than a tick of tokio's
+        // timer wheel before `at` already fires when `at` would: a unary
+        // call's answer, handed over right after the timer was armed, costs
+        // no second registration.
+        if let Some(timer) = &self.timer
+            && self.armed
+            && !timer.is_elapsed()
+            && timer.deadline() <= at
+            && at - timer.deadline() < TIMER_TICK
+        {
+            return;
+        }
         self.arm(at);
     }
 
@@ -811,6 +840,7 @@ impl IdleWatch {
         let Some(timer) = &mut self.timer else {
             return;
         };
+        self.armed = true;
         timer.as_mut().reset(at);
         // Unconstrained: a call out of its cooperative budget would
         // otherwise be woken at once, through the lease, and expire.
