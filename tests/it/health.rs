@@ -132,9 +132,9 @@ async fn health_watch_streams_the_change_to_not_serving_on_shutdown() {
 }
 
 /// A memory store whose database can be made to go away.
-struct FlakyStore {
-    inner: MemoryStore,
-    down: AtomicBool,
+pub(crate) struct FlakyStore {
+    pub(crate) inner: MemoryStore,
+    pub(crate) down: AtomicBool,
 }
 
 #[async_trait]

@@ -39,6 +39,7 @@ async fn serve_writes_the_real_grpc_and_admin_addresses() {
     let mut child = Command::new(BINARY)
         .args(["serve", "--database-url", "memory", "--seed-products", "10"])
         .args(["--grpc-addr", "127.0.0.1:0", "--admin-addr", "127.0.0.1:0"])
+        .args(["--health-addr", "127.0.0.1:0"])
         .args(["--drain-delay", "0s", "--ready-file"])
         .arg(&path)
         .stdout(Stdio::null())
