@@ -60,14 +60,20 @@ use crate::{
 /// How often the main runtime stamps the heartbeat (more often under a
 /// stall limit shorter than four times this).
 const BEAT_EVERY: Duration = Duration::from_millis(250);
-/// Connections the lane holds open at once: probes open one each, briefly.
+/// Connections the lane holds open at once, and from one address: probes
+/// open one each, briefly.
 const MAX_CONNECTIONS: usize = 32;
+const MAX_CONNECTIONS_PER_PEER: usize = 8;
 /// Calls one lane connection may have open at once.
 const MAX_STREAMS: u32 = 4;
-/// A lane connection that has not finished its handshake, or has no call
-/// open, this long is closed.
+/// A lane connection that has not finished its handshake this long is
+/// closed.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
-const IDLE_TIMEOUT: Duration = Duration::from_secs(30);
+/// A lane connection gets a GOAWAY at this age and is closed after the
+/// grace, so none is held for ever (no idle timeout: without the gRPC
+/// port's call accounting every lane connection would look idle).
+const MAX_AGE: Duration = Duration::from_secs(300);
+const MAX_AGE_GRACE: Duration = Duration::from_secs(5);
 /// Largest request: a service name.
 const MAX_REQUEST_BYTES: usize = 4 * 1024;
 /// How long the lane's connections may take to close once it is stopped.
@@ -114,7 +120,8 @@ impl Heartbeat {
     /// Beats every `BEAT_EVERY` (or a quarter of the stall limit, if
     /// shorter), for ever: run on the runtime it vouches for.
     async fn keep_beating(self) {
-        let mut ticks = tokio::time::interval(BEAT_EVERY.min(self.stall_limit / 4));
+        let every = BEAT_EVERY.min(self.stall_limit / 4);
+        let mut ticks = tokio::time::interval(every.max(Duration::from_millis(1)));
         ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             ticks.tick().await;
@@ -328,6 +335,7 @@ async fn serve(
     );
     let server = Server::builder()
         .max_concurrent_streams(MAX_STREAMS)
+        .max_connection_age(MAX_AGE)
         .add_service(service)
         .serve_with_incoming_shutdown(incoming, cancel.clone().cancelled_owned());
     let closed = async {
@@ -345,16 +353,16 @@ async fn serve(
 }
 
 /// The gRPC port's limits with the lane's own connection bounds: a probe's
-/// connection is short and idle, and the lane's are few whatever
-/// `--max-connections` (or `--no-protection`) says.
+/// connection is short, and the lane's are few whatever `--max-connections`
+/// (or `--no-protection`) says.
 fn lane_limits(limits: &Limits) -> Limits {
     Limits {
         max_connections: MAX_CONNECTIONS,
-        max_connections_per_peer: MAX_CONNECTIONS,
+        max_connections_per_peer: MAX_CONNECTIONS_PER_PEER,
         max_calls_per_connection: MAX_STREAMS as usize,
         handshake_timeout: Some(HANDSHAKE_TIMEOUT),
-        connection_idle_timeout: Some(IDLE_TIMEOUT),
-        max_connection_age: None,
+        connection_idle_timeout: None,
+        max_connection_age: Some((MAX_AGE, MAX_AGE_GRACE)),
         ..*limits
     }
 }

@@ -2,18 +2,15 @@
 //! answered (Check and Watch) from a thread and runtime of its own,
 //! NOT_SERVING while the main runtime is stalled and from the shutdown on.
 
-use std::{
-    net::SocketAddr,
-    sync::{Arc, atomic::Ordering},
-};
+use std::{net::SocketAddr, sync::atomic::Ordering};
 
-use catalogue::store::MemoryStore;
-use tonic::transport::Channel;
+use tonic::{Streaming, transport::Channel};
 use tonic_health::pb::{
-    HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
+    HealthCheckRequest, HealthCheckResponse, health_check_response::ServingStatus,
+    health_client::HealthClient,
 };
 
-use crate::{health::FlakyStore, helpers::TestApp};
+use crate::{health::spawn_with_flaky_store, helpers::TestApp};
 
 const SERVICE: &str = "catalogue.v1.CatalogueService";
 
@@ -39,6 +36,17 @@ async fn check(health: &mut HealthClient<Channel>, service: &str) -> ServingStat
     response.into_inner().status()
 }
 
+/// Watches the server's health on the lane: the stream, and its first
+/// status.
+async fn watch_server(
+    health: &mut HealthClient<Channel>,
+) -> (Streaming<HealthCheckResponse>, HealthCheckResponse) {
+    let request = HealthCheckRequest::default();
+    let mut stream = health.watch(request).await.expect("the lane streams");
+    let first = stream.get_mut().message().await.expect("streamed");
+    (stream.into_inner(), first.expect("a status"))
+}
+
 /// Checks `service` until the lane answers `wanted` (the test's own timeout
 /// bounds it).
 async fn until(health: &mut HealthClient<Channel>, service: &str, wanted: ServingStatus) {
@@ -60,12 +68,7 @@ async fn the_lane_answers_the_grpc_ports_statuses() {
         })
         .await
         .expect_err("unknown service");
-    let mut watch = lane
-        .watch(HealthCheckRequest::default())
-        .await
-        .expect("the lane streams")
-        .into_inner();
-    let watched = watch.message().await.expect("streamed").expect("a status");
+    let (_watch, watched) = watch_server(&mut lane).await;
 
     assert_ne!(app.health_addr, Some(app.grpc_addr));
     assert_eq!(server, ServingStatus::Serving);
@@ -76,15 +79,7 @@ async fn the_lane_answers_the_grpc_ports_statuses() {
 
 #[tokio::test]
 async fn the_lane_follows_the_store() {
-    let store = Arc::new(FlakyStore {
-        inner: MemoryStore::seeded(10),
-        down: false.into(),
-    });
-    let app = TestApp::builder()
-        .store(store.clone())
-        .args(&["--store-health-interval", "50ms"])
-        .spawn()
-        .await;
+    let (app, store) = spawn_with_flaky_store().await;
     let mut lane = lane_client(&app).await;
 
     store.down.store(true, Ordering::SeqCst);
@@ -104,12 +99,7 @@ async fn the_lane_says_not_serving_from_the_shutdown_on() {
         .spawn()
         .await;
     let mut lane = lane_client(&app).await;
-    let mut watch = lane
-        .watch(HealthCheckRequest::default())
-        .await
-        .expect("the lane streams")
-        .into_inner();
-    let first = watch.message().await.expect("streamed").expect("a status");
+    let (mut watch, first) = watch_server(&mut lane).await;
 
     app.begin_shutdown();
     until(&mut lane, "", ServingStatus::NotServing).await;

@@ -61,6 +61,7 @@ async fn serve_writes_the_real_grpc_and_admin_addresses() {
 
     assert_ne!(addresses.grpc.port(), 0);
     assert_ne!(addresses.admin.port(), 0);
+    assert_ne!(addresses.health.expect("the health lane").port(), 0);
     assert_eq!(addresses.console, None, "the console is dormant");
     assert_eq!(health.expect("the admin address answers").status(), 200);
     assert!(check.is_ok(), "{check:?}");
