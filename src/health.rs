@@ -1,6 +1,6 @@
-//! The health lane: `grpc.health.v1.Health/Check` answered again on a
-//! listener of its own (`--health-addr`), by a one-thread Tokio runtime in an
-//! OS thread of its own. A flood that saturates the main runtime's workers
+//! The health lane: `grpc.health.v1.Health` answered again on a listener of
+//! its own (`--health-addr`), by a one-thread Tokio runtime in an OS thread
+//! of its own. A flood that saturates the main runtime's workers
 //! queues the gRPC port's health checks behind its refusals; on the lane, a
 //! probe waits only for the OS to schedule one thread. It is what Kubernetes
 //! probes.
