@@ -23,11 +23,12 @@ COPY --from=builder /usr/local/bin/catalogue /usr/local/bin/catalogue
 USER catalogue
 # The default SQLite database (sqlite://catalogue.db) is created here.
 WORKDIR /var/lib/catalogue
-# gRPC, admin HTTP (/metrics, /healthz, /readyz), tokio-console.
-EXPOSE 50051 6060 6669
+# gRPC, the health lane (gRPC health for probes), admin HTTP (/metrics,
+# /healthz, /readyz), tokio-console.
+EXPOSE 50051 50050 6060 6669
 ENTRYPOINT ["catalogue"]
 # Listen on every interface: inside a container loopback is unreachable.
 # An admin port off loopback needs a token, so `docker run` needs
 # -e CATALOGUE_ADMIN_TOKEN=... (or, on a private network on purpose,
 # -e CATALOGUE_ADMIN_INSECURE=1); without either the server refuses to start.
-CMD ["--grpc-addr", "0.0.0.0:50051", "--admin-addr", "0.0.0.0:6060", "--console-addr", "0.0.0.0:6669"]
+CMD ["--grpc-addr", "0.0.0.0:50051", "--health-addr", "0.0.0.0:50050", "--admin-addr", "0.0.0.0:6060", "--console-addr", "0.0.0.0:6669"]

@@ -235,8 +235,8 @@ def check_references(resources: list[dict], examples: list[dict], flags_rs: str,
 
     for probe in ("startupProbe", "livenessProbe", "readinessProbe"):
         grpc = (container.get(probe) or {}).get("grpc")
-        if grpc is None or grpc["port"] != port_numbers.get("grpc"):
-            errors.append(f"Deployment/catalogue: {probe} is not a grpc probe on the grpc port")
+        if grpc is None or grpc["port"] != port_numbers.get("health"):
+            errors.append(f"Deployment/catalogue: {probe} is not a grpc probe on the health port")
 
     # Every ConfigMap and Secret key read exists (Secrets in the example).
     sources = {"configMapKeyRef": by_kind("ConfigMap"), "secretKeyRef": by_kind("Secret", examples)}

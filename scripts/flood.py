@@ -16,7 +16,9 @@ loopback; each step is a closed-loop `catalogue load --mix get=1
 that the catalogue's 200 streams per connection never bind); the server's
 RSS, threads, goroutines or tasks and calls in flight are sampled twice a
 second; a second `catalogue load --mix health=1 --rps 20` measures health
-checks through the whole flood. Scheduling latency is each runtime's own
+checks on the gRPC port through the whole flood, and for the catalogue a
+third the same on its health lane (`--health-addr`, what Kubernetes
+probes). Scheduling latency is each runtime's own
 metric over the step: Go's go_sched_latencies_seconds histogram (p99 and
 mean), and for Tokio its tokio_schedule_latency_seconds histogram (p99) and
 the per-RPC mean scheduling delay from tokio-metrics
@@ -25,8 +27,10 @@ heals (5 ms) and the recovery is timed: until live stock is served again
 (breaker closed too, for the catalogue).
 
 Usage: python3 scripts/flood.py BINARY [--go-peer PATH] [--runs go,protected,unprotected]
-       [--steps 1000,5000,20000] [--step-seconds 10] [--repeat N] [--memory-cap-mb N]
-       [--json FILE] [--plot FILE.png]
+       [--steps 1000,5000,20000] [--step-seconds 10] [--connections N] [--repeat N]
+       [--memory-cap-mb N] [--json FILE] [--plot FILE.png]
+The full-speed flood alone (200 connections, 100 calls in flight on each,
+20 s): --runs protected --steps 20000 --step-seconds 20 --connections 200.
 A single run of one server: BINARY [--no-protection]
 [--duration S] [--concurrency N] [--connections N].
 Prints one table, the runs side by side (medians when --repeat > 1), and
@@ -206,9 +210,11 @@ class Run:
         self.server = served.process
         self.grpc, self.admin = served.grpc, served.admin
         self.target = f"http://{self.grpc}"
+        # The catalogue's health lane; the Go peer has none.
+        self.lane = getattr(served, "health", None) and f"http://{served.health}"
 
-    def load(self, *flags, stdout=subprocess.PIPE):
-        return self.spawn([self.args.binary, "load", "--target", self.target, *flags], stdout=stdout)
+    def load(self, *flags, stdout=subprocess.PIPE, target=None):
+        return self.spawn([self.args.binary, "load", "--target", target or self.target, *flags], stdout=stdout)
 
     def alive(self):
         return self.server.poll() is None
@@ -252,8 +258,10 @@ class Run:
     def flood(self):
         args = self.args
         total = len(args.steps) * args.step_seconds
-        health = self.load("--mix", "health=1", "--rps", "20", "--connections", "1",
-                           "--duration", f"{total + 2}s", "--deadline", "5s", "--json")
+        probe = ("--mix", "health=1", "--rps", "20", "--connections", "1",
+                 "--duration", f"{total + 2}s", "--deadline", "5s", "--json")
+        health = self.load(*probe)
+        lane = self.lane and self.load(*probe, target=self.lane)
         idle = process_sample(self.server.pid)
         peak = dict(idle, tasks=0.0, in_flight=0.0)
         samples, steps = [], []
@@ -303,6 +311,8 @@ class Run:
             peak = {key: max(peak.get(key, 0), step_peak.get(key, 0)) for key in peak}
         health_summary = json.loads(health.communicate()[0] or "{}")
         health_calls = health_summary.get("calls", {}).get("Health/Check", {})
+        lane_summary = json.loads(lane.communicate()[0] or "{}") if lane else {}
+        lane_calls = lane_summary.get("calls", {}).get("Health/Check", {})
 
         recovery_s = None
         if self.alive():
@@ -334,6 +344,10 @@ class Run:
             "health_p99_ms": health_summary.get("latency_ms", {}).get("p99"),
             "health_calls": health_calls,
             "health_failed": sum(v for k, v in health_calls.items() if k != "OK"),
+            "lane_health_p50_ms": lane_summary.get("latency_ms", {}).get("p50"),
+            "lane_health_p99_ms": lane_summary.get("latency_ms", {}).get("p99"),
+            "lane_health_calls": lane_calls,
+            "lane_health_failed": sum(v for k, v in lane_calls.items() if k != "OK") if lane else None,
             "recovery_s": None if recovery_s is None else round(recovery_s, 2),
             "samples": samples,
         }
@@ -363,7 +377,7 @@ def combine(results):
     first = results[0]
     out = {"run": first["run"], "repeats": len(results)}
     for key, value in first.items():
-        if key in ("run", "steps", "samples", "health_calls"):
+        if key in ("run", "steps", "samples", "health_calls", "lane_health_calls"):
             continue
         if isinstance(value, bool):
             out[key] = any(r[key] for r in results)
@@ -429,9 +443,13 @@ def table(runs, args):
                      *(fmt(s.get("sched_mean_ms"), " ms", 3) for s in step)])
         rows.append(["server died", *(fmt(s.get("server_died")) for s in step)])
     rows.append(["**whole run**", *[""] * len(runs)])
-    rows.append(["health check p50 / p99", *(f"{fmt(r['health_p50_ms'], ' ms')} / {fmt(r['health_p99_ms'], ' ms')}"
-                                              for r in runs)])
-    rows.append(["failed health probes", *(fmt(r["health_failed"]) for r in runs)])
+    rows.append(["health check p50 / p99, gRPC port",
+                 *(f"{fmt(r['health_p50_ms'], ' ms')} / {fmt(r['health_p99_ms'], ' ms')}" for r in runs)])
+    rows.append(["health check p50 / p99, health lane",
+                 *(f"{fmt(r.get('lane_health_p50_ms'), ' ms')} / {fmt(r.get('lane_health_p99_ms'), ' ms')}"
+                   for r in runs)])
+    rows.append(["failed health probes, gRPC port / health lane",
+                 *(f"{fmt(r['health_failed'])} / {fmt(r.get('lane_health_failed'))}" for r in runs)])
     rows.append([f"hit the {args.memory_cap_mb} MiB cap (cgroup peak)",
                  *(f"{fmt(r['hit_cap'])} ({fmt(r.get('cgroup_peak_mb'), ' MB')})" for r in runs)])
     rows.append(["recovery after the upstream heals",

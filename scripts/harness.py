@@ -3,6 +3,7 @@
 A server is any binary that accepts `--ready-file PATH` and, once its
 listeners are bound, writes there one JSON object of its addresses:
 `{"grpc": "127.0.0.1:PORT", "admin": "127.0.0.1:PORT", "console": null}`
+(and `catalogue serve`'s health lane, `"health"`)
 (`catalogue serve`, `catalogue upstream`, the grpc-go peer). `Server` starts
 one on ports the system picks and reads where it listens from that file,
 never from its log:
@@ -26,7 +27,8 @@ READY_TIMEOUT_SECONDS = 60
 def serve_argv(binary, *flags):
     """`catalogue serve` on loopback ports the system picks, JSON logs."""
     return [binary, "serve", "--grpc-addr", "127.0.0.1:0", "--admin-addr", "127.0.0.1:0",
-            "--console-addr", "127.0.0.1:0", "--log-format", "json", *flags]
+            "--health-addr", "127.0.0.1:0", "--console-addr", "127.0.0.1:0", "--log-format", "json",
+            *flags]
 
 
 def upstream_argv(binary, *flags):
@@ -41,8 +43,9 @@ def go_peer_argv(binary, *flags):
 
 
 class Server:
-    """A server process started with `--ready-file`; `grpc`, `admin` and
-    `console` are the addresses it wrote, `process` its Popen, `started` the
+    """A server process started with `--ready-file`; `grpc`, `admin`,
+    `health` and `console` are the addresses it wrote (`None` where it wrote
+    none), `process` its Popen, `started` the
     monotonic time of its exec, `log` the file its output goes to."""
 
     def __init__(self, argv, env=None, log=None, timeout=READY_TIMEOUT_SECONDS, on_spawn=None):
@@ -71,6 +74,7 @@ class Server:
                     addresses = json.load(ready)
                 self.grpc, self.admin = addresses["grpc"], addresses["admin"]
                 self.console = addresses.get("console")
+                self.health = addresses.get("health")
                 return
             if self.process.poll() is not None:
                 break

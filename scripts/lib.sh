@@ -57,7 +57,7 @@ start_catalogue() {
   local log=$1
   shift
   start_server "$log" "${CATALOGUE_BIN:-target/debug/catalogue}" serve --grpc-addr 127.0.0.1:0 \
-    --admin-addr 127.0.0.1:0 --log-format json "$@" || return 1
+    --admin-addr 127.0.0.1:0 --health-addr 127.0.0.1:0 --log-format json "$@" || return 1
   server=$started
   grpc_addr=$(ready_address "$ready" grpc)
   admin_addr=$(ready_address "$ready" admin)

@@ -38,7 +38,7 @@ free_port() {
 # start N: replica N on its ports, waits until /readyz answers 200.
 start() {
   "$bin" serve --database-url "$database_url" --grpc-addr "127.0.0.1:${grpc[$1]}" \
-    --admin-addr "127.0.0.1:${admin[$1]}" --instance-id "replica-$1" \
+    --admin-addr "127.0.0.1:${admin[$1]}" --health-addr 127.0.0.1:0 --instance-id "replica-$1" \
     --log-format json >>"$work/replica-$1.log" 2>&1 &
   pids[$1]=$!
   for _ in $(seq 100); do

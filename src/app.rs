@@ -2,33 +2,35 @@
 //! works and the real addresses can be read back); `run_until_stopped`
 //! serves gRPC, admin HTTP and tokio-console until the shutdown future
 //! resolves, then drains (`running`: a started app and the steps of its
-//! shutdown). `error`: `StartupError`, why it did not start.
+//! shutdown). `parts`: what the servers are built from, and how each is
+//! spawned (gRPC, admin, the health lane). `error`: `StartupError`, why it
+//! did not start.
 
 mod error;
+mod parts;
 mod running;
 
 use std::{future::Future, net::SocketAddr, sync::Arc};
 
-use tokio::{net::TcpListener, task::JoinHandle};
+use futures::future::OptionFuture;
+use tokio::net::TcpListener;
 use tokio_util::task::AbortOnDropHandle;
-use tonic_health::pb::health_server::{Health, HealthServer};
 use tracing::instrument::WithSubscriber as _;
 
 pub use self::error::StartupError;
-use self::running::{Running, Switches};
+use self::{
+    parts::Parts,
+    running::{Running, Switches},
+};
 use crate::{
-    admin::{self, AdminGuard, AdminState},
-    api::{CatalogueApi, proto::catalogue_service_server::SERVICE_NAME},
+    api::proto::catalogue_service_server::SERVICE_NAME,
     config::ServeConfig,
     discovery::consul::Registrar,
     faults::FaultInjector,
-    grpc::GrpcTelemetryLayer,
-    metrics::Metrics,
-    profiling::labels::LabelTable,
-    protection::{Limits, fit_to_fd_limit},
+    protection::fit_to_fd_limit,
     ready::{self, Addresses},
-    runtime::{Collector, ScrapeHook, console},
-    server::{self, HealthStatus},
+    runtime::console,
+    server::HealthStatus,
     store::{self, InstrumentedStore, Store},
     telemetry::Telemetry,
     upstream::Upstream,
@@ -39,24 +41,12 @@ pub struct App {
     parts: Parts,
     grpc_listener: TcpListener,
     admin_listener: TcpListener,
+    /// The health lane's, unless `--no-health-lane`.
+    health_listener: Option<TcpListener>,
     /// The listeners' real addresses, and tokio-console's when `--console`
     /// woke it at start.
     addresses: Addresses,
     consul: Option<Registrar>,
-}
-
-/// What the servers are built from.
-struct Parts {
-    config: ServeConfig,
-    /// The protection's limits, `--max-connections` fitted to the
-    /// open-files limit.
-    limits: Limits,
-    store: Arc<dyn Store>,
-    faults: Arc<FaultInjector>,
-    upstream: Option<Arc<Upstream>>,
-    /// The app's recorder (every component's metric handles belong to it)
-    /// and subscriber (everything it runs logs and traces through it).
-    telemetry: Telemetry,
 }
 
 impl App {
@@ -84,6 +74,8 @@ impl App {
         let upstream = Upstream::from_config(&config.upstream, limits.upstream_guarded, &metrics);
         let (grpc_listener, grpc_addr) = bind(config.grpc_addr).await?;
         let (admin_listener, admin_addr) = bind(config.admin.admin_addr).await?;
+        let lane = (!config.no_health_lane).then(|| bind(config.health_addr));
+        let (health_listener, health_addr) = OptionFuture::from(lane).await.transpose()?.unzip();
         let consul = Registrar::from_config(&config.consul, grpc_addr, SERVICE_NAME)?;
         let console_addr = console::wake_at_start(telemetry.console(), config.telemetry.console)
             .with_subscriber(telemetry.dispatch())
@@ -99,9 +91,11 @@ impl App {
             },
             grpc_listener,
             admin_listener,
+            health_listener,
             addresses: Addresses {
                 grpc: grpc_addr,
                 admin: admin_addr,
+                health: health_addr,
                 console: console_addr,
             },
             consul,
@@ -114,6 +108,11 @@ impl App {
 
     pub fn admin_addr(&self) -> SocketAddr {
         self.addresses.admin
+    }
+
+    /// The health lane's address; `None` with `--no-health-lane`.
+    pub fn health_addr(&self) -> Option<SocketAddr> {
+        self.addresses.health
     }
 
     /// Where tokio-console attaches when `--console` woke it at start;
@@ -153,12 +152,14 @@ impl App {
         running.drain().await
     }
 
-    /// Spawns the servers (gRPC, admin) and what runs beside them.
+    /// Spawns the servers (gRPC, admin, the health lane) and what runs
+    /// beside them.
     async fn start(self) -> Result<Running, StartupError> {
         let Self {
             parts,
             grpc_listener,
             admin_listener,
+            health_listener,
             addresses,
             consul,
         } = self;
@@ -169,6 +170,9 @@ impl App {
         let grpc = parts.serve_grpc(grpc_listener, grpc_layer, health_service, &switches)?;
         let admin =
             parts.serve_admin(admin_listener, addresses.admin, scrape, labels, &switches)?;
+        let health_lane =
+            health_listener.map(|listener| parts.serve_health_lane(listener, &health, &switches));
+        let health_lane = health_lane.transpose()?;
         let upkeep = parts.spawn("metrics-upkeep", parts.telemetry.metrics().upkeep())?;
         let interval = parts.config.store_health_interval;
         let store_health = health.clone().follow_store(parts.store.clone(), interval);
@@ -177,6 +181,7 @@ impl App {
             grpc,
             admin,
             health,
+            health_lane,
             switches,
             consul,
             drain_delay: parts.config.drain_delay,
@@ -184,110 +189,6 @@ impl App {
             _upkeep: AbortOnDropHandle::new(upkeep),
             store_health: AbortOnDropHandle::new(store_health),
         })
-    }
-}
-
-impl Parts {
-    /// The layer around every gRPC call, and the scrape-time collector that
-    /// reads its tasks' numbers with the runtime's.
-    fn grpc_telemetry(&self) -> (GrpcTelemetryLayer, Collector) {
-        let metrics = self.telemetry.metrics();
-        let layer = GrpcTelemetryLayer::new(
-            &server::served_rpcs(self.config.telemetry.trace_health_checks),
-            self.telemetry.call_traces(),
-            &metrics,
-            self.telemetry.call_dispatch(),
-        );
-        let collector = Collector::new(
-            tokio::runtime::Handle::current(),
-            metrics.clone(),
-            self.scrape_hooks(&metrics),
-            layer.task_monitors(),
-            !self.config.telemetry.no_runtime_metrics,
-        );
-        (layer, collector)
-    }
-
-    /// What the metrics collector runs on each scrape besides the runtime's
-    /// numbers: the database pool's gauges and the upstream's breaker.
-    fn scrape_hooks(&self, metrics: &Metrics) -> Vec<ScrapeHook> {
-        let pool = store::pool_gauges(self.store.clone(), metrics);
-        let breaker = self.upstream.as_ref().map(Upstream::scrape_hook);
-        let pool = pool.map(|pool| Box::new(pool) as ScrapeHook);
-        pool.into_iter()
-            .chain(breaker.map(|breaker| Box::new(breaker) as ScrapeHook))
-            .collect()
-    }
-
-    /// Spawns the gRPC server: the catalogue and health behind `layer`,
-    /// until the drain.
-    fn serve_grpc(
-        &self,
-        listener: TcpListener,
-        layer: GrpcTelemetryLayer,
-        health: HealthServer<impl Health>,
-        switches: &Switches,
-    ) -> Result<JoinHandle<Result<(), tonic::transport::Error>>, StartupError> {
-        let api = CatalogueApi::new(self.store.clone(), self.upstream.clone());
-        let services = server::Services {
-            catalogue: server::catalogue(api, self.faults.clone(), self.config.max_message_bytes),
-            health,
-        };
-        let grpc_server = server::serve(
-            services,
-            listener,
-            layer,
-            &self.limits,
-            &self.telemetry.metrics(),
-            self.config.max_concurrent_streams,
-            switches.drained(),
-        )?;
-        self.spawn("grpc-server", grpc_server)
-    }
-
-    /// Spawns the admin HTTP server, until the drain: its routes read the
-    /// app's parts, its telemetry's handles and `collector`.
-    fn serve_admin(
-        &self,
-        listener: TcpListener,
-        addr: SocketAddr,
-        collector: Collector,
-        labels: LabelTable,
-        switches: &Switches,
-    ) -> Result<JoinHandle<std::io::Result<()>>, StartupError> {
-        let router = admin::router(AdminState {
-            store: self.store.clone(),
-            metrics: Arc::new(collector),
-            faults: self.faults.clone(),
-            stopping: switches.stopping(),
-            guard: AdminGuard::new(self.config.admin.admin_token.clone(), addr),
-            tasks: self.telemetry.tasks(),
-            log_level: self.telemetry.log_level(),
-            console: self.telemetry.console(),
-            dispatch: self.telemetry.dispatch(),
-            labels,
-        });
-        let admin_server = admin::server::serve(
-            listener,
-            router,
-            self.config.admin.limits(),
-            self.telemetry.tasks(),
-            self.telemetry.metrics(),
-            switches.drained(),
-        );
-        self.spawn("admin-server", admin_server)
-    }
-
-    /// Spawns `task` named, so task dumps (and tokio-console) say which
-    /// task is which, and where (the caller's line).
-    #[track_caller]
-    fn spawn<T: Future<Output: Send + 'static> + Send + 'static>(
-        &self,
-        name: &'static str,
-        task: T,
-    ) -> Result<JoinHandle<T::Output>, StartupError> {
-        let spawned = self.telemetry.tasks().spawn(name, task);
-        spawned.map_err(StartupError::Spawn)
     }
 }
 

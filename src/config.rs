@@ -61,6 +61,24 @@ pub struct ServeConfig {
     #[arg(long, env = "CATALOGUE_GRPC_ADDR", default_value = "127.0.0.1:50051")]
     pub grpc_addr: SocketAddr,
 
+    /// Address of the health lane: gRPC health Check (the gRPC port's
+    /// statuses) answered on its own thread and runtime, so that probes are
+    /// answered while a flood saturates the gRPC port's workers; what
+    /// Kubernetes probes. NOT_SERVING as well once the main runtime has not
+    /// run for --health-stall-limit, and from the shutdown on.
+    #[arg(long, env = "CATALOGUE_HEALTH_ADDR", default_value = "127.0.0.1:50050")]
+    pub health_addr: SocketAddr,
+
+    /// No health lane: health is answered on the gRPC port only.
+    #[arg(long, env = "CATALOGUE_NO_HEALTH_LANE", value_parser = clap::builder::BoolishValueParser::new())]
+    pub no_health_lane: bool,
+
+    /// The health lane answers NOT_SERVING once the main runtime has not
+    /// run its heartbeat (every 250 ms) for this long: a wedged process
+    /// leaves rotation, a saturated one (beats a few hundred ms late) stays.
+    #[arg(long, env = "CATALOGUE_HEALTH_STALL_LIMIT", default_value = "10s", value_parser = positive_duration)]
+    pub health_stall_limit: Duration,
+
     /// Where products live: sqlite://PATH (created on first start),
     /// postgres://USER@HOST/DB, or memory.
     #[arg(long, env = "DATABASE_URL", default_value = "sqlite://catalogue.db")]
@@ -114,7 +132,7 @@ pub struct ServeConfig {
     pub max_concurrent_streams: u32,
 
     /// Once serving, write the bound addresses here as one JSON object
-    /// ({"grpc", "admin", "console"}), atomically: scripts start the server
+    /// ({"grpc", "admin", "health", "console"}), atomically: scripts start the server
     /// on port 0 and read where it listens from this file.
     #[arg(long, env = "CATALOGUE_READY_FILE")]
     pub ready_file: Option<PathBuf>,

@@ -17,6 +17,7 @@
 //!   the healthy ones; Consul registration and resolution;
 //! - `upstream`: the inventory client (deadline, bulkhead, circuit breaker)
 //!   and its simulator (`catalogue upstream`);
+//! - `health`: the health lane, probes answered on a thread of their own;
 //! - `protection`: server-side load shedding and connection limits;
 //! - `ready`: the `--ready-file` a server writes once it listens;
 //! - `telemetry`: the app's subscriber (logs, traces, console) and its
@@ -40,6 +41,7 @@ pub mod domain;
 pub mod error;
 pub mod faults;
 pub mod grpc;
+pub mod health;
 pub mod load;
 pub mod method;
 pub mod metrics;

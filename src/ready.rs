@@ -1,6 +1,6 @@
 //! `--ready-file PATH`: once a server's listeners are bound, where they are,
 //! as one JSON object (`{"grpc": "127.0.0.1:PORT", "admin": "127.0.0.1:PORT",
-//! "console": null}`), so that scripts and tests start a server on port 0 and
+//! "health": "127.0.0.1:PORT", "console": null}`), so that scripts and tests start a server on port 0 and
 //! read its real addresses instead of parsing its log. The file is written
 //! beside its final name, then renamed: a reader sees the whole object or no
 //! file, never half of one. `announce` says the same in the log.
@@ -16,6 +16,10 @@ use std::{
 pub struct Addresses {
     pub grpc: SocketAddr,
     pub admin: SocketAddr,
+    /// The health lane's; `null` with `--no-health-lane` (and for the
+    /// upstream simulator, which has none).
+    #[serde(default)]
+    pub health: Option<SocketAddr>,
     /// tokio-console's endpoint when it is awake at start; `null` otherwise.
     pub console: Option<SocketAddr>,
 }
@@ -55,6 +59,7 @@ pub(crate) fn announce(addresses: &Addresses, has_console: bool) {
     let Addresses {
         grpc,
         admin,
+        health,
         console,
     } = addresses;
     let console = match (console, has_console) {
@@ -62,7 +67,8 @@ pub(crate) fn announce(addresses: &Addresses, has_console: bool) {
         (None, true) => format!("dormant (curl -X PUT http://{admin}/debug/console wakes it)"),
         (None, false) => "not in this build".to_owned(),
     };
-    tracing::info!(%grpc, %admin, %console, "catalogue is serving");
+    let health = health.map_or_else(|| "off".to_owned(), |lane| lane.to_string());
+    tracing::info!(%grpc, %admin, %health, %console, "catalogue is serving");
     tracing::info!("metrics:  http://{admin}/metrics");
     tracing::info!("profiles: http://{admin}/debug/pprof/");
     tracing::info!(
@@ -81,6 +87,7 @@ mod tests {
         let addresses = Addresses {
             grpc: "127.0.0.1:5000".parse().unwrap(),
             admin: "127.0.0.1:6000".parse().unwrap(),
+            health: None,
             console: None,
         };
 
@@ -89,7 +96,7 @@ mod tests {
         let text = std::fs::read_to_string(&path).unwrap();
         assert_eq!(
             text,
-            r#"{"grpc":"127.0.0.1:5000","admin":"127.0.0.1:6000","console":null}"#
+            r#"{"grpc":"127.0.0.1:5000","admin":"127.0.0.1:6000","health":null,"console":null}"#
         );
         let entries = std::fs::read_dir(dir.path()).unwrap().count();
         assert_eq!(entries, 1, "only the ready file is left");
@@ -100,6 +107,7 @@ mod tests {
         let addresses = Addresses {
             grpc: "127.0.0.1:5000".parse().unwrap(),
             admin: "127.0.0.1:6000".parse().unwrap(),
+            health: None,
             console: None,
         };
 

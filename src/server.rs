@@ -16,7 +16,7 @@ use tonic::{
 use tonic_health::{
     ServingStatus,
     pb::health_server::{Health, HealthServer},
-    server::HealthReporter,
+    server::{HealthReporter, HealthService},
 };
 use tower::Layer as _;
 use tower_http::catch_panic::CatchPanicLayer;
@@ -203,6 +203,12 @@ impl HealthStatus {
             .set_serving::<CatalogueServiceServer<CatalogueApi>>()
             .await;
         (Self { reporter }, service)
+    }
+
+    /// The same statuses, answered by a second health service (the health
+    /// lane's).
+    pub(crate) fn service(&self) -> HealthService {
+        HealthService::from_health_reporter(self.reporter.clone())
     }
 
     /// Pings the store every `interval` (each ping bounded by it) and sets

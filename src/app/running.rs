@@ -8,7 +8,7 @@ use tokio::{sync::watch, task::JoinHandle};
 use tokio_util::task::AbortOnDropHandle;
 
 use super::StartupError;
-use crate::{discovery::consul::Registrar, server::HealthStatus};
+use crate::{discovery::consul::Registrar, health::HealthLane, server::HealthStatus};
 
 /// The shutdown's two switches: `stop` turns health and readiness off;
 /// `drain`, the drain delay later, closes the listeners and lets in-flight
@@ -46,6 +46,9 @@ pub(crate) struct Running {
     pub grpc: JoinHandle<Result<(), tonic::transport::Error>>,
     pub admin: JoinHandle<std::io::Result<()>>,
     pub health: HealthStatus,
+    /// Answers probes from its own thread; stopped last, so that it says
+    /// NOT_SERVING through the drain.
+    pub health_lane: Option<HealthLane>,
     pub switches: Switches,
     pub consul: Option<Registrar>,
     /// How long calls are still served once health and readiness fail.
@@ -125,6 +128,9 @@ impl Running {
                 self.grpc.abort();
                 self.admin.abort();
             }
+        }
+        if let Some(lane) = self.health_lane {
+            lane.stop().await;
         }
         Ok(())
     }

@@ -39,7 +39,7 @@ use parking_lot::Mutex;
 use rand::{Rng, seq::IndexedRandom};
 use tokio::time::sleep_until;
 use tonic::{Code, Request, Status, metadata::MetadataValue};
-use tonic_health::pb::health_client::HealthClient;
+use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
 
 pub use report::{Latency, Recorder, Summary};
 
@@ -203,6 +203,13 @@ pub struct Mix {
     pub health: u32,
 }
 
+impl Mix {
+    /// Whether any call is the catalogue's (not only health checks).
+    fn calls_the_catalogue(&self) -> bool {
+        self.get + self.list + self.search > 0
+    }
+}
+
 impl FromStr for Mix {
     type Err = String;
 
@@ -259,6 +266,7 @@ impl Mix {
 }
 
 /// What calls are made of, discovered from the target.
+#[derive(Default)]
 struct Catalogue {
     ids: Vec<String>,
     categories: Vec<String>,
@@ -289,12 +297,21 @@ struct Run {
 pub async fn run(config: &LoadConfig) -> Result<Summary, LoadError> {
     let balanced = Balanced::connect(config.target.clone(), Method::SERVICE, config.connections);
     let mut client = CatalogueServiceClient::new(balanced.service.clone());
-    let catalogue = tokio::time::timeout(FIRST_REPLICA_WAIT, discover(&mut client))
+    let mut health = HealthClient::new(balanced.service.clone());
+    let first = async {
+        if !config.mix.calls_the_catalogue() {
+            // Nothing to discover, and a health lane serves nothing else.
+            health.check(HealthCheckRequest::default()).await?;
+            return Ok(Catalogue::default());
+        }
+        discover(&mut client).await
+    };
+    let catalogue = tokio::time::timeout(FIRST_REPLICA_WAIT, first)
         .await
         .map_err(|_| LoadError::NoReplica(format!("{:?}", config.target)))??;
     let run = Arc::new(Run {
         client,
-        health: HealthClient::new(balanced.service.clone()),
+        health,
         balanced,
         catalogue,
         mix: config.mix,
@@ -585,7 +602,7 @@ impl Run {
         let result = self
             .with_retries(|| {
                 let mut client = self.health.clone();
-                let request = self.request(tonic_health::pb::HealthCheckRequest::default());
+                let request = self.request(HealthCheckRequest::default());
                 async move { client.check(request).await }
             })
             .await;

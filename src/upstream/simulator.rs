@@ -191,6 +191,7 @@ impl UpstreamSimulator {
             let addresses = Addresses {
                 grpc: self.grpc_addr()?,
                 admin: self.admin_addr()?,
+                health: None,
                 console: None,
             };
             ready::write(path, &addresses).map_err(std::io::Error::other)?;

@@ -140,7 +140,8 @@ const BINARY: &str = env!("CARGO_BIN_EXE_catalogue");
 fn serve_under_ulimit(limit: &str, extra: &str) -> (u64, String) {
     let script = format!(
         "ulimit {limit} && exec {BINARY} serve --database-url memory --seed-products 10 \
-         --grpc-addr 127.0.0.1:0 --admin-addr 127.0.0.1:0 --drain-delay 0s {extra}"
+         --grpc-addr 127.0.0.1:0 --admin-addr 127.0.0.1:0 --health-addr 127.0.0.1:0 \
+         --drain-delay 0s {extra}"
     );
     let mut child = Command::new("sh")
         .args(["-c", &script])

@@ -132,9 +132,9 @@ async fn health_watch_streams_the_change_to_not_serving_on_shutdown() {
 }
 
 /// A memory store whose database can be made to go away.
-struct FlakyStore {
+pub(crate) struct FlakyStore {
     inner: MemoryStore,
-    down: AtomicBool,
+    pub(crate) down: AtomicBool,
 }
 
 #[async_trait]
@@ -167,8 +167,8 @@ impl Store for FlakyStore {
     }
 }
 
-#[tokio::test]
-async fn the_catalogue_is_not_serving_while_its_store_is_down_and_the_server_stays_up() {
+/// An app over a `FlakyStore`, pinged every 50 ms.
+pub(crate) async fn spawn_with_flaky_store() -> (TestApp, Arc<FlakyStore>) {
     let store = Arc::new(FlakyStore {
         inner: MemoryStore::seeded(10),
         down: false.into(),
@@ -178,6 +178,12 @@ async fn the_catalogue_is_not_serving_while_its_store_is_down_and_the_server_sta
         .args(&["--store-health-interval", "50ms"])
         .spawn()
         .await;
+    (app, store)
+}
+
+#[tokio::test]
+async fn the_catalogue_is_not_serving_while_its_store_is_down_and_the_server_stays_up() {
+    let (app, store) = spawn_with_flaky_store().await;
     let mut health = HealthClient::new(app.channel.clone());
     let mut watch = health
         .watch(HealthCheckRequest {

@@ -80,6 +80,8 @@ pub(crate) use backend_tests;
 pub struct TestApp {
     pub grpc_addr: std::net::SocketAddr,
     pub admin_addr: std::net::SocketAddr,
+    /// The health lane's; `None` with `--no-health-lane`.
+    pub health_addr: Option<std::net::SocketAddr>,
     pub console_addr: Option<std::net::SocketAddr>,
     pub channel: Channel,
     pub client: CatalogueServiceClient<Channel>,
@@ -245,6 +247,7 @@ impl TestAppBuilder {
 
         let grpc_addr = app.grpc_addr();
         let admin_addr = app.admin_addr();
+        let health_addr = app.health_addr();
         let console_addr = app.console_addr();
         let (shutdown, shutdown_signal) = oneshot::channel::<()>();
         let server = tokio::spawn(app.run_until_stopped(async {
@@ -258,6 +261,7 @@ impl TestAppBuilder {
         TestApp {
             grpc_addr,
             admin_addr,
+            health_addr,
             client: CatalogueServiceClient::new(channel.clone()),
             channel,
             console_addr,
@@ -278,6 +282,8 @@ pub fn test_config(database_url: &str, extra: &[&str]) -> ServeConfig {
         "--grpc-addr",
         "127.0.0.1:0",
         "--admin-addr",
+        "127.0.0.1:0",
+        "--health-addr",
         "127.0.0.1:0",
         "--database-url",
         database_url,

@@ -16,6 +16,7 @@ mod fairness;
 mod faults;
 mod get_product;
 mod health;
+mod health_lane;
 mod helpers;
 mod list_products;
 mod live;

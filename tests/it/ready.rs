@@ -39,6 +39,7 @@ async fn serve_writes_the_real_grpc_and_admin_addresses() {
     let mut child = Command::new(BINARY)
         .args(["serve", "--database-url", "memory", "--seed-products", "10"])
         .args(["--grpc-addr", "127.0.0.1:0", "--admin-addr", "127.0.0.1:0"])
+        .args(["--health-addr", "127.0.0.1:0"])
         .args(["--drain-delay", "0s", "--ready-file"])
         .arg(&path)
         .stdout(Stdio::null())
@@ -60,6 +61,7 @@ async fn serve_writes_the_real_grpc_and_admin_addresses() {
 
     assert_ne!(addresses.grpc.port(), 0);
     assert_ne!(addresses.admin.port(), 0);
+    assert_ne!(addresses.health.expect("the health lane").port(), 0);
     assert_eq!(addresses.console, None, "the console is dormant");
     assert_eq!(health.expect("the admin address answers").status(), 200);
     assert!(check.is_ok(), "{check:?}");

@@ -42,6 +42,7 @@ impl Replica {
             .args(["serve", "--database-url", &self.database_url])
             .args(["--grpc-addr", &format!("127.0.0.1:{}", self.grpc_port)])
             .args(["--admin-addr", &format!("127.0.0.1:{}", self.admin_port)])
+            .args(["--health-addr", "127.0.0.1:0"])
             .args(["--seed-products", "300", "--drain-delay", "500ms"])
             .stdout(Stdio::null())
             .stderr(log)

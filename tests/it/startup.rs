@@ -18,6 +18,8 @@ fn serve(args: &[&str]) -> (Option<i32>, String) {
             "127.0.0.1:0",
             "--admin-addr",
             "127.0.0.1:0",
+            "--health-addr",
+            "127.0.0.1:0",
         ])
         .args(args)
         .args(if args.contains(&"--database-url") {

@@ -136,6 +136,7 @@ async fn the_binary_exits_0_on_sigterm_after_dumps_every_time() {
             .args(["serve", "--database-url", "memory", "--seed-products", "10"])
             .args(["--grpc-addr", &format!("127.0.0.1:{grpc}")])
             .args(["--admin-addr", &format!("127.0.0.1:{admin}")])
+            .args(["--health-addr", "127.0.0.1:0"])
             .args(["--console-addr", "127.0.0.1:0", "--drain-delay", "0s"])
             .args(["--shutdown-grace", "10s", "--enable-faults"])
             .env("TOKIO_WORKER_THREADS", "2")
