@@ -289,7 +289,11 @@ def footprint_suite(binary, seconds):
     reader that stopped reading, and while streaming a catalogue 10x larger
     (SQLite, so that the catalogue itself lives on disk)."""
     results = {}
-    server = Server(binary, ["--database-url", "memory"])
+    # The 1,000 streams below come from one address: the default limits
+    # (1,024 calls, three quarters of them for one address) would refuse a
+    # quarter of them.
+    server = Server(binary, ["--database-url", "memory", "--max-concurrent-calls", "2048",
+                             "--max-calls-per-peer", "1536", "--max-calls-per-connection", "256"])
     try:
         time.sleep(0.5)
         idle = server.rss_mb()

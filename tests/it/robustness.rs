@@ -135,6 +135,29 @@ async fn an_unknown_method_is_unimplemented() {
 }
 
 #[tokio::test]
+async fn an_unknown_service_is_unimplemented_even_one_named_like_the_catalogue() {
+    let app = TestApp::builder().spawn().await;
+    let mut grpc = tonic::client::Grpc::new(app.channel.clone());
+
+    for path in [
+        "/catalogue.v1.CatalogueServiceX/GetProduct",
+        "/catalogue.v2.CatalogueService/GetProduct",
+        "/no.such.Service/GetProduct",
+    ] {
+        grpc.ready().await.expect("channel ready");
+        let status = grpc
+            .unary::<_, Product, _>(
+                tonic::Request::new(GetProductRequest::default()),
+                PathAndQuery::from_static(path),
+                tonic_prost::ProstCodec::default(),
+            )
+            .await
+            .expect_err("no such service");
+        assert_eq!(status.code(), Code::Unimplemented, "{path}");
+    }
+}
+
+#[tokio::test]
 async fn headers_over_16_kib_are_resource_exhausted_naming_the_size_and_the_limit() {
     let app = TestApp::builder().spawn().await;
     let mut client = app.client.clone();
