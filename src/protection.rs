@@ -512,10 +512,13 @@ where
         // answer's is never later than tonic's own (which would end the
         // call CANCELLED). Its timer is made only if the call has to wait.
         let started = (timeout.is_some() || lasts.is_some()).then(Instant::now);
-        let due = started
-            .zip(timeout)
-            .map(|(started, timeout)| started + timeout);
-        let ends = started.zip(lasts).map(|(started, lasts)| started + lasts);
+        // A deadline past what an `Instant` holds is none.
+        let after = |span: Option<Duration>| {
+            started
+                .zip(span)
+                .and_then(|(started, span)| started.checked_add(span))
+        };
+        let (due, ends) = (after(timeout), after(lasts));
         let lease = permit.map(|permit| Lease::new(permit, ends, &self.layer));
         if let (Some(lease), Some(idle)) = (&lease, self.layer.idle_timeout)
             && REFLECTION_PATHS.contains(&request.uri().path())
