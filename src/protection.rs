@@ -37,7 +37,9 @@
 //!   Health Watch streams, which must outlive any timeout, are bounded by
 //!   the client's `grpc-timeout` only. One timer serves a call's response:
 //!   the idle timer, set to the sooner of the idle instant and the call's
-//!   deadline.
+//!   deadline. A call with no deadline of its response's (every unary
+//!   call) has no timer: its connection's sweep (`connections.rs`) ends
+//!   it, at between 1 and 1.25 times the idle timeout.
 //! - `guard_connections` (`connections.rs`): bounds on open connections, in
 //!   all and per client IP with a reserve for addresses holding few
 //!   (`peers.rs`), a handshake timeout, an idle timeout, and a backoff after
@@ -53,7 +55,7 @@ use std::{
     pin::Pin,
     sync::{
         Arc,
-        atomic::{AtomicBool, AtomicU8, Ordering},
+        atomic::{AtomicBool, AtomicU8, AtomicU32, Ordering},
     },
     task::{Context, Poll, Wake, Waker, ready},
     time::Duration,
@@ -83,7 +85,7 @@ use crate::{
 mod connections;
 mod peers;
 
-use connections::ConnectionControl;
+use connections::{Answer, ConnectionControl};
 pub use connections::{
     ConnectionInfo, GuardedConnection, expose_tcp_info, fit_to_fd_limit, guard_connections,
     raise_fd_limit,
@@ -686,6 +688,10 @@ pub(crate) struct IdleWatch {
     idle_timeout: Option<Duration>,
     /// When the call must have ended.
     ends: Option<Instant>,
+    /// Instead of the timer, for a call with an idle timeout and no
+    /// deadline on a connection that sweeps (`connections::Sweep`): the
+    /// connection, and the call's key among its answers.
+    swept: Option<(Arc<ConnectionControl>, usize)>,
 }
 
 /// The resolution of tokio's timers.
@@ -721,6 +727,9 @@ struct Lease {
     requests_task: AtomicWaker,
     /// Set when the request is a stream watched by `RequestWatch`.
     requests_watched: AtomicBool,
+    /// The connection's sweep when the call last began to wait on its
+    /// client, for a call the sweep watches.
+    since: AtomicU32,
     ends: Option<Instant>,
     expired_total: Counter,
 }
@@ -736,6 +745,7 @@ impl Lease {
             done: AtomicBool::new(false),
             requests_task: AtomicWaker::new(),
             requests_watched: AtomicBool::new(false),
+            since: AtomicU32::new(0),
             ends,
             expired_total: layer.idle_expired.clone(),
         })
@@ -770,6 +780,26 @@ impl Lease {
     fn take_permit(&self) -> Option<Slots> {
         self.permit.lock().take()
     }
+
+    /// The call's connection, if it came on a guarded one.
+    fn connection(&self) -> Option<Arc<ConnectionControl>> {
+        self.permit
+            .lock()
+            .as_ref()
+            .and_then(|slots| slots.control.clone())
+    }
+}
+
+impl Answer for Lease {
+    fn waiting_since(&self) -> Option<u32> {
+        self.waiting_on_client
+            .load(Ordering::Acquire)
+            .then(|| self.since.load(Ordering::Relaxed))
+    }
+
+    fn stalled(&self) {
+        self.expire(IDLE, true);
+    }
 }
 
 impl Wake for Lease {
@@ -794,7 +824,16 @@ impl Wake for Lease {
 impl IdleWatch {
     fn new(lease: Arc<Lease>, idle_timeout: Option<Duration>) -> Self {
         let ends = lease.ends;
-        let timed = idle_timeout.is_some() || ends.is_some();
+        // Only an idle timeout (every unary call): the connection's sweep
+        // watches it, if it has one, for less than a timer of its own.
+        let swept = match (idle_timeout, ends) {
+            (Some(_), None) => lease.connection().and_then(|control| {
+                let key = control.watch(lease.clone())?;
+                Some((control, key))
+            }),
+            _ => None,
+        };
+        let timed = swept.is_none() && (idle_timeout.is_some() || ends.is_some());
         let mut watch = Self {
             lease,
             timer: timed
@@ -802,6 +841,7 @@ impl IdleWatch {
             armed: false,
             idle_timeout,
             ends,
+            swept,
         };
         // Armed from the start: a client that opens with a zero window is
         // never polled for a first frame.
@@ -816,6 +856,12 @@ impl IdleWatch {
 
     /// A frame went to hyper: from now on only the client can move the call.
     fn wait_on_client(&mut self) {
+        if let Some((control, _)) = &self.swept {
+            // Noted before the flag: a sweep that sees the flag sees when.
+            self.lease.since.store(control.sweeps(), Ordering::Relaxed);
+            self.lease.waiting_on_client.store(true, Ordering::Release);
+            return;
+        }
         let at = match (self.idle_timeout, self.ends) {
             (Some(idle), Some(ends)) => (Instant::now() + idle).min(ends),
             (Some(idle), None) => Instant::now() + idle,
@@ -914,6 +960,9 @@ impl IdleWatch {
 
 impl Drop for IdleWatch {
     fn drop(&mut self) {
+        if let Some((control, key)) = self.swept.take() {
+            control.unwatch(key);
+        }
         // A streaming request (`RequestWatch`) shares the lease: the call's
         // slots go back with its response, and its requests end.
         if self.lease.watches_requests() {

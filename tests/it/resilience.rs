@@ -336,6 +336,50 @@ async fn a_client_that_stops_reading_gives_its_slot_back_and_loses_its_connectio
     );
 }
 
+/// A unary answer is one small frame, but a client can still refuse it:
+/// with a window of 0 the server cannot send a byte of it, and hyper never
+/// asks the call's body for its frame.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_unary_answer_its_client_never_reads_gives_its_slot_back_and_loses_its_connection_after_the_idle_timeout()
+ {
+    let app = TestApp::builder()
+        .args(&["--max-concurrent-calls", "1", "--stream-idle-timeout", "1s"])
+        .spawn()
+        .await;
+    let shut_channel = Endpoint::from_shared(format!("http://{}", app.grpc_addr))
+        .unwrap()
+        .initial_stream_window_size(0)
+        .connect()
+        .await
+        .unwrap();
+    let stalled = tokio::spawn(async move {
+        CatalogueServiceClient::new(shut_channel)
+            .get_product(get_request(None))
+            .await
+    });
+    // Until the stalled call holds the only slot.
+    let while_stalled = loop {
+        match app.client.clone().get_product(get_request(None)).await {
+            Ok(_) => tokio::task::yield_now().await,
+            Err(status) => break status,
+        }
+    };
+    app.wait_for_value("catalogue_idle_calls_expired_total", &[], 1.0)
+        .await;
+    let after = app.client.clone().get_product(get_request(None)).await;
+    let stalled = stalled.await.expect("the stalled call's task");
+
+    assert_eq!(while_stalled.code(), Code::Unavailable, "{while_stalled:?}");
+    assert!(after.is_ok(), "slot not given back: {after:?}");
+    assert!(stalled.is_err(), "the unread answer arrived: {stalled:?}");
+    let scrape = app.scrape().await;
+    let closed = &[("reason", "stalled_call")];
+    assert_eq!(
+        value(&scrape, "catalogue_connections_refused_total", closed),
+        Some(1.0)
+    );
+}
+
 #[tokio::test]
 async fn a_stream_the_server_is_slow_to_produce_is_not_idle() {
     let app = TestApp::builder()
