@@ -124,10 +124,12 @@ async fn the_binary_prints_a_json_summary() {
 
 #[tokio::test]
 async fn an_unreachable_target_is_a_clear_error() {
-    let unused = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap();
+    // Bound and never listening: a connection to it is refused, and no
+    // server of another test can take the port while it is held (a port
+    // freed again could be, and would answer UNIMPLEMENTED).
+    let held = tokio::net::TcpSocket::new_v4().unwrap();
+    held.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let unused = held.local_addr().unwrap();
     let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_catalogue"))
         .args([
             "load",
