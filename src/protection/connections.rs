@@ -191,19 +191,17 @@ impl<S> GuardedIncoming<S> {
                 let period = timeout / SWEEPS_PER_IDLE_TIMEOUT;
                 Sweep {
                     period,
-                    timer: Box::pin(tokio::time::sleep(period)),
+                    timer: Alarm::after(period),
                 }
             }),
             idle: self.idle_timeout.map(|timeout| IdleCheck {
                 period: timeout / IDLE_CHECKS,
-                timer: Box::pin(tokio::time::sleep(timeout / IDLE_CHECKS)),
+                timer: Alarm::after(timeout / IDLE_CHECKS),
                 seen: 0,
                 quiet: 0,
                 closed_total: self.refusals.idle.clone(),
             }),
-            ends: self
-                .lifetime
-                .map(|lifetime| Box::pin(tokio::time::sleep(lifetime))),
+            ends: self.lifetime.map(Alarm::after),
             handshake: self.handshake_timeout.map(|timeout| Handshake {
                 deadline: Box::pin(tokio::time::sleep(timeout)),
                 frames: FrameScanner::default(),
@@ -303,6 +301,45 @@ impl FrameScanner {
     }
 }
 
+/// A timer of the connection's, checked at each of its reads. tokio's
+/// `Sleep::poll` enters three tracing spans (tokio_unstable), takes a unit
+/// of the task's cooperative budget and registers its waker: once polled,
+/// the waker stays the connection task's until the timer fires (a timer
+/// that fires wakes what it holds, then holds nothing), so in between one
+/// atomic load tells that it has not.
+struct Alarm {
+    sleep: Pin<Box<Sleep>>,
+    /// Polled since it was set: its waker is registered.
+    polled: bool,
+}
+
+impl Alarm {
+    fn after(duration: Duration) -> Self {
+        Self {
+            sleep: Box::pin(tokio::time::sleep(duration)),
+            polled: false,
+        }
+    }
+
+    /// Whether it has fired; the connection's task is woken when it does.
+    fn rang(&mut self, cx: &mut Context<'_>) -> bool {
+        if self.polled && !self.sleep.is_elapsed() {
+            return false;
+        }
+        self.polled = true;
+        self.sleep.as_mut().poll(cx).is_ready()
+    }
+
+    fn deadline(&self) -> tokio::time::Instant {
+        self.sleep.deadline()
+    }
+
+    fn reset(&mut self, at: tokio::time::Instant) {
+        self.sleep.as_mut().reset(at);
+        self.polled = false;
+    }
+}
+
 /// How many checks the idle timeout is cut into: a connection is closed
 /// after that many checks in a row found it idle.
 const IDLE_CHECKS: u32 = 4;
@@ -310,7 +347,7 @@ const IDLE_CHECKS: u32 = 4;
 /// The idle checks of a connection.
 struct IdleCheck {
     period: Duration,
-    timer: Pin<Box<Sleep>>,
+    timer: Alarm,
     /// `ConnectionControl::activity` at the last check.
     seen: u64,
     /// Checks in a row that found no call and no activity.
@@ -322,7 +359,7 @@ impl IdleCheck {
     /// Whether the connection has been idle for the whole timeout; the
     /// timer is set for the next check.
     fn idle_for_long(&mut self, control: &ConnectionControl, cx: &mut Context<'_>) -> bool {
-        while self.timer.as_mut().poll(cx).is_ready() {
+        while self.timer.rang(cx) {
             let activity = control.activity.load(Ordering::Relaxed);
             if activity == self.seen && control.open_calls.load(Ordering::Relaxed) == 0 {
                 self.quiet += 1;
@@ -335,7 +372,7 @@ impl IdleCheck {
                 return true;
             }
             let next = self.timer.deadline() + self.period;
-            self.timer.as_mut().reset(next);
+            self.timer.reset(next);
         }
         false
     }
@@ -351,15 +388,15 @@ const SWEEPS_PER_IDLE_TIMEOUT: u32 = 4;
 /// polls, each time it fires one sweep.
 struct Sweep {
     period: Duration,
-    timer: Pin<Box<Sleep>>,
+    timer: Alarm,
 }
 
 impl Sweep {
     fn run(&mut self, control: &ConnectionControl, cx: &mut Context<'_>) {
-        while self.timer.as_mut().poll(cx).is_ready() {
+        while self.timer.rang(cx) {
             control.sweep();
             let next = self.timer.deadline() + self.period;
-            self.timer.as_mut().reset(next);
+            self.timer.reset(next);
         }
     }
 }
@@ -411,7 +448,7 @@ pub struct GuardedConnection {
     sweep: Option<Sweep>,
     /// When it is closed whatever it is doing: `--max-connection-age` (tonic
     /// sends the GOAWAY) plus its grace.
-    ends: Option<Pin<Box<Sleep>>>,
+    ends: Option<Alarm>,
 }
 
 impl Drop for GuardedConnection {
@@ -575,7 +612,7 @@ impl AsyncRead for GuardedConnection {
             return Poll::Ready(Ok(()));
         }
         if let Some(ends) = &mut this.ends
-            && ends.as_mut().poll(cx).is_ready()
+            && ends.rang(cx)
         {
             return Poll::Ready(Err(io::Error::new(
                 io::ErrorKind::TimedOut,
