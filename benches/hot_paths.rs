@@ -59,7 +59,8 @@ fn telemetry_layer(c: &mut Criterion) {
         kind: method.kind(),
         traced: true,
     });
-    let layer = GrpcTelemetryLayer::new(&rpcs, None, &metrics, Some(tracing::Dispatch::none()));
+    let layer =
+        GrpcTelemetryLayer::new(&rpcs, None, &metrics, Some(tracing::Dispatch::none()), true);
     let ok = || {
         let mut response = http::Response::new(tonic::body::Body::empty());
         response

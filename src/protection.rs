@@ -69,10 +69,7 @@ use http_body::{Body, Frame, SizeHint};
 use metrics::Counter;
 use parking_lot::Mutex;
 use pin_project_lite::pin_project;
-use tokio::{
-    sync::{OwnedSemaphorePermit, Semaphore},
-    time::{Instant, Sleep},
-};
+use tokio::time::{Instant, Sleep};
 use tonic::{Status, metadata::MetadataValue};
 use tower::{Layer, Service};
 
@@ -82,8 +79,11 @@ use crate::{
     values::grpc_timeout_of,
 };
 
+mod capacity;
 mod connections;
 mod peers;
+
+use capacity::{Capacity, Slot};
 
 use connections::{Answer, ConnectionControl};
 pub use connections::{
@@ -331,8 +331,8 @@ fn sooner(one: Option<Duration>, other: Option<Duration>) -> Option<Duration> {
 /// The global concurrency limit; see the module docs.
 #[derive(Clone)]
 pub struct ShedLayer {
-    permits: Arc<Semaphore>,
-    watches: Arc<Semaphore>,
+    permits: Arc<Capacity>,
+    watches: Arc<Capacity>,
     pushback_ms: String,
     shed: Counter,
     shed_by_connection: Counter,
@@ -353,19 +353,17 @@ pub struct ShedLayer {
 
 impl ShedLayer {
     pub fn new(limits: &Limits, metrics: &Metrics) -> Self {
-        let max_calls = limits.max_concurrent_calls.min(Semaphore::MAX_PERMITS);
+        let max_calls = limits.max_concurrent_calls;
         // The registry keeps the value; the handle is not needed again. No
         // limit is no line at the top of a chart.
-        if max_calls < Semaphore::MAX_PERMITS {
+        if max_calls < usize::MAX {
             metrics
                 .gauge(&names::MAX_CONCURRENT_CALLS, &[])
                 .set(max_calls as f64);
         }
         Self {
-            permits: Arc::new(Semaphore::new(max_calls)),
-            watches: Arc::new(Semaphore::new(
-                limits.max_health_watches.min(Semaphore::MAX_PERMITS),
-            )),
+            permits: Capacity::new(max_calls),
+            watches: Capacity::new(limits.max_health_watches),
             pushback_ms: limits.retry_pushback.as_millis().to_string(),
             shed: metrics.counter(&names::SHED, &[("reason", "concurrency_limit")]),
             shed_by_connection: metrics.counter(&names::SHED, &[("reason", "connection_limit")]),
@@ -404,13 +402,13 @@ impl ShedLayer {
         let path = request.uri().path();
         let info = request.extensions().get::<ConnectionInfo>();
         if path == HEALTH_WATCH_PATH {
-            return match self.watches.clone().try_acquire_owned() {
-                Ok(watch) => Ok(Some(Slots::new(
+            return match self.watches.try_take() {
+                Some(watch) => Ok(Some(Slots::new(
                     watch,
                     None,
                     info.map(|info| info.control.clone()),
                 ))),
-                Err(_) => Err(&self.shed_watch),
+                None => Err(&self.shed_watch),
             };
         }
         if path.starts_with(NEVER_SHED_PREFIX) {
@@ -425,23 +423,23 @@ impl ShedLayer {
         if let Some(info) = info
             && self.reserve.refuses(
                 self.max_calls_per_peer
-                    .saturating_sub(info.peer_calls.available_permits()),
-                self.permits.available_permits(),
+                    .saturating_sub(info.peer_calls.available()),
+                self.permits.available(),
             )
         {
             return Err(&self.shed_reserved);
         }
-        let Ok(call) = self.permits.clone().try_acquire_owned() else {
+        let Some(call) = self.permits.try_take() else {
             return Err(&self.shed);
         };
         // A refusal here gives the slots taken so far back at once.
         let Some(info) = info else {
             return Ok(Some(Slots::new(call, None, None)));
         };
-        let Ok(peer) = info.peer_calls.clone().try_acquire_owned() else {
+        let Some(peer) = info.peer_calls.try_take() else {
             return Err(&self.shed_by_peer);
         };
-        let Ok(connection) = info.calls.clone().try_acquire_owned() else {
+        let Some(connection) = info.calls.try_take() else {
             return Err(&self.shed_by_connection);
         };
         Ok(Some(Slots::new(
@@ -637,9 +635,9 @@ pin_project! {
 /// slot (or, for a health Watch, a watch slot), its client IP's and its
 /// connection's.
 pub(crate) struct Slots {
-    _call: OwnedSemaphorePermit,
+    _call: Slot,
     /// Its client IP's and its connection's.
-    _peer_and_connection: Option<[OwnedSemaphorePermit; 2]>,
+    _peer_and_connection: Option<[Slot; 2]>,
     /// Its connection's, which counts its open calls (a connection with
     /// none is idle), and which it closes when the call is stuck behind a
     /// client that reads nothing.
@@ -648,8 +646,8 @@ pub(crate) struct Slots {
 
 impl Slots {
     fn new(
-        call: OwnedSemaphorePermit,
-        peer_and_connection: Option<[OwnedSemaphorePermit; 2]>,
+        call: Slot,
+        peer_and_connection: Option<[Slot; 2]>,
         control: Option<Arc<ConnectionControl>>,
     ) -> Self {
         if let Some(control) = &control {

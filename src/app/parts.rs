@@ -43,18 +43,20 @@ impl Parts {
     /// reads its tasks' numbers with the runtime's.
     pub(super) fn grpc_telemetry(&self) -> (GrpcTelemetryLayer, Collector) {
         let metrics = self.telemetry.metrics();
+        let runtime_metrics = !self.config.telemetry.no_runtime_metrics;
         let layer = GrpcTelemetryLayer::new(
             &server::served_rpcs(self.config.telemetry.trace_health_checks),
             self.telemetry.call_traces(),
             &metrics,
             self.telemetry.call_dispatch(),
+            runtime_metrics,
         );
         let collector = Collector::new(
             tokio::runtime::Handle::current(),
             metrics.clone(),
             self.scrape_hooks(&metrics),
             layer.task_monitors(),
-            !self.config.telemetry.no_runtime_metrics,
+            runtime_metrics,
         );
         (layer, collector)
     }

@@ -8,7 +8,9 @@
 //!   OpenTelemetry `rpc.server.call.duration` histogram;
 //! - stream metrics (messages, time to first message, time blocked on a slow
 //!   reader, cancellations) for streaming methods;
-//! - tokio-metrics `TaskMonitor` data per method.
+//! - tokio-metrics `TaskMonitor` data per method, when the runtime's
+//!   metrics are on (the collector reads them; a call's monitor reads the
+//!   clock and updates shared counters at each poll).
 //!
 //! It works at the HTTP/2 level, so it sees every service (catalogue, health,
 //! reflection) the same way and counts messages from the gRPC framing
@@ -60,6 +62,8 @@ struct Methods {
     unknown: Arc<RpcMetrics>,
     /// The same methods as CPU profile labels name them.
     labels: LabelTable,
+    /// Whether calls are instrumented with their method's task monitor.
+    monitored: bool,
 }
 
 impl Methods {
@@ -87,12 +91,14 @@ impl GrpcTelemetryLayer {
     /// Records the calls of `rpcs`; `traces` decides which are exported
     /// and makes their spans (none without it); metrics go to `metrics`,
     /// the events of the calls to `dispatch` (`None`: the process's default
-    /// dispatch is the app's; see `Telemetry::call_dispatch`).
+    /// dispatch is the app's; see `Telemetry::call_dispatch`); with
+    /// `monitored`, each call's polls go to its method's task monitor.
     pub fn new(
         rpcs: &[Rpc],
         traces: Option<CallTraces>,
         metrics: &Metrics,
         dispatch: Option<Dispatch>,
+        monitored: bool,
     ) -> Self {
         let unknown = Rpc {
             service: "unknown",
@@ -124,6 +130,7 @@ impl GrpcTelemetryLayer {
                 by_path,
                 unknown,
                 labels,
+                monitored,
             }),
             traces,
             dispatch,
@@ -191,8 +198,15 @@ where
             );
             let request = request.map(|body| count_received(body, method.received.clone()));
             let inner = self.inner.call(request);
+            let inner = if self.methods.monitored {
+                Monitored::Yes {
+                    inner: TaskMonitor::instrument(&method.monitor, inner),
+                }
+            } else {
+                Monitored::No { inner }
+            };
             ResponseFuture {
-                inner: TaskMonitor::instrument(&method.monitor, inner),
+                inner,
                 call: Some(call),
             }
         })
@@ -202,8 +216,28 @@ where
 pin_project! {
     pub struct ResponseFuture<F> {
         #[pin]
-        inner: tokio_metrics::Instrumented<F>,
+        inner: Monitored<F>,
         call: Option<Call>,
+    }
+}
+
+pin_project! {
+    /// A call's future, with its method's task monitor or without.
+    #[project = MonitoredProjection]
+    pub enum Monitored<F> {
+        Yes { #[pin] inner: tokio_metrics::Instrumented<F> },
+        No { #[pin] inner: F },
+    }
+}
+
+impl<F: Future> Future for Monitored<F> {
+    type Output = F::Output;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
+        match self.project() {
+            MonitoredProjection::Yes { inner } => inner.poll(cx),
+            MonitoredProjection::No { inner } => inner.poll(cx),
+        }
     }
 }
 

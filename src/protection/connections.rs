@@ -51,13 +51,13 @@ use slab::Slab;
 use tokio::{
     io::{AsyncRead, AsyncWrite, ReadBuf},
     net::TcpStream,
-    sync::Semaphore,
     time::Sleep,
 };
 use tonic::transport::server::{Connected, TcpConnectInfo};
 
 use super::{
     Limits,
+    capacity::Capacity,
     peers::{AddressSlot, AddressSlots, Refusal},
 };
 use crate::metrics::{Metrics, names};
@@ -117,7 +117,7 @@ where
             limits.max_connections_per_peer,
             limits.max_calls_per_peer,
         ),
-        calls_per_connection: limits.max_calls_per_connection.min(Semaphore::MAX_PERMITS),
+        calls_per_connection: limits.max_calls_per_connection,
         handshake_timeout: limits.handshake_timeout,
         idle_timeout: limits.connection_idle_timeout,
         call_idle_timeout: limits.stream_idle_timeout,
@@ -177,7 +177,7 @@ impl<S> GuardedIncoming<S> {
             stream,
             slot,
             open: self.open.clone(),
-            calls: Arc::new(Semaphore::new(self.calls_per_connection)),
+            calls: Capacity::new(self.calls_per_connection),
             control: Arc::new(ConnectionControl {
                 closing: AtomicBool::new(false),
                 task: AtomicWaker::new(),
@@ -437,7 +437,7 @@ pub struct GuardedConnection {
     slot: AddressSlot,
     open: Gauge,
     /// Its calls' slots (`--max-calls-per-connection`).
-    calls: Arc<Semaphore>,
+    calls: Arc<Capacity>,
     /// How its calls close it.
     control: Arc<ConnectionControl>,
     /// `None` with no `--connection-idle-timeout`.
@@ -553,9 +553,9 @@ impl ConnectionControl {
 #[derive(Debug, Clone)]
 pub struct ConnectionInfo {
     tcp: TcpConnectInfo,
-    pub(super) calls: Arc<Semaphore>,
+    pub(super) calls: Arc<Capacity>,
     /// Its client IP's, shared with the IP's other connections.
-    pub(super) peer_calls: Arc<Semaphore>,
+    pub(super) peer_calls: Arc<Capacity>,
     pub(super) control: Arc<ConnectionControl>,
 }
 

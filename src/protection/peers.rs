@@ -22,7 +22,8 @@
 use std::{collections::HashMap, net::IpAddr, sync::Arc};
 
 use parking_lot::Mutex;
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+
+use super::capacity::{Capacity, Slot};
 
 /// The largest share of the reserve one address may take.
 const SMALL_HOLDER: usize = 4;
@@ -70,7 +71,7 @@ pub enum Refusal {
 
 /// The connection slots of one listener; see the module docs.
 pub struct AddressSlots {
-    total: Arc<Semaphore>,
+    total: Arc<Capacity>,
     reserve: Reserve,
     open: Mutex<HashMap<IpAddr, Address>>,
     per_address: usize,
@@ -80,30 +81,29 @@ pub struct AddressSlots {
 struct Address {
     connections: usize,
     /// Shared by the address's connections (`--max-calls-per-peer`).
-    calls: Arc<Semaphore>,
+    calls: Arc<Capacity>,
 }
 
 /// One connection's slot: given back, and its address counted down, when
 /// it is dropped.
 pub struct AddressSlot {
-    _total: OwnedSemaphorePermit,
+    _total: Slot,
     slots: Arc<AddressSlots>,
     ip: IpAddr,
     /// Its address's call slots.
-    pub(super) calls: Arc<Semaphore>,
+    pub(super) calls: Arc<Capacity>,
 }
 
 impl AddressSlots {
     /// `total` connections, at most `per_address` from one IP, whose calls
     /// share `calls_per_address` call slots.
     pub fn new(total: usize, per_address: usize, calls_per_address: usize) -> Arc<Self> {
-        let total = total.min(Semaphore::MAX_PERMITS);
         Arc::new(Self {
-            total: Arc::new(Semaphore::new(total)),
+            total: Capacity::new(total),
             reserve: Reserve::of(total),
             open: Mutex::default(),
             per_address,
-            calls_per_address: calls_per_address.min(Semaphore::MAX_PERMITS),
+            calls_per_address,
         })
     }
 
@@ -111,18 +111,15 @@ impl AddressSlots {
         let mut open = self.open.lock();
         let address = open.entry(ip).or_insert_with(|| Address {
             connections: 0,
-            calls: Arc::new(Semaphore::new(self.calls_per_address)),
+            calls: Capacity::new(self.calls_per_address),
         });
         let held = address.connections;
         let admitted = if held >= self.per_address {
             Err(Refusal::PerAddress)
-        } else if self.reserve.refuses(held, self.total.available_permits()) {
+        } else if self.reserve.refuses(held, self.total.available()) {
             Err(Refusal::Reserve)
         } else {
-            self.total
-                .clone()
-                .try_acquire_owned()
-                .map_err(|_| Refusal::Total)
+            self.total.try_take().ok_or(Refusal::Total)
         };
         match admitted {
             Ok(permit) => {

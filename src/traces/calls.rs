@@ -40,6 +40,7 @@ use opentelemetry::{
 };
 use opentelemetry_sdk::trace::{SdkTracer, Span as SdkSpan};
 use parking_lot::Mutex;
+use smallvec::SmallVec;
 use tonic::{Code, transport::server::TcpConnectInfo};
 
 use super::{
@@ -144,7 +145,7 @@ impl CallTraces {
             ids: span.as_ref().map(|span| span.span_context().clone()),
             local,
             peer,
-            store_calls: Mutex::new(Vec::new()),
+            store_calls: Mutex::new(SmallVec::new()),
         });
         (span, recording)
     }
@@ -320,7 +321,9 @@ pub(crate) struct Recording {
     pub(crate) ids: Option<SpanContext>,
     local: Option<SocketAddr>,
     peer: Option<SocketAddr>,
-    store_calls: Mutex<Vec<StoreCall>>,
+    /// A GetProduct makes one: kept in place, not in an allocation of
+    /// its own for every call.
+    store_calls: Mutex<SmallVec<[StoreCall; 1]>>,
 }
 
 impl Recording {

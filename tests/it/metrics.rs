@@ -289,3 +289,32 @@ async fn a_slow_reader_shows_as_time_blocked() {
         "blocked time recorded: {blocked:?}"
     );
 }
+
+/// `--no-runtime-metrics` turns off the runtime's and the tasks' numbers,
+/// not the calls': no call is left uncounted because its task is not
+/// monitored.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_runtime_metrics_calls_are_counted_and_no_task_or_runtime_series_is_exported() {
+    let mut app = TestApp::builder()
+        .args(&["--no-runtime-metrics"])
+        .spawn()
+        .await;
+    call_each_rpc(&mut app).await;
+
+    let scrape = app.scrape().await;
+
+    let handled = method_value(
+        &scrape,
+        "grpc_server_handled_total",
+        "GetProduct",
+        &[("grpc_code", "OK")],
+    );
+    assert_eq!(handled, Some(7.0));
+    let runtime_series: Vec<&str> = scrape
+        .samples
+        .iter()
+        .map(|sample| sample.metric.as_str())
+        .filter(|name| name.starts_with("tokio_"))
+        .collect();
+    assert!(runtime_series.is_empty(), "{runtime_series:?}");
+}

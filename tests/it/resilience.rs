@@ -352,18 +352,32 @@ async fn a_unary_answer_its_client_never_reads_gives_its_slot_back_and_loses_its
         .connect()
         .await
         .unwrap();
-    let stalled = tokio::spawn(async move {
-        CatalogueServiceClient::new(shut_channel)
-            .get_product(get_request(None))
-            .await
-    });
-    // Until the stalled call holds the only slot.
-    let while_stalled = loop {
-        match app.client.clone().get_product(get_request(None)).await {
-            Ok(_) => tokio::task::yield_now().await,
-            Err(status) => break status,
-        }
-    };
+    let mut shut = CatalogueServiceClient::new(shut_channel);
+    // Answered trailers-only (no DATA: no window needed). Until the server
+    // has read the client's SETTINGS it may send as if the window were the
+    // default's, and the client would close the connection for it; once
+    // this is answered, the window of 0 is the server's too.
+    let refused = shut
+        .get_product(GetProductRequest {
+            product_id: String::new(),
+        })
+        .await
+        .expect_err("an empty id is refused");
+    assert_eq!(refused.code(), Code::InvalidArgument, "{refused:?}");
+    let stalled = tokio::spawn(async move { shut.get_product(get_request(None)).await });
+    // It holds the only slot (no other call runs to take it first).
+    let get_product = [
+        ("grpc_service", "catalogue.v1.CatalogueService"),
+        ("grpc_method", "GetProduct"),
+    ];
+    app.wait_for_value("grpc_server_in_flight_requests", &get_product, 1.0)
+        .await;
+    let while_stalled = app
+        .client
+        .clone()
+        .get_product(get_request(None))
+        .await
+        .expect_err("the stalled call holds the only slot");
     app.wait_for_value("catalogue_idle_calls_expired_total", &[], 1.0)
         .await;
     let after = app.client.clone().get_product(get_request(None)).await;
