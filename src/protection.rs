@@ -76,7 +76,7 @@ use tower::{Layer, Service};
 use crate::{
     method::Method,
     metrics::{Metrics, names},
-    values::grpc_timeout_of,
+    values::{grpc_timeout_of, positive_duration},
 };
 
 mod capacity;
@@ -122,7 +122,7 @@ pub struct ProtectionConfig {
     /// with DEADLINE_EXCEEDED; one left unread closes its connection (only
     /// that releases its buffers). Time the server spends producing does
     /// not count.
-    #[arg(long, env = "CATALOGUE_STREAM_IDLE_TIMEOUT", default_value = "30s", value_parser = humantime::parse_duration)]
+    #[arg(long, env = "CATALOGUE_STREAM_IDLE_TIMEOUT", default_value = "30s", value_parser = positive_duration)]
     pub stream_idle_timeout: Duration,
 
     /// Open client connections; connections beyond it are closed at once.

@@ -60,6 +60,7 @@ fn zero_where_zero_breaks_the_server_exits_2_naming_the_flag() {
         "--store-health-interval",
         "--db-acquire-timeout",
         "--db-statement-timeout",
+        "--stream-idle-timeout",
     ] {
         let zero = if flag.ends_with("-probes") || flag.ends_with("-concurrency") {
             "0"
