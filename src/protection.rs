@@ -84,7 +84,6 @@ mod connections;
 mod peers;
 
 use capacity::{Capacity, Slot};
-
 use connections::{Answer, ConnectionControl};
 pub use connections::{
     ConnectionInfo, GuardedConnection, expose_tcp_info, fit_to_fd_limit, guard_connections,

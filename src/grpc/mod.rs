@@ -39,6 +39,7 @@ use std::{
 };
 
 use bytes::Bytes;
+use futures::future::Either;
 use http::{Request, Response};
 use http_body::Body;
 use pin_project_lite::pin_project;
@@ -199,11 +200,9 @@ where
             let request = request.map(|body| count_received(body, method.received.clone()));
             let inner = self.inner.call(request);
             let inner = if self.methods.monitored {
-                Monitored::Yes {
-                    inner: TaskMonitor::instrument(&method.monitor, inner),
-                }
+                Either::Left(TaskMonitor::instrument(&method.monitor, inner))
             } else {
-                Monitored::No { inner }
+                Either::Right(inner)
             };
             ResponseFuture {
                 inner,
@@ -216,28 +215,9 @@ where
 pin_project! {
     pub struct ResponseFuture<F> {
         #[pin]
-        inner: Monitored<F>,
+        // With its method's task monitor, or without.
+        inner: Either<tokio_metrics::Instrumented<F>, F>,
         call: Option<Call>,
-    }
-}
-
-pin_project! {
-    /// A call's future, with its method's task monitor or without.
-    #[project = MonitoredProjection]
-    pub enum Monitored<F> {
-        Yes { #[pin] inner: tokio_metrics::Instrumented<F> },
-        No { #[pin] inner: F },
-    }
-}
-
-impl<F: Future> Future for Monitored<F> {
-    type Output = F::Output;
-
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
-        match self.project() {
-            MonitoredProjection::Yes { inner } => inner.poll(cx),
-            MonitoredProjection::No { inner } => inner.poll(cx),
-        }
     }
 }
 

@@ -187,16 +187,11 @@ impl<S> GuardedIncoming<S> {
                 answers: self.call_idle_timeout.map(|_| Answers::default()),
                 sweeps: AtomicU32::new(0),
             }),
-            sweep: self.call_idle_timeout.map(|timeout| {
-                let period = period(timeout, SWEEPS_PER_IDLE_TIMEOUT);
-                Sweep {
-                    period,
-                    timer: Alarm::after(period),
-                }
-            }),
+            sweep: self
+                .call_idle_timeout
+                .map(|timeout| Every::new(timeout, SWEEPS_PER_IDLE_TIMEOUT)),
             idle: self.idle_timeout.map(|timeout| IdleCheck {
-                period: period(timeout, IDLE_CHECKS),
-                timer: Alarm::after(period(timeout, IDLE_CHECKS)),
+                timer: Every::new(timeout, IDLE_CHECKS),
                 seen: 0,
                 quiet: 0,
                 closed_total: self.refusals.idle.clone(),
@@ -348,14 +343,41 @@ fn period(timeout: Duration, checks: u32) -> Duration {
     (timeout / checks).max(Duration::from_millis(1))
 }
 
+/// An alarm that rings every `timeout / checks`: a connection's periodic
+/// checks (the idle check, the sweep of its answers).
+struct Every {
+    alarm: Alarm,
+    period: Duration,
+}
+
+impl Every {
+    fn new(timeout: Duration, checks: u32) -> Self {
+        let period = period(timeout, checks);
+        Self {
+            alarm: Alarm::after(period),
+            period,
+        }
+    }
+
+    /// Whether a period ended since the last call that said so; the alarm
+    /// is then set for the end of the next.
+    fn ticked(&mut self, cx: &mut Context<'_>) -> bool {
+        if !self.alarm.rang(cx) {
+            return false;
+        }
+        let next = self.alarm.deadline() + self.period;
+        self.alarm.reset(next);
+        true
+    }
+}
+
 /// How many checks the idle timeout is cut into: a connection is closed
 /// after that many checks in a row found it idle.
 const IDLE_CHECKS: u32 = 4;
 
 /// The idle checks of a connection.
 struct IdleCheck {
-    period: Duration,
-    timer: Alarm,
+    timer: Every,
     /// `ConnectionControl::activity` at the last check.
     seen: u64,
     /// Checks in a row that found no call and no activity.
@@ -367,7 +389,7 @@ impl IdleCheck {
     /// Whether the connection has been idle for the whole timeout; the
     /// timer is set for the next check.
     fn idle_for_long(&mut self, control: &ConnectionControl, cx: &mut Context<'_>) -> bool {
-        while self.timer.rang(cx) {
+        while self.timer.ticked(cx) {
             let activity = control.activity.load(Ordering::Relaxed);
             if activity == self.seen && control.open_calls.load(Ordering::Relaxed) == 0 {
                 self.quiet += 1;
@@ -379,8 +401,6 @@ impl IdleCheck {
                 self.closed_total.increment(1);
                 return true;
             }
-            let next = self.timer.deadline() + self.period;
-            self.timer.reset(next);
         }
         false
     }
@@ -391,23 +411,6 @@ impl IdleCheck {
 /// `n + SWEEPS_PER_IDLE_TIMEOUT + 1` has waited at least the timeout, and
 /// less than 1.25 times it.
 const SWEEPS_PER_IDLE_TIMEOUT: u32 = 4;
-
-/// The sweeps of a connection's answers: a timer the connection's task
-/// polls, each time it fires one sweep.
-struct Sweep {
-    period: Duration,
-    timer: Alarm,
-}
-
-impl Sweep {
-    fn run(&mut self, control: &ConnectionControl, cx: &mut Context<'_>) {
-        while self.timer.rang(cx) {
-            control.sweep();
-            let next = self.timer.deadline() + self.period;
-            self.timer.reset(next);
-        }
-    }
-}
 
 /// A call's answer its connection's sweep watches (the call's
 /// `protection::Lease`).
@@ -453,7 +456,7 @@ pub struct GuardedConnection {
     /// `None` once the first header block has arrived (or with no timeout).
     handshake: Option<Handshake>,
     /// `None` with no `--stream-idle-timeout`.
-    sweep: Option<Sweep>,
+    sweep: Option<Every>,
     /// When it is closed whatever it is doing: `--max-connection-age` (tonic
     /// sends the GOAWAY) plus its grace.
     ends: Option<Alarm>,
@@ -603,7 +606,9 @@ impl AsyncRead for GuardedConnection {
         let this = self.get_mut();
         this.control.task.register(cx.waker());
         if let Some(sweep) = &mut this.sweep {
-            sweep.run(&this.control, cx);
+            while sweep.ticked(cx) {
+                this.control.sweep();
+            }
         }
         if this.control.closing.load(Ordering::Acquire) {
             return Poll::Ready(Err(io::Error::new(

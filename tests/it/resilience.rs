@@ -9,7 +9,10 @@ use catalogue::api::{
         GetProductRequest, ListProductsRequest, catalogue_service_client::CatalogueServiceClient,
     },
 };
-use tonic::{Code, Request, transport::Endpoint};
+use tonic::{
+    Code, Request,
+    transport::{Channel, Endpoint},
+};
 use tonic_health::pb::{
     HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
 };
@@ -24,6 +27,19 @@ fn get_request(deadline: Option<Duration>) -> Request<GetProductRequest> {
         request.set_timeout(deadline);
     }
     request
+}
+
+/// A client of `app` on a connection of its own whose streams' flow-control
+/// window is `bytes`: the server can send no more of an answer until the
+/// client reads it.
+async fn client_with_window(app: &TestApp, bytes: u32) -> CatalogueServiceClient<Channel> {
+    let channel = Endpoint::from_shared(format!("http://{}", app.grpc_addr))
+        .unwrap()
+        .initial_stream_window_size(bytes)
+        .connect()
+        .await
+        .unwrap();
+    CatalogueServiceClient::new(channel)
 }
 
 fn stock_source(response: &tonic::Response<catalogue::api::proto::Product>) -> &str {
@@ -289,13 +305,8 @@ async fn a_client_that_stops_reading_gives_its_slot_back_and_loses_its_connectio
         .spawn()
         .await;
     // A window far smaller than a page: the server stalls after 1 KiB.
-    let stalled_channel = Endpoint::from_shared(format!("http://{}", app.grpc_addr))
-        .unwrap()
-        .initial_stream_window_size(1024)
-        .connect()
+    let mut stalled = client_with_window(&app, 1024)
         .await
-        .unwrap();
-    let mut stalled = CatalogueServiceClient::new(stalled_channel)
         .list_products(ListProductsRequest {
             page_size: 200,
             ..Default::default()
@@ -346,13 +357,7 @@ async fn a_unary_answer_its_client_never_reads_gives_its_slot_back_and_loses_its
         .args(&["--max-concurrent-calls", "1", "--stream-idle-timeout", "1s"])
         .spawn()
         .await;
-    let shut_channel = Endpoint::from_shared(format!("http://{}", app.grpc_addr))
-        .unwrap()
-        .initial_stream_window_size(0)
-        .connect()
-        .await
-        .unwrap();
-    let mut shut = CatalogueServiceClient::new(shut_channel);
+    let mut shut = client_with_window(&app, 0).await;
     // Answered trailers-only (no DATA: no window needed). Until the server
     // has read the client's SETTINGS it may send as if the window were the
     // default's, and the client would close the connection for it; once
