@@ -542,7 +542,9 @@ pin_project! {
             #[pin] inner: F,
             // Made the first time the call has to wait with a deadline to
             // keep: an untimed call, or one answered at once, has no timer.
-            #[pin] deadline: Option<Sleep>,
+            // Boxed: a tokio `Sleep` is 232 bytes, which every layer above
+            // would otherwise move for every call, timed or not.
+            deadline: Option<Pin<Box<Sleep>>>,
             // When the call must have answered.
             due: Option<Instant>,
             // How long after it started.
@@ -565,7 +567,7 @@ where
         match self.project() {
             ShedFutureProjection::Admitted {
                 inner,
-                mut deadline,
+                deadline,
                 due,
                 timeout,
                 lease,
@@ -574,13 +576,10 @@ where
                 let result = match (inner.poll(cx), *due, *timeout) {
                     (Poll::Ready(result), ..) => result,
                     (Poll::Pending, Some(due), Some(timeout)) => {
-                        if deadline.is_none() {
-                            deadline.set(Some(tokio::time::sleep_until(due)));
-                        }
                         ready!(
                             deadline
-                                .as_pin_mut()
-                                .expect("the deadline's timer is made above")
+                                .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(due)))
+                                .as_mut()
                                 .poll(cx)
                         );
                         let status = Status::deadline_exceeded(format!(

@@ -77,7 +77,7 @@ where
             }
         } else {
             RouteFuture::Routes {
-                inner: self.routes.call(request),
+                inner: Box::pin(self.routes.call(request)),
             }
         }
     }
@@ -87,7 +87,10 @@ pin_project! {
     #[project = RouteFutureProjection]
     pub(crate) enum RouteFuture<C, R> {
         Catalogue { #[pin] inner: C },
-        Routes { #[pin] inner: R },
+        // Boxed: the router's future is 320 bytes, and the enum is as large
+        // as its largest variant, which every layer above would move for
+        // every catalogue call too.
+        Routes { inner: Pin<Box<R>> },
     }
 }
 
@@ -104,6 +107,7 @@ where
                 .poll(cx)
                 .map_ok(|response| response.map(http_body_util::Either::Left)),
             RouteFutureProjection::Routes { inner } => inner
+                .as_mut()
                 .poll(cx)
                 .map_ok(|response| response.map(http_body_util::Either::Right)),
         }
