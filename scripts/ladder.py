@@ -89,11 +89,14 @@ def main():
     with tempfile.NamedTemporaryFile(suffix=".bin", delete=False) as body:
         body.write(bench.get_product_body())
 
-    counted = {}
+    counted, raw = {}, {}
     for rung in RUNGS:
         argv, env = argv_of(rung, binaries, sink)
-        counted[rung[0]] = instructions.count(argv, env, body.name, args.calls)
-        print(f"{rung[0]}: {counted[rung[0]]:,.0f} instructions per call", file=sys.stderr, flush=True)
+        result = instructions.count(argv, env, body.name, args.calls)
+        counted[rung[0]] = result["per_call"]
+        raw[rung[0]] = result
+        print(f"{rung[0]}: {counted[rung[0]]:,.0f} instructions per call ({result['counted']:,.0f} as counted, "
+              f"{result['background']:,.0f} a second of background work)", file=sys.stderr, flush=True)
 
     cpu = {rung[0]: [] for rung in RUNGS}
     rate = {rung[0]: [] for rung in RUNGS}
@@ -117,7 +120,10 @@ def main():
     for name, adds, *_ in RUNGS:
         row = {"rung": name, "adds": adds, "instructions_per_call": round(counted[name]),
                "instructions_added": round(counted[name] - counted[previous]) if previous else 0,
-               "x_bare_instructions": round(counted[name] / counted[bare], 2)}
+               "x_bare_instructions": round(counted[name] / counted[bare], 2),
+               "instructions_as_counted": round(raw[name]["counted"]),
+               "background_instructions_per_s": round(raw[name]["background"]),
+               "window_s": round(raw[name]["seconds"], 1)}
         if cpu[name]:
             row.update({"cpu_us_per_call": round(statistics.median(cpu[name]), 1),
                         "x_bare_cpu": round(statistics.median(cpu[name]) / statistics.median(cpu[bare]), 2),
@@ -197,8 +203,16 @@ holds every rung below it.
 Instructions per call are counted by callgrind (`scripts/instructions.py`):
 {results['calls']:,} calls after 2,000 to warm up, and the 6.5 s after them, so
 that the batch exporter's work for the traced calls is counted too. They
-are the same from run to run whatever else the machine does, which is what
-makes a rung of a few hundred instructions visible. {timing}
+are the same from run to run whatever else the machine does, within a few
+hundred, which is what makes a rung of a few hundred instructions visible.
+Work the server does by the clock rather than by call (the metrics
+recorder's upkeep each second, the runtime collector, timers) is counted as
+it falls on a call at {results['steady_rate_per_s']:,} calls a second: the server's
+instructions per second with no calls are counted first and that rate is
+taken out of the window and put back at the steady rate. Counted as it
+fell in the window ({full['window_s']} s for the production rung's calls under
+callgrind), it charged each call {full['window_s'] * results['steady_rate_per_s'] / results['calls']:.0f} times its share: that
+rung is {full['instructions_as_counted']:,} per call counted that way, against {full['instructions_per_call']:,}. {timing}
 
 ## What each rung adds
 

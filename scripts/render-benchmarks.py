@@ -91,8 +91,10 @@ one message, and the peak while streaming a SQLite catalogue ten times
 larger (`rss_growth_10x_catalogue`: 1.0 is flat).""",
     "ladder": """\
 Each rung adds one layer to a bare tonic server, measured by instruction
-count per GetProduct (callgrind) and CPU per call; `x_bare_cpu` is the CPU
-per call against the bare rung's.""",
+count per GetProduct (callgrind; work done by the clock counted as it falls
+on a call at the steady rate, `instructions_as_counted` as it fell in the
+window) and CPU per call; `x_bare_cpu` is the CPU per call against the bare
+rung's.""",
 }
 
 HEADER_KEYS = ("date", "commit", "machine")
