@@ -203,8 +203,10 @@ holds every rung below it.
 Instructions per call are counted by callgrind (`scripts/instructions.py`):
 {results['calls']:,} calls after 2,000 to warm up, and the 6.5 s after them, so
 that the batch exporter's work for the traced calls is counted too. They
-are the same from run to run whatever else the machine does, within a few
-hundred, which is what makes a rung of a few hundred instructions visible.
+repeat within about a hundred instructions from run to run whatever the
+rest of the machine does, which is what makes a rung of a few hundred
+visible; the two traced rungs within a few hundred, since which calls are sampled is random
+(one standard deviation of 300 sampled calls costs about 160 a call).
 Work the server does by the clock rather than by call (the metrics
 recorder's upkeep each second, the runtime collector, timers) is counted as
 it falls on a call at {results['steady_rate_per_s']:,} calls a second: the server's
