@@ -6,6 +6,8 @@
 use http::HeaderMap;
 use tonic::Code;
 
+use crate::values::header;
+
 /// gRPC status code names as go-grpc-prometheus writes them (`grpc_code`),
 /// indexed by code.
 pub(crate) const GO_CODE_NAMES: [&str; 17] = [
@@ -65,10 +67,7 @@ pub(crate) fn code_index(code: Code) -> usize {
 /// trailers.
 pub(crate) fn grpc_status(headers: &HeaderMap) -> Option<Code> {
     static GRPC_STATUS: http::HeaderName = http::HeaderName::from_static("grpc-status");
-    // Found by comparing names, not by hashing one: a response's headers
-    // and trailers hold a few fields, and a lookup hashed "grpc-status"
-    // twice a call (about 300 instructions, callgrind).
-    let (_, value) = headers.iter().find(|(name, _)| **name == GRPC_STATUS)?;
+    let value = header(headers, &GRPC_STATUS)?;
     let code: i32 = value.to_str().ok()?.parse().ok()?;
     Some(Code::from_i32(code))
 }

@@ -535,8 +535,7 @@ static BAGGAGE: HeaderName = HeaderName::from_static("baggage");
 /// What the caller sent of W3C trace context and baggage, through the
 /// app's propagator; most calls send neither, and then it is not asked.
 fn caller_context(headers: &HeaderMap) -> Context {
-    // One pass comparing names: a call's headers are a handful, and two
-    // hashed lookups cost about 300 instructions a call (callgrind).
+    // One pass comparing names, as `values::header` finds one.
     if !headers
         .keys()
         .any(|name| *name == TRACEPARENT || *name == BAGGAGE)
