@@ -46,9 +46,9 @@ const MAX_REQUEST_BYTES: usize = 64 * 1024;
 /// h2's bound on request headers; `ShedLayer` refuses a call over a quarter.
 const MAX_HEADER_LIST_BYTES: u32 = 64 * 1024;
 /// TCP keepalive on accepted connections: the kernel finds a peer that
-/// vanished (no FIN, no RST) even on a connection HTTP/2 pings do not
-/// reach yet (one still in its handshake): first probe after 60 s idle,
-/// then every 10 s, three unanswered probes close it.
+/// vanished (no FIN, no RST) on an idle connection, even one still in its
+/// handshake: first probe after 60 s idle, then every 10 s, three
+/// unanswered probes close it.
 const TCP_KEEPALIVE_TIME: std::time::Duration = std::time::Duration::from_secs(60);
 const TCP_KEEPALIVE_INTERVAL: std::time::Duration = std::time::Duration::from_secs(10);
 const TCP_KEEPALIVE_RETRIES: u32 = 3;
