@@ -60,9 +60,9 @@ const TCP_KEEPALIVE_RETRIES: u32 = 3;
 /// pings would find them too, and a client process hung behind a live
 /// kernel, but hyper's keepalive reads the clock and polls a timer at every
 /// poll of every connection: 1,472 instructions of a GetProduct's 59,133
-/// (callgrind, `scripts/instructions.py`). A hung client's calls and
-/// connection are ended by `--stream-idle-timeout` and
-/// `--connection-idle-timeout` all the same.
+/// (callgrind, `scripts/instructions.py`). A hung client's unread answers
+/// end at `--stream-idle-timeout`, its connection at
+/// `--connection-idle-timeout` or `--max-connection-age` (docs/overload.md).
 const TCP_USER_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(20);
 
 /// The services the server answers besides reflection.
