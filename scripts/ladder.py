@@ -50,11 +50,12 @@ RUNGS = [
     ("+ runtime histograms", "tokio's poll-time and schedule-latency histograms",
      "bare", ["--up-to", "runtime-histograms"], {}),
     ("+ task list", "the task list's spawn and terminate hooks", "bare", ["--up-to", "task-list"], {}),
-    ("+ telemetry layer, metrics only", "the catalogue binary: RED and stream metrics, task monitors, "
+    ("+ telemetry layer, metrics only", "the catalogue binary: RED and stream metrics, "
      "profile labels, the app's log subscriber, and its own routing (catalogue calls skip tonic's "
      "axum router, which every rung below pays); no runtime metrics, no heap profiling",
      "catalogue", ["--no-runtime-metrics"], NO_HEAP_PROFILE),
-    ("+ runtime metrics", "the runtime and task metrics collector (at scrape time)", "catalogue", [], NO_HEAP_PROFILE),
+    ("+ runtime metrics", "each call's method task monitor, and the runtime and task metrics collector "
+     "(at scrape time)", "catalogue", [], NO_HEAP_PROFILE),
     ("+ heap-profile sampling", "jemalloc's heap profiling (the binary's default MALLOC_CONF: prof:true, a sample per 2 MiB)",
      "catalogue", [], {}),
     ("+ traces 10 %, no keep", "OTLP export of 10 % of calls (head sampling)",
