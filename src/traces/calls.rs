@@ -50,6 +50,7 @@ use super::{
 use crate::{
     method::Rpc,
     status::{OTEL_CODE_NAMES, code_index},
+    values::header,
 };
 
 /// What decides which calls are exported and makes their spans; `None` in
@@ -535,11 +536,7 @@ static BAGGAGE: HeaderName = HeaderName::from_static("baggage");
 /// What the caller sent of W3C trace context and baggage, through the
 /// app's propagator; most calls send neither, and then it is not asked.
 fn caller_context(headers: &HeaderMap) -> Context {
-    // One pass comparing names, as `values::header` finds one.
-    if !headers
-        .keys()
-        .any(|name| *name == TRACEPARENT || *name == BAGGAGE)
-    {
+    if header(headers, &TRACEPARENT).is_none() && header(headers, &BAGGAGE).is_none() {
         return Context::new();
     }
     opentelemetry::global::get_text_map_propagator(|propagator| {
