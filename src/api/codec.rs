@@ -22,8 +22,8 @@ use super::proto;
 
 /// How large the buffer a single product or a request is encoded in
 /// starts. tonic's 8 KiB is above jemalloc's fast path (4 KiB), so it was a
-/// slow allocation and free, and a third of the 25 KiB a fully observed
-/// GetProduct allocated: of what the heap profiler samples.
+/// slow allocation and free; and it was a third of the 25 KiB a fully
+/// observed GetProduct allocated, so of what the heap profiler sampled.
 pub const BUFFER: usize = 1024;
 
 /// tonic's default buffer, for answers that are a page or a stream: a
