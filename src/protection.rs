@@ -64,7 +64,7 @@ use std::{
 use bytes::Bytes;
 use clap::Args;
 use futures::task::AtomicWaker;
-use http::{Request, Response};
+use http::{HeaderName, Request, Response};
 use http_body::{Body, Frame, SizeHint};
 use metrics::Counter;
 use parking_lot::Mutex;
@@ -76,7 +76,7 @@ use tower::{Layer, Service};
 use crate::{
     method::Method,
     metrics::{Metrics, names},
-    values::{grpc_timeout_of, positive_duration},
+    values::{self, positive_duration},
 };
 
 mod capacity;
@@ -285,29 +285,48 @@ const REFLECTION_PATHS: [&str; 2] = [
 /// UNKNOWN or UNAVAILABLE with no word of the size.
 pub(crate) const MAX_HEADER_LIST_BYTES: usize = 16 * 1024;
 
-/// RESOURCE_EXHAUSTED naming the size and the limit, for a call whose
-/// headers are over `MAX_HEADER_LIST_BYTES`, counted as HTTP/2's
-/// SETTINGS_MAX_HEADER_LIST_SIZE counts them (name, value and 32 bytes a
-/// field; the path and authority too).
-fn too_many_header_bytes<B>(request: &Request<B>) -> Option<Response<tonic::body::Body>> {
-    const FIELD_OVERHEAD: usize = 32;
-    let uri = request.uri();
-    let pseudo = uri.path_and_query().map_or(0, |path| path.as_str().len())
-        + uri
-            .authority()
-            .map_or(0, |authority| authority.as_str().len());
-    let size = request
-        .headers()
-        .iter()
-        .map(|(name, value)| name.as_str().len() + value.len() + FIELD_OVERHEAD)
-        .sum::<usize>()
-        + pseudo;
-    (size > MAX_HEADER_LIST_BYTES).then(|| {
-        Status::resource_exhausted(format!(
-            "request headers of {size} bytes are over the limit of {MAX_HEADER_LIST_BYTES} bytes"
-        ))
-        .into_http()
-    })
+/// What `Shed` reads of a call's headers, in one pass over them.
+struct RequestHeaders {
+    /// Their size as HTTP/2's SETTINGS_MAX_HEADER_LIST_SIZE counts it
+    /// (name, value and 32 bytes a field; the path and authority too).
+    bytes: usize,
+    /// The client's `grpc-timeout`, if it sent one that parses.
+    grpc_timeout: Option<Duration>,
+}
+
+impl RequestHeaders {
+    fn of<B>(request: &Request<B>) -> Self {
+        const FIELD_OVERHEAD: usize = 32;
+        static GRPC_TIMEOUT: HeaderName = HeaderName::from_static("grpc-timeout");
+        let uri = request.uri();
+        let mut bytes = uri.path_and_query().map_or(0, |path| path.as_str().len())
+            + uri
+                .authority()
+                .map_or(0, |authority| authority.as_str().len());
+        let mut grpc_timeout = None;
+        for (name, value) in request.headers() {
+            bytes += name.as_str().len() + value.len() + FIELD_OVERHEAD;
+            if grpc_timeout.is_none() && *name == GRPC_TIMEOUT {
+                grpc_timeout = Some(value);
+            }
+        }
+        Self {
+            bytes,
+            grpc_timeout: grpc_timeout.and_then(|value| values::grpc_timeout(value.to_str().ok()?)),
+        }
+    }
+
+    /// RESOURCE_EXHAUSTED naming the size and the limit, for headers over
+    /// `MAX_HEADER_LIST_BYTES`.
+    fn too_many_bytes(&self) -> Option<Response<tonic::body::Body>> {
+        (self.bytes > MAX_HEADER_LIST_BYTES).then(|| {
+            Status::resource_exhausted(format!(
+                "request headers of {} bytes are over the limit of {MAX_HEADER_LIST_BYTES} bytes",
+                self.bytes
+            ))
+            .into_http()
+        })
+    }
 }
 
 /// Whether a call's response is a stream bounded by `--stream-timeout`
@@ -382,10 +401,12 @@ impl ShedLayer {
     /// ended, after it started: the server's timeouts, or the client's
     /// `grpc-timeout` if sooner. A unary call's response is whole once
     /// answered (only the idle timeout bounds its sending).
-    fn deadlines<B>(&self, request: &Request<B>) -> (Option<Duration>, Option<Duration>) {
-        let client = grpc_timeout_of(request.headers());
+    fn deadlines(
+        &self,
+        path: &str,
+        client: Option<Duration>,
+    ) -> (Option<Duration>, Option<Duration>) {
         let answer = sooner(self.request_timeout, client);
-        let path = request.uri().path();
         if path == HEALTH_WATCH_PATH {
             (answer, client)
         } else if is_stream(path) {
@@ -492,7 +513,8 @@ where
     }
 
     fn call(&mut self, mut request: Request<tonic::body::Body>) -> Self::Future {
-        if let Some(response) = too_many_header_bytes(&request) {
+        let headers = RequestHeaders::of(&request);
+        if let Some(response) = headers.too_many_bytes() {
             return ShedFuture::Refused {
                 response: Some(response),
             };
@@ -506,7 +528,9 @@ where
                 };
             }
         };
-        let (timeout, lasts) = self.layer.deadlines(&request);
+        let (timeout, lasts) = self
+            .layer
+            .deadlines(request.uri().path(), headers.grpc_timeout);
         // The deadlines count from here, before the inner call, so that the
         // answer's is never later than tonic's own (which would end the
         // call CANCELLED). Its timer is made only if the call has to wait.
@@ -1202,10 +1226,26 @@ mod tests {
     }
 
     #[test]
+    fn one_pass_over_the_headers_counts_their_bytes_and_finds_the_grpc_timeout() {
+        let mut request = request(Some("200m"));
+        request.headers_mut().insert("x-a", "bc".parse().unwrap());
+        *request.uri_mut() = "/a/b".parse().unwrap();
+        let headers = RequestHeaders::of(&request);
+        assert_eq!(headers.grpc_timeout, Some(Duration::from_millis(200)));
+        // The path, then `grpc-timeout: 200m` and `x-a: bc`, 32 bytes each.
+        assert_eq!(headers.bytes, 4 + (12 + 4 + 32) + (3 + 2 + 32));
+        assert!(headers.too_many_bytes().is_none());
+    }
+
+    #[test]
     fn a_call_is_bounded_by_the_sooner_of_the_request_timeout_and_the_clients() {
         let ten_seconds = Some(Duration::from_secs(10));
         let shorter = Some(Duration::from_millis(200));
-        let answer = |layer: ShedLayer, timeout| layer.deadlines(&request(timeout)).0;
+        let answer = |layer: ShedLayer, timeout| {
+            let request = request(timeout);
+            let client = RequestHeaders::of(&request).grpc_timeout;
+            layer.deadlines(request.uri().path(), client).0
+        };
         assert_eq!(answer(layer(ten_seconds), Some("200m")), shorter);
         assert_eq!(answer(layer(shorter), Some("1H")), shorter);
         assert_eq!(answer(layer(ten_seconds), None), ten_seconds);

@@ -117,6 +117,12 @@ pub(crate) fn header<'a>(
         .find_map(|(field, value)| (field == name).then_some(value))
 }
 
+/// Whether `headers` has a field named any of `names`: one pass over their
+/// names, as in `header`.
+pub(crate) fn has_any_header(headers: &http::HeaderMap, names: &[&http::HeaderName]) -> bool {
+    headers.keys().any(|field| names.contains(&field))
+}
+
 /// The `grpc-timeout` header of `headers`, if it has one that parses.
 pub(crate) fn grpc_timeout_of(headers: &http::HeaderMap) -> Option<Duration> {
     static GRPC_TIMEOUT: http::HeaderName = http::HeaderName::from_static("grpc-timeout");
@@ -157,6 +163,18 @@ mod tests {
         assert_eq!(header(&headers, &name("grpc-timeout")), None);
         headers.insert("grpc-timeout", "150m".parse().unwrap());
         assert_eq!(grpc_timeout_of(&headers), Some(Duration::from_millis(150)));
+    }
+
+    #[test]
+    fn any_of_several_headers_is_found_in_one_pass() {
+        let mut headers = http::HeaderMap::new();
+        headers.insert("content-type", "application/grpc".parse().unwrap());
+        let traceparent = http::HeaderName::from_static("traceparent");
+        let baggage = http::HeaderName::from_static("baggage");
+        assert!(!has_any_header(&headers, &[&traceparent, &baggage]));
+        headers.insert("baggage", "k=v".parse().unwrap());
+        assert!(has_any_header(&headers, &[&traceparent, &baggage]));
+        assert!(!has_any_header(&headers, &[&traceparent]));
     }
 
     #[test]

@@ -50,7 +50,7 @@ use super::{
 use crate::{
     method::Rpc,
     status::{OTEL_CODE_NAMES, code_index},
-    values::header,
+    values::has_any_header,
 };
 
 /// What decides which calls are exported and makes their spans; `None` in
@@ -536,7 +536,7 @@ static BAGGAGE: HeaderName = HeaderName::from_static("baggage");
 /// What the caller sent of W3C trace context and baggage, through the
 /// app's propagator; most calls send neither, and then it is not asked.
 fn caller_context(headers: &HeaderMap) -> Context {
-    if header(headers, &TRACEPARENT).is_none() && header(headers, &BAGGAGE).is_none() {
+    if !has_any_header(headers, &[&TRACEPARENT, &BAGGAGE]) {
         return Context::new();
     }
     opentelemetry::global::get_text_map_propagator(|propagator| {
