@@ -64,7 +64,7 @@ use std::{
 use bytes::Bytes;
 use clap::Args;
 use futures::task::AtomicWaker;
-use http::{HeaderName, Request, Response};
+use http::{Request, Response};
 use http_body::{Body, Frame, SizeHint};
 use metrics::Counter;
 use parking_lot::Mutex;
@@ -297,7 +297,6 @@ struct RequestHeaders {
 impl RequestHeaders {
     fn of<B>(request: &Request<B>) -> Self {
         const FIELD_OVERHEAD: usize = 32;
-        static GRPC_TIMEOUT: HeaderName = HeaderName::from_static("grpc-timeout");
         let uri = request.uri();
         let mut bytes = uri.path_and_query().map_or(0, |path| path.as_str().len())
             + uri
@@ -306,13 +305,13 @@ impl RequestHeaders {
         let mut grpc_timeout = None;
         for (name, value) in request.headers() {
             bytes += name.as_str().len() + value.len() + FIELD_OVERHEAD;
-            if grpc_timeout.is_none() && *name == GRPC_TIMEOUT {
+            if grpc_timeout.is_none() && *name == values::GRPC_TIMEOUT {
                 grpc_timeout = Some(value);
             }
         }
         Self {
             bytes,
-            grpc_timeout: grpc_timeout.and_then(|value| values::grpc_timeout(value.to_str().ok()?)),
+            grpc_timeout: grpc_timeout.and_then(values::grpc_timeout_value),
         }
     }
 

@@ -123,14 +123,21 @@ pub(crate) fn has_any_header(headers: &http::HeaderMap, names: &[&http::HeaderNa
     headers.keys().any(|field| names.contains(&field))
 }
 
+/// The name of gRPC's deadline header.
+pub(crate) static GRPC_TIMEOUT: http::HeaderName = http::HeaderName::from_static("grpc-timeout");
+
 /// The `grpc-timeout` header of `headers`, if it has one that parses.
 pub(crate) fn grpc_timeout_of(headers: &http::HeaderMap) -> Option<Duration> {
-    static GRPC_TIMEOUT: http::HeaderName = http::HeaderName::from_static("grpc-timeout");
-    grpc_timeout(header(headers, &GRPC_TIMEOUT)?.to_str().ok()?)
+    grpc_timeout_value(header(headers, &GRPC_TIMEOUT)?)
+}
+
+/// A `grpc-timeout` header's value, if it parses.
+pub(crate) fn grpc_timeout_value(value: &http::HeaderValue) -> Option<Duration> {
+    grpc_timeout(value.to_str().ok()?)
 }
 
 /// A `grpc-timeout` header's value: digits and a unit (H, M, S, m, u, n).
-pub(crate) fn grpc_timeout(value: &str) -> Option<Duration> {
+fn grpc_timeout(value: &str) -> Option<Duration> {
     let (digits, unit) = value.split_at(value.len().checked_sub(1)?);
     let amount: u64 = digits.parse().ok()?;
     Some(match unit {
