@@ -1,8 +1,10 @@
 //! Which store failures are the database's state rather than this
 //! service's fault: unreachable, restarting, out of resources, busy or
-//! locked, read-only, or without its catalogue. A client is told to retry
-//! (UNAVAILABLE, see `crate::error`), maybe on another replica; anything
-//! else (a statement the database refuses, a corrupt row) is a defect.
+//! locked, read-only, without its catalogue, or its reply broken off
+//! mid-message (sqlx then reads bytes that are not the protocol). A client
+//! is told to retry (UNAVAILABLE, see `crate::error`), maybe on another
+//! replica; anything else (a statement the database refuses, a corrupt
+//! row) is a defect.
 
 use sqlx::{error::DatabaseError, postgres::PgDatabaseError, sqlite::SqliteError};
 
@@ -11,6 +13,7 @@ use sqlx::{error::DatabaseError, postgres::PgDatabaseError, sqlite::SqliteError}
 pub(super) fn is_transient(error: &sqlx::Error) -> bool {
     match error {
         sqlx::Error::Io(_)
+        | sqlx::Error::Protocol(_)
         | sqlx::Error::Tls(_)
         | sqlx::Error::PoolTimedOut
         | sqlx::Error::PoolClosed
@@ -127,6 +130,17 @@ mod tests {
             .await
             .unwrap_err();
         assert!(!is_transient(&syntax), "a defect, not the database's state");
+    }
+
+    /// A connection cut mid-reply leaves sqlx reading bytes that are not
+    /// PostgreSQL's protocol ("unknown message type"): the connection's
+    /// state, as an I/O error is; a value that does not decode is not.
+    #[test]
+    fn a_reply_broken_off_mid_message_is_transient_a_bad_value_is_not() {
+        let broken = sqlx::Error::Protocol("unknown message type: '\\0'".into());
+        assert!(is_transient(&broken));
+        let bad_value = sqlx::Error::Decode("not a number".into());
+        assert!(!is_transient(&bad_value));
     }
 
     #[test]
