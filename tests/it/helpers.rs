@@ -16,7 +16,7 @@ mod logs;
 mod metrics;
 mod postgres;
 
-use std::sync::Arc;
+use std::{sync::Arc, time::Duration};
 
 use catalogue::{
     api::proto::catalogue_service_client::CatalogueServiceClient,
@@ -231,6 +231,10 @@ impl TestAppBuilder {
         if let Some(change) = self.configure {
             change(&mut config);
         }
+        let ready_file = config
+            .ready_file
+            .get_or_insert_with(|| data_dir.path().join("ready.json"))
+            .clone();
         let sink = match &self.logs {
             Some(logs) => logs.sink(),
             None => test_log_sink(),
@@ -253,6 +257,7 @@ impl TestAppBuilder {
         let server = tokio::spawn(app.run_until_stopped(async {
             let _ = shutdown_signal.await;
         }));
+        serving(&ready_file, &server).await;
         let channel = Channel::from_shared(format!("http://{grpc_addr}"))
             .expect("valid uri")
             .connect()
@@ -272,6 +277,22 @@ impl TestAppBuilder {
             schema,
         }
     }
+}
+
+/// Returns once the app has started everything it runs (its ready file is
+/// written after the last task is spawned), or once it has stopped (a test
+/// of a failed start reads why from `stopped`). Listeners are bound before
+/// `spawn` runs the app, so a connection alone does not say it has started.
+async fn serving(ready_file: &std::path::Path, server: &JoinHandle<Result<(), StartupError>>) {
+    const BOUND: Duration = Duration::from_secs(60);
+    let waited = tokio::time::timeout(BOUND, async {
+        while !ready_file.exists() && !server.is_finished() {
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+    });
+    waited
+        .await
+        .expect("the app started or stopped within a minute: its start is wedged");
 }
 
 /// Configuration of a test app: port 0 everywhere, a short grace period.
