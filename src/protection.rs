@@ -436,31 +436,24 @@ impl ShedLayer {
             }
             return Ok(None);
         }
-        // Calls of one IP arriving at the same instant may each pass this
-        // check before any takes its peer slot: the share is the rule for
-        // calls in turn.
-        if let Some(info) = info
-            && self.reserve.refuses(
-                self.max_calls_per_peer
-                    .saturating_sub(info.peer_calls.available()),
-                self.permits.available(),
-            )
-        {
-            return Err(&self.shed_reserved);
-        }
-        let Some(call) = self.permits.try_take() else {
-            return Err(&self.shed);
-        };
-        // A refusal here gives the slots taken so far back at once.
         let Some(info) = info else {
+            let call = self.permits.try_take().ok_or(&self.shed)?;
             return Ok(Some(Slots::new(call, None, None)));
         };
-        let Some(peer) = info.peer_calls.try_take() else {
-            return Err(&self.shed_by_peer);
-        };
-        let Some(connection) = info.calls.try_take() else {
-            return Err(&self.shed_by_connection);
-        };
+        // The IP's slot is taken first and what the IP held is read as it
+        // is taken, so that calls of one IP arriving at the same instant
+        // are told different holdings and the reserve's share holds for
+        // them too. A refusal gives the slots taken so far back at once.
+        let peer = info.peer_calls.try_take_counted();
+        let held = peer.as_ref().map_or(self.max_calls_per_peer, |(_, free)| {
+            self.max_calls_per_peer.saturating_sub(*free)
+        });
+        if self.reserve.refuses(held, self.permits.available()) {
+            return Err(&self.shed_reserved);
+        }
+        let call = self.permits.try_take().ok_or(&self.shed)?;
+        let (peer, _) = peer.ok_or(&self.shed_by_peer)?;
+        let connection = info.calls.try_take().ok_or(&self.shed_by_connection)?;
         Ok(Some(Slots::new(
             call,
             Some([peer, connection]),
@@ -1222,6 +1215,52 @@ mod tests {
             limits.max_connection_age,
             Some((minutes(30), Duration::from_secs(30)))
         );
+    }
+
+    #[test]
+    fn calls_of_one_address_at_the_same_instant_take_no_more_than_its_share_of_the_reserve() {
+        use std::sync::atomic::AtomicUsize;
+
+        // 16 slots, of which the last 2 are the reserve: one call each for
+        // an address holding none. Another address holds the other 14.
+        let limits = Limits {
+            max_concurrent_calls: 16,
+            max_calls_per_connection: 16,
+            max_calls_per_peer: 16,
+            ..layer_limits(None)
+        };
+        let layer = ShedLayer::new(&limits, &Metrics::new().expect("a recorder"));
+        let _others: Vec<Slot> = (0..14)
+            .map(|_| layer.permits.try_take().expect("a slot"))
+            .collect();
+        for round in 0..2_000 {
+            let address = Capacity::new(16);
+            let ready = AtomicUsize::new(0);
+            // Two calls of the fresh address, on two threads let go together.
+            let admitted: usize = std::thread::scope(|scope| {
+                let calls: Vec<_> = (0..2)
+                    .map(|_| {
+                        scope.spawn(|| {
+                            let mut request = request(None);
+                            request
+                                .extensions_mut()
+                                .insert(ConnectionInfo::of_address(address.clone()));
+                            ready.fetch_add(1, Ordering::AcqRel);
+                            while ready.load(Ordering::Acquire) < 2 {
+                                std::hint::spin_loop();
+                            }
+                            layer.admit(&request).ok().flatten()
+                        })
+                    })
+                    .collect();
+                let slots: Vec<_> = calls.into_iter().map(|call| call.join().unwrap()).collect();
+                slots.iter().flatten().count()
+            });
+            assert_eq!(
+                admitted, 1,
+                "round {round}: its share of the reserve is one call"
+            );
+        }
     }
 
     #[test]

@@ -37,12 +37,19 @@ impl Capacity {
 
     /// A slot, or `None` if every one is taken.
     pub fn try_take(self: &Arc<Self>) -> Option<Slot> {
+        self.try_take_counted().map(|(slot, _)| slot)
+    }
+
+    /// A slot and how many were free as it was taken (itself included), or
+    /// `None` if every one is taken: two takers at the same instant are
+    /// told different counts.
+    pub fn try_take_counted(self: &Arc<Self>) -> Option<(Slot, usize)> {
         self.free
             .fetch_update(Ordering::Acquire, Ordering::Relaxed, |free| {
                 free.checked_sub(1)
             })
             .ok()
-            .map(|_| Slot(self.clone()))
+            .map(|free| (Slot(self.clone()), free))
     }
 }
 

@@ -584,6 +584,31 @@ pub fn expose_tcp_info<B>(mut request: Request<B>) -> Request<B> {
     request
 }
 
+#[cfg(test)]
+impl ConnectionInfo {
+    /// A connection of its own from the address whose calls are
+    /// `peer_calls`, for the admission's tests.
+    pub(crate) fn of_address(peer_calls: Arc<Capacity>) -> Self {
+        Self {
+            tcp: TcpConnectInfo {
+                local_addr: None,
+                remote_addr: None,
+            },
+            calls: Capacity::new(usize::MAX),
+            peer_calls,
+            control: Arc::new(ConnectionControl {
+                closing: AtomicBool::new(false),
+                task: AtomicWaker::new(),
+                closed_total: Counter::noop(),
+                open_calls: AtomicUsize::new(0),
+                activity: AtomicU64::new(0),
+                answers: None,
+                sweeps: AtomicU32::new(0),
+            }),
+        }
+    }
+}
+
 impl Connected for GuardedConnection {
     type ConnectInfo = ConnectionInfo;
 
