@@ -610,13 +610,15 @@ impl Run {
     }
 }
 
-/// UNAVAILABLE, or the connection broke under the call (tonic reports that
-/// as UNKNOWN with the transport error as its source; an UNKNOWN the server
-/// sent has none). Either way the call may be repeated because it is a read.
+/// UNAVAILABLE, or the connection broke under the call: tonic reports that
+/// as UNKNOWN, or as CANCELLED when hyper gave the call up because its
+/// connection closed (a replica killed), with the transport error as its
+/// source; an UNKNOWN or CANCELLED the server sent has none. Either way the
+/// call may be repeated because it is a read.
 fn retryable(status: &Status) -> bool {
     match status.code() {
         Code::Unavailable => true,
-        Code::Unknown => std::error::Error::source(status).is_some(),
+        Code::Unknown | Code::Cancelled => std::error::Error::source(status).is_some(),
         _ => false,
     }
 }
@@ -659,6 +661,39 @@ async fn discover(client: &mut Client) -> Result<Catalogue, LoadError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A transport error whose source chain holds the status the client
+    /// library chose for it, as hyper's canceled request does (tonic makes
+    /// it CANCELLED, with this error as its source).
+    #[derive(Debug)]
+    struct Transport(Status);
+
+    impl std::fmt::Display for Transport {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            write!(f, "connection closed under the call")
+        }
+    }
+
+    impl std::error::Error for Transport {
+        fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+            Some(&self.0)
+        }
+    }
+
+    #[test]
+    fn a_call_cut_off_by_its_connection_is_retried_whatever_code_the_client_gave_it() {
+        let cut_off = |code| Status::from_error(Box::new(Transport(Status::new(code, "cut off"))));
+        assert_eq!(cut_off(Code::Cancelled).code(), Code::Cancelled);
+        assert!(retryable(&cut_off(Code::Cancelled)));
+        assert!(retryable(&cut_off(Code::Unknown)));
+        let reset = std::io::Error::from(std::io::ErrorKind::ConnectionReset);
+        assert!(retryable(&Status::from_error(Box::new(reset))));
+        assert!(retryable(&Status::unavailable("overloaded")));
+        // What a server answered is final, unless it is UNAVAILABLE.
+        for code in [Code::Cancelled, Code::Unknown, Code::Internal] {
+            assert!(!retryable(&Status::new(code, "answered")), "{code:?}");
+        }
+    }
 
     #[test]
     fn mixes_parse_and_bad_ones_are_refused() {
