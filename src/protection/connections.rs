@@ -178,15 +178,10 @@ impl<S> GuardedIncoming<S> {
             slot,
             open: self.open.clone(),
             calls: Capacity::new(self.calls_per_connection),
-            control: Arc::new(ConnectionControl {
-                closing: AtomicBool::new(false),
-                task: AtomicWaker::new(),
-                closed_total: self.refusals.stalled_call.clone(),
-                open_calls: AtomicUsize::new(0),
-                activity: AtomicU64::new(0),
-                answers: self.call_idle_timeout.map(|_| Answers::default()),
-                sweeps: AtomicU32::new(0),
-            }),
+            control: ConnectionControl::new(
+                self.refusals.stalled_call.clone(),
+                self.call_idle_timeout.is_some(),
+            ),
             sweep: self
                 .call_idle_timeout
                 .map(|timeout| Every::new(timeout, SWEEPS_PER_IDLE_TIMEOUT)),
@@ -491,6 +486,21 @@ pub(crate) struct ConnectionControl {
 }
 
 impl ConnectionControl {
+    /// A connection's, open and quiet; `closed_total` counts its closing
+    /// for a stuck call; `swept`: its answers are watched by its sweep
+    /// (`--stream-idle-timeout`).
+    fn new(closed_total: Counter, swept: bool) -> Arc<Self> {
+        Arc::new(Self {
+            closing: AtomicBool::new(false),
+            task: AtomicWaker::new(),
+            closed_total,
+            open_calls: AtomicUsize::new(0),
+            activity: AtomicU64::new(0),
+            answers: swept.then(Answers::default),
+            sweeps: AtomicU32::new(0),
+        })
+    }
+
     /// A call that holds no slot (a health check) came.
     pub(super) fn touch(&self) {
         self.activity.fetch_add(1, Ordering::Relaxed);
@@ -596,15 +606,7 @@ impl ConnectionInfo {
             },
             calls: Capacity::new(usize::MAX),
             peer_calls,
-            control: Arc::new(ConnectionControl {
-                closing: AtomicBool::new(false),
-                task: AtomicWaker::new(),
-                closed_total: Counter::noop(),
-                open_calls: AtomicUsize::new(0),
-                activity: AtomicU64::new(0),
-                answers: None,
-                sweeps: AtomicU32::new(0),
-            }),
+            control: ConnectionControl::new(Counter::noop(), false),
         }
     }
 }
@@ -820,15 +822,7 @@ mod tests {
     }
 
     fn swept_control() -> Arc<ConnectionControl> {
-        Arc::new(ConnectionControl {
-            closing: AtomicBool::new(false),
-            task: AtomicWaker::new(),
-            closed_total: Counter::noop(),
-            open_calls: AtomicUsize::new(0),
-            activity: AtomicU64::new(0),
-            answers: Some(Answers::default()),
-            sweeps: AtomicU32::new(0),
-        })
+        ConnectionControl::new(Counter::noop(), true)
     }
 
     #[test]
