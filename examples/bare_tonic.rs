@@ -28,6 +28,7 @@ use catalogue::{
             catalogue_service_server::{CatalogueService, CatalogueServiceServer},
         },
     },
+    coalesce::CoalescedWrites,
     domain::{
         CategoryId, DEFAULT_LIST_PAGE_SIZE, DEFAULT_SEARCH_PAGE_SIZE, InvalidInput, ListCursor,
         MAX_LIST_PAGE_SIZE, MAX_SEARCH_PAGE_SIZE, PageSize, ProductId, SearchOffset, SearchQuery,
@@ -59,6 +60,8 @@ enum Rung {
     /// The catalogue's handlers (`CatalogueApi`: requests parsed into domain
     /// values, the `Store` trait) over the memory store.
     Handler,
+    /// Each HTTP/2 round's writes in one system call (`CoalescedWrites`).
+    Coalesced,
     /// The connection caps and handshake timeout, and each call's
     /// connection slots handed to it.
     Guards,
@@ -148,6 +151,9 @@ async fn serve(cli: Cli) -> anyhow::Result<()> {
                 router
                     .serve_with_incoming(guard_connections(incoming, &limits, &metrics))
                     .await?
+            } else if rung >= Rung::Coalesced {
+                let coalesced = incoming.map(|accepted| accepted.map(CoalescedWrites::new));
+                router.serve_with_incoming(coalesced).await?
             } else {
                 router.serve_with_incoming(incoming).await?
             }
@@ -158,7 +164,7 @@ async fn serve(cli: Cli) -> anyhow::Result<()> {
             Server::builder(),
             CatalogueServiceServer::new(BareCatalogue::new(cli.seed_products))
         ),
-        Rung::Handler => serve!(Server::builder(), api()),
+        Rung::Handler | Rung::Coalesced => serve!(Server::builder(), api()),
         Rung::Guards => serve!(Server::builder().layer(connection_slots()), api()),
         Rung::Shed | Rung::Deadlines => serve!(
             Server::builder()

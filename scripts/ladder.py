@@ -41,6 +41,8 @@ RUNGS = [
      "bare", ["--up-to", "bare"], {}),
     ("+ catalogue handler", "CatalogueApi over the memory store: requests parsed into domain values, "
      "the Store trait, domain to protobuf", "bare", ["--up-to", "handler"], {}),
+    ("+ coalesced writes", "each HTTP/2 round's frames in one system call (CoalescedWrites): a gain, "
+     "not a cost, in CPU; a copy of the round's bytes in instructions", "bare", ["--up-to", "coalesced"], {}),
     ("+ connection guards", "connection caps and handshake timeout; each call handed its connection's slots",
      "bare", ["--up-to", "guards"], {}),
     ("+ ShedLayer", "global, per-peer and per-connection call limits", "bare", ["--up-to", "shed"], {}),

@@ -82,9 +82,14 @@ GOMAXPROCS = all cores), serving the same catalogue (`same_responses`: byte
 for byte the same answers). Ours runs the default production profile: RED,
 runtime and task metrics, traces at 10 % exported over OTLP. Bare tonic
 ([`examples/bare_tonic.rs`](../examples/bare_tonic.rs)) is the same
-contract with nothing on it: the tax is ours over it. CPU per call is the
-process's `utime + stime` over a run at a steady rate, per call; write
-system calls per call are `syscw` of `/proc/PID/io` over the same run.""",
+contract with nothing on it: the tax is ours over it. Ours also writes
+each HTTP/2 round's frames in one system call
+([`src/coalesce.rs`](../src/coalesce.rs)), which bare tonic does not: the
+cost ladder's "coalesced writes" rung says what that alone gains. CPU per
+call is the process's `utime + stime` over a run at a steady rate, per
+call; write system calls per call are `syscw` of `/proc/PID/io` over the
+same run (it counts `write` and `writev`, which is every write the three
+servers make, not `send`).""",
     "memory footprint": """\
 Memory per idle HTTP/2 connection, per stream whose reader stopped after
 one message, and the peak while streaming a SQLite catalogue ten times

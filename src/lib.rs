@@ -19,6 +19,7 @@
 //!   and its simulator (`catalogue upstream`);
 //! - `health`: the health lane, probes answered on a thread of their own;
 //! - `protection`: server-side load shedding and connection limits;
+//! - `coalesce`: a connection's writes of one HTTP/2 round in one system call;
 //! - `ready`: the `--ready-file` a server writes once it listens;
 //! - `telemetry`: the app's subscriber (logs, traces, console) and its
 //!   set-up, one per app;
@@ -35,6 +36,7 @@
 pub mod admin;
 pub mod api;
 pub mod app;
+pub mod coalesce;
 pub mod config;
 pub mod discovery;
 pub mod domain;

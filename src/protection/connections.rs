@@ -60,7 +60,10 @@ use super::{
     capacity::Capacity,
     peers::{AddressSlot, AddressSlots, Refusal},
 };
-use crate::metrics::{Metrics, names};
+use crate::{
+    coalesce::CoalescedWrites,
+    metrics::{Metrics, names},
+};
 
 /// The first and the longest pause after a failed accept.
 const ACCEPT_BACKOFF_MIN: Duration = Duration::from_millis(5);
@@ -174,7 +177,7 @@ impl<S> GuardedIncoming<S> {
         };
         self.open.increment(1.0);
         Some(GuardedConnection {
-            stream,
+            stream: CoalescedWrites::new(stream),
             slot,
             open: self.open.clone(),
             calls: Capacity::new(self.calls_per_connection),
@@ -438,7 +441,8 @@ struct Handshake {
 /// peer's `--max-connections-per-peer` while open, and is closed if its
 /// handshake does not end in time.
 pub struct GuardedConnection {
-    stream: TcpStream,
+    /// Each HTTP/2 round's writes in one system call (`coalesce`).
+    stream: CoalescedWrites<TcpStream>,
     /// Its slot of `--max-connections` and of its address's share.
     slot: AddressSlot,
     open: Gauge,
@@ -616,7 +620,7 @@ impl Connected for GuardedConnection {
 
     fn connect_info(&self) -> Self::ConnectInfo {
         ConnectionInfo {
-            tcp: self.stream.connect_info(),
+            tcp: self.stream.get_ref().connect_info(),
             calls: self.calls.clone(),
             peer_calls: self.slot.calls.clone(),
             control: self.control.clone(),
@@ -696,14 +700,6 @@ impl AsyncWrite for GuardedConnection {
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         Pin::new(&mut self.get_mut().stream).poll_shutdown(cx)
-    }
-
-    fn poll_write_vectored(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[io::IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().stream).poll_write_vectored(cx, bufs)
     }
 
     fn is_write_vectored(&self) -> bool {
