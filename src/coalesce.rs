@@ -14,8 +14,8 @@
 //! or at the flush that ends h2's round: one system call a round for small
 //! answers, one a DATA frame for streams, as before.
 //!
-//! The cost: a copy of each held write, and a buffer of `HOLD_UP_TO` bytes
-//! per connection once it has written. Every write is a `writev`, as h2's
+//! The cost: a copy of each held write, and a buffer of at most
+//! `HOLD_UP_TO` bytes per connection. Every write is a `writev`, as h2's
 //! own are, so `/proc/PID/io`'s `syscw` (which does not count `send`)
 //! counts them all.
 //!
@@ -87,7 +87,9 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for CoalescedWrites<S> {
             return Poll::Ready(Ok(0));
         }
         if this.held.len() + data.len() <= HOLD_UP_TO {
-            this.held.reserve_exact(HOLD_UP_TO - this.held.len());
+            // Grown to the longest round seen, never past the bound: an
+            // idle connection keeps the few bytes of its handshake's.
+            this.held.reserve_exact(data.len());
             this.held.extend_from_slice(data);
             return Poll::Ready(Ok(data.len()));
         }
@@ -226,6 +228,18 @@ mod tests {
             [b"head".as_slice(), &payload, b"tail"].concat()
         );
         assert!(writes.held.is_empty());
+    }
+
+    #[tokio::test]
+    async fn the_buffer_is_as_long_as_the_longest_round_held() {
+        let mut writes = CoalescedWrites::new(Recorder::default());
+        writes.write_all(&[0; 40]).await.unwrap();
+        writes.flush().await.unwrap();
+        assert_eq!(writes.held.capacity(), 40);
+        writes.write_all(&[0; 300]).await.unwrap();
+        writes.write_all(&[0; 30]).await.unwrap();
+        writes.flush().await.unwrap();
+        assert_eq!(writes.held.capacity(), 330);
     }
 
     #[tokio::test]
