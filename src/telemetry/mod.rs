@@ -24,7 +24,6 @@ use std::{
 use opentelemetry::{
     KeyValue, global, propagation::TextMapCompositePropagator, trace::TracerProvider as _,
 };
-use opentelemetry_otlp::{SpanExporter, WithExportConfig};
 use opentelemetry_sdk::{
     Resource,
     propagation::{BaggagePropagator, TraceContextPropagator},
@@ -40,13 +39,17 @@ pub use self::{
 use crate::{
     metrics::{Metrics, names},
     runtime::{Console, tasks},
-    traces::{CallTraces, Keep, sampling},
+    traces::{
+        CallTraces, Keep,
+        export::{Collector, CollectorError, OtlpExporter},
+        sampling,
+    },
 };
 
 #[derive(Debug, thiserror::Error)]
 pub enum TelemetryError {
     #[error("cannot build the OTLP exporter: {0}")]
-    Exporter(#[from] opentelemetry_otlp::ExporterBuildError),
+    Exporter(#[from] CollectorError),
     #[error("cannot build the Prometheus recorder: {0}")]
     Metrics(#[from] metrics_exporter_prometheus::BuildError),
 }
@@ -106,9 +109,8 @@ impl Telemetry {
             Box::new(BaggagePropagator::new()),
         ]));
         let tracer_provider = config
-            .otlp_endpoint
-            .as_ref()
-            .map(|endpoint| tracer_provider(endpoint, &config.service_name, instance_id))
+            .collector()
+            .map(|collector| tracer_provider(&collector, &config.service_name, instance_id))
             .transpose()?;
 
         // Always there, dormant until woken; outermost, after the log layer
@@ -271,14 +273,11 @@ fn subscriber(
 /// with a bounded queue: a slow or absent collector costs dropped spans,
 /// never a blocked request.
 fn tracer_provider(
-    endpoint: &http::Uri,
+    collector: &Collector,
     service_name: &str,
     instance_id: String,
 ) -> Result<SdkTracerProvider, TelemetryError> {
-    let exporter = SpanExporter::builder()
-        .with_tonic()
-        .with_endpoint(endpoint.to_string())
-        .build()?;
+    let exporter = OtlpExporter::new(collector)?;
     let resource = Resource::builder()
         .with_service_name(service_name.to_owned())
         .with_attribute(KeyValue::new(

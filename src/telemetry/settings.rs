@@ -11,7 +11,11 @@ use tracing_subscriber::{
     layer::Filter,
 };
 
-use crate::traces::{SemconvOptIn, sampling::SamplerKind};
+use crate::traces::{
+    SemconvOptIn,
+    export::{self, Collector, Compression, OtlpHeaders},
+    sampling::SamplerKind,
+};
 use crate::values::{Ratio, http_uri};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -164,11 +168,26 @@ pub struct TelemetryConfig {
 
     /// OTLP/gRPC collector to export traces to, e.g. http://127.0.0.1:4317.
     /// Unset: no traces are exported (and no call makes a span). The other
-    /// standard OTEL_* variables (OTEL_RESOURCE_ATTRIBUTES,
-    /// OTEL_EXPORTER_OTLP_TIMEOUT, OTEL_BSP_*, ...) are read by the
-    /// OpenTelemetry SDK.
+    /// standard OTEL_* variables (OTEL_RESOURCE_ATTRIBUTES, OTEL_BSP_*, ...)
+    /// are read by the OpenTelemetry SDK.
     #[arg(long, env = "OTEL_EXPORTER_OTLP_ENDPOINT", value_parser = http_uri)]
     pub otlp_endpoint: Option<http::Uri>,
+
+    /// Headers sent with every export: `name=value,...`, values
+    /// percent-decoded (a hosted collector's key, say).
+    #[arg(long, env = "OTEL_EXPORTER_OTLP_HEADERS", default_value = "",
+          hide_default_value = true, value_parser = OtlpHeaders::parse)]
+    pub otlp_headers: OtlpHeaders,
+
+    /// How long one export may take, its retries included, in milliseconds.
+    #[arg(long, env = "OTEL_EXPORTER_OTLP_TIMEOUT", default_value = "10000",
+          value_name = "MS", value_parser = export::parse_timeout)]
+    pub otlp_timeout: std::time::Duration,
+
+    /// How batches of spans are compressed on the wire.
+    #[arg(long, env = "OTEL_EXPORTER_OTLP_COMPRESSION", value_enum,
+          default_value_t = Compression::None)]
+    pub otlp_compression: Compression,
 
     /// Which calls are traced, decided as each arrives (OpenTelemetry's
     /// sampler names): parentbased_* follow the caller's sampled flag when
@@ -238,6 +257,16 @@ pub struct TelemetryConfig {
 }
 
 impl TelemetryConfig {
+    /// Where traces go, if they are exported.
+    pub fn collector(&self) -> Option<Collector> {
+        self.otlp_endpoint.clone().map(|endpoint| Collector {
+            endpoint,
+            headers: self.otlp_headers.clone(),
+            timeout: self.otlp_timeout,
+            compression: self.otlp_compression,
+        })
+    }
+
     /// `--instance-id`, or HOST/PID: unique among the replicas on one host,
     /// and among pods (whose host name is the pod's name).
     pub fn instance_id(&self) -> String {

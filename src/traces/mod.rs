@@ -4,9 +4,13 @@
 //!
 //! - `sampling`: the head-sampling decision, made before any span exists;
 //! - `calls`: the spans of one call, the keep decision for untraced calls
-//!   that end badly or slowly, and the W3C context a call sends on.
+//!   that end badly or slowly, and the W3C context a call sends on;
+//! - `export` and `otlp`: the batches of finished spans, written as OTLP
+//!   bytes and sent to the collector.
 
 pub mod calls;
+pub mod export;
+mod otlp;
 pub(crate) mod sampling;
 
 pub use self::calls::{CallTraces, Keep, Outgoing, StoreCall, outgoing_context, record_store_call};

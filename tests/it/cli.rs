@@ -44,6 +44,11 @@ fn a_bad_value_exits_2_naming_the_flag_for_every_subcommand() {
             &["serve", "--otlp-endpoint", "127.0.0.1:4317"],
             "--otlp-endpoint",
         ),
+        (&["serve", "--otlp-timeout", "0"], "--otlp-timeout"),
+        (
+            &["serve", "--otlp-compression", "zstd"],
+            "--otlp-compression",
+        ),
         (&["serve", "--fault-error-rate", "7"], "--fault-error-rate"),
         (&["serve", "--fault-latency-ms", "5"], "--enable-faults"),
         (
@@ -63,6 +68,7 @@ fn a_bad_value_exits_2_naming_the_flag_for_every_subcommand() {
     let variables = [
         (("RUST_LOG", "catalogue=loud"), "--log-filter"),
         (("CATALOGUE_CONSOLE", "maybe"), "--console"),
+        (("OTEL_EXPORTER_OTLP_HEADERS", "api-key"), "--otlp-headers"),
     ];
     let cases = flags.iter().map(|&(args, flag)| (args, &[][..], flag));
     let cases = cases.chain(

@@ -1,6 +1,9 @@
 //! Spans exported over real OTLP/gRPC to a receiver inside the test.
 
-use std::sync::{Arc, Mutex};
+use std::sync::{
+    Arc, Mutex,
+    atomic::{AtomicUsize, Ordering},
+};
 
 use catalogue::{
     api::proto::GetProductRequest,
@@ -15,11 +18,13 @@ use opentelemetry_proto::tonic::{
         trace_service_server::{TraceService, TraceServiceServer},
     },
     common::v1::{AnyValue, any_value::Value},
+    resource::v1::Resource,
     trace::v1::{Span, span::SpanKind, status::StatusCode},
 };
 use tokio_stream::wrappers::TcpListenerStream;
 use tonic::{
     Request, Response, Status,
+    codec::CompressionEncoding,
     metadata::MetadataValue,
     transport::{Server, server::Router},
 };
@@ -35,10 +40,17 @@ async fn serve_on_loopback(router: Router) -> String {
     format!("http://{addr}")
 }
 
-/// An OTLP trace receiver that keeps every span it is sent.
+/// The headers and the resource of one export.
+type Export = (tonic::metadata::MetadataMap, Option<Resource>);
+
+/// An OTLP trace receiver that keeps every span it is sent, and the
+/// headers and resource of every export it takes.
 #[derive(Clone, Default)]
 struct Receiver {
     spans: Arc<Mutex<Vec<Span>>>,
+    exports: Arc<Mutex<Vec<Export>>>,
+    /// How many exports to answer UNAVAILABLE first.
+    refusals: Arc<AtomicUsize>,
 }
 
 #[tonic::async_trait]
@@ -47,8 +59,21 @@ impl TraceService for Receiver {
         &self,
         request: Request<ExportTraceServiceRequest>,
     ) -> Result<Response<ExportTraceServiceResponse>, Status> {
+        let refuse = |left: usize| left.checked_sub(1);
+        if self
+            .refusals
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, refuse)
+            .is_ok()
+        {
+            return Err(Status::unavailable("not yet"));
+        }
+        let (metadata, _, request) = request.into_parts();
+        let resource = request
+            .resource_spans
+            .first()
+            .and_then(|spans| spans.resource.clone());
+        self.exports.lock().unwrap().push((metadata, resource));
         let spans = request
-            .into_inner()
             .resource_spans
             .into_iter()
             .flat_map(|resource| resource.scope_spans)
@@ -61,8 +86,9 @@ impl TraceService for Receiver {
 impl Receiver {
     /// Starts the receiver; returns its endpoint url.
     async fn start(&self) -> String {
-        serve_on_loopback(Server::builder().add_service(TraceServiceServer::new(self.clone())))
-            .await
+        let service =
+            TraceServiceServer::new(self.clone()).accept_compressed(CompressionEncoding::Gzip);
+        serve_on_loopback(Server::builder().add_service(service)).await
     }
 
     /// Flushes `app`'s traces until a span of each of `names` has arrived
@@ -490,6 +516,62 @@ const LIST_PRODUCTS: &str = "catalogue.v1.CatalogueService/ListProducts";
 
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The OTLP settings a hosted collector needs: its headers (values
+/// percent-decoded), gzip, and a retry when it is briefly unavailable; the
+/// resource names the service and the replica.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exports_carry_the_headers_compressed_and_are_retried_while_unavailable() {
+    let receiver = Receiver::default();
+    receiver.refusals.store(1, Ordering::Relaxed);
+    let endpoint = receiver.start().await;
+    let app = TestApp::builder()
+        .backend(Backend::Sqlite)
+        .args(&[
+            "--otlp-endpoint",
+            &endpoint,
+            "--otlp-headers",
+            "x-api-key=s%20cret, tenant = blue",
+            "--otlp-compression",
+            "gzip",
+            "--instance-id",
+            "replica-7",
+        ])
+        .spawn()
+        .await;
+    let name = "catalogue.v1.CatalogueService/GetProduct";
+    app.client
+        .clone()
+        .get_product(get_request_with(&format!("00-{TRACE_ID}-{PARENT_ID}-01")))
+        .await
+        .expect("found");
+
+    receiver.spans_ended(&app, &[name]).await;
+    assert_eq!(receiver.refusals.load(Ordering::Relaxed), 0, "refused once");
+    let exports = receiver.exports.lock().unwrap().clone();
+    let (metadata, resource) = exports.first().expect("an export taken");
+    let header = |name| metadata.get(name).and_then(|value| value.to_str().ok());
+    assert_eq!(header("x-api-key"), Some("s cret"));
+    assert_eq!(header("tenant"), Some("blue"));
+    assert_eq!(header("grpc-encoding"), Some("gzip"));
+    let resource = resource.as_ref().expect("a resource");
+    let resource_attribute = |key: &str| {
+        resource
+            .attributes
+            .iter()
+            .find(|kv| kv.key == key)
+            .and_then(|kv| kv.value.clone())
+            .and_then(|AnyValue { value }| value)
+    };
+    assert_eq!(
+        resource_attribute("service.name"),
+        Some(string("catalogue"))
+    );
+    assert_eq!(
+        resource_attribute("service.instance.id"),
+        Some(string("replica-7"))
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
