@@ -56,19 +56,10 @@ pub fn export_request(resource: &EncodedResource, spans: &[SpanData]) -> Vec<u8>
     let mut buf = Vec::with_capacity(256 + spans.len() * 384);
     message(&mut buf, 1, |buf| {
         bytes_field(buf, 1, &resource.message);
-        let mut scopes: Vec<&InstrumentationScope> = Vec::new();
-        for span in spans {
-            if !scopes.contains(&&span.instrumentation_scope) {
-                scopes.push(&span.instrumentation_scope);
-            }
-        }
-        for scope in scopes {
+        for (scope, spans) in by_scope(spans) {
             message(buf, 2, |buf| {
                 message(buf, 1, |buf| instrumentation_scope(buf, scope));
-                for span in spans
-                    .iter()
-                    .filter(|span| span.instrumentation_scope == *scope)
-                {
+                for span in spans {
                     message(buf, 2, |buf| span_message(buf, span));
                 }
                 string(buf, 3, scope.schema_url().unwrap_or_default());
@@ -77,6 +68,28 @@ pub fn export_request(resource: &EncodedResource, spans: &[SpanData]) -> Vec<u8>
         string(buf, 3, resource.schema_url.as_deref().unwrap_or_default());
     });
     buf
+}
+
+/// The spans of each scope, in the order the scopes are first seen; each
+/// span's scope compared with the previous span's first (a batch is mostly
+/// one tracer's).
+fn by_scope(spans: &[SpanData]) -> Vec<(&InstrumentationScope, Vec<&SpanData>)> {
+    let mut groups: Vec<(&InstrumentationScope, Vec<&SpanData>)> = Vec::new();
+    let mut last = 0;
+    for span in spans {
+        let scope = &span.instrumentation_scope;
+        if groups.get(last).is_none_or(|(seen, _)| *seen != scope) {
+            last = match groups.iter().position(|(seen, _)| *seen == scope) {
+                Some(index) => index,
+                None => {
+                    groups.push((scope, Vec::with_capacity(spans.len())));
+                    groups.len() - 1
+                }
+            };
+        }
+        groups[last].1.push(span);
+    }
+    groups
 }
 
 fn instrumentation_scope(buf: &mut Vec<u8>, scope: &InstrumentationScope) {
