@@ -3,7 +3,11 @@
 
 use std::{io::IsTerminal as _, net::SocketAddr};
 
-use clap::{Args, ValueEnum, builder::BoolishValueParser};
+use clap::{
+    Args, ValueEnum,
+    builder::{BoolishValueParser, TypedValueParser},
+    error::ErrorKind,
+};
 use tracing_subscriber::{
     EnvFilter, Registry,
     filter::{LevelFilter, Targets},
@@ -176,7 +180,7 @@ pub struct TelemetryConfig {
     /// Headers sent with every export: `name=value,...`, values
     /// percent-decoded (a hosted collector's key, say).
     #[arg(long, env = "OTEL_EXPORTER_OTLP_HEADERS", default_value = "",
-          hide_default_value = true, value_parser = OtlpHeaders::parse)]
+          hide_default_value = true, hide_env_values = true, value_parser = SecretHeaders)]
     pub otlp_headers: OtlpHeaders,
 
     /// How long one export may take, its retries included, in milliseconds.
@@ -254,6 +258,33 @@ pub struct TelemetryConfig {
     /// each scrape of /metrics).
     #[arg(long, env = "CATALOGUE_NO_RUNTIME_METRICS", value_parser = BoolishValueParser::new())]
     pub no_runtime_metrics: bool,
+}
+
+/// Parses `--otlp-headers` like any value, except that an error names the
+/// flag and what is wrong but, unlike clap's own, does not repeat the
+/// text: it holds a collector's key.
+#[derive(Clone)]
+struct SecretHeaders;
+
+impl TypedValueParser for SecretHeaders {
+    type Value = OtlpHeaders;
+
+    fn parse_ref(
+        &self,
+        _: &clap::Command,
+        arg: Option<&clap::Arg>,
+        value: &std::ffi::OsStr,
+    ) -> Result<OtlpHeaders, clap::Error> {
+        let flag = arg.map_or_else(|| "--otlp-headers".to_owned(), ToString::to_string);
+        value
+            .to_str()
+            .ok_or_else(|| "it is not UTF-8".to_owned())
+            .and_then(OtlpHeaders::parse)
+            .map_err(|error| {
+                let message = format!("invalid value for '{flag}': {error}\n");
+                clap::Error::raw(ErrorKind::ValueValidation, message)
+            })
+    }
 }
 
 impl TelemetryConfig {

@@ -81,11 +81,13 @@ impl OtlpHeaders {
             let name = name.trim();
             let name =
                 HeaderName::try_from(name).map_err(|_| format!("{name:?} is not a header name"))?;
-            let value = percent_encoding::percent_decode_str(value.trim())
+            let mut value = percent_encoding::percent_decode_str(value.trim())
                 .decode_utf8()
                 .ok()
                 .and_then(|value| HeaderValue::try_from(value.as_ref()).ok())
                 .ok_or_else(|| format!("the value of {name} is not a header value"))?;
+            // Printed as `Sensitive` wherever the settings are debugged.
+            value.set_sensitive(true);
             headers.append(name, value);
         }
         Ok(Self(headers))
@@ -299,6 +301,7 @@ mod tests {
         assert_eq!(value("api-key"), Some("a,b c"));
         assert_eq!(value("tenant"), Some("blue"));
         assert!(OtlpHeaders::parse("").expect("none").0.is_empty());
+        assert!(!format!("{headers:?}").contains("blue"), "{headers:?}");
     }
 
     /// A header's value is often a secret: an error names the header, not

@@ -86,6 +86,30 @@ fn a_bad_value_exits_2_naming_the_flag_for_every_subcommand() {
     }
 }
 
+/// The exporter's headers often carry a collector's key: a bad list is
+/// named, its text is not repeated, nor shown by `--help`.
+#[test]
+fn a_bad_header_list_is_refused_without_repeating_its_secrets() {
+    let secret = [(
+        "OTEL_EXPORTER_OTLP_HEADERS",
+        "authorization=Bearer s3cret,broken",
+    )];
+    let (code, stderr) = run(&["serve"], &secret);
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(stderr.contains("--otlp-headers"), "{stderr}");
+    assert!(!stderr.contains("s3cret"), "{stderr}");
+    let help = Command::new(BINARY)
+        .args(["serve", "--help"])
+        .env("OTEL_EXPORTER_OTLP_HEADERS", "authorization=Bearer s3cret")
+        .output()
+        .expect("the binary runs");
+    let help = String::from_utf8_lossy(&help.stdout);
+    assert!(
+        help.contains("--otlp-headers") && !help.contains("s3cret"),
+        "{help}"
+    );
+}
+
 #[test]
 fn boolean_variables_take_1_and_text_logs_to_a_pipe_have_no_colours() {
     let mut child = Command::new(BINARY)
