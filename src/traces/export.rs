@@ -26,10 +26,12 @@ use opentelemetry_sdk::{
 use tonic::{
     Code, Request, Status,
     client::Grpc,
-    codec::{Codec, CompressionEncoding, DecodeBuf, Decoder, EncodeBuf, Encoder},
+    codec::{BufferSettings, Codec, CompressionEncoding, EncodeBuf, Encoder},
     metadata::MetadataMap,
     transport::{Channel, Endpoint},
 };
+
+use tonic_prost::ProstDecoder;
 
 use super::otlp::{self, EncodedResource};
 
@@ -235,21 +237,21 @@ async fn sleep(wait: Duration) {
     }
 }
 
-/// A request already written as bytes; the answer decoded with prost.
+/// A request already written as bytes; the answer decoded by tonic-prost.
 struct Prepared;
 
 impl Codec for Prepared {
     type Encode = Bytes;
     type Decode = ExportAnswer;
     type Encoder = Self;
-    type Decoder = Self;
+    type Decoder = ProstDecoder<ExportAnswer>;
 
     fn encoder(&mut self) -> Self {
         Self
     }
 
-    fn decoder(&mut self) -> Self {
-        Self
+    fn decoder(&mut self) -> Self::Decoder {
+        ProstDecoder::new(BufferSettings::default())
     }
 }
 
@@ -260,17 +262,6 @@ impl Encoder for Prepared {
     fn encode(&mut self, item: Bytes, dst: &mut EncodeBuf<'_>) -> Result<(), Status> {
         dst.put(item);
         Ok(())
-    }
-}
-
-impl Decoder for Prepared {
-    type Item = ExportAnswer;
-    type Error = Status;
-
-    fn decode(&mut self, src: &mut DecodeBuf<'_>) -> Result<Option<ExportAnswer>, Status> {
-        prost::Message::decode(src)
-            .map(Some)
-            .map_err(|error| Status::internal(format!("the collector's answer: {error}")))
     }
 }
 
